@@ -1,0 +1,731 @@
+//! The conformance suite: every semantic of spec §3 as a test any backend can run against itself.
+//!
+//! Each case takes a fresh, empty store and panics (fails the test) when the backend breaks a rule.
+//! Run them all with [`conformance_tests!`](crate::conformance_tests), which writes one `#[tokio::test]`
+//! per case around a factory expression:
+//!
+//! ```ignore
+//! strata_store::conformance_tests!(async { strata_store::MemoryStore::new() });
+//! ```
+//!
+//! The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A failed expectation here is a failed test.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use strata_event::{AggregateRef, Command, CommandBuilder, Event, Position};
+use strata_query::Query;
+
+use crate::{Error, ErrorKind, EventStore};
+
+/// Writes one `#[tokio::test]` per conformance case. `$make` is an expression evaluating to a future
+/// that yields a fresh store; it is evaluated once per test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            push_returns_stored_events,
+            empty_push_stores_nothing,
+            sequences_are_gap_free_per_aggregate,
+            multi_aggregate_push_is_atomic_on_conflict,
+            expected_sequence_is_checked_before_the_push,
+            unique_constraint_clash_writes_nothing,
+            unique_constraints_remove_before_add,
+            unique_constraints_are_scoped_by_instance,
+            remove_all_unique_constraints_of_instance,
+            duplicate_unique_add_in_one_push_is_refused,
+            positions_give_a_total_order,
+            queries_filter_order_limit_and_page,
+            queries_never_cross_instances,
+            latest_position_and_current_sequence,
+            commit_horizon_is_past_every_visible_event,
+            payloads_round_trip,
+            oversized_push_is_refused,
+            concurrent_pushes_to_one_aggregate,
+            concurrent_overlapping_pushes_do_not_deadlock,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+const INSTANCE: &str = "instance-a";
+
+fn command(aggregate_id: &str, event_type: &str) -> CommandBuilder {
+    Command::builder(INSTANCE, "user", aggregate_id, event_type)
+        .creator("tester")
+        .owner("org")
+}
+
+fn aggregate(aggregate_id: &str) -> AggregateRef {
+    AggregateRef::new(INSTANCE, "user", aggregate_id).unwrap()
+}
+
+async fn all_events<S: EventStore>(store: &S) -> Vec<Event> {
+    store.query(&Query::default()).await.unwrap()
+}
+
+fn assert_total_order(events: &[Event]) {
+    let cursors: Vec<(Position, u32)> = events.iter().map(Event::cursor).collect();
+    let mut sorted = cursors.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        cursors, sorted,
+        "events are not in strict (position, in_tx_order) order"
+    );
+}
+
+/// A push returns its events in command order with sequence, a shared position, `in_tx_order` and
+/// `created_at`, and reading them back gives the same events.
+pub async fn push_returns_stored_events<S: EventStore>(store: &S) {
+    let stored = store
+        .push(vec![
+            command("u1", "user.added")
+                .payload(&serde_json::json!({"name": "alice"}))
+                .build()
+                .unwrap(),
+            command("u1", "user.email.changed")
+                .revision(2)
+                .build()
+                .unwrap(),
+            command("u2", "user.added").build().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 1]
+    );
+    assert_eq!(
+        stored.iter().map(|e| e.in_tx_order).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(stored.iter().all(|e| e.position == stored[0].position));
+    assert!(stored[0].position > Position::ZERO);
+    assert_eq!(stored[1].revision, 2);
+    assert_eq!(stored[1].event_type, "user.email.changed");
+    assert_eq!(stored[0].creator, "tester");
+    assert_eq!(stored[0].owner, "org");
+    let age = chrono::Utc::now() - stored[0].created_at;
+    assert!(
+        age.num_seconds().abs() < 60,
+        "created_at is not now: {}",
+        stored[0].created_at
+    );
+    assert_eq!(all_events(store).await, stored);
+}
+
+/// Pushing nothing succeeds and stores nothing.
+pub async fn empty_push_stores_nothing<S: EventStore>(store: &S) {
+    assert!(store.push(Vec::new()).await.unwrap().is_empty());
+    assert!(all_events(store).await.is_empty());
+}
+
+/// Sequences continue across pushes without gaps, independently per aggregate.
+pub async fn sequences_are_gap_free_per_aggregate<S: EventStore>(store: &S) {
+    for round in 0..5 {
+        let stored = store
+            .push(vec![
+                command("u1", "user.changed").build().unwrap(),
+                command("u2", "user.changed").build().unwrap(),
+                command("u1", "user.changed").build().unwrap(),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(stored[0].sequence, round * 2 + 1);
+        assert_eq!(stored[1].sequence, round + 1);
+        assert_eq!(stored[2].sequence, round * 2 + 2);
+    }
+    let u1 = store
+        .query(&Query::aggregate(&aggregate("u1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        u1.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+}
+
+/// A conflict on one aggregate fails the whole push, including the other aggregates' events.
+pub async fn multi_aggregate_push_is_atomic_on_conflict<S: EventStore>(store: &S) {
+    store
+        .push(vec![command("u1", "user.added").build().unwrap()])
+        .await
+        .unwrap();
+    let before = all_events(store).await;
+    let err = store
+        .push(vec![
+            command("u2", "user.added").build().unwrap(),
+            command("u1", "user.changed")
+                .expect_sequence(0)
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap_err();
+    match err {
+        Error::Conflict {
+            aggregate: agg,
+            expected,
+            actual,
+        } => {
+            assert_eq!(agg, aggregate("u1"));
+            assert_eq!((expected, actual), (0, 1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        all_events(store).await,
+        before,
+        "a failed push wrote something"
+    );
+    assert_eq!(store.current_sequence(&aggregate("u2")).await.unwrap(), 0);
+}
+
+/// An expected sequence is compared with the aggregate's sequence before the push, for every
+/// command of that aggregate in the push.
+pub async fn expected_sequence_is_checked_before_the_push<S: EventStore>(store: &S) {
+    let first = store
+        .push(vec![
+            command("u1", "user.added")
+                .expect_sequence(0)
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first[0].sequence, 1);
+    let second = store
+        .push(vec![
+            command("u1", "user.changed")
+                .expect_sequence(1)
+                .build()
+                .unwrap(),
+            command("u1", "user.changed")
+                .expect_sequence(1)
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let stale = store
+        .push(vec![
+            command("u1", "user.changed")
+                .expect_sequence(2)
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), ErrorKind::Conflict);
+    assert!(
+        stale
+            .to_string()
+            .contains("expected sequence 2, but it is at 3"),
+        "{stale}"
+    );
+    assert_eq!(store.current_sequence(&aggregate("u1")).await.unwrap(), 3);
+}
+
+/// A clashing unique constraint fails the push with the caller's message id; neither its events nor
+/// its other constraint changes are written.
+pub async fn unique_constraint_clash_writes_nothing<S: EventStore>(store: &S) {
+    store
+        .push(vec![
+            command("u1", "user.added")
+                .add_unique_constraint("username", "alice", "errors.username_taken")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    let before = all_events(store).await;
+    let err = store
+        .push(vec![
+            command("u2", "user.added")
+                .add_unique_constraint("email", "bob@example.com", "errors.email_taken")
+                .build()
+                .unwrap(),
+            command("u2", "user.renamed")
+                .add_unique_constraint("username", "alice", "errors.username_taken")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap_err();
+    match &err {
+        Error::UniqueConstraintViolation {
+            unique_type,
+            value,
+            error_message_id,
+            instance_id,
+        } => {
+            assert_eq!(unique_type, "username");
+            assert_eq!(value, "alice");
+            assert_eq!(error_message_id, "errors.username_taken");
+            assert_eq!(instance_id, INSTANCE);
+        }
+        other => panic!("expected a unique-constraint violation, got {other:?}"),
+    }
+    assert_eq!(all_events(store).await, before);
+    // The e-mail constraint of the failed push must not have been kept: claiming it now works.
+    store
+        .push(vec![
+            command("u3", "user.added")
+                .add_unique_constraint("email", "bob@example.com", "errors.email_taken")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+}
+
+/// Within a push, removals apply before additions: a value can be released and re-taken, and a
+/// removed value is free for the next push.
+pub async fn unique_constraints_remove_before_add<S: EventStore>(store: &S) {
+    let take = |id: &str, name: &str| {
+        command(id, "user.added")
+            .add_unique_constraint("username", name, "taken")
+            .build()
+            .unwrap()
+    };
+    store.push(vec![take("u1", "alice")]).await.unwrap();
+    // Add listed before remove in the same push still works: removals go first.
+    store
+        .push(vec![
+            take("u1", "alice"),
+            command("u1", "user.renamed")
+                .remove_unique_constraint("username", "alice")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    store
+        .push(vec![
+            command("u1", "user.removed")
+                .remove_unique_constraint("username", "alice")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    store.push(vec![take("u2", "alice")]).await.unwrap();
+    let err = store.push(vec![take("u3", "alice")]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation);
+    // Releasing a value nobody holds is not an error.
+    store
+        .push(vec![
+            command("u9", "user.removed")
+                .remove_unique_constraint("username", "nobody")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+}
+
+/// The same value may be taken once per instance.
+pub async fn unique_constraints_are_scoped_by_instance<S: EventStore>(store: &S) {
+    for instance in ["instance-a", "instance-b"] {
+        store
+            .push(vec![
+                Command::builder(instance, "user", "u1", "user.added")
+                    .creator("c")
+                    .owner("o")
+                    .add_unique_constraint("username", "alice", "taken")
+                    .build()
+                    .unwrap(),
+            ])
+            .await
+            .unwrap();
+    }
+}
+
+/// Removing all constraints of an instance frees its values and leaves other instances' alone.
+pub async fn remove_all_unique_constraints_of_instance<S: EventStore>(store: &S) {
+    let take = |instance: &str, name: &str| {
+        Command::builder(instance, "user", name, "user.added")
+            .creator("c")
+            .owner("o")
+            .add_unique_constraint("username", name, "taken")
+            .build()
+            .unwrap()
+    };
+    store
+        .push(vec![
+            take("instance-a", "alice"),
+            take("instance-a", "bob"),
+            take("instance-b", "alice"),
+        ])
+        .await
+        .unwrap();
+    store
+        .push(vec![
+            Command::builder("instance-a", "instance", "instance-a", "instance.removed")
+                .creator("c")
+                .owner("o")
+                .remove_all_unique_constraints_of_instance()
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    store
+        .push(vec![take("instance-a", "alice"), take("instance-a", "bob")])
+        .await
+        .unwrap();
+    let err = store
+        .push(vec![take("instance-b", "alice")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation);
+}
+
+/// Two additions of the same value in one push clash with each other.
+pub async fn duplicate_unique_add_in_one_push_is_refused<S: EventStore>(store: &S) {
+    let take = |id: &str| {
+        command(id, "user.added")
+            .add_unique_constraint("username", "alice", "taken")
+            .build()
+            .unwrap()
+    };
+    let err = store.push(vec![take("u1"), take("u2")]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation);
+    assert!(all_events(store).await.is_empty());
+    store.push(vec![take("u1")]).await.unwrap();
+}
+
+/// `(position, in_tx_order)` strictly increases over the store; later pushes get later positions.
+pub async fn positions_give_a_total_order<S: EventStore>(store: &S) {
+    let mut last = Position::ZERO;
+    for i in 0..10 {
+        let stored = store
+            .push(vec![
+                command(&format!("u{i}"), "user.added").build().unwrap(),
+                command(&format!("u{i}"), "user.changed").build().unwrap(),
+            ])
+            .await
+            .unwrap();
+        assert!(
+            stored[0].position > last,
+            "positions must grow between sequential pushes"
+        );
+        last = stored[0].position;
+    }
+    let events = all_events(store).await;
+    assert_eq!(events.len(), 20);
+    assert_total_order(&events);
+}
+
+/// Filters, both orders, limits, `position_after` and keyset pagination.
+pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
+    for i in 0..6 {
+        let id = format!("u{}", i % 3);
+        store
+            .push(vec![
+                command(
+                    &id,
+                    if i % 2 == 0 {
+                        "user.added"
+                    } else {
+                        "user.changed"
+                    },
+                )
+                .build()
+                .unwrap(),
+                Command::builder(INSTANCE, "org", "o1", "org.changed")
+                    .creator("c")
+                    .owner("o")
+                    .build()
+                    .unwrap(),
+            ])
+            .await
+            .unwrap();
+    }
+    let all = all_events(store).await;
+    assert_eq!(all.len(), 12);
+
+    let users = Query::builder().aggregate_types(["user"]).build().unwrap();
+    assert_eq!(store.query(&users).await.unwrap().len(), 6);
+
+    let changed = Query::builder()
+        .event_types(["user.changed", "org.changed"])
+        .build()
+        .unwrap();
+    assert_eq!(store.query(&changed).await.unwrap().len(), 9);
+
+    let u0 = Query::builder()
+        .aggregate_types(["user"])
+        .aggregate_ids(["u0", "u1"])
+        .build()
+        .unwrap();
+    let got = store.query(&u0).await.unwrap();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|e| e.aggregate.aggregate_id != "u2"));
+
+    let desc = store
+        .query(&Query::builder().descending().build().unwrap())
+        .await
+        .unwrap();
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(desc, reversed);
+
+    let limited = store
+        .query(&Query::builder().descending().limit(3).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(limited, reversed[..3]);
+
+    let after = Query::builder()
+        .position_after(all[3].position)
+        .build()
+        .unwrap();
+    let got = store.query(&after).await.unwrap();
+    assert!(got.iter().all(|e| e.position > all[3].position));
+    assert_eq!(
+        got.len(),
+        all.iter().filter(|e| e.position > all[3].position).count()
+    );
+
+    // Keyset pagination in pages of 5 visits every event exactly once, in both orders.
+    for order_desc in [false, true] {
+        let mut builder = Query::builder().limit(5);
+        if order_desc {
+            builder = builder.descending();
+        }
+        let first_page = builder.build().unwrap();
+        let mut seen = Vec::new();
+        let mut page = store.query(&first_page).await.unwrap();
+        while let Some(last) = page.last() {
+            let next = first_page.resumed_after(last.cursor());
+            seen.extend(page);
+            page = store.query(&next).await.unwrap();
+        }
+        let expected = if order_desc { &reversed } else { &all };
+        assert_eq!(&seen, expected);
+    }
+}
+
+/// A query for one instance never returns another instance's events.
+pub async fn queries_never_cross_instances<S: EventStore>(store: &S) {
+    for instance in ["instance-a", "instance-b", "instance-c"] {
+        store
+            .push(vec![
+                Command::builder(instance, "user", "same-id", "user.added")
+                    .creator("c")
+                    .owner("o")
+                    .build()
+                    .unwrap(),
+            ])
+            .await
+            .unwrap();
+    }
+    let only_b = Query::builder().instance("instance-b").build().unwrap();
+    let got = store.query(&only_b).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].aggregate.instance_id, "instance-b");
+    let a_and_c = Query::builder()
+        .instances(["instance-a", "instance-c"])
+        .build()
+        .unwrap();
+    let got = store.query(&a_and_c).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|e| e.aggregate.instance_id != "instance-b"));
+    let aggregate_b = AggregateRef::new("instance-b", "user", "same-id").unwrap();
+    assert_eq!(store.current_sequence(&aggregate_b).await.unwrap(), 1);
+}
+
+/// `latest_position` follows the filter; `current_sequence` is 0 for an unknown aggregate.
+pub async fn latest_position_and_current_sequence<S: EventStore>(store: &S) {
+    assert_eq!(
+        store.latest_position(&Query::default()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.current_sequence(&aggregate("nobody")).await.unwrap(),
+        0
+    );
+    let first = store
+        .push(vec![command("u1", "user.added").build().unwrap()])
+        .await
+        .unwrap();
+    let second = store
+        .push(vec![
+            Command::builder(INSTANCE, "org", "o1", "org.added")
+                .creator("c")
+                .owner("o")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_position(&Query::default()).await.unwrap(),
+        Some(second[0].position)
+    );
+    let users = Query::builder().aggregate_types(["user"]).build().unwrap();
+    assert_eq!(
+        store.latest_position(&users).await.unwrap(),
+        Some(first[0].position)
+    );
+    assert_eq!(store.current_sequence(&aggregate("u1")).await.unwrap(), 1);
+}
+
+/// After a push returns, the commit horizon is beyond its position.
+pub async fn commit_horizon_is_past_every_visible_event<S: EventStore>(store: &S) {
+    let before = store.commit_horizon().await.unwrap();
+    let stored = store
+        .push(vec![command("u1", "user.added").build().unwrap()])
+        .await
+        .unwrap();
+    // The horizon may lag while other transactions are open elsewhere; it must get there promptly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let horizon = store.commit_horizon().await.unwrap();
+        assert!(horizon >= before, "the horizon went backwards");
+        if horizon > stored[0].position {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "horizon {horizon} never passed {:?}",
+            stored[0].position
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Payloads come back as the same JSON and decode into typed values; empty payloads stay empty; SQL
+/// metacharacters in ids and payloads are stored verbatim.
+pub async fn payloads_round_trip<S: EventStore>(store: &S) {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Renamed {
+        name: String,
+        tags: Vec<String>,
+        nested: serde_json::Value,
+    }
+    let hostile = "'; DROP TABLE eventstore.events; --";
+    let value = Renamed {
+        name: hostile.into(),
+        tags: vec!["ü".into(), "\"quoted\"".into()],
+        nested: serde_json::json!({"n": 1725257931223002628u64, "f": 1.5, "null": null}),
+    };
+    let stored = store
+        .push(vec![
+            command(hostile, "user.renamed")
+                .payload(&value)
+                .build()
+                .unwrap(),
+            command(hostile, "user.touched").build().unwrap(),
+        ])
+        .await
+        .unwrap();
+    let read = store
+        .query(&Query::aggregate(&aggregate(hostile)))
+        .await
+        .unwrap();
+    assert_eq!(read, stored);
+    assert_eq!(read[0].aggregate.aggregate_id, hostile);
+    assert_eq!(read[0].payload::<Renamed>().unwrap(), value);
+    assert!(read[1].raw_payload.is_empty());
+    let err = read[0].payload::<u32>().unwrap_err();
+    assert!(err.to_string().contains("user.renamed revision 1"), "{err}");
+}
+
+/// A push beyond the command limit is refused before anything is written.
+pub async fn oversized_push_is_refused<S: EventStore>(store: &S) {
+    let one = command("u1", "user.changed").build().unwrap();
+    let commands = vec![one; crate::MAX_COMMANDS_PER_PUSH + 1];
+    let err = store.push(commands).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(all_events(store).await.is_empty());
+}
+
+/// 64 tasks push to one aggregate at once: all succeed, and the sequences are exactly 1..=64.
+pub async fn concurrent_pushes_to_one_aggregate<S: EventStore>(store: &S) {
+    let store = Arc::new(store);
+    let results = futures::future::join_all((0..64).map(|i| {
+        let store = Arc::clone(&store);
+        async move {
+            let cmd = command("hot", "user.changed")
+                .payload(&serde_json::json!({ "i": i }))
+                .build()
+                .unwrap();
+            store.push(vec![cmd]).await
+        }
+    }))
+    .await;
+    let mut sequences: Vec<u64> = results
+        .into_iter()
+        .map(|result| result.expect("no push to a hot aggregate may fail")[0].sequence)
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=64).collect::<Vec<_>>());
+    let events = store
+        .query(&Query::aggregate(&aggregate("hot")))
+        .await
+        .unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=64).collect::<Vec<_>>()
+    );
+    assert_total_order(&all_events(*store).await);
+}
+
+/// Pushes that touch the same aggregates in opposite orders, from many tasks at once, all succeed
+/// (no deadlock), and every aggregate's sequences stay gap-free.
+pub async fn concurrent_overlapping_pushes_do_not_deadlock<S: EventStore>(store: &S) {
+    let store = Arc::new(store);
+    let ids = ["a", "b", "c", "d"];
+    let results = futures::future::join_all((0..48).map(|i| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut order: Vec<&str> = ids.to_vec();
+            order.rotate_left(i % 4);
+            if i % 2 == 1 {
+                order.reverse();
+            }
+            let commands = order
+                .iter()
+                .map(|id| command(id, "user.changed").build().unwrap())
+                .collect();
+            store.push(commands).await
+        }
+    }))
+    .await;
+    for result in results {
+        result.expect("overlapping pushes must not fail");
+    }
+    for id in ids {
+        let events = store
+            .query(&Query::aggregate(&aggregate(id)))
+            .await
+            .unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            (1..=48).collect::<Vec<_>>()
+        );
+    }
+    let events = all_events(*store).await;
+    assert_eq!(events.len(), 48 * 4);
+    assert_total_order(&events);
+    let distinct: HashSet<(Position, u32)> = events.iter().map(Event::cursor).collect();
+    assert_eq!(distinct.len(), events.len());
+}

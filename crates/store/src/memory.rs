@@ -1,0 +1,239 @@
+//! The in-memory backend: the same semantics as PostgreSQL, for tests and embedded use.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Utc;
+use futures::stream::{self, BoxStream, StreamExt};
+use strata_event::{
+    AggregateRef, Command, Event, InstanceId, Position, Sequence, UniqueConstraintOp, UniqueType,
+};
+use strata_query::{Order, Query};
+
+use crate::error::{Error, Result};
+use crate::store::{EventStore, validate_push};
+
+/// An event store held in memory, shared by clones.
+///
+/// Every push runs under one lock, which makes it atomic and serialises pushes; positions count
+/// pushes from 1. Reads copy the matching events out under the same lock. It is meant for tests,
+/// examples and embedded use with modest volumes; nothing survives the process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// All events in `(position, in_tx_order)` order.
+    events: Vec<Event>,
+    /// Per aggregate: indexes into `events`, in sequence order.
+    aggregates: HashMap<AggregateRef, Vec<usize>>,
+    unique_constraints: HashSet<UniqueKey>,
+    last_position: u64,
+}
+
+type UniqueKey = (InstanceId, UniqueType, String);
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // NOTE: a panic while holding the lock cannot leave a half-applied push behind (every push
+        // checks everything before it mutates), so a poisoned lock is safe to keep using.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `(instance, unique_type, value)` is currently taken. For tests and diagnostics.
+    pub fn has_unique_constraint(&self, instance_id: &str, unique_type: &str, value: &str) -> bool {
+        self.lock()
+            .unique_constraints
+            .iter()
+            .any(|(i, t, v)| i.as_str() == instance_id && t.as_str() == unique_type && v == value)
+    }
+}
+
+impl State {
+    fn current_sequence(&self, aggregate: &AggregateRef) -> Sequence {
+        self.aggregates
+            .get(aggregate)
+            .map_or(0, |indexes| indexes.len() as Sequence)
+    }
+
+    fn push(&mut self, commands: Vec<Command>) -> Result<Vec<Event>> {
+        validate_push(&commands)?;
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Everything is checked before anything changes, so an error leaves the store untouched.
+        for command in &commands {
+            if let Some(expected) = command.expected_sequence() {
+                let actual = self.current_sequence(command.aggregate());
+                if expected != actual {
+                    return Err(Error::Conflict {
+                        aggregate: command.aggregate().clone(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+        }
+        let (removals, cleared_instances, additions) = self.plan_unique_constraints(&commands)?;
+
+        self.unique_constraints
+            .retain(|key| !cleared_instances.contains(&key.0) && !removals.contains(key));
+        self.unique_constraints.extend(additions);
+
+        self.last_position += 1;
+        let position = Position::from(self.last_position);
+        let created_at = Utc::now();
+        let mut stored = Vec::with_capacity(commands.len());
+        for (in_tx_order, command) in commands.into_iter().enumerate() {
+            let aggregate = command.aggregate().clone();
+            let indexes = self.aggregates.entry(aggregate.clone()).or_default();
+            let event = Event {
+                aggregate,
+                event_type: command.event_type().clone(),
+                sequence: indexes.len() as Sequence + 1,
+                revision: command.revision(),
+                created_at,
+                creator: command.creator().clone(),
+                owner: command.owner().clone(),
+                position,
+                in_tx_order: in_tx_order as u32,
+                raw_payload: command.payload().clone(),
+            };
+            indexes.push(self.events.len());
+            self.events.push(event.clone());
+            stored.push(event);
+        }
+        Ok(stored)
+    }
+
+    /// Works out the push's unique-constraint changes, or the first clash. All removals apply before
+    /// all additions.
+    fn plan_unique_constraints(
+        &self,
+        commands: &[Command],
+    ) -> Result<(HashSet<UniqueKey>, HashSet<InstanceId>, HashSet<UniqueKey>)> {
+        let mut removals = HashSet::new();
+        let mut cleared = HashSet::new();
+        for command in commands {
+            let instance = &command.aggregate().instance_id;
+            for op in command.unique_constraints() {
+                match op {
+                    UniqueConstraintOp::Remove { unique_type, value } => {
+                        removals.insert((instance.clone(), unique_type.clone(), value.clone()));
+                    }
+                    UniqueConstraintOp::RemoveAllOfInstance => {
+                        cleared.insert(instance.clone());
+                    }
+                    UniqueConstraintOp::Add { .. } => {}
+                }
+            }
+        }
+        let mut additions = HashSet::new();
+        for command in commands {
+            let instance = &command.aggregate().instance_id;
+            for op in command.unique_constraints() {
+                let UniqueConstraintOp::Add {
+                    unique_type,
+                    value,
+                    error_message_id,
+                } = op
+                else {
+                    continue;
+                };
+                let key = (instance.clone(), unique_type.clone(), value.clone());
+                let still_taken = self.unique_constraints.contains(&key)
+                    && !removals.contains(&key)
+                    && !cleared.contains(instance);
+                if still_taken || additions.contains(&key) {
+                    return Err(Error::UniqueConstraintViolation {
+                        instance_id: instance.clone(),
+                        unique_type: unique_type.clone(),
+                        value: value.clone(),
+                        error_message_id: error_message_id.clone(),
+                    });
+                }
+                additions.insert(key);
+            }
+        }
+        Ok((removals, cleared, additions))
+    }
+
+    fn select(&self, query: &Query) -> Vec<Event> {
+        let limit = query.limit().map_or(usize::MAX, |limit| limit as usize);
+        let candidates: Box<dyn DoubleEndedIterator<Item = &Event>> =
+            match self.single_aggregate(query) {
+                Some(indexes) => Box::new(indexes.iter().map(|&index| &self.events[index])),
+                None => Box::new(self.events.iter()),
+            };
+        let ordered: Box<dyn Iterator<Item = &Event>> = match query.order() {
+            Order::Ascending => candidates,
+            Order::Descending => Box::new(candidates.rev()),
+        };
+        ordered
+            .filter(|event| query.matches(event))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// When the query names exactly one aggregate, its index avoids a scan of the whole store.
+    fn single_aggregate(&self, query: &Query) -> Option<&[usize]> {
+        let ([instance_id], [aggregate_type], [aggregate_id]) = (
+            query.instance_ids(),
+            query.aggregate_types(),
+            query.aggregate_ids(),
+        ) else {
+            return None;
+        };
+        let aggregate = AggregateRef {
+            instance_id: instance_id.clone(),
+            aggregate_type: aggregate_type.clone(),
+            aggregate_id: aggregate_id.clone(),
+        };
+        Some(self.aggregates.get(&aggregate).map_or(&[], Vec::as_slice))
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
+        self.lock().push(commands)
+    }
+
+    fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
+        let events = self.lock().select(query);
+        stream::iter(events.into_iter().map(Ok)).boxed()
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Event>> {
+        Ok(self.lock().select(query))
+    }
+
+    async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
+        let state = self.lock();
+        Ok(state
+            .events
+            .iter()
+            .rev()
+            .find(|event| query.matches(event))
+            .map(|event| event.position))
+    }
+
+    async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {
+        Ok(self.lock().current_sequence(aggregate))
+    }
+
+    async fn commit_horizon(&self) -> Result<Position> {
+        // Pushes are atomic under the lock, so everything stored is final: the horizon is just past
+        // the last position handed out.
+        Ok(Position::from(self.lock().last_position + 1))
+    }
+}

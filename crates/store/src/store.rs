@@ -1,0 +1,62 @@
+//! The storage trait every backend implements.
+
+use std::future::Future;
+
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use strata_event::{AggregateRef, Command, Event, Position, Sequence};
+use strata_query::Query;
+
+use crate::error::{Error, Result};
+
+/// Most commands one push may carry. A larger import should be split; one push is one transaction
+/// and holds its aggregates' locks until it commits.
+pub const MAX_COMMANDS_PER_PUSH: usize = 10_000;
+
+/// An event store: atomic pushes and ordered reads (see the crate docs for the guarantees).
+///
+/// Methods return `Send` futures so a store can be shared across tasks (`Arc<S>` or a cheap `Clone`;
+/// both backends are `Clone`).
+pub trait EventStore: Send + Sync {
+    /// Stores all `commands` atomically and returns the stored events in command order.
+    ///
+    /// An empty push stores nothing and returns nothing.
+    fn push(&self, commands: Vec<Command>) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// Streams the events `query` selects, in its order.
+    fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>>;
+
+    /// Collects the events `query` selects, in its order.
+    fn query(&self, query: &Query) -> impl Future<Output = Result<Vec<Event>>> + Send {
+        async move { self.stream(query).try_collect().await }
+    }
+
+    /// The highest position among the events `query` selects (its order and limit ignored),
+    /// or `None` when it selects nothing.
+    fn latest_position(
+        &self,
+        query: &Query,
+    ) -> impl Future<Output = Result<Option<Position>>> + Send;
+
+    /// The aggregate's current sequence: that of its last event, `0` when it has none.
+    fn current_sequence(
+        &self,
+        aggregate: &AggregateRef,
+    ) -> impl Future<Output = Result<Sequence>> + Send;
+
+    /// The *commit horizon*: every event positioned strictly below it is visible now, and no event
+    /// positioned below it can appear later. Projections read up to it and never skip an event whose
+    /// push committed late (see `docs/position.md`).
+    fn commit_horizon(&self) -> impl Future<Output = Result<Position>> + Send;
+}
+
+/// Checks what no single command can check on its own. Backends call it before touching storage.
+pub fn validate_push(commands: &[Command]) -> Result<()> {
+    if commands.len() > MAX_COMMANDS_PER_PUSH {
+        return Err(Error::invalid_input(format!(
+            "a push of {} commands exceeds the maximum of {MAX_COMMANDS_PER_PUSH}",
+            commands.len()
+        )));
+    }
+    Ok(())
+}
