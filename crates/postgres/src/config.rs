@@ -1,0 +1,78 @@
+//! Configuration of the PostgreSQL backend, passed as values.
+
+use std::time::Duration;
+
+/// How one connection pool is sized.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a caller waits for a free connection before it gets
+    /// [`strata_store::Error::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// A pool of at most `max_connections`, no idle minimum, and a 10-second acquire timeout.
+    pub fn with_max(max_connections: u32) -> Self {
+        PoolConfig {
+            max_connections,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How pushes are grouped into shared calls (see the crate docs).
+#[derive(Debug, Clone)]
+pub struct GroupCommitConfig {
+    /// Whether pushes share calls at all. With `false`, every push is its own call. Default `true`.
+    pub enabled: bool,
+    /// How many calls may be in flight at once; pushes queue for a free lane and those that queued
+    /// together share the next call. Default: the push pool's `max_connections`.
+    pub lanes: Option<usize>,
+    /// Most pushes in one call. Pushes with unique constraints each open a subtransaction, and
+    /// PostgreSQL handles up to 64 of those per transaction cheaply. Default `32`.
+    pub max_pushes: usize,
+    /// Most commands in one call (a single larger push still goes alone). Default `2000`.
+    pub max_commands: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        GroupCommitConfig {
+            enabled: true,
+            lanes: None,
+            max_pushes: 32,
+            max_commands: 2000,
+        }
+    }
+}
+
+/// Configuration of a [`crate::PgStore`] built from a URL.
+///
+/// Defaults: push pool of 8 connections, query pool of 8, projection pool of 4, group commit on.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// The pool pushes use.
+    pub push_pool: PoolConfig,
+    /// The pool queries use.
+    pub query_pool: PoolConfig,
+    /// The pool projection workers use; kept apart so they can never starve writers or readers.
+    pub projection_pool: PoolConfig,
+    /// Group commit settings.
+    pub group_commit: GroupCommitConfig,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            push_pool: PoolConfig::with_max(8),
+            query_pool: PoolConfig::with_max(8),
+            projection_pool: PoolConfig::with_max(4),
+            group_commit: GroupCommitConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! [`PgStore`]: the storage trait on PostgreSQL.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use strata_event::{AggregateRef, Command, Event, Position, Sequence};
+use strata_query::Query;
+use strata_store::{Error, EventStore, Result, validate_push};
+use tokio::sync::mpsc;
+
+use crate::config::{PgConfig, PoolConfig};
+use crate::error::from_sqlx;
+use crate::push::Pusher;
+use crate::read::{EventRow, decode_event, fetch_all, render_latest_position, render_query};
+
+/// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
+#[derive(Debug, Clone)]
+pub struct PgPools {
+    push: PgPool,
+    query: PgPool,
+    projection: PgPool,
+}
+
+impl PgPools {
+    /// Uses existing pools. They may be the same pool, which gives up the isolation.
+    pub fn new(push: PgPool, query: PgPool, projection: PgPool) -> Self {
+        PgPools {
+            push,
+            query,
+            projection,
+        }
+    }
+
+    /// Uses one pool for everything.
+    pub fn single(pool: PgPool) -> Self {
+        Self::new(pool.clone(), pool.clone(), pool)
+    }
+
+    /// Opens the three pools described by `config` against `url`. Connections are opened lazily, so
+    /// this succeeds even while the database is down; the first operation then reports
+    /// [`Error::Unavailable`].
+    pub fn connect_lazy(url: &str, config: &PgConfig) -> Result<Self> {
+        let open = |pool: &PoolConfig| {
+            PgPoolOptions::new()
+                .max_connections(pool.max_connections)
+                .min_connections(pool.min_connections)
+                .acquire_timeout(pool.acquire_timeout)
+                .connect_lazy(url)
+                .map_err(|err| match err {
+                    sqlx::Error::Configuration(_) => {
+                        Error::invalid_input(format!("invalid database URL: {err}"))
+                    }
+                    other => from_sqlx("opening a pool", other),
+                })
+        };
+        Ok(PgPools {
+            push: open(&config.push_pool)?,
+            query: open(&config.query_pool)?,
+            projection: open(&config.projection_pool)?,
+        })
+    }
+
+    /// The pool pushes use.
+    pub fn push(&self) -> &PgPool {
+        &self.push
+    }
+    /// The pool queries use.
+    pub fn query(&self) -> &PgPool {
+        &self.query
+    }
+    /// The pool projection workers use.
+    pub fn projection(&self) -> &PgPool {
+        &self.projection
+    }
+}
+
+/// An event store on PostgreSQL. Cheap to clone; clones share pools and push lanes.
+///
+/// Build it inside a Tokio runtime: group commit runs on background tasks.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pools: PgPools,
+    pusher: Pusher,
+}
+
+impl PgStore {
+    /// Connects to `url` with `config` and checks that the database answers.
+    pub async fn connect(url: &str, config: PgConfig) -> Result<Self> {
+        let pools = PgPools::connect_lazy(url, &config)?;
+        sqlx::query("SELECT 1")
+            .execute(pools.query())
+            .await
+            .map_err(|err| from_sqlx("connecting", err))?;
+        Self::from_pools(pools, &config)
+    }
+
+    /// Builds a store on existing pools; `config` supplies the group-commit settings (its pool
+    /// settings are not used).
+    pub fn from_pools(pools: PgPools, config: &PgConfig) -> Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid_input(
+                "PgStore must be built inside a Tokio runtime (it runs its push lanes there)",
+            ));
+        }
+        let pool_size = pools.push.options().get_max_connections();
+        let pusher = Pusher::start(pools.push.clone(), &config.group_commit, pool_size);
+        Ok(PgStore {
+            inner: Arc::new(Inner { pools, pusher }),
+        })
+    }
+
+    /// The pools, for projections, migrations and diagnostics.
+    pub fn pools(&self) -> &PgPools {
+        &self.inner.pools
+    }
+
+    /// Removes an instance: all its events and unique constraints. The only way events are ever
+    /// deleted; returns how many were.
+    pub async fn remove_instance(&self, instance_id: &strata_event::InstanceId) -> Result<u64> {
+        let removed: i64 = sqlx::query_scalar("SELECT eventstore.remove_instance($1)")
+            .bind(instance_id.as_str())
+            .fetch_one(self.pools().push())
+            .await
+            .map_err(|err| from_sqlx("removing an instance", err))?;
+        Ok(removed as u64)
+    }
+}
+
+impl EventStore for PgStore {
+    async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
+        validate_push(&commands)?;
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.pusher.push(commands).await
+    }
+
+    fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
+        // The rows are fetched by a task that owns the SQL text and hands events over a small
+        // bounded channel: memory stays flat however many rows match, and dropping the stream
+        // stops the fetch and returns the connection.
+        let (sender, receiver) = mpsc::channel::<Result<Event>>(256);
+        let rendered = render_query(query);
+        let pool = self.pools().query().clone();
+        tokio::spawn(async move {
+            let mut rows = rendered.to_query_as::<EventRow>().fetch(&pool);
+            while let Some(row) = rows.next().await {
+                let event = row
+                    .map_err(|err| from_sqlx("streaming events", err))
+                    .and_then(decode_event);
+                let failed = event.is_err();
+                if sender.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|event| (event, receiver))
+        })
+        .boxed()
+    }
+
+    async fn query(&self, query: &Query) -> Result<Vec<Event>> {
+        fetch_all(self.pools().query(), query).await
+    }
+
+    async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
+        let rendered = render_latest_position(query);
+        let (max,): (Option<Decimal>,) = rendered
+            .to_query_as()
+            .fetch_one(self.pools().query())
+            .await
+            .map_err(|err| from_sqlx("reading the latest position", err))?;
+        max.map(|value| {
+            Position::new(value).map_err(|err| Error::Backend {
+                message: format!("stored position is invalid: {err}"),
+                source: None,
+            })
+        })
+        .transpose()
+    }
+
+    async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {
+        let sequence: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(max(sequence), 0) FROM eventstore.events \
+             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+        )
+        .bind(aggregate.instance_id.as_str())
+        .bind(aggregate.aggregate_type.as_str())
+        .bind(aggregate.aggregate_id.as_str())
+        .fetch_one(self.pools().query())
+        .await
+        .map_err(|err| from_sqlx("reading an aggregate's sequence", err))?;
+        Ok(sequence as u64)
+    }
+
+    async fn commit_horizon(&self) -> Result<Position> {
+        let horizon: Decimal =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric")
+                .fetch_one(self.pools().query())
+                .await
+                .map_err(|err| from_sqlx("reading the commit horizon", err))?;
+        Position::new(horizon).map_err(|err| Error::Backend {
+            message: format!("commit horizon is invalid: {err}"),
+            source: None,
+        })
+    }
+}
