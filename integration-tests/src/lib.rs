@@ -1,0 +1,193 @@
+//! Test support for running Strata against a real PostgreSQL server.
+//!
+//! Every test gets a database of its own, created with `CREATE DATABASE … TEMPLATE` from a
+//! template that already has the migrations applied. Cloning a template is a file copy, so a fresh
+//! database costs tens of milliseconds instead of a full migration run, and no test can see
+//! another's rows.
+//!
+//! The server is the one named by `DATABASE_URL`, or `postgres://postgres@127.0.0.1:5432/postgres`
+//! when it is unset. `cargo xtask test` finds or starts a server and drops the test databases
+//! afterwards; every database this crate creates is named `strata_test_…` so they are easy to
+//! find.
+//!
+//! This crate is not published and is not an API: it exists for the workspace's own tests.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use strata_postgres::{MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig};
+
+/// The server tests use when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Prefix of every database the tests create; `cargo xtask test` drops them by it.
+pub const TEST_DATABASE_PREFIX: &str = "strata_test_";
+
+/// Keeps template creation from racing between test binaries that start at the same time.
+const TEMPLATE_LOCK_KEY: i64 = 0x5354_5241_5441_0001;
+
+static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The admin URL tests connect to.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// A fresh, migrated database of one test's own.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// Options that connect to it.
+    pub options: PgConnectOptions,
+}
+
+impl TestDatabase {
+    /// Creates a fresh database with the migrations applied.
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be reached: the message says how to get one.
+    pub async fn create() -> TestDatabase {
+        match Self::try_create().await {
+            Ok(database) => database,
+            Err(err) => panic!(
+                "could not create a test database on {}: {err}\n\
+                 Run the tests with `cargo xtask test`, which finds or starts a PostgreSQL server, \
+                 or set DATABASE_URL to one you own.",
+                admin_url()
+            ),
+        }
+    }
+
+    async fn try_create() -> Result<TestDatabase, sqlx::Error> {
+        let admin_options = PgConnectOptions::from_str(&admin_url())?;
+        let mut admin = PgConnection::connect_with(&admin_options).await?;
+        let template = ensure_template(&mut admin, &admin_options).await?;
+        let name = unique_database_name();
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#).as_str())
+            .await?;
+        admin.close().await?;
+        Ok(TestDatabase {
+            options: admin_options.database(&name),
+            name,
+        })
+    }
+
+    /// A pool on this database with at most `max_connections` connections.
+    pub fn pool(&self, max_connections: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_lazy_with(self.options.clone())
+    }
+
+    /// A store on this database with `config`.
+    pub fn store_with(&self, config: PgConfig) -> PgStore {
+        let pools = PgPools::new(
+            self.pool(config.push_pool.max_connections),
+            self.pool(config.query_pool.max_connections),
+            self.pool(config.projection_pool.max_connections),
+        );
+        PgStore::from_pools(pools, &config).expect("tests run inside a Tokio runtime")
+    }
+
+    /// A store on this database with the default configuration, but pools small enough that two
+    /// tests at once stay far below the server's connection limit.
+    pub fn store(&self) -> PgStore {
+        self.store_with(test_config())
+    }
+}
+
+/// The configuration tests use unless they need another.
+pub fn test_config() -> PgConfig {
+    PgConfig {
+        push_pool: PoolConfig::with_max(8),
+        query_pool: PoolConfig::with_max(4),
+        projection_pool: PoolConfig::with_max(2),
+        ..PgConfig::default()
+    }
+}
+
+/// A store on a fresh database: what the conformance suite is given.
+pub async fn fresh_store() -> PgStore {
+    TestDatabase::create().await.store()
+}
+
+/// Makes sure a template database with the current migrations exists and returns its name.
+///
+/// The name carries a hash of the migrations, so editing or adding one produces a new template
+/// instead of reusing a stale one.
+async fn ensure_template(
+    admin: &mut PgConnection,
+    admin_options: &PgConnectOptions,
+) -> Result<String, sqlx::Error> {
+    let template = format!("{TEST_DATABASE_PREFIX}template_{:016x}", migrations_hash());
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(TEMPLATE_LOCK_KEY)
+        .execute(&mut *admin)
+        .await?;
+    let result = async {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&template)
+                .fetch_one(&mut *admin)
+                .await?;
+        if !exists {
+            // Built under another name and renamed, so a crash half-way never leaves a template
+            // that looks complete.
+            let building = format!("{template}_building");
+            admin
+                .execute(format!(r#"DROP DATABASE IF EXISTS "{building}""#).as_str())
+                .await?;
+            admin
+                .execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
+                .await?;
+            let mut conn = PgConnection::connect_with(&admin_options.clone().database(&building))
+                .await?;
+            MIGRATOR
+                .run_direct(&mut conn)
+                .await
+                .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
+            conn.close().await?;
+            admin
+                .execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str())
+                .await?;
+        }
+        Ok(template)
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(TEMPLATE_LOCK_KEY)
+        .execute(&mut *admin)
+        .await?;
+    result
+}
+
+fn migrations_hash() -> u64 {
+    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for migration in MIGRATOR.iter() {
+        let version = migration.version.to_le_bytes();
+        for byte in version.iter().chain(migration.checksum.iter()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn unique_database_name() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{TEST_DATABASE_PREFIX}{}_{}_{nanos}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

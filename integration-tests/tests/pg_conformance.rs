@@ -1,0 +1,4 @@
+//! The storage conformance suite, run against PostgreSQL: the same cases the in-memory backend
+//! passes, each on a fresh database.
+
+strata_store::conformance_tests!(strata_integration_tests::fresh_store());
