@@ -146,8 +146,8 @@ async fn ensure_template(
             admin
                 .execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
                 .await?;
-            let mut conn = PgConnection::connect_with(&admin_options.clone().database(&building))
-                .await?;
+            let mut conn =
+                PgConnection::connect_with(&admin_options.clone().database(&building)).await?;
             MIGRATOR
                 .run_direct(&mut conn)
                 .await

@@ -17,7 +17,16 @@ pub(crate) fn from_sqlx(context: &str, err: sqlx::Error) -> Error {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
         _ => false,
     };
-    let message = format!("{context}: {err}");
+    let missing_schema = matches!(&err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| matches!(code.as_ref(), "3F000" | "42P01" | "42883")));
+    let message = if missing_schema {
+        format!(
+            "{context}: {err} (the eventstore schema is missing or outdated: run `cargo xtask migrate` \
+             or call `strata_postgres::migrate` before using the store)"
+        )
+    } else {
+        format!("{context}: {err}")
+    };
     let source = Some(Arc::new(err) as strata_store::BackendCause);
     if unavailable {
         Error::Unavailable { message, source }

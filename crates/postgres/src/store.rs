@@ -44,6 +44,13 @@ impl PgPools {
     /// this succeeds even while the database is down; the first operation then reports
     /// [`Error::Unavailable`].
     pub fn connect_lazy(url: &str, config: &PgConfig) -> Result<Self> {
+        // sqlx reads any scheme as PostgreSQL; a `mysql://` URL would otherwise surface later as
+        // an unreachable host instead of the mistake it is.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::invalid_input(
+                "invalid database URL: it must start with postgres:// or postgresql://",
+            ));
+        }
         let open = |pool: &PoolConfig| {
             PgPoolOptions::new()
                 .max_connections(pool.max_connections)

@@ -1,0 +1,248 @@
+//! PostgreSQL-specific push behaviour the conformance suite cannot express: hot aggregates under
+//! both push paths, the append-only guard, migrations, instance removal and broken connections.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use strata_event::{AggregateRef, Command, InstanceId};
+use strata_integration_tests::{TestDatabase, test_config};
+use strata_postgres::{GroupCommitConfig, PgConfig, PgStore, migrate};
+use strata_query::Query;
+use strata_store::{Error, ErrorKind, EventStore};
+
+fn command(instance: &str, aggregate_id: &str, event_type: &str) -> Command {
+    Command::builder(instance, "user", aggregate_id, event_type)
+        .creator("tester")
+        .owner("org")
+        .payload(&serde_json::json!({ "n": aggregate_id }))
+        .build()
+        .expect("valid command")
+}
+
+async fn hammer_one_aggregate(store: PgStore, writers: usize) {
+    let store = Arc::new(store);
+    let pushes = (0..writers).map(|_| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.push(vec![command("i", "hot", "user.touched")]).await })
+    });
+    let mut sequences = BTreeSet::new();
+    for result in join_all(pushes).await {
+        let events = result
+            .expect("task ran")
+            .expect("no push may fail or need a retry");
+        sequences.insert(events[0].sequence);
+    }
+    let expected: BTreeSet<u64> = (1..=writers as u64).collect();
+    assert_eq!(
+        sequences, expected,
+        "sequences must be exactly 1..={writers}"
+    );
+
+    let aggregate = AggregateRef::new("i", "user", "hot").expect("valid aggregate");
+    let stored = store
+        .query(&Query::aggregate(&aggregate))
+        .await
+        .expect("query");
+    let stored: Vec<u64> = stored.iter().map(|event| event.sequence).collect();
+    assert_eq!(stored, expected.into_iter().collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_aggregate_with_group_commit() {
+    let database = TestDatabase::create().await;
+    hammer_one_aggregate(database.store(), 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_aggregate_without_group_commit() {
+    let database = TestDatabase::create().await;
+    let config = PgConfig {
+        group_commit: GroupCommitConfig {
+            enabled: false,
+            ..GroupCommitConfig::default()
+        },
+        ..test_config()
+    };
+    hammer_one_aggregate(database.store_with(config), 300).await;
+}
+
+/// A failing push grouped with good ones must not take them down: each is answered on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_push_in_a_group_fails_alone() {
+    let database = TestDatabase::create().await;
+    let store = Arc::new(database.store());
+    store
+        .push(vec![command("i", "taken", "user.added")])
+        .await
+        .expect("seed");
+    let pushes = (0..64).map(|n| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let command = if n % 8 == 0 {
+                Command::builder("i", "user", "taken", "user.added")
+                    .creator("tester")
+                    .owner("org")
+                    .expect_sequence(0)
+                    .build()
+                    .expect("valid command")
+            } else {
+                command("i", &format!("user-{n}"), "user.added")
+            };
+            (n, store.push(vec![command]).await)
+        })
+    });
+    for result in join_all(pushes).await {
+        let (n, outcome) = result.expect("task ran");
+        if n % 8 == 0 {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(Error::Conflict {
+                        expected: 0,
+                        actual: 1,
+                        ..
+                    })
+                ),
+                "push {n}: {outcome:?}"
+            );
+        } else {
+            assert_eq!(outcome.expect("good push succeeds")[0].sequence, 1);
+        }
+    }
+    let all = store
+        .query(&Query::builder().instance("i").build().expect("query"))
+        .await
+        .expect("query");
+    assert_eq!(all.len(), 1 + 56);
+}
+
+#[tokio::test]
+async fn stored_events_cannot_be_changed_or_deleted() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    store
+        .push(vec![command("i", "a", "user.added")])
+        .await
+        .expect("push");
+    let pool = database.pool(1);
+    for statement in [
+        "UPDATE eventstore.events SET event_type = 'user.hacked'",
+        "DELETE FROM eventstore.events",
+        "TRUNCATE eventstore.events",
+    ] {
+        let refused = sqlx::query(statement).execute(&pool).await;
+        assert!(refused.is_err(), "{statement} must be refused");
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn removing_an_instance_deletes_only_its_events_and_constraints() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    for instance in ["gone", "kept"] {
+        let with_constraint = Command::builder(instance, "user", "a", "user.added")
+            .creator("tester")
+            .owner("org")
+            .add_unique_constraint("username", "alice", "errors.username_taken")
+            .build()
+            .expect("valid command");
+        store
+            .push(vec![with_constraint, command(instance, "b", "user.added")])
+            .await
+            .expect("push");
+    }
+    let gone = InstanceId::new("gone").expect("valid id");
+    assert_eq!(store.remove_instance(&gone).await.expect("remove"), 2);
+
+    let everything = Query::builder()
+        .instances(["gone", "kept"])
+        .build()
+        .expect("query");
+    let left = store.query(&everything).await.expect("query");
+    assert_eq!(left.len(), 2);
+    assert!(
+        left.iter()
+            .all(|event| event.aggregate.instance_id.as_str() == "kept")
+    );
+
+    // The removed instance's username is free again; the kept one's is not.
+    let again = |instance: &str| {
+        Command::builder(instance, "user", "c", "user.added")
+            .creator("tester")
+            .owner("org")
+            .add_unique_constraint("username", "alice", "errors.username_taken")
+            .build()
+            .expect("valid command")
+    };
+    store.push(vec![again("gone")]).await.expect("free again");
+    let clash = store.push(vec![again("kept")]).await;
+    assert!(matches!(
+        clash,
+        Err(Error::UniqueConstraintViolation { .. })
+    ));
+}
+
+#[tokio::test]
+async fn migrate_reports_what_it_applied_and_is_idempotent() {
+    let database = TestDatabase::create().await;
+    // The template already has everything, so a fresh run applies nothing...
+    let pool = database.pool(2);
+    assert_eq!(migrate(&pool).await.expect("migrate"), vec![]);
+    // ...while an empty schema gets every migration, once.
+    sqlx::raw_sql("DROP SCHEMA eventstore CASCADE; DROP TABLE _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    let applied = migrate(&pool).await.expect("migrate");
+    assert_eq!(applied.len(), strata_postgres::MIGRATOR.iter().count());
+    assert_eq!(migrate(&pool).await.expect("migrate again"), vec![]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_reported_as_unavailable() {
+    // Port 1 is never a PostgreSQL server.
+    let quick = strata_postgres::PoolConfig {
+        acquire_timeout: std::time::Duration::from_secs(1),
+        ..strata_postgres::PoolConfig::with_max(1)
+    };
+    let config = PgConfig {
+        push_pool: quick.clone(),
+        query_pool: quick.clone(),
+        projection_pool: quick,
+        ..test_config()
+    };
+    let outcome = PgStore::connect("postgres://postgres@127.0.0.1:1/postgres", config).await;
+    let err = outcome.expect_err("nothing listens on port 1");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_invalid_input() {
+    let outcome = PgStore::connect("mysql://nope", test_config()).await;
+    let err = outcome.expect_err("not a PostgreSQL URL");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+#[tokio::test]
+async fn a_store_without_migrations_says_so() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool(1);
+    sqlx::query("DROP SCHEMA eventstore CASCADE")
+        .execute(&pool)
+        .await
+        .expect("drop");
+    let store = database.store();
+    let err = store
+        .push(vec![command("i", "a", "user.added")])
+        .await
+        .expect_err("no schema");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("migrat"), "{err}");
+}
