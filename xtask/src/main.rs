@@ -1,0 +1,111 @@
+//! `cargo xtask`: the workspace's tasks, written in Rust so they run wherever cargo does.
+//!
+//! - `cargo xtask test [args]` finds or starts a PostgreSQL server, runs every test of the
+//!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made.
+//! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
+//! - `cargo xtask ci` is what `.ci/run` calls: format check, clippy, then `test`.
+//! - `cargo xtask bench [--quick] [--json]` runs the benchmarks beside a raw-SQL baseline.
+//!
+//! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
+
+mod bench;
+mod server;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test [cargo test args]   run every test against a real PostgreSQL (found or started)
+  migrate                  apply the migrations to DATABASE_URL (default: local server)
+  ci                       fmt check, clippy -D warnings, then test
+  bench [--quick] [--json] benchmarks with a raw-SQL baseline from the same run
+";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("test") => test(&rest),
+        Some("migrate") => migrate(),
+        Some("ci") => ci(),
+        Some("bench") => bench::run(&rest),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    let server = server::PgServer::find_or_start()?;
+    eprintln!("xtask: testing against {}", server.describe());
+    let runtime = server::runtime()?;
+    runtime.block_on(server::drop_test_databases(server.url()))?;
+    let status = Command::new(cargo())
+        .args(["test", "--workspace"])
+        .args(cargo_args)
+        .env("DATABASE_URL", server.url())
+        .status()
+        .context("running cargo test")?;
+    if let Err(err) = runtime.block_on(server::drop_test_databases(server.url())) {
+        eprintln!("xtask: could not drop the test databases: {err:#}");
+    }
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn migrate() -> Result<()> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| server::DEFAULT_URL.to_owned());
+    let runtime = server::runtime()?;
+    runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&url)
+            .await
+            .with_context(|| format!("connecting to {}", server::redact(&url)))?;
+        let applied = strata_postgres::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+        if applied.is_empty() {
+            println!("{}: up to date, nothing to apply", server::redact(&url));
+        }
+        for migration in applied {
+            println!("applied {} {}", migration.version, migration.description);
+        }
+        Ok(())
+    })
+}
+
+fn ci() -> Result<()> {
+    run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
+    run(Command::new(cargo()).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test(&[])
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
