@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             oversized_push_is_refused,
             concurrent_pushes_to_one_aggregate,
             concurrent_overlapping_pushes_do_not_deadlock,
+            bad_input_is_refused_and_changes_nothing,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -728,4 +729,80 @@ pub async fn concurrent_overlapping_pushes_do_not_deadlock<S: EventStore>(store:
     assert_total_order(&events);
     let distinct: HashSet<(Position, u32)> = events.iter().map(Event::cursor).collect();
     assert_eq!(distinct.len(), events.len());
+}
+
+/// Bad input of every kind gets a typed error, and the store is exactly as it was before: nothing
+/// half-written, no unique value taken by a refused push.
+pub async fn bad_input_is_refused_and_changes_nothing<S: EventStore>(store: &S) {
+    store
+        .push(vec![
+            command("u1", "user.added")
+                .add_unique_constraint("username", "alice", "taken")
+                .build()
+                .unwrap(),
+        ])
+        .await
+        .unwrap();
+    let before = all_events(store).await;
+
+    struct Unserialisable;
+    impl serde::Serialize for Unserialisable {
+        fn serialize<Z: serde::Serializer>(&self, _: Z) -> Result<Z::Ok, Z::Error> {
+            Err(serde::ser::Error::custom("refuses to serialise"))
+        }
+    }
+    let refused_by_the_model = [
+        Command::builder(INSTANCE, "user", "", "user.added")
+            .creator("tester")
+            .owner("org")
+            .build(),
+        Command::builder(INSTANCE, "user account", "u2", "user.added")
+            .creator("tester")
+            .owner("org")
+            .build(),
+        command("u2", "user added!").build(),
+        command("u2", "user.added").payload(&Unserialisable).build(),
+        command("u2", "user.added")
+            .payload_json("{not json")
+            .build(),
+    ];
+    for outcome in refused_by_the_model {
+        let err = crate::Error::from(outcome.unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    }
+
+    let good = || command("u2", "user.added").build().unwrap();
+    let stale = command("u1", "user.changed")
+        .expect_sequence(0)
+        .build()
+        .unwrap();
+    let err = store.push(vec![good(), stale]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+
+    let taken = command("u3", "user.added")
+        .add_unique_constraint("username", "alice", "taken")
+        .build()
+        .unwrap();
+    let err = store.push(vec![good(), taken]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation, "{err}");
+
+    let bob = |id: &str| {
+        command(id, "user.added")
+            .add_unique_constraint("username", "bob", "taken")
+            .build()
+            .unwrap()
+    };
+    let err = store.push(vec![bob("u4"), bob("u5")]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation, "{err}");
+
+    let err = Query::builder().limit(-1).build().unwrap_err();
+    assert_eq!(crate::Error::from(err).kind(), ErrorKind::InvalidInput);
+
+    assert_eq!(
+        all_events(store).await,
+        before,
+        "a refused push wrote something"
+    );
+    // The refused pushes left no unique value behind: bob is still free.
+    store.push(vec![bob("u6")]).await.unwrap();
 }

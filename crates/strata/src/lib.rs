@@ -1,0 +1,93 @@
+//! Strata is an event store for Rust services: atomic multi-aggregate pushes with gap-free
+//! per-aggregate sequences, unique constraints, a query builder, and a global position that is a
+//! `Decimal` end to end. PostgreSQL is the production storage; an in-memory store with the same
+//! semantics serves tests and embedded use.
+//!
+//! This crate only re-exports. Each concern lives in a crate of its own that you may depend on
+//! directly (`strata-event` has no IO at all, `strata-store` no database driver); this crate is the
+//! one with a semver promise.
+//!
+//! # Tour
+//!
+//! - **Write** with a [`Command`] per event, built by [`Command::builder`] and validated by `build()`.
+//!   [`EventStore::push`] stores a whole `Vec` of them atomically, across aggregates, and returns the
+//!   stored [`Event`]s with their sequence and [`Position`].
+//! - **Read** with a [`Query`] ([`Query::builder`], or [`Query::aggregate`] for one aggregate) through
+//!   [`EventStore::query`] or [`EventStore::stream`]; decode payloads with [`Event::payload`].
+//! - **Choose storage** by type: [`MemoryStore`] for tests and embedded use, `PgStore` (feature
+//!   `postgres`) in production. Code written against the [`EventStore`] trait runs on both.
+//! - **Handle failure** by [`ErrorKind`]: a [`Error::Conflict`] when an expected sequence is stale, a
+//!   [`Error::UniqueConstraintViolation`] when a value is taken, [`Error::Unavailable`] when the
+//!   database is away (the only retryable kind).
+//!
+//! # Example
+//!
+//! ```
+//! use strata::{Command, EventStore, MemoryStore, Query};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//!
+//! // One push, two aggregates, one unique constraint: all stored or nothing is.
+//! let signed_up = Command::builder("acme", "user", "u-1", "user.signed_up")
+//!     .payload(&serde_json::json!({ "username": "alice" }))
+//!     .add_unique_constraint("username", "alice", "errors.username_taken")
+//!     .creator("signup-service")
+//!     .owner("org-1")
+//!     .build()?;
+//! let counted = Command::builder("acme", "org", "org-1", "org.member_added")
+//!     .creator("signup-service")
+//!     .owner("org-1")
+//!     .build()?;
+//! store.push(vec![signed_up, counted]).await?;
+//!
+//! // The same username again is refused, with the caller's message id.
+//! let again = Command::builder("acme", "user", "u-2", "user.signed_up")
+//!     .add_unique_constraint("username", "alice", "errors.username_taken")
+//!     .creator("signup-service")
+//!     .owner("org-1")
+//!     .build()?;
+//! let err = store.push(vec![again]).await.unwrap_err();
+//! assert_eq!(err.kind(), strata::ErrorKind::UniqueConstraintViolation);
+//!
+//! let users = Query::builder().instance("acme").aggregate_types(["user"]).build()?;
+//! let events = store.query(&users).await?;
+//! assert_eq!(events.len(), 1);
+//! assert_eq!(events[0].payload::<serde_json::Value>()?["username"], "alice");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/users.rs` is a longer story (sign-up, e-mail change, deactivation, a stale write) that
+//! runs on PostgreSQL when `DATABASE_URL` is set: `cargo run --example users`.
+//!
+//! # Features
+//!
+//! - `postgres`: the PostgreSQL backend, [`postgres::PgStore`], its configuration and migrations.
+//!   Off by default, so depending on `strata` alone pulls in no database driver.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+#[doc(inline)]
+pub use strata_event::{
+    AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Event, EventType,
+    InstanceId, Owner, Payload, PayloadError, Position, PositionError, Revision, Sequence,
+    UniqueConstraintOp, UniqueType, ValidationError,
+};
+#[doc(inline)]
+pub use strata_query::{Order, Query, QueryBuilder, QueryError};
+#[doc(inline)]
+pub use strata_store::{Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result};
+
+/// The event model crate, for what the flat re-exports leave out (limits, payload helpers).
+pub use strata_event as event;
+/// The PostgreSQL backend.
+#[cfg(feature = "postgres")]
+pub use strata_postgres as postgres;
+/// The query crate.
+pub use strata_query as query;
+/// The storage crate: the trait, errors, in-memory backend and the backend conformance suite.
+pub use strata_store as store;
