@@ -21,7 +21,8 @@
 //! ```no_run
 //! use strata_postgres::{PgConfig, PgStore};
 //!
-//! # async fn run() -> Result<(), strata_store::Error> {
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), strata_store::Error> {
 //! let store = PgStore::connect("postgres://postgres@127.0.0.1:5432/postgres", PgConfig::default()).await?;
 //! strata_postgres::migrate(store.pools().query()).await?;
 //! # Ok(())
