@@ -14,6 +14,7 @@ mod server;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use sqlx::Connection;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -66,6 +67,15 @@ fn migrate() -> Result<()> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| server::DEFAULT_URL.to_owned());
     let runtime = server::runtime()?;
     runtime.block_on(async {
+        // A single connection first: its error names the cause (refused, bad password…), where a
+        // pool would only report that it timed out.
+        let probe = sqlx::PgConnection::connect(&url).await.with_context(|| {
+            format!(
+                "connecting to {} (is PostgreSQL running there? set DATABASE_URL to choose the database)",
+                server::redact(&url)
+            )
+        })?;
+        probe.close().await.ok();
         let pool = sqlx::PgPool::connect(&url)
             .await
             .with_context(|| format!("connecting to {}", server::redact(&url)))?;
