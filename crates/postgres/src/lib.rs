@@ -42,5 +42,5 @@ mod store;
 
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
 pub use crate::migrate::{AppliedMigration, MIGRATOR, migrate};
-pub use crate::read::render_query;
+pub use crate::read::{BindValue, RenderedQuery, render_query};
 pub use crate::store::{PgPools, PgStore};

@@ -11,7 +11,7 @@ use strata_event::{
     AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
     Payload, Position,
 };
-use strata_query::{Order, Query};
+use strata_query::{Order, Query, SubQuery};
 use strata_store::{Error, Result};
 
 use crate::error::from_sqlx;
@@ -40,6 +40,10 @@ pub enum BindValue {
     Integer(i32),
     /// A `bigint` value.
     BigInt(i64),
+    /// A `timestamptz` value.
+    Timestamp(DateTime<Utc>),
+    /// JSON text, cast to `jsonb` in the SQL.
+    Json(String),
 }
 
 const EVENT_COLUMNS: &str = "instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
@@ -62,18 +66,15 @@ pub(crate) type EventRow = (
 
 /// Renders the `SELECT` for `query`. Identifiers are fixed text; every value is a placeholder.
 pub fn render_query(query: &Query) -> RenderedQuery {
-    let mut rendered = RenderedQuery {
-        sql: format!("SELECT {EVENT_COLUMNS} FROM eventstore.events"),
-        binds: Vec::new(),
-    };
-    rendered.push_filters(query, true);
+    let mut rendered = RenderedQuery::new(format!("SELECT {EVENT_COLUMNS} FROM eventstore.events"));
+    rendered.push_filters(query);
     let direction = match query.order() {
         Order::Ascending => "",
         Order::Descending => " DESC",
     };
     // Within one aggregate, sequence order is position order (a later push to an aggregate always
     // gets a later position), and sorting by sequence lets the primary key deliver rows in order.
-    if is_single_aggregate(query) {
+    if query.single_aggregate().is_some() {
         let _ = write!(rendered.sql, " ORDER BY sequence{direction}");
     } else {
         let _ = write!(
@@ -85,58 +86,176 @@ pub fn render_query(query: &Query) -> RenderedQuery {
         let placeholder = rendered.bind(BindValue::BigInt(limit as i64));
         let _ = write!(rendered.sql, " LIMIT {placeholder}");
     }
+    if query.offset() > 0 {
+        let placeholder = rendered.bind(BindValue::BigInt(query.offset() as i64));
+        let _ = write!(rendered.sql, " OFFSET {placeholder}");
+    }
     rendered
 }
 
-/// Renders `SELECT max(position)` over what `query` filters (its order and limit ignored).
+/// Renders `SELECT max(position)` over what `query` selects (order, offset and limit ignored).
 pub(crate) fn render_latest_position(query: &Query) -> RenderedQuery {
-    let mut rendered = RenderedQuery {
-        sql: "SELECT max(position) FROM eventstore.events".into(),
-        binds: Vec::new(),
-    };
-    rendered.push_filters(query, true);
+    let mut rendered = RenderedQuery::new("SELECT max(position) FROM eventstore.events".into());
+    rendered.push_filters(query);
     rendered
 }
 
-fn is_single_aggregate(query: &Query) -> bool {
-    query.instance_ids().len() == 1
-        && query.aggregate_types().len() == 1
-        && query.aggregate_ids().len() == 1
+/// Renders `SELECT DISTINCT instance_id` over what `query` selects (order, offset and limit
+/// ignored).
+pub(crate) fn render_instance_ids(query: &Query) -> RenderedQuery {
+    let mut rendered =
+        RenderedQuery::new("SELECT DISTINCT instance_id FROM eventstore.events".into());
+    rendered.push_filters(query);
+    rendered
+}
+
+fn strings<T: AsRef<str>>(values: &[T]) -> Vec<String> {
+    values.iter().map(|v| v.as_ref().to_owned()).collect()
 }
 
 impl RenderedQuery {
+    fn new(sql: String) -> Self {
+        RenderedQuery {
+            sql,
+            binds: Vec::new(),
+        }
+    }
+
     fn bind(&mut self, value: BindValue) -> String {
         self.binds.push(value);
         format!("${}", self.binds.len())
     }
 
-    fn push_filters(&mut self, query: &Query, with_cursor: bool) {
-        let mut conditions: Vec<String> = Vec::new();
-        let mut any_of = |this: &mut Self, column: &str, values: Vec<String>| match values.len() {
-            0 => {}
-            1 => {
-                let placeholder = this.bind(BindValue::Text(
-                    values.into_iter().next().unwrap_or_default(),
-                ));
+    /// `column = $n` for one value, `column = ANY($n)` for several, nothing for none.
+    fn any_of(&mut self, conditions: &mut Vec<String>, column: &str, values: Vec<String>) {
+        match <[String; 1]>::try_from(values) {
+            Ok([value]) => {
+                let placeholder = self.bind(BindValue::Text(value));
                 conditions.push(format!("{column} = {placeholder}"));
             }
-            _ => {
-                let placeholder = this.bind(BindValue::TextArray(values));
+            Err(values) if values.is_empty() => {}
+            Err(values) => {
+                let placeholder = self.bind(BindValue::TextArray(values));
                 conditions.push(format!("{column} = ANY({placeholder})"));
             }
-        };
-        fn strings<T: AsRef<str>>(values: &[T]) -> Vec<String> {
-            values.iter().map(|v| v.as_ref().to_owned()).collect()
         }
-        any_of(self, "instance_id", strings(query.instance_ids()));
-        any_of(self, "aggregate_type", strings(query.aggregate_types()));
-        any_of(self, "aggregate_id", strings(query.aggregate_ids()));
-        any_of(self, "event_type", strings(query.event_types()));
+    }
+
+    /// The instance filters, rendered once and reused (same placeholders) by the exclusion.
+    fn instance_conditions(&mut self, query: &Query) -> Vec<String> {
+        let mut conditions = Vec::new();
+        self.any_of(
+            &mut conditions,
+            "instance_id",
+            strings(query.instance_ids()),
+        );
+        if !query.excluded_instance_ids().is_empty() {
+            let placeholder =
+                self.bind(BindValue::TextArray(strings(query.excluded_instance_ids())));
+            conditions.push(format!("instance_id <> ALL({placeholder})"));
+        }
+        conditions
+    }
+
+    fn sub_query_conditions(&mut self, sub_query: &SubQuery) -> Vec<String> {
+        let mut conditions = Vec::new();
+        self.any_of(
+            &mut conditions,
+            "aggregate_type",
+            strings(sub_query.aggregate_types()),
+        );
+        self.any_of(
+            &mut conditions,
+            "aggregate_id",
+            strings(sub_query.aggregate_ids()),
+        );
+        self.any_of(
+            &mut conditions,
+            "event_type",
+            strings(sub_query.event_types()),
+        );
+        conditions
+    }
+
+    fn push_filters(&mut self, query: &Query) {
+        let instance = self.instance_conditions(query);
+        let mut conditions = instance.clone();
+        self.any_of(&mut conditions, "owner", strings(query.owners()));
+        self.any_of(&mut conditions, "creator", strings(query.creators()));
+        self.any_of(
+            &mut conditions,
+            "aggregate_type",
+            strings(query.aggregate_types()),
+        );
+        self.any_of(
+            &mut conditions,
+            "aggregate_id",
+            strings(query.aggregate_ids()),
+        );
+        self.any_of(&mut conditions, "event_type", strings(query.event_types()));
+        if !query.any_of().is_empty() {
+            let branches: Vec<String> = query
+                .any_of()
+                .iter()
+                .map(|sub_query| {
+                    let parts = self.sub_query_conditions(sub_query);
+                    if parts.is_empty() {
+                        "TRUE".to_owned()
+                    } else {
+                        format!("({})", parts.join(" AND "))
+                    }
+                })
+                .collect();
+            conditions.push(format!("({})", branches.join(" OR ")));
+        }
+        let mut position_after = None;
         if let Some(after) = query.position_after() {
             let placeholder = self.bind(BindValue::Numeric(after.as_decimal()));
             conditions.push(format!("position > {placeholder}"));
+            position_after = Some(placeholder);
         }
-        if with_cursor && let Some((position, in_tx_order)) = query.resume_after() {
+        if let Some(bound) = query.position_at_or_before() {
+            let placeholder = self.bind(BindValue::Numeric(bound.as_decimal()));
+            conditions.push(format!("position <= {placeholder}"));
+        }
+        if let Some(sequence) = query.sequence_greater_than() {
+            let placeholder = self.bind(BindValue::BigInt(
+                i64::try_from(sequence).unwrap_or(i64::MAX),
+            ));
+            conditions.push(format!("sequence > {placeholder}"));
+        }
+        if let Some(after) = query.created_after() {
+            let placeholder = self.bind(BindValue::Timestamp(after));
+            conditions.push(format!("created_at > {placeholder}"));
+        }
+        if let Some(before) = query.created_before() {
+            let placeholder = self.bind(BindValue::Timestamp(before));
+            conditions.push(format!("created_at < {placeholder}"));
+        }
+        if let Some(filter) = query.payload_contains() {
+            let placeholder = self.bind(BindValue::Json(filter.to_string()));
+            conditions.push(format!("payload @> {placeholder}::jsonb"));
+        }
+        if let Some(exclusion) = query.exclusion() {
+            // The sub-query repeats the parent's instance filters and position lower bound (same
+            // placeholders) so both sides are answered from the same index (seed 002).
+            let mut inner = instance;
+            self.any_of(
+                &mut inner,
+                "aggregate_type",
+                strings(exclusion.aggregate_types()),
+            );
+            self.any_of(&mut inner, "event_type", strings(exclusion.event_types()));
+            if let Some(placeholder) = position_after {
+                inner.push(format!("position > {placeholder}"));
+            }
+            conditions.push(format!(
+                "(instance_id, aggregate_id) NOT IN (SELECT instance_id, aggregate_id \
+                 FROM eventstore.events WHERE {})",
+                inner.join(" AND ")
+            ));
+        }
+        if let Some((position, in_tx_order)) = query.resume_after() {
             let position = self.bind(BindValue::Numeric(position.as_decimal()));
             let in_tx_order = self.bind(BindValue::Integer(in_tx_order as i32));
             let comparison = match query.order() {
@@ -165,6 +284,8 @@ impl RenderedQuery {
                 BindValue::Numeric(value) => statement.bind(value),
                 BindValue::Integer(value) => statement.bind(value),
                 BindValue::BigInt(value) => statement.bind(value),
+                BindValue::Timestamp(value) => statement.bind(value),
+                BindValue::Json(value) => statement.bind(value),
             };
         }
         statement

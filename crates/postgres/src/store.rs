@@ -7,7 +7,7 @@ use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use strata_event::{AggregateRef, Command, Event, Position, Sequence};
+use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
 use strata_store::{Error, EventStore, Result, validate_push};
 use tokio::sync::mpsc;
@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::from_sqlx;
 use crate::push::Pusher;
-use crate::read::{EventRow, decode_event, fetch_all, render_latest_position, render_query};
+use crate::read::{
+    EventRow, decode_event, fetch_all, render_instance_ids, render_latest_position, render_query,
+};
 
 /// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
 #[derive(Debug, Clone)]
@@ -194,6 +196,27 @@ impl EventStore for PgStore {
             })
         })
         .transpose()
+    }
+
+    async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
+        let rendered = render_instance_ids(query);
+        let rows: Vec<(String,)> = rendered
+            .to_query_as()
+            .fetch_all(self.pools().query())
+            .await
+            .map_err(|err| from_sqlx("reading instance ids", err))?;
+        let mut ids = rows
+            .into_iter()
+            .map(|(id,)| {
+                InstanceId::new(id).map_err(|err| Error::Backend {
+                    message: format!("a stored instance id breaks the event model: {err}"),
+                    source: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Sorted here, by bytes, so the order does not depend on the database's collation.
+        ids.sort();
+        Ok(ids)
     }
 
     async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {

@@ -1,11 +1,16 @@
-//! The query value, its builder and its reference semantics.
+//! The query value and its reference semantics.
 
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Event, EventType, InstanceId, Position,
-    ValidationError,
+    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
+    Position, Sequence,
 };
-use thiserror::Error;
+
+use crate::builder::QueryBuilder;
+use crate::containment::contains;
 
 /// Largest limit a query may ask for. Larger reads page with a cursor instead.
 pub const MAX_LIMIT: u64 = 1_000_000;
@@ -21,51 +26,42 @@ pub enum Order {
     Descending,
 }
 
-/// A query could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum QueryError {
-    /// A value in the query is not a valid id or type.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The limit is zero or larger than [`MAX_LIMIT`].
-    #[error("invalid limit {0}: must be between 1 and {MAX_LIMIT}")]
-    Limit(i128),
-}
-
-/// Which events to read. Empty filters match everything; each list filter means "any of".
+/// Which events to read. Empty filters match everything; each list filter means "any of"; all
+/// filters combine with AND, except [`SubQuery`]s, which combine with each other by OR.
+///
+/// Build one with [`Query::builder`]. The value is backend-neutral: [`Query::matches`] and
+/// [`Query::excluded_aggregates`] define what it selects, and every backend agrees with them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Query {
-    instance_ids: Vec<InstanceId>,
-    aggregate_types: Vec<AggregateType>,
-    aggregate_ids: Vec<AggregateId>,
-    event_types: Vec<EventType>,
-    position_after: Option<Position>,
-    resume_after: Option<(Position, u32)>,
-    limit: Option<u64>,
-    order: Order,
+    pub(crate) instance_ids: Vec<InstanceId>,
+    pub(crate) excluded_instance_ids: Vec<InstanceId>,
+    pub(crate) owners: Vec<Owner>,
+    pub(crate) creators: Vec<Creator>,
+    pub(crate) filter: SubQuery,
+    pub(crate) any_of: Vec<SubQuery>,
+    pub(crate) position_after: Option<Position>,
+    pub(crate) position_at_or_before: Option<Position>,
+    pub(crate) sequence_greater_than: Option<Sequence>,
+    pub(crate) created_after: Option<DateTime<Utc>>,
+    pub(crate) created_before: Option<DateTime<Utc>>,
+    pub(crate) payload_contains: Option<serde_json::Value>,
+    pub(crate) exclusion: Option<Exclusion>,
+    pub(crate) resume_after: Option<(Position, u32)>,
+    pub(crate) limit: Option<u64>,
+    pub(crate) offset: u64,
+    pub(crate) order: Order,
 }
 
-impl Query {
-    /// Starts an empty query: every event, ascending, no limit.
-    pub fn builder() -> QueryBuilder {
-        QueryBuilder::default()
-    }
+/// Aggregate and event filters. The query's own are ANDed with the rest; the query's OR list
+/// ([`Query::any_of`]) holds several, of which an event must match one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct SubQuery {
+    pub(crate) aggregate_types: Vec<AggregateType>,
+    pub(crate) aggregate_ids: Vec<AggregateId>,
+    pub(crate) event_types: Vec<EventType>,
+}
 
-    /// Every event of one aggregate, in sequence order.
-    pub fn aggregate(aggregate: &AggregateRef) -> Query {
-        Query {
-            instance_ids: vec![aggregate.instance_id.clone()],
-            aggregate_types: vec![aggregate.aggregate_type.clone()],
-            aggregate_ids: vec![aggregate.aggregate_id.clone()],
-            ..Query::default()
-        }
-    }
-
-    /// Instances to read from; empty means all.
-    pub fn instance_ids(&self) -> &[InstanceId] {
-        &self.instance_ids
-    }
+impl SubQuery {
     /// Aggregate types to read; empty means all.
     pub fn aggregate_types(&self) -> &[AggregateType] {
         &self.aggregate_types
@@ -78,9 +74,127 @@ impl Query {
     pub fn event_types(&self) -> &[EventType] {
         &self.event_types
     }
+    /// Whether it filters nothing.
+    pub fn is_empty(&self) -> bool {
+        self.aggregate_types.is_empty()
+            && self.aggregate_ids.is_empty()
+            && self.event_types.is_empty()
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        any_of(&self.aggregate_types, &event.aggregate.aggregate_type)
+            && any_of(&self.aggregate_ids, &event.aggregate.aggregate_id)
+            && any_of(&self.event_types, &event.event_type)
+    }
+}
+
+/// "Drop every event of an aggregate that has one of these events" (seed `002`: a notification
+/// handler skips aggregates already marked done).
+///
+/// An event is excluded when another event exists with the same instance and aggregate id, an
+/// aggregate type among [`Exclusion::aggregate_types`] (any, when empty) and an event type among
+/// [`Exclusion::event_types`], that also passes the parent query's instance filters and position
+/// lower bound ([`Query::position_after`]). Those two are inherited so the database answers both
+/// sides from the same index; the resume cursor is not, so paging never changes what is excluded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exclusion {
+    pub(crate) aggregate_types: Vec<AggregateType>,
+    pub(crate) event_types: Vec<EventType>,
+}
+
+impl Exclusion {
+    /// The aggregate types whose events mark an aggregate; empty means any.
+    pub fn aggregate_types(&self) -> &[AggregateType] {
+        &self.aggregate_types
+    }
+    /// The event types that mark an aggregate; never empty.
+    pub fn event_types(&self) -> &[EventType] {
+        &self.event_types
+    }
+}
+
+fn any_of<T: PartialEq>(list: &[T], value: &T) -> bool {
+    list.is_empty() || list.contains(value)
+}
+
+impl Query {
+    /// Starts an empty query: every event, ascending, no limit.
+    pub fn builder() -> QueryBuilder {
+        QueryBuilder::default()
+    }
+
+    /// Every event of one aggregate, in sequence order.
+    pub fn aggregate(aggregate: &AggregateRef) -> Query {
+        Query {
+            instance_ids: vec![aggregate.instance_id.clone()],
+            filter: SubQuery {
+                aggregate_types: vec![aggregate.aggregate_type.clone()],
+                aggregate_ids: vec![aggregate.aggregate_id.clone()],
+                event_types: Vec::new(),
+            },
+            ..Query::default()
+        }
+    }
+
+    /// Instances to read from; empty means all.
+    pub fn instance_ids(&self) -> &[InstanceId] {
+        &self.instance_ids
+    }
+    /// Instances never to read from.
+    pub fn excluded_instance_ids(&self) -> &[InstanceId] {
+        &self.excluded_instance_ids
+    }
+    /// Resource owners to read; empty means all.
+    pub fn owners(&self) -> &[Owner] {
+        &self.owners
+    }
+    /// Creators to read; empty means all.
+    pub fn creators(&self) -> &[Creator] {
+        &self.creators
+    }
+    /// Aggregate types to read (ANDed with everything else); empty means all.
+    pub fn aggregate_types(&self) -> &[AggregateType] {
+        &self.filter.aggregate_types
+    }
+    /// Aggregate ids to read (ANDed with everything else); empty means all.
+    pub fn aggregate_ids(&self) -> &[AggregateId] {
+        &self.filter.aggregate_ids
+    }
+    /// Event types to read (ANDed with everything else); empty means all.
+    pub fn event_types(&self) -> &[EventType] {
+        &self.filter.event_types
+    }
+    /// Sub-queries joined by OR: an event must match at least one. Empty means no such condition.
+    pub fn any_of(&self) -> &[SubQuery] {
+        &self.any_of
+    }
     /// Only events with a position strictly greater than this.
     pub fn position_after(&self) -> Option<Position> {
         self.position_after
+    }
+    /// Only events with a position less than or equal to this.
+    pub fn position_at_or_before(&self) -> Option<Position> {
+        self.position_at_or_before
+    }
+    /// Only events with a sequence strictly greater than this.
+    pub fn sequence_greater_than(&self) -> Option<Sequence> {
+        self.sequence_greater_than
+    }
+    /// Only events created strictly after this instant.
+    pub fn created_after(&self) -> Option<DateTime<Utc>> {
+        self.created_after
+    }
+    /// Only events created strictly before this instant.
+    pub fn created_before(&self) -> Option<DateTime<Utc>> {
+        self.created_before
+    }
+    /// Only events whose payload contains this JSON object (PostgreSQL `@>` semantics).
+    pub fn payload_contains(&self) -> Option<&serde_json::Value> {
+        self.payload_contains.as_ref()
+    }
+    /// The aggregate exclusion, if any.
+    pub fn exclusion(&self) -> Option<&Exclusion> {
+        self.exclusion.as_ref()
     }
     /// Only events strictly after this `(position, in_tx_order)` in the query's order: the cursor
     /// for keyset pagination.
@@ -90,6 +204,11 @@ impl Query {
     /// At most this many events.
     pub fn limit(&self) -> Option<u64> {
         self.limit
+    }
+    /// Skip this many events first (prefer [`Query::resume_after`] on large reads: an offset still
+    /// reads the rows it skips).
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
     /// The order of results.
     pub fn order(&self) -> Order {
@@ -104,144 +223,91 @@ impl Query {
         }
     }
 
-    /// Whether `event` passes every filter. Ordering and limit are not filters; a backend sorts by
-    /// `(position, in_tx_order)` in [`Query::order`] and stops at [`Query::limit`]. This function is the
-    /// reference semantics every backend must agree with.
+    /// The aggregate this query is confined to, when its own filters name exactly one (the OR list
+    /// can only narrow that further). Backends read such queries from their per-aggregate index.
+    pub fn single_aggregate(&self) -> Option<AggregateRef> {
+        let ([instance_id], [aggregate_type], [aggregate_id]) = (
+            self.instance_ids(),
+            self.aggregate_types(),
+            self.aggregate_ids(),
+        ) else {
+            return None;
+        };
+        Some(AggregateRef {
+            instance_id: instance_id.clone(),
+            aggregate_type: aggregate_type.clone(),
+            aggregate_id: aggregate_id.clone(),
+        })
+    }
+
+    /// Whether `event` passes every filter and the resume cursor. The aggregate exclusion needs the
+    /// other events and is applied with [`Query::excluded_aggregates`]; ordering, offset and limit
+    /// are not filters. Together with those, this is the reference semantics every backend must
+    /// agree with.
     pub fn matches(&self, event: &Event) -> bool {
-        fn any_of<T: PartialEq>(list: &[T], value: &T) -> bool {
-            list.is_empty() || list.contains(value)
-        }
         let after_cursor = match (self.resume_after, self.order) {
             (None, _) => true,
             (Some(cursor), Order::Ascending) => event.cursor() > cursor,
             (Some(cursor), Order::Descending) => event.cursor() < cursor,
         };
-        any_of(&self.instance_ids, &event.aggregate.instance_id)
-            && any_of(&self.aggregate_types, &event.aggregate.aggregate_type)
-            && any_of(&self.aggregate_ids, &event.aggregate.aggregate_id)
-            && any_of(&self.event_types, &event.event_type)
+        self.matches_instance(&event.aggregate.instance_id)
+            && any_of(&self.owners, &event.owner)
+            && any_of(&self.creators, &event.creator)
+            && self.filter.matches(event)
+            && (self.any_of.is_empty() || self.any_of.iter().any(|sub| sub.matches(event)))
             && self
                 .position_after
                 .is_none_or(|after| event.position > after)
+            && self
+                .position_at_or_before
+                .is_none_or(|bound| event.position <= bound)
+            && self
+                .sequence_greater_than
+                .is_none_or(|sequence| event.sequence > sequence)
+            && self
+                .created_after
+                .is_none_or(|after| event.created_at > after)
+            && self
+                .created_before
+                .is_none_or(|before| event.created_at < before)
+            && self.payload_contains.as_ref().is_none_or(|filter| {
+                event
+                    .raw_payload
+                    .decode::<serde_json::Value>()
+                    .is_ok_and(|payload| contains(&payload, filter))
+            })
             && after_cursor
     }
-}
 
-/// Collects the parts of a [`Query`]; `build` validates them. Defaults: all events, ascending,
-/// no limit.
-#[derive(Debug, Default)]
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct QueryBuilder {
-    instance_ids: Vec<String>,
-    aggregate_types: Vec<String>,
-    aggregate_ids: Vec<String>,
-    event_types: Vec<String>,
-    position_after: Option<Position>,
-    resume_after: Option<(Position, u32)>,
-    limit: Option<i128>,
-    order: Order,
-}
-
-impl QueryBuilder {
-    /// Only events of this instance (adds to the instance list).
-    pub fn instance(mut self, instance_id: impl Into<String>) -> Self {
-        self.instance_ids.push(instance_id.into());
-        self
-    }
-    /// Only events of any of these instances.
-    pub fn instances<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
-        self.instance_ids.extend(ids.into_iter().map(Into::into));
-        self
-    }
-    /// Only events of aggregates of any of these types.
-    pub fn aggregate_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
-        self.aggregate_types
-            .extend(types.into_iter().map(Into::into));
-        self
-    }
-    /// Only events of aggregates with any of these ids.
-    pub fn aggregate_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
-        self.aggregate_ids.extend(ids.into_iter().map(Into::into));
-        self
-    }
-    /// Only events of any of these types.
-    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
-        self.event_types.extend(types.into_iter().map(Into::into));
-        self
-    }
-    /// Only events positioned strictly after `position`.
-    pub fn position_after(mut self, position: Position) -> Self {
-        self.position_after = Some(position);
-        self
-    }
-    /// Resume strictly after `(position, in_tx_order)` in the query's order (keyset pagination).
-    pub fn resume_after(mut self, position: Position, in_tx_order: u32) -> Self {
-        self.resume_after = Some((position, in_tx_order));
-        self
-    }
-    /// Return at most `limit` events; `build` refuses zero, negative and values above
-    /// [`MAX_LIMIT`].
-    pub fn limit(mut self, limit: impl Into<i128>) -> Self {
-        self.limit = Some(limit.into());
-        self
-    }
-    /// Newest first.
-    pub fn descending(mut self) -> Self {
-        self.order = Order::Descending;
-        self
-    }
-    /// Sets the order explicitly.
-    pub fn order(mut self, order: Order) -> Self {
-        self.order = order;
-        self
+    fn matches_instance(&self, instance_id: &InstanceId) -> bool {
+        any_of(&self.instance_ids, instance_id) && !self.excluded_instance_ids.contains(instance_id)
     }
 
-    /// Validates every value and returns the query.
-    pub fn build(self) -> Result<Query, QueryError> {
-        fn all<T, F>(values: Vec<String>, make: F) -> Result<Vec<T>, ValidationError>
-        where
-            F: Fn(String) -> Result<T, ValidationError>,
-        {
-            values.into_iter().map(make).collect()
-        }
-        let limit = match self.limit {
-            None => None,
-            Some(limit) if (1..=i128::from(MAX_LIMIT)).contains(&limit) => Some(limit as u64),
-            Some(limit) => return Err(QueryError::Limit(limit)),
-        };
-        Ok(Query {
-            instance_ids: all(self.instance_ids, InstanceId::new)?,
-            aggregate_types: all(self.aggregate_types, AggregateType::new)?,
-            aggregate_ids: all(self.aggregate_ids, AggregateId::new)?,
-            event_types: all(self.event_types, EventType::new)?,
-            position_after: self.position_after,
-            resume_after: self.resume_after,
-            limit,
-            order: self.order,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_bad_limits_and_ids() {
-        for limit in [0i128, -1, i128::from(MAX_LIMIT) + 1] {
-            assert_eq!(
-                Query::builder().limit(limit).build(),
-                Err(QueryError::Limit(limit))
-            );
-        }
-        assert!(Query::builder().limit(MAX_LIMIT).build().is_ok());
-        assert!(matches!(
-            Query::builder().aggregate_ids(["a", ""]).build(),
-            Err(QueryError::Invalid(ValidationError::Empty { .. }))
-        ));
-        assert!(matches!(
-            Query::builder().event_types(["Bad Type"]).build(),
-            Err(QueryError::Invalid(ValidationError::Grammar { .. }))
-        ));
+    /// The `(instance, aggregate id)` pairs the exclusion drops, given every event of the store
+    /// (`None` when the query has no exclusion). An event is dropped when its pair is in the set.
+    pub fn excluded_aggregates<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Option<HashSet<(InstanceId, AggregateId)>> {
+        let exclusion = self.exclusion.as_ref()?;
+        Some(
+            events
+                .into_iter()
+                .filter(|event| {
+                    self.matches_instance(&event.aggregate.instance_id)
+                        && self
+                            .position_after
+                            .is_none_or(|after| event.position > after)
+                        && any_of(&exclusion.aggregate_types, &event.aggregate.aggregate_type)
+                        && exclusion.event_types.contains(&event.event_type)
+                })
+                .map(|event| {
+                    (
+                        event.aggregate.instance_id.clone(),
+                        event.aggregate.aggregate_id.clone(),
+                    )
+                })
+                .collect(),
+        )
     }
 }

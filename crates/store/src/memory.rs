@@ -1,6 +1,6 @@
 //! The in-memory backend: the same semantics as PostgreSQL, for tests and embedded use.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -167,39 +167,44 @@ impl State {
         Ok((removals, cleared, additions))
     }
 
-    fn select(&self, query: &Query) -> Vec<Event> {
-        let limit = query.limit().map_or(usize::MAX, |limit| limit as usize);
-        let candidates: Box<dyn DoubleEndedIterator<Item = &Event>> =
-            match self.single_aggregate(query) {
-                Some(indexes) => Box::new(indexes.iter().map(|&index| &self.events[index])),
-                None => Box::new(self.events.iter()),
-            };
+    /// The events `query` selects, in its order, before offset and limit.
+    fn filtered<'a>(&'a self, query: &'a Query) -> impl Iterator<Item = &'a Event> + 'a {
+        let excluded = query.excluded_aggregates(&self.events);
+        let candidates: Box<dyn DoubleEndedIterator<Item = &Event>> = match query.single_aggregate()
+        {
+            // The per-aggregate index avoids a scan of the whole store.
+            Some(aggregate) => Box::new(
+                self.aggregates
+                    .get(&aggregate)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|&index| &self.events[index]),
+            ),
+            None => Box::new(self.events.iter()),
+        };
         let ordered: Box<dyn Iterator<Item = &Event>> = match query.order() {
             Order::Ascending => candidates,
             Order::Descending => Box::new(candidates.rev()),
         };
-        ordered
-            .filter(|event| query.matches(event))
+        ordered.filter(move |event| {
+            query.matches(event)
+                && excluded.as_ref().is_none_or(|excluded| {
+                    !excluded.contains(&(
+                        event.aggregate.instance_id.clone(),
+                        event.aggregate.aggregate_id.clone(),
+                    ))
+                })
+        })
+    }
+
+    fn select(&self, query: &Query) -> Vec<Event> {
+        let limit = query.limit().map_or(usize::MAX, |limit| limit as usize);
+        let offset = usize::try_from(query.offset()).unwrap_or(usize::MAX);
+        self.filtered(query)
+            .skip(offset)
             .take(limit)
             .cloned()
             .collect()
-    }
-
-    /// When the query names exactly one aggregate, its index avoids a scan of the whole store.
-    fn single_aggregate(&self, query: &Query) -> Option<&[usize]> {
-        let ([instance_id], [aggregate_type], [aggregate_id]) = (
-            query.instance_ids(),
-            query.aggregate_types(),
-            query.aggregate_ids(),
-        ) else {
-            return None;
-        };
-        let aggregate = AggregateRef {
-            instance_id: instance_id.clone(),
-            aggregate_type: aggregate_type.clone(),
-            aggregate_id: aggregate_id.clone(),
-        };
-        Some(self.aggregates.get(&aggregate).map_or(&[], Vec::as_slice))
     }
 }
 
@@ -219,16 +224,20 @@ impl EventStore for MemoryStore {
 
     async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
         let state = self.lock();
-        Ok(state
-            .events
-            .iter()
-            .rev()
-            .find(|event| query.matches(event))
-            .map(|event| event.position))
+        Ok(state.filtered(query).map(|event| event.position).max())
     }
 
     async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {
         Ok(self.lock().current_sequence(aggregate))
+    }
+
+    async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
+        let state = self.lock();
+        let distinct: BTreeSet<&InstanceId> = state
+            .filtered(query)
+            .map(|event| &event.aggregate.instance_id)
+            .collect();
+        Ok(distinct.into_iter().cloned().collect())
     }
 
     async fn commit_horizon(&self) -> Result<Position> {

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use strata_event::{AggregateRef, Command, Event, Position, Sequence};
+use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
 
 use crate::error::{Error, Result};
@@ -37,6 +37,10 @@ pub trait EventStore: Send + Sync {
         &self,
         query: &Query,
     ) -> impl Future<Output = Result<Option<Position>>> + Send;
+
+    /// The distinct instances among the events `query` selects (its order, offset and limit
+    /// ignored), sorted by id.
+    fn instance_ids(&self, query: &Query) -> impl Future<Output = Result<Vec<InstanceId>>> + Send;
 
     /// The aggregate's current sequence: that of its last event, `0` when it has none.
     fn current_sequence(

@@ -1,0 +1,325 @@
+//! Building a [`Query`]: collect raw values, validate them all in `build`.
+
+use chrono::{DateTime, Utc};
+use strata_event::{
+    AggregateId, AggregateType, Creator, EventType, InstanceId, Owner, Position, Sequence,
+    ValidationError,
+};
+
+use crate::error::QueryError;
+use crate::query::{Exclusion, MAX_LIMIT, Order, Query, SubQuery};
+
+/// Collects the parts of a [`Query`]; [`QueryBuilder::build`] validates them. Defaults: every
+/// event, ascending, no limit, no offset.
+#[derive(Debug, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct QueryBuilder {
+    instance_ids: Vec<String>,
+    excluded_instance_ids: Vec<String>,
+    owners: Vec<String>,
+    creators: Vec<String>,
+    filter: SubQueryBuilder,
+    any_of: Vec<SubQueryBuilder>,
+    position_after: Option<Position>,
+    position_at_or_before: Option<Position>,
+    sequence_greater_than: Option<Sequence>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    payload_contains: Option<serde_json::Value>,
+    exclusion: Option<(Vec<String>, Vec<String>)>,
+    resume_after: Option<(Position, u32)>,
+    limit: Option<i128>,
+    offset: Option<i128>,
+    order: Order,
+}
+
+/// The aggregate and event filters of one OR branch, for [`QueryBuilder::or`].
+#[derive(Debug, Default, Clone)]
+#[must_use = "a sub-query does nothing until passed to `QueryBuilder::or`"]
+pub struct SubQueryBuilder {
+    aggregate_types: Vec<String>,
+    aggregate_ids: Vec<String>,
+    event_types: Vec<String>,
+}
+
+fn strings<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> impl Iterator<Item = String> {
+    values.into_iter().map(Into::into)
+}
+
+impl SubQueryBuilder {
+    /// Only events of aggregates of any of these types.
+    pub fn aggregate_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.aggregate_types.extend(strings(types));
+        self
+    }
+    /// Only events of aggregates with any of these ids.
+    pub fn aggregate_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.aggregate_ids.extend(strings(ids));
+        self
+    }
+    /// Only events of any of these types.
+    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.event_types.extend(strings(types));
+        self
+    }
+
+    fn build(self) -> Result<SubQuery, ValidationError> {
+        Ok(SubQuery {
+            aggregate_types: all(self.aggregate_types, AggregateType::new)?,
+            aggregate_ids: all(self.aggregate_ids, AggregateId::new)?,
+            event_types: all(self.event_types, EventType::new)?,
+        })
+    }
+}
+
+impl SubQuery {
+    /// Starts an OR branch for [`QueryBuilder::or`].
+    pub fn builder() -> SubQueryBuilder {
+        SubQueryBuilder::default()
+    }
+}
+
+fn all<T>(
+    values: Vec<String>,
+    make: impl Fn(String) -> Result<T, ValidationError>,
+) -> Result<Vec<T>, ValidationError> {
+    values.into_iter().map(make).collect()
+}
+
+impl QueryBuilder {
+    /// Only events of this instance (adds to the instance list).
+    pub fn instance(mut self, instance_id: impl Into<String>) -> Self {
+        self.instance_ids.push(instance_id.into());
+        self
+    }
+    /// Only events of any of these instances.
+    pub fn instances<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.instance_ids.extend(strings(ids));
+        self
+    }
+    /// Never events of these instances.
+    pub fn exclude_instances<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.excluded_instance_ids.extend(strings(ids));
+        self
+    }
+    /// Only events of this resource owner (adds to the owner list).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owners.push(owner.into());
+        self
+    }
+    /// Only events caused by this creator (adds to the creator list).
+    pub fn creator(mut self, creator: impl Into<String>) -> Self {
+        self.creators.push(creator.into());
+        self
+    }
+    /// Only events of aggregates of any of these types.
+    pub fn aggregate_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.filter = self.filter.aggregate_types(types);
+        self
+    }
+    /// Only events of aggregates with any of these ids.
+    pub fn aggregate_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.filter = self.filter.aggregate_ids(ids);
+        self
+    }
+    /// Only events of any of these types.
+    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.filter = self.filter.event_types(types);
+        self
+    }
+    /// Adds an OR branch: the query then returns events matching any branch (and every other
+    /// filter of the query).
+    pub fn or(mut self, sub_query: SubQueryBuilder) -> Self {
+        self.any_of.push(sub_query);
+        self
+    }
+    /// Only events positioned strictly after `position`. Also bounds the aggregate exclusion.
+    pub fn position_after(mut self, position: Position) -> Self {
+        self.position_after = Some(position);
+        self
+    }
+    /// Only events positioned at or before `position`.
+    pub fn position_at_or_before(mut self, position: Position) -> Self {
+        self.position_at_or_before = Some(position);
+        self
+    }
+    /// Only events with a sequence strictly greater than `sequence` (load an aggregate from a
+    /// snapshot).
+    pub fn sequence_greater_than(mut self, sequence: Sequence) -> Self {
+        self.sequence_greater_than = Some(sequence);
+        self
+    }
+    /// Only events created strictly after `instant`.
+    pub fn created_after(mut self, instant: DateTime<Utc>) -> Self {
+        self.created_after = Some(instant);
+        self
+    }
+    /// Only events created strictly before `instant`.
+    pub fn created_before(mut self, instant: DateTime<Utc>) -> Self {
+        self.created_before = Some(instant);
+        self
+    }
+    /// Only events whose payload contains `filter`, a JSON object (PostgreSQL `@>` semantics: keys
+    /// present with contained values, array elements contained in any order).
+    pub fn payload_contains(mut self, filter: serde_json::Value) -> Self {
+        self.payload_contains = Some(filter);
+        self
+    }
+    /// Drops every event of an aggregate id that has an event of one of `event_types` on an
+    /// aggregate of one of `aggregate_types` (any type, when empty). See [`Exclusion`].
+    pub fn exclude_aggregates_with<I, S, J, T>(mut self, aggregate_types: I, event_types: J) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        J: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.exclusion = Some((
+            strings(aggregate_types).collect(),
+            strings(event_types).collect(),
+        ));
+        self
+    }
+    /// Resume strictly after `(position, in_tx_order)` in the query's order (keyset pagination).
+    pub fn resume_after(mut self, position: Position, in_tx_order: u32) -> Self {
+        self.resume_after = Some((position, in_tx_order));
+        self
+    }
+    /// Return at most `limit` events; `build` refuses zero, negative and values above
+    /// [`MAX_LIMIT`].
+    pub fn limit(mut self, limit: impl Into<i128>) -> Self {
+        self.limit = Some(limit.into());
+        self
+    }
+    /// Skip the first `offset` events; `build` refuses negative values. Prefer
+    /// [`QueryBuilder::resume_after`] for paging: an offset still reads what it skips.
+    pub fn offset(mut self, offset: impl Into<i128>) -> Self {
+        self.offset = Some(offset.into());
+        self
+    }
+    /// Newest first.
+    pub fn descending(mut self) -> Self {
+        self.order = Order::Descending;
+        self
+    }
+    /// Sets the order explicitly.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Validates every value and returns the query.
+    pub fn build(self) -> Result<Query, QueryError> {
+        let limit = match self.limit {
+            None => None,
+            Some(limit) if (1..=i128::from(MAX_LIMIT)).contains(&limit) => Some(limit as u64),
+            Some(limit) => return Err(QueryError::Limit(limit)),
+        };
+        let offset = match self.offset {
+            None => 0,
+            Some(offset) if (0..=i128::from(i64::MAX)).contains(&offset) => offset as u64,
+            Some(offset) => return Err(QueryError::Offset(offset)),
+        };
+        if let Some(filter) = &self.payload_contains
+            && !filter.is_object()
+        {
+            return Err(QueryError::PayloadFilter(format!(
+                "must be a JSON object, got {filter}"
+            )));
+        }
+        let exclusion = match self.exclusion {
+            None => None,
+            Some((_, event_types)) if event_types.is_empty() => {
+                return Err(QueryError::ExclusionWithoutEventTypes);
+            }
+            Some((aggregate_types, event_types)) => Some(Exclusion {
+                aggregate_types: all(aggregate_types, AggregateType::new)?,
+                event_types: all(event_types, EventType::new)?,
+            }),
+        };
+        Ok(Query {
+            instance_ids: all(self.instance_ids, InstanceId::new)?,
+            excluded_instance_ids: all(self.excluded_instance_ids, InstanceId::new)?,
+            owners: all(self.owners, Owner::new)?,
+            creators: all(self.creators, Creator::new)?,
+            filter: self.filter.build()?,
+            any_of: self
+                .any_of
+                .into_iter()
+                .map(SubQueryBuilder::build)
+                .collect::<Result<_, _>>()?,
+            position_after: self.position_after,
+            position_at_or_before: self.position_at_or_before,
+            sequence_greater_than: self.sequence_greater_than,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            payload_contains: self.payload_contains,
+            exclusion,
+            resume_after: self.resume_after,
+            limit,
+            offset,
+            order: self.order,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn refuses_bad_limits_offsets_and_ids() {
+        for limit in [0i128, -1, i128::from(MAX_LIMIT) + 1] {
+            assert_eq!(
+                Query::builder().limit(limit).build(),
+                Err(QueryError::Limit(limit))
+            );
+        }
+        assert!(Query::builder().limit(MAX_LIMIT).build().is_ok());
+        assert_eq!(
+            Query::builder().offset(-1).build(),
+            Err(QueryError::Offset(-1))
+        );
+        assert!(matches!(
+            Query::builder().aggregate_ids(["a", ""]).build(),
+            Err(QueryError::Invalid(ValidationError::Empty { .. }))
+        ));
+        assert!(matches!(
+            Query::builder().event_types(["Bad Type"]).build(),
+            Err(QueryError::Invalid(ValidationError::Grammar { .. }))
+        ));
+        assert!(matches!(
+            Query::builder()
+                .or(SubQuery::builder().aggregate_types(["no spaces allowed"]))
+                .build(),
+            Err(QueryError::Invalid(ValidationError::Grammar { .. }))
+        ));
+        assert!(matches!(
+            Query::builder().exclude_instances([""]).build(),
+            Err(QueryError::Invalid(ValidationError::Empty { .. }))
+        ));
+    }
+
+    #[test]
+    fn refuses_an_exclusion_without_event_types() {
+        let no_types: [&str; 0] = [];
+        assert_eq!(
+            Query::builder()
+                .exclude_aggregates_with(["user"], no_types)
+                .build(),
+            Err(QueryError::ExclusionWithoutEventTypes)
+        );
+    }
+
+    #[test]
+    fn refuses_a_payload_filter_that_is_not_an_object() {
+        for filter in [json!([1]), json!("x"), json!(null), json!(1)] {
+            assert!(matches!(
+                Query::builder().payload_contains(filter).build(),
+                Err(QueryError::PayloadFilter(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Why a query could not be built.
+
+use strata_event::ValidationError;
+use thiserror::Error;
+
+use crate::MAX_LIMIT;
+
+/// A query could not be built. Nothing is read with a query that failed to build.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// A value in the query is not a valid id or type.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The limit is zero, negative or larger than [`MAX_LIMIT`].
+    #[error("invalid limit {0}: must be between 1 and {MAX_LIMIT}")]
+    Limit(i128),
+    /// The offset is negative or absurdly large.
+    #[error("invalid offset {0}: must be between 0 and {max}", max = i64::MAX)]
+    Offset(i128),
+    /// An aggregate exclusion names no event types, so it could never exclude anything.
+    #[error("an aggregate exclusion needs at least one event type")]
+    ExclusionWithoutEventTypes,
+    /// The payload filter is not a JSON object.
+    #[error("invalid payload filter: {0}")]
+    PayloadFilter(String),
+}
