@@ -88,30 +88,31 @@ CREATE FUNCTION eventstore.append_events(
     p_from INTEGER, p_to INTEGER, p_position NUMERIC, p_now TIMESTAMPTZ
 ) RETURNS TABLE (r_push INTEGER, r_sequence BIGINT, r_in_tx_order INTEGER)
 LANGUAGE sql AS $$
+    -- No joins on purpose: the planner cannot see how many elements the arrays hold and, guessing
+    -- low, would pick nested loops that turn a 5 000-event push quadratic. Sequences come from a
+    -- window over the commands plus one primary-key lookup per event; the push a row belongs to
+    -- is read back from p_push by its in_tx_order.
     WITH cmd AS (
-        SELECT (ord - 1)::INTEGER AS ord, push, i, t, a, e, r, c, o, pl
+        SELECT (ord - 1)::INTEGER AS ord, i, t, a, e, r, c, o, pl,
+               row_number() OVER (PARTITION BY i, t, a ORDER BY ord) AS nth
         FROM unnest(p_push, p_instance, p_aggregate_type, p_aggregate_id, p_event_type,
                     p_revision, p_creator, p_owner, p_payload)
              WITH ORDINALITY AS x(push, i, t, a, e, r, c, o, pl, ord)
         WHERE push BETWEEN p_from AND p_to
-    ), current AS (
-        SELECT agg.i, agg.t, agg.a,
-               COALESCE((SELECT max(ev.sequence) FROM eventstore.events ev
-                         WHERE ev.instance_id = agg.i AND ev.aggregate_type = agg.t
-                           AND ev.aggregate_id = agg.a), 0) AS seq
-        FROM (SELECT DISTINCT i, t, a FROM cmd) agg
     ), inserted AS (
         INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                        event_type, revision, created_at, creator, owner, payload,
                                        position, in_tx_order)
         SELECT cmd.i, cmd.t, cmd.a,
-               current.seq + row_number() OVER (PARTITION BY cmd.i, cmd.t, cmd.a ORDER BY cmd.ord),
+               COALESCE((SELECT max(ev.sequence) FROM eventstore.events ev
+                         WHERE ev.instance_id = cmd.i AND ev.aggregate_type = cmd.t
+                           AND ev.aggregate_id = cmd.a), 0) + cmd.nth,
                cmd.e, cmd.r, p_now, cmd.c, cmd.o, cmd.pl::jsonb, p_position, cmd.ord
-        FROM cmd JOIN current USING (i, t, a)
+        FROM cmd
         RETURNING sequence, in_tx_order
     )
-    SELECT cmd.push, inserted.sequence, inserted.in_tx_order
-    FROM inserted JOIN cmd ON cmd.ord = inserted.in_tx_order
+    SELECT p_push[inserted.in_tx_order + 1], inserted.sequence, inserted.in_tx_order
+    FROM inserted
     ORDER BY inserted.in_tx_order
 $$;
 
