@@ -119,6 +119,7 @@ struct QuerySpec {
     any_of: Vec<SubQuerySpec>,
     position_after: Option<usize>,
     position_at_or_before: Option<usize>,
+    position_before: Option<usize>,
     sequence_greater_than: Option<u64>,
     created_after: Option<usize>,
     created_before: Option<usize>,
@@ -154,6 +155,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
             push(),
             push(),
             proptest::option::weighted(0.2, payload),
+            push(),
         ),
         (
             proptest::option::weighted(
@@ -182,6 +184,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
                     created_after,
                     created_before,
                     payload,
+                    position_before,
                 ),
                 (exclusion, resume_after, descending, limit, offset),
             )| QuerySpec {
@@ -193,6 +196,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
                 any_of: any_of.unwrap_or_default(),
                 position_after,
                 position_at_or_before,
+                position_before,
                 sequence_greater_than,
                 created_after,
                 created_before,
@@ -247,6 +251,9 @@ impl QuerySpec {
         }
         if let Some(push) = self.position_at_or_before {
             builder = builder.position_at_or_before(position(push));
+        }
+        if let Some(push) = self.position_before {
+            builder = builder.position_before(position(push));
         }
         if let Some(sequence) = self.sequence_greater_than {
             builder = builder.sequence_greater_than(sequence);

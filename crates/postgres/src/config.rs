@@ -64,6 +64,12 @@ pub struct PgConfig {
     pub projection_pool: PoolConfig,
     /// Group commit settings.
     pub group_commit: GroupCommitConfig,
+    /// Announce pushes to other processes with `NOTIFY` on [`crate::PUSH_CHANNEL`], so their
+    /// projections run at once instead of at their next tick. The notice is sent after the push
+    /// commits, outside its transaction (a `NOTIFY` inside would serialise every commit on the
+    /// notification queue lock), and notices that pile up while one is sent travel together.
+    /// Default: on.
+    pub notify_pushes: bool,
 }
 
 impl Default for PgConfig {
@@ -73,6 +79,7 @@ impl Default for PgConfig {
             query_pool: PoolConfig::with_max(8),
             projection_pool: PoolConfig::with_max(4),
             group_commit: GroupCommitConfig::default(),
+            notify_pushes: true,
         }
     }
 }

@@ -43,4 +43,4 @@ mod store;
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
 pub use crate::migrate::{AppliedMigration, MIGRATOR, migrate};
 pub use crate::read::{BindValue, RenderedQuery, render_query};
-pub use crate::store::{PgPools, PgStore};
+pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

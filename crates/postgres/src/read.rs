@@ -100,6 +100,13 @@ pub(crate) fn render_latest_position(query: &Query) -> RenderedQuery {
     rendered
 }
 
+/// Renders `SELECT count(*)` over what `query` selects (order, offset and limit ignored).
+pub(crate) fn render_count(query: &Query) -> RenderedQuery {
+    let mut rendered = RenderedQuery::new("SELECT count(*) FROM eventstore.events".into());
+    rendered.push_filters(query);
+    rendered
+}
+
 /// Renders `SELECT DISTINCT instance_id` over what `query` selects (order, offset and limit
 /// ignored).
 pub(crate) fn render_instance_ids(query: &Query) -> RenderedQuery {
@@ -217,6 +224,10 @@ impl RenderedQuery {
         if let Some(bound) = query.position_at_or_before() {
             let placeholder = self.bind(BindValue::Numeric(bound.as_decimal()));
             conditions.push(format!("position <= {placeholder}"));
+        }
+        if let Some(bound) = query.position_before() {
+            let placeholder = self.bind(BindValue::Numeric(bound.as_decimal()));
+            conditions.push(format!("position < {placeholder}"));
         }
         if let Some(sequence) = query.sequence_greater_than() {
             let placeholder = self.bind(BindValue::BigInt(

@@ -9,14 +9,15 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
-use strata_store::{Error, EventStore, Result, validate_push};
-use tokio::sync::mpsc;
+use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::from_sqlx;
 use crate::push::Pusher;
 use crate::read::{
-    EventRow, decode_event, fetch_all, render_instance_ids, render_latest_position, render_query,
+    EventRow, decode_event, fetch_all, render_count, render_instance_ids, render_latest_position,
+    render_query,
 };
 
 /// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
@@ -99,6 +100,51 @@ pub struct PgStore {
 struct Inner {
     pools: PgPools,
     pusher: Pusher,
+    pushes: broadcast::Sender<Pushed>,
+    notifier: Option<mpsc::UnboundedSender<Vec<InstanceId>>>,
+}
+
+/// The `LISTEN`/`NOTIFY` channel pushes are announced on. The payload lists the instances written
+/// to, one per line (ids cannot contain control characters).
+pub const PUSH_CHANNEL: &str = "strata_pushed";
+
+/// PostgreSQL refuses notification payloads of 8000 bytes or more.
+const MAX_NOTIFY_PAYLOAD: usize = 7900;
+
+/// Sends the instances of committed pushes as `NOTIFY`s, coalescing whatever queued up meanwhile.
+async fn run_notifier(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>) {
+    while let Some(first) = queue.recv().await {
+        let mut instances: std::collections::BTreeSet<InstanceId> = first.into_iter().collect();
+        while let Ok(more) = queue.try_recv() {
+            instances.extend(more);
+        }
+        let mut payloads = vec![String::new()];
+        for instance in instances {
+            let current = payloads
+                .last_mut()
+                .filter(|payload| payload.len() + instance.as_str().len() + 1 < MAX_NOTIFY_PAYLOAD);
+            match current {
+                Some(payload) => {
+                    if !payload.is_empty() {
+                        payload.push('\n');
+                    }
+                    payload.push_str(instance.as_str());
+                }
+                None => payloads.push(instance.as_str().to_owned()),
+            }
+        }
+        for payload in payloads {
+            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PUSH_CHANNEL)
+                .bind(&payload)
+                .execute(&pool)
+                .await
+            {
+                // Other processes still catch up at their next tick; nothing is lost.
+                tracing::warn!(error = %err, "could not announce pushes to other processes");
+            }
+        }
+    }
 }
 
 impl PgStore {
@@ -122,8 +168,18 @@ impl PgStore {
         }
         let pool_size = pools.push.options().get_max_connections();
         let pusher = Pusher::start(pools.push.clone(), &config.group_commit, pool_size);
+        let notifier = config.notify_pushes.then(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(run_notifier(pools.push.clone(), receiver));
+            sender
+        });
         Ok(PgStore {
-            inner: Arc::new(Inner { pools, pusher }),
+            inner: Arc::new(Inner {
+                pools,
+                pusher,
+                pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
+                notifier,
+            }),
         })
     }
 
@@ -150,7 +206,28 @@ impl EventStore for PgStore {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        self.inner.pusher.push(commands).await
+        let stored = self.inner.pusher.push(commands).await?;
+        if let Some(pushed) = Pushed::of(&stored) {
+            if let Some(notifier) = &self.inner.notifier {
+                let _ = notifier.send(pushed.instance_ids.clone());
+            }
+            let _ = self.inner.pushes.send(pushed);
+        }
+        Ok(stored)
+    }
+
+    fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
+        Some(self.inner.pushes.subscribe())
+    }
+
+    async fn count(&self, query: &Query) -> Result<u64> {
+        let rendered = render_count(query);
+        let (count,): (i64,) = rendered
+            .to_query_as()
+            .fetch_one(self.pools().query())
+            .await
+            .map_err(|err| from_sqlx("counting events", err))?;
+        Ok(count as u64)
     }
 
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {

@@ -22,6 +22,7 @@ pub struct QueryBuilder {
     any_of: Vec<SubQueryBuilder>,
     position_after: Option<Position>,
     position_at_or_before: Option<Position>,
+    position_before: Option<Position>,
     sequence_greater_than: Option<Sequence>,
     created_after: Option<DateTime<Utc>>,
     created_before: Option<DateTime<Utc>>,
@@ -143,6 +144,12 @@ impl QueryBuilder {
         self.position_at_or_before = Some(position);
         self
     }
+    /// Only events positioned strictly before `position`: how a projection reads up to the commit
+    /// horizon and no further.
+    pub fn position_before(mut self, position: Position) -> Self {
+        self.position_before = Some(position);
+        self
+    }
     /// Only events with a sequence strictly greater than `sequence` (load an aggregate from a
     /// snapshot).
     pub fn sequence_greater_than(mut self, sequence: Sequence) -> Self {
@@ -250,6 +257,7 @@ impl QueryBuilder {
                 .collect::<Result<_, _>>()?,
             position_after: self.position_after,
             position_at_or_before: self.position_at_or_before,
+            position_before: self.position_before,
             sequence_greater_than: self.sequence_greater_than,
             created_after: self.created_after,
             created_before: self.created_before,

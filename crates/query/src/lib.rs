@@ -16,7 +16,7 @@
 //! | [`owner`](QueryBuilder::owner), [`creator`](QueryBuilder::creator) | of these resource owners / creators |
 //! | [`aggregate_types`](QueryBuilder::aggregate_types), [`aggregate_ids`](QueryBuilder::aggregate_ids), [`event_types`](QueryBuilder::event_types) | of these aggregates / event types |
 //! | [`or`](QueryBuilder::or) | matching any of several [`SubQuery`]s (each with its own aggregate and event filters) |
-//! | [`position_after`](QueryBuilder::position_after), [`position_at_or_before`](QueryBuilder::position_at_or_before) | in a position range |
+//! | [`position_after`](QueryBuilder::position_after), [`position_at_or_before`](QueryBuilder::position_at_or_before), [`position_before`](QueryBuilder::position_before) | in a position range |
 //! | [`sequence_greater_than`](QueryBuilder::sequence_greater_than) | past a sequence (loading from a snapshot) |
 //! | [`created_after`](QueryBuilder::created_after), [`created_before`](QueryBuilder::created_before) | in a time range |
 //! | [`payload_contains`](QueryBuilder::payload_contains) | whose payload contains a JSON object |

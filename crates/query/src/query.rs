@@ -41,6 +41,7 @@ pub struct Query {
     pub(crate) any_of: Vec<SubQuery>,
     pub(crate) position_after: Option<Position>,
     pub(crate) position_at_or_before: Option<Position>,
+    pub(crate) position_before: Option<Position>,
     pub(crate) sequence_greater_than: Option<Sequence>,
     pub(crate) created_after: Option<DateTime<Utc>>,
     pub(crate) created_before: Option<DateTime<Utc>>,
@@ -176,6 +177,10 @@ impl Query {
     pub fn position_at_or_before(&self) -> Option<Position> {
         self.position_at_or_before
     }
+    /// Only events with a position strictly less than this.
+    pub fn position_before(&self) -> Option<Position> {
+        self.position_before
+    }
     /// Only events with a sequence strictly greater than this.
     pub fn sequence_greater_than(&self) -> Option<Sequence> {
         self.sequence_greater_than
@@ -261,6 +266,9 @@ impl Query {
             && self
                 .position_at_or_before
                 .is_none_or(|bound| event.position <= bound)
+            && self
+                .position_before
+                .is_none_or(|bound| event.position < bound)
             && self
                 .sequence_greater_than
                 .is_none_or(|sequence| event.sequence > sequence)

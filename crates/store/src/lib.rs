@@ -55,4 +55,6 @@ mod store;
 
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
 pub use crate::memory::MemoryStore;
-pub use crate::store::{EventStore, MAX_COMMANDS_PER_PUSH, validate_push};
+pub use crate::store::{
+    EventStore, MAX_COMMANDS_PER_PUSH, PUSH_NOTICE_CAPACITY, Pushed, validate_push,
+};

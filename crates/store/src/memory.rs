@@ -9,18 +9,29 @@ use strata_event::{
     AggregateRef, Command, Event, InstanceId, Position, Sequence, UniqueConstraintOp, UniqueType,
 };
 use strata_query::{Order, Query};
+use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
-use crate::store::{EventStore, validate_push};
+use crate::store::{EventStore, PUSH_NOTICE_CAPACITY, Pushed, validate_push};
 
 /// An event store held in memory, shared by clones.
 ///
 /// Every push runs under one lock, which makes it atomic and serialises pushes; positions count
 /// pushes from 1. Reads copy the matching events out under the same lock. It is meant for tests,
 /// examples and embedded use with modest volumes; nothing survives the process.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    pushes: broadcast::Sender<Pushed>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            state: Arc::default(),
+            pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -210,7 +221,12 @@ impl State {
 
 impl EventStore for MemoryStore {
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
-        self.lock().push(commands)
+        let stored = self.lock().push(commands)?;
+        if let Some(pushed) = Pushed::of(&stored) {
+            // No subscriber is not an error: nobody is listening yet.
+            let _ = self.pushes.send(pushed);
+        }
+        Ok(stored)
     }
 
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
@@ -225,6 +241,14 @@ impl EventStore for MemoryStore {
     async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
         let state = self.lock();
         Ok(state.filtered(query).map(|event| event.position).max())
+    }
+
+    async fn count(&self, query: &Query) -> Result<u64> {
+        Ok(self.lock().filtered(query).count() as u64)
+    }
+
+    fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
+        Some(self.pushes.subscribe())
     }
 
     async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {

@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
+use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
 
@@ -42,6 +43,23 @@ pub trait EventStore: Send + Sync {
     /// ignored), sorted by id.
     fn instance_ids(&self, query: &Query) -> impl Future<Output = Result<Vec<InstanceId>>> + Send;
 
+    /// How many events `query` selects (its order, offset and limit ignored). Projections use it
+    /// to report how far behind they are.
+    fn count(&self, query: &Query) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            let unbounded = Query::clone(query);
+            let events: Vec<Event> = self.stream(&unbounded).try_collect().await?;
+            Ok(events.len() as u64)
+        }
+    }
+
+    /// Subscribes to this store's successful pushes, as they commit. Projection runtimes use it to
+    /// run right after a local push; a store that cannot tell returns `None` (the runtime then
+    /// relies on its other triggers).
+    fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
+        None
+    }
+
     /// The aggregate's current sequence: that of its last event, `0` when it has none.
     fn current_sequence(
         &self,
@@ -53,6 +71,36 @@ pub trait EventStore: Send + Sync {
     /// push committed late (see `docs/position.md`).
     fn commit_horizon(&self) -> impl Future<Output = Result<Position>> + Send;
 }
+
+/// A push that committed: which instances it wrote to and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The instances the push wrote to, without duplicates.
+    pub instance_ids: Vec<InstanceId>,
+    /// The position of its events.
+    pub position: Position,
+}
+
+impl Pushed {
+    /// Describes the stored `events` of one push (`None` when it stored nothing).
+    pub fn of(events: &[Event]) -> Option<Pushed> {
+        let first = events.first()?;
+        let mut instance_ids: Vec<InstanceId> = Vec::new();
+        for event in events {
+            if !instance_ids.contains(&event.aggregate.instance_id) {
+                instance_ids.push(event.aggregate.instance_id.clone());
+            }
+        }
+        Some(Pushed {
+            instance_ids,
+            position: first.position,
+        })
+    }
+}
+
+/// How many push notices a subscriber may fall behind before it misses some (it then learns it
+/// lagged, and a projection runtime simply re-checks everything).
+pub const PUSH_NOTICE_CAPACITY: usize = 1024;
 
 /// Checks what no single command can check on its own. Backends call it before touching storage.
 pub fn validate_push(commands: &[Command]) -> Result<()> {

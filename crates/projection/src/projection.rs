@@ -1,0 +1,168 @@
+//! What a projection is: a name, the events it reads, a reducer, and its settings.
+
+use std::time::Duration;
+
+use strata_event::{Event, InstanceId};
+use strata_query::{Query, QueryBuilder, SubQuery};
+
+use crate::error::ProjectionError;
+use crate::statement::Statement;
+
+/// A read model kept up to date from events.
+///
+/// The runtime calls [`Projection::reduce`] for every event the projection reads, in
+/// `(position, in_tx_order)` order per instance, and applies the statements it returns together with
+/// the projection's checkpoint in one transaction: each event's effects happen exactly once.
+pub trait Projection: Send + Sync + 'static {
+    /// A unique, stable name (`[a-z_][a-z0-9_.]*`): it keys the checkpoint and the advisory lock,
+    /// so renaming a projection rebuilds it.
+    fn name(&self) -> &str;
+
+    /// The events this projection reads.
+    fn reads(&self) -> Reads;
+
+    /// Turns one event into read-model statements. An error is treated like a failing statement:
+    /// retried, then recorded as a failed event (see [`ProjectionConfig::max_failure_count`]).
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError>;
+
+    /// Statements that remove this projection's rows of `instance`, run when it is rebuilt.
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        let _ = instance;
+        Vec::new()
+    }
+
+    /// Settings; see [`ProjectionConfig`] for the defaults.
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig::default()
+    }
+}
+
+/// A reducer could not handle an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReduceError(pub String);
+
+impl ReduceError {
+    /// A reduce error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        ReduceError(message.into())
+    }
+}
+
+impl From<strata_event::PayloadError> for ReduceError {
+    fn from(err: strata_event::PayloadError) -> Self {
+        ReduceError(err.to_string())
+    }
+}
+
+/// The events a projection reads: for each aggregate type, some or all of its event types.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    entries: Vec<(String, Vec<String>)>,
+}
+
+impl Reads {
+    /// Reads nothing yet; add with [`Reads::events`] and [`Reads::aggregate`].
+    pub fn new() -> Self {
+        Reads::default()
+    }
+
+    /// Reads these event types of `aggregate_type`.
+    #[must_use]
+    pub fn events<I, S>(mut self, aggregate_type: impl Into<String>, event_types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.entries.push((
+            aggregate_type.into(),
+            event_types.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// Reads every event of `aggregate_type`.
+    #[must_use]
+    pub fn aggregate(mut self, aggregate_type: impl Into<String>) -> Self {
+        self.entries.push((aggregate_type.into(), Vec::new()));
+        self
+    }
+
+    /// A query builder selecting these events in `instance`.
+    pub(crate) fn query(&self, instance: &InstanceId) -> QueryBuilder {
+        self.entries.iter().fold(
+            Query::builder().instance(instance.as_str()),
+            |builder, (aggregate_type, event_types)| {
+                builder.or(SubQuery::builder()
+                    .aggregate_types([aggregate_type.as_str()])
+                    .event_types(event_types.iter().map(String::as_str)))
+            },
+        )
+    }
+
+    /// A query builder selecting these events in every instance.
+    pub(crate) fn query_all_instances(&self) -> QueryBuilder {
+        self.entries.iter().fold(
+            Query::builder(),
+            |builder, (aggregate_type, event_types)| {
+                builder.or(SubQuery::builder()
+                    .aggregate_types([aggregate_type.as_str()])
+                    .event_types(event_types.iter().map(String::as_str)))
+            },
+        )
+    }
+
+    pub(crate) fn validate(&self, projection: &str) -> Result<(), ProjectionError> {
+        if self.entries.is_empty() {
+            return Err(ProjectionError::InvalidProjection {
+                name: projection.to_owned(),
+                reason: "it reads no events".into(),
+            });
+        }
+        self.query_all_instances().build().map(drop).map_err(|err| {
+            ProjectionError::InvalidProjection {
+                name: projection.to_owned(),
+                reason: err.to_string(),
+            }
+        })
+    }
+}
+
+/// How a projection runs. Defaults in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionConfig {
+    /// Events per batch (one transaction) [200].
+    pub bulk_limit: u32,
+    /// Safety-net tick: the projection is checked at least this often even without any trigger
+    /// [10 s].
+    pub requeue_every: Duration,
+    /// After an event failed, wait this long before trying it again [1 s].
+    pub retry_failed_after: Duration,
+    /// Attempts before an event is recorded as failed for good and skipped [5].
+    pub max_failure_count: u32,
+    /// Longest a batch transaction may take; beyond it the batch is rolled back and retried with
+    /// half as many events [30 s].
+    pub transaction_duration: Duration,
+}
+
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        ProjectionConfig {
+            bulk_limit: 200,
+            requeue_every: Duration::from_secs(10),
+            retry_failed_after: Duration::from_secs(1),
+            max_failure_count: 5,
+            transaction_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether `name` is a valid projection name.
+pub(crate) fn is_projection_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 100
+        && chars
+            .next()
+            .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+}

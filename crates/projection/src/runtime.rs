@@ -1,0 +1,711 @@
+//! The runtime: triggers, a bounded worker pool, gap-free batches, failures, rebuilds and status.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use strata_event::{InstanceId, Position};
+use strata_query::Query;
+use strata_store::EventStore;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::backend::{FailedEvent, ProjectionBackend, ReducedEvent};
+use crate::error::ProjectionError;
+use crate::projection::{Projection, ProjectionConfig, Reads, is_projection_name};
+
+/// Settings of a whole runtime (one per process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Most batches running at once in this process [4]. Each running batch holds one connection
+    /// of the projection pool, so keep it at or below that pool's size: then no number of
+    /// projections and instances can exhaust the pool.
+    pub max_parallel_triggers: usize,
+    /// How long [`ProjectionRuntime::rebuild`] and failed-event retries wait for a busy
+    /// (projection, instance) to become free [30 s].
+    pub lease_wait: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_parallel_triggers: 4,
+            lease_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where one projection stands in one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionStatus {
+    /// The projection.
+    pub projection: String,
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The `(position, in_tx_order)` reached, `None` before the first event.
+    pub position: Option<(Position, u32)>,
+    /// Events the projection reads that it has not processed yet.
+    pub events_behind: u64,
+    /// Age of the oldest unprocessed event, 0 when up to date.
+    pub seconds_behind: f64,
+    /// Failed events recorded for this projection and instance.
+    pub failed_events: u64,
+}
+
+struct Registered {
+    projection: Arc<dyn Projection>,
+    config: ProjectionConfig,
+    reads: Reads,
+}
+
+struct Inner<S, B> {
+    store: S,
+    backend: B,
+    config: RuntimeConfig,
+    projections: Vec<Registered>,
+    by_name: HashMap<String, usize>,
+    permits: Semaphore,
+    /// Pairs scheduled but not started: a trigger for one of them is already covered.
+    queued: Mutex<HashSet<(usize, InstanceId)>>,
+    /// Instances seen so far, so ticks and lag reports know where to look.
+    known_instances: Mutex<HashSet<InstanceId>>,
+    /// Signalled after every batch, for catch-up waiters.
+    progress: Notify,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Registers projections and starts a [`ProjectionRuntime`].
+pub struct RuntimeBuilder<S, B> {
+    store: S,
+    backend: B,
+    config: RuntimeConfig,
+    projections: Vec<Registered>,
+    by_name: HashMap<String, usize>,
+}
+
+impl<S, B> std::fmt::Debug for RuntimeBuilder<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("config", &self.config)
+            .field("projections", &self.by_name.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> RuntimeBuilder<S, B>
+where
+    S: EventStore + Clone + 'static,
+    B: ProjectionBackend + Clone,
+{
+    /// Sets the runtime configuration.
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a projection. Refuses invalid definitions and duplicate names.
+    pub fn register(mut self, projection: impl Projection) -> Result<Self, ProjectionError> {
+        let name = projection.name().to_owned();
+        if !is_projection_name(&name) {
+            return Err(ProjectionError::InvalidProjection {
+                name,
+                reason: "names are 1 to 100 characters of [a-z0-9_.], starting with a letter or _"
+                    .into(),
+            });
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(ProjectionError::DuplicateName(name));
+        }
+        let reads = projection.reads();
+        reads.validate(&name)?;
+        let config = projection.config();
+        if config.bulk_limit == 0 || config.max_failure_count == 0 {
+            return Err(ProjectionError::InvalidProjection {
+                name,
+                reason: "bulk_limit and max_failure_count must be at least 1".into(),
+            });
+        }
+        self.by_name.insert(name, self.projections.len());
+        self.projections.push(Registered {
+            projection: Arc::new(projection),
+            config,
+            reads,
+        });
+        Ok(self)
+    }
+
+    /// Starts the triggers (local pushes, other processes' pushes, ticks) on the current Tokio
+    /// runtime and runs every projection once.
+    pub async fn start(self) -> Result<ProjectionRuntime<S, B>, ProjectionError> {
+        if self.config.max_parallel_triggers == 0 {
+            return Err(ProjectionError::InvalidProjection {
+                name: "(runtime)".into(),
+                reason: "max_parallel_triggers must be at least 1".into(),
+            });
+        }
+        let inner = Arc::new(Inner {
+            permits: Semaphore::new(self.config.max_parallel_triggers),
+            store: self.store,
+            backend: self.backend,
+            config: self.config,
+            projections: self.projections,
+            by_name: self.by_name,
+            queued: Mutex::default(),
+            known_instances: Mutex::default(),
+            progress: Notify::new(),
+            background: Mutex::default(),
+        });
+        let runtime = ProjectionRuntime { inner };
+        runtime.start_triggers();
+        runtime.trigger_everything().await?;
+        Ok(runtime)
+    }
+}
+
+/// Runs projections: a handle to the runtime's triggers and its API. Cheap to clone.
+pub struct ProjectionRuntime<S, B> {
+    inner: Arc<Inner<S, B>>,
+}
+
+impl<S, B> Clone for ProjectionRuntime<S, B> {
+    fn clone(&self) -> Self {
+        ProjectionRuntime {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S, B> std::fmt::Debug for ProjectionRuntime<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRuntime")
+            .field("config", &self.inner.config)
+            .field(
+                "projections",
+                &self.inner.by_name.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+enum PairRun {
+    /// Up to date as of the horizon it read under.
+    Done,
+    /// Another worker holds the pair.
+    Busy,
+    /// An event failed with attempts left; retry after the projection's `retry_failed_after`.
+    Stalled,
+}
+
+impl<S, B> ProjectionRuntime<S, B>
+where
+    S: EventStore + Clone + 'static,
+    B: ProjectionBackend + Clone,
+{
+    /// Starts building a runtime over `store` (events) and `backend` (read models).
+    pub fn builder(store: S, backend: B) -> RuntimeBuilder<S, B> {
+        RuntimeBuilder {
+            store,
+            backend,
+            config: RuntimeConfig::default(),
+            projections: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
+    fn start_triggers(&self) {
+        let mut background = lock(&self.inner.background);
+        if let Some(mut local) = self.inner.store.subscribe_pushes() {
+            let runtime = self.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    match local.recv().await {
+                        Ok(pushed) => runtime.trigger_instances(&pushed.instance_ids),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = runtime.trigger_everything().await;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }));
+        }
+        if let Some(mut remote) = self.inner.backend.remote_pushes() {
+            let runtime = self.clone();
+            background.push(tokio::spawn(async move {
+                while let Some(instances) = remote.recv().await {
+                    runtime.trigger_instances(&instances);
+                }
+            }));
+        }
+        for index in 0..self.inner.projections.len() {
+            let runtime = self.clone();
+            let every = self.inner.projections[index].config.requeue_every;
+            background.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    if let Err(err) = runtime.trigger_projection(index).await {
+                        tracing::warn!(error = %err, "projection tick could not list instances");
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Stops the triggers. Batches already running finish; nothing new starts from a trigger.
+    pub fn shutdown(&self) {
+        for task in lock(&self.inner.background).drain(..) {
+            task.abort();
+        }
+    }
+
+    fn trigger_instances(&self, instances: &[InstanceId]) {
+        {
+            let mut known = lock(&self.inner.known_instances);
+            known.extend(instances.iter().cloned());
+        }
+        for index in 0..self.inner.projections.len() {
+            for instance in instances {
+                self.schedule(index, instance.clone());
+            }
+        }
+    }
+
+    async fn trigger_projection(&self, index: usize) -> Result<(), ProjectionError> {
+        let query = self.inner.projections[index]
+            .reads
+            .query_all_instances()
+            .build()?;
+        let instances = self.inner.store.instance_ids(&query).await?;
+        lock(&self.inner.known_instances).extend(instances.iter().cloned());
+        for instance in instances {
+            self.schedule(index, instance);
+        }
+        Ok(())
+    }
+
+    async fn trigger_everything(&self) -> Result<(), ProjectionError> {
+        for index in 0..self.inner.projections.len() {
+            self.trigger_projection(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one run of `(projection, instance)` unless one is already queued.
+    fn schedule(&self, index: usize, instance: InstanceId) {
+        if !lock(&self.inner.queued).insert((index, instance.clone())) {
+            return;
+        }
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = runtime.inner.permits.acquire().await else {
+                return;
+            };
+            // Unqueued before running, so a trigger arriving during the run queues one more run.
+            lock(&runtime.inner.queued).remove(&(index, instance.clone()));
+            match runtime.run_pair(index, &instance).await {
+                Ok(PairRun::Stalled) => {
+                    let wait = runtime.inner.projections[index].config.retry_failed_after;
+                    let retry = runtime.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        retry.schedule(index, instance);
+                    });
+                }
+                Ok(PairRun::Done | PairRun::Busy) => {}
+                Err(err) => {
+                    let name = runtime.inner.projections[index]
+                        .projection
+                        .name()
+                        .to_owned();
+                    tracing::warn!(projection = %name, instance = %instance, error = %err, "projection batch failed; retrying at the next trigger");
+                }
+            }
+        });
+    }
+
+    /// Processes batches of one pair until it is up to date, another worker holds it, or an event
+    /// stalls it.
+    async fn run_pair(
+        &self,
+        index: usize,
+        instance: &InstanceId,
+    ) -> Result<PairRun, ProjectionError> {
+        let registered = &self.inner.projections[index];
+        let name = registered.projection.name();
+        let mut bulk_limit = registered.config.bulk_limit;
+        loop {
+            let Some(mut lease) = self.inner.backend.try_lease(name, instance).await? else {
+                return Ok(PairRun::Busy);
+            };
+            let cursor = match self.inner.backend.checkpoint(&mut lease).await {
+                Ok(cursor) => cursor,
+                Err(err) => {
+                    self.inner.backend.release(lease).await;
+                    return Err(err);
+                }
+            };
+            // The horizon is read before the events: below it no transaction is still running, so
+            // no event can appear behind the cursor once it has moved past (docs/position.md).
+            let events = async {
+                let horizon = self.inner.store.commit_horizon().await?;
+                let mut query = registered
+                    .reads
+                    .query(instance)
+                    .position_before(horizon)
+                    .limit(bulk_limit);
+                if let Some((position, in_tx_order)) = cursor {
+                    query = query.resume_after(position, in_tx_order);
+                }
+                Ok::<_, ProjectionError>(self.inner.store.query(&query.build()?).await?)
+            }
+            .await;
+            let events = match events {
+                Ok(events) => events,
+                Err(err) => {
+                    self.inner.backend.release(lease).await;
+                    return Err(err);
+                }
+            };
+            if events.is_empty() {
+                self.inner.backend.release(lease).await;
+                return Ok(PairRun::Done);
+            }
+            let count = events.len();
+            let batch: Vec<ReducedEvent> = events
+                .into_iter()
+                .map(|event| {
+                    let statements = registered
+                        .projection
+                        .reduce(&event)
+                        .map_err(|err| err.to_string());
+                    ReducedEvent { event, statements }
+                })
+                .collect();
+            let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
+            let started = Instant::now();
+            let applied = tokio::time::timeout(
+                registered.config.transaction_duration,
+                self.inner
+                    .backend
+                    .apply(lease, batch, registered.config.max_failure_count),
+            )
+            .instrument(span.clone())
+            .await;
+            let outcome = match applied {
+                Ok(outcome) => outcome?,
+                Err(_) => {
+                    // Dropping the lease rolled the batch back; try again with a smaller one.
+                    bulk_limit = (bulk_limit / 2).max(1);
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            bulk_limit,
+                            "batch exceeded its time bound; retrying smaller"
+                        )
+                    });
+                    continue;
+                }
+            };
+            span.in_scope(|| {
+                tracing::debug!(
+                    processed = outcome.processed,
+                    skipped = outcome.skipped,
+                    stalled = outcome.stalled,
+                    millis = started.elapsed().as_millis() as u64,
+                    "batch applied"
+                );
+            });
+            if outcome.skipped > 0 {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        skipped = outcome.skipped,
+                        "events failed for good and were skipped"
+                    )
+                });
+            }
+            self.inner.progress.notify_waiters();
+            if outcome.stalled {
+                return Ok(PairRun::Stalled);
+            }
+            if count < bulk_limit as usize {
+                return Ok(PairRun::Done);
+            }
+        }
+    }
+
+    fn index(&self, projection: &str) -> Result<usize, ProjectionError> {
+        self.inner
+            .by_name
+            .get(projection)
+            .copied()
+            .ok_or_else(|| ProjectionError::UnknownProjection(projection.to_owned()))
+    }
+
+    /// Brings `projection` in `instance` to at least `position` (read-your-writes: pass the position
+    /// of your push), working on it in this task if needed, then returns. Fails with
+    /// [`ProjectionError::Timeout`] when that takes longer than `timeout`.
+    pub async fn catch_up(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let index = self.index(projection)?;
+        let deadline = Instant::now() + timeout;
+        let timed_out = || ProjectionError::Timeout {
+            projection: projection.to_owned(),
+            timeout,
+        };
+        loop {
+            if self.reached(index, instance, position).await? {
+                return Ok(());
+            }
+            let progressed = self.inner.progress.notified();
+            let permit = tokio::time::timeout_at(deadline.into(), self.inner.permits.acquire())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|_| ProjectionError::Stopped)?;
+            let run = self.run_pair(index, instance).await;
+            drop(permit);
+            match run? {
+                PairRun::Done => {}
+                // Someone else is on it (or an event stalls it): wait for progress, briefly.
+                PairRun::Busy | PairRun::Stalled => {
+                    let pause = tokio::time::sleep(Duration::from_millis(20));
+                    tokio::select! {
+                        _ = progressed => {}
+                        _ = pause => {}
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return if self.reached(index, instance, position).await? {
+                    Ok(())
+                } else {
+                    Err(timed_out())
+                };
+            }
+        }
+    }
+
+    /// Whether the pair has processed everything it reads at or below `position`, and that is
+    /// final (the horizon is past it).
+    async fn reached(
+        &self,
+        index: usize,
+        instance: &InstanceId,
+        position: Position,
+    ) -> Result<bool, ProjectionError> {
+        let registered = &self.inner.projections[index];
+        let state = self
+            .inner
+            .backend
+            .state(registered.projection.name(), instance)
+            .await?;
+        if state
+            .as_ref()
+            .is_some_and(|state| state.position >= position)
+        {
+            return Ok(true);
+        }
+        let horizon = self.inner.store.commit_horizon().await?;
+        if horizon <= position {
+            return Ok(false);
+        }
+        let mut pending = registered
+            .reads
+            .query(instance)
+            .position_at_or_before(position)
+            .limit(1);
+        if let Some(state) = state {
+            pending = pending.resume_after(state.position, state.in_tx_order);
+        }
+        Ok(self.inner.store.query(&pending.build()?).await?.is_empty())
+    }
+
+    /// Where every projection stands in every instance it has events in.
+    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        let states = self.inner.backend.states().await?;
+        let failed = self.inner.backend.failed_events(None).await?;
+        let mut statuses = Vec::new();
+        for registered in &self.inner.projections {
+            let name = registered.projection.name();
+            let query = registered.reads.query_all_instances().build()?;
+            for instance in self.inner.store.instance_ids(&query).await? {
+                let state = states
+                    .iter()
+                    .find(|state| state.projection == name && state.instance_id == instance);
+                let behind = || {
+                    let builder = registered.reads.query(&instance);
+                    match state {
+                        Some(state) => builder.resume_after(state.position, state.in_tx_order),
+                        None => builder,
+                    }
+                };
+                let events_behind = self.inner.store.count(&behind().build()?).await?;
+                let seconds_behind = if events_behind == 0 {
+                    0.0
+                } else {
+                    let oldest = behind().limit(1).build()?;
+                    self.inner
+                        .store
+                        .query(&oldest)
+                        .await?
+                        .first()
+                        .map_or(0.0, |event| {
+                            (Utc::now() - event.created_at).num_milliseconds().max(0) as f64
+                                / 1000.0
+                        })
+                };
+                statuses.push(ProjectionStatus {
+                    projection: name.to_owned(),
+                    position: state.map(|state| (state.position, state.in_tx_order)),
+                    events_behind,
+                    seconds_behind,
+                    failed_events: failed
+                        .iter()
+                        .filter(|f| f.projection == name && f.aggregate.instance_id == instance)
+                        .count() as u64,
+                    instance_id: instance,
+                });
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// Resets `projection` (in one instance, or in all) and replays it from the first event, while
+    /// every other projection keeps running.
+    pub async fn rebuild(
+        &self,
+        projection: &str,
+        instance: Option<&InstanceId>,
+    ) -> Result<(), ProjectionError> {
+        let index = self.index(projection)?;
+        let registered = &self.inner.projections[index];
+        let instances: Vec<InstanceId> = match instance {
+            Some(instance) => vec![instance.clone()],
+            None => {
+                let query = registered.reads.query_all_instances().build()?;
+                let mut all: HashSet<InstanceId> = self
+                    .inner
+                    .store
+                    .instance_ids(&query)
+                    .await?
+                    .into_iter()
+                    .collect();
+                all.extend(
+                    self.inner
+                        .backend
+                        .states()
+                        .await?
+                        .into_iter()
+                        .filter(|state| state.projection == projection)
+                        .map(|state| state.instance_id),
+                );
+                all.into_iter().collect()
+            }
+        };
+        for instance in instances {
+            let lease = self.wait_for_lease(projection, &instance).await?;
+            self.inner
+                .backend
+                .reset(lease, registered.projection.reset(&instance))
+                .await?;
+            self.schedule(index, instance);
+        }
+        Ok(())
+    }
+
+    async fn wait_for_lease(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<B::Lease, ProjectionError> {
+        let deadline = Instant::now() + self.inner.config.lease_wait;
+        loop {
+            if let Some(lease) = self.inner.backend.try_lease(projection, instance).await? {
+                return Ok(lease);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProjectionError::Timeout {
+                    projection: projection.to_owned(),
+                    timeout: self.inner.config.lease_wait,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Failed events, of one projection or all.
+    pub async fn failed_events(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        if let Some(name) = projection {
+            self.index(name)?;
+        }
+        self.inner.backend.failed_events(projection).await
+    }
+
+    /// Re-reduces and applies a failed event now (after a fix), and forgets the failure. The
+    /// projection has moved on meanwhile, so the event is applied out of order, as in ZITADEL.
+    pub async fn retry_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        let index = self.index(&failed.projection)?;
+        let registered = &self.inner.projections[index];
+        let query = Query::builder()
+            .instance(failed.aggregate.instance_id.as_str())
+            .aggregate_types([failed.aggregate.aggregate_type.as_str()])
+            .aggregate_ids([failed.aggregate.aggregate_id.as_str()])
+            .sequence_greater_than(failed.sequence.saturating_sub(1))
+            .limit(1)
+            .build()?;
+        let unknown = || ProjectionError::UnknownFailedEvent {
+            projection: failed.projection.clone(),
+            aggregate: failed.aggregate.to_string(),
+            sequence: failed.sequence,
+        };
+        let event = self
+            .inner
+            .store
+            .query(&query)
+            .await?
+            .into_iter()
+            .find(|event| event.sequence == failed.sequence)
+            .ok_or_else(unknown)?;
+        let statements = registered
+            .projection
+            .reduce(&event)
+            .map_err(|err| ProjectionError::Statement(err.to_string()))?;
+        let lease = self
+            .wait_for_lease(&failed.projection, &failed.aggregate.instance_id)
+            .await?;
+        self.inner
+            .backend
+            .apply_retried(lease, failed, statements)
+            .await
+    }
+
+    /// Gives up on a failed event now: its projection passes it without further attempts.
+    pub async fn skip_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        let index = self.index(&failed.projection)?;
+        let max = self.inner.projections[index].config.max_failure_count;
+        self.inner.backend.give_up(failed, max).await?;
+        self.schedule(index, failed.aggregate.instance_id.clone());
+        Ok(())
+    }
+
+    /// Runs every projection in `instance` now (the runtime does this by itself after pushes).
+    pub fn trigger(&self, instance: &InstanceId) {
+        self.trigger_instances(std::slice::from_ref(instance));
+    }
+}
