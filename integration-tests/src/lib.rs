@@ -191,3 +191,36 @@ fn unique_database_name() -> String {
         DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Pushes one event through the SQL function inside a transaction that takes its id first and
+/// commits only after `pause` (twice: before and after the push). The event gets an early position
+/// but becomes visible late: the situation that makes naive "everything after my last position"
+/// readers skip events.
+pub async fn push_held_open(
+    pool: &PgPool,
+    instance: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    pause: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await?;
+    tokio::time::sleep(pause).await;
+    let error: Option<String> = sqlx::query_scalar(
+        "SELECT r_error FROM eventstore.push(ARRAY[0], ARRAY[$1], ARRAY[$2], ARRAY[$3], \
+         ARRAY['user.slow'], ARRAY[1], ARRAY['tester'], ARRAY['org'], ARRAY['{}'], \
+         ARRAY[NULL::BIGINT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[])",
+    )
+    .bind(instance)
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(error) = error {
+        return Err(sqlx::Error::Protocol(format!("push refused: {error}")));
+    }
+    tokio::time::sleep(pause).await;
+    tx.commit().await
+}

@@ -7,36 +7,11 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use strata_event::{Command, Event, Position};
-use strata_integration_tests::TestDatabase;
+use strata_integration_tests::{TestDatabase, push_held_open};
 use strata_query::Query;
 use strata_store::EventStore;
 
 const INSTANCE: &str = "gap-test";
-
-/// Pushes through the SQL function inside a transaction that takes its id first and commits only
-/// after a pause: the event gets an early position but becomes visible late, which is exactly what
-/// makes naive "read everything after my last position" readers skip events.
-async fn slow_push(pool: &sqlx::PgPool, aggregate_id: &str, pause_ms: u64) {
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *tx)
-        .await
-        .expect("take an xid");
-    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-    let error: Option<String> = sqlx::query_scalar(
-        "SELECT r_error FROM eventstore.push(ARRAY[0], ARRAY[$1], ARRAY['user'], ARRAY[$2], \
-         ARRAY['user.slow'], ARRAY[1], ARRAY['tester'], ARRAY['org'], ARRAY['{}'], \
-         ARRAY[NULL::BIGINT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[])",
-    )
-    .bind(INSTANCE)
-    .bind(aggregate_id)
-    .fetch_one(&mut *tx)
-    .await
-    .expect("push");
-    assert_eq!(error, None);
-    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-    tx.commit().await.expect("commit");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reading_up_to_the_commit_horizon_never_skips_a_late_commit() {
@@ -50,12 +25,16 @@ async fn reading_up_to_the_commit_horizon_never_skips_a_late_commit() {
         let pool = raw_pool.clone();
         writers.push(tokio::spawn(async move {
             for n in 0..15u64 {
-                slow_push(
+                let pause = Duration::from_millis(5 + (n * 7 + writer * 13) % 40);
+                push_held_open(
                     &pool,
+                    INSTANCE,
+                    "user",
                     &format!("slow-{writer}-{n}"),
-                    5 + (n * 7 + writer * 13) % 40,
+                    pause,
                 )
-                .await;
+                .await
+                .expect("held-open push");
             }
         }));
     }

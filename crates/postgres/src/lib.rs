@@ -36,11 +36,13 @@
 mod config;
 mod error;
 mod migrate;
+mod projection;
 mod push;
 mod read;
 mod store;
 
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
 pub use crate::migrate::{AppliedMigration, MIGRATOR, migrate};
+pub use crate::projection::{PgLease, PgProjections};
 pub use crate::read::{BindValue, RenderedQuery, render_query};
 pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

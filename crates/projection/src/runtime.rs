@@ -240,7 +240,12 @@ where
             let runtime = self.clone();
             background.push(tokio::spawn(async move {
                 while let Some(instances) = remote.recv().await {
-                    runtime.trigger_instances(&instances);
+                    // An empty list means notices may have been lost: check everything.
+                    if instances.is_empty() {
+                        let _ = runtime.trigger_everything().await;
+                    } else {
+                        runtime.trigger_instances(&instances);
+                    }
                 }
             }));
         }

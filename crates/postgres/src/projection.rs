@@ -1,0 +1,675 @@
+//! [`PgProjections`]: read models, checkpoints and failed events in PostgreSQL, with a lease per
+//! (projection, instance) that is a transaction holding an advisory lock.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::postgres::{PgArguments, PgListener};
+use sqlx::{Arguments, PgPool, Postgres, Transaction};
+use strata_event::{AggregateId, AggregateRef, AggregateType, InstanceId, Position};
+use strata_projection::{
+    BatchOutcome, CurrentState, FailedEvent, ProjectionBackend, ProjectionError, ReducedEvent,
+    SqlValue, Statement, is_identifier,
+};
+use tokio::sync::mpsc;
+
+use crate::error::from_sqlx;
+use crate::store::PUSH_CHANNEL;
+
+/// Projection storage on PostgreSQL. Give it the store's projection pool
+/// (`store.pools().projection()`), so projection work can never take the connections pushes and
+/// queries need. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgProjections {
+    pool: PgPool,
+    listen: bool,
+}
+
+/// The lease of one (projection, instance): an open transaction holding a transaction-scoped
+/// advisory lock. Committing or rolling back ends it; so does a crash, with the session.
+#[derive(Debug)]
+pub struct PgLease {
+    tx: Transaction<'static, Postgres>,
+    projection: String,
+    instance: InstanceId,
+}
+
+fn store_error(context: &str, err: sqlx::Error) -> ProjectionError {
+    ProjectionError::Store(from_sqlx(context, err))
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Store(strata_store::Error::Backend {
+        message: format!("projection bookkeeping holds an invalid {what}: {err}"),
+        source: None,
+    })
+}
+
+impl PgProjections {
+    /// Projection storage on `pool`, listening for other processes' pushes.
+    pub fn new(pool: PgPool) -> Self {
+        PgProjections { pool, listen: true }
+    }
+
+    /// Does not listen for other processes' pushes (projections then rely on local pushes and
+    /// their tick).
+    pub fn without_listening(mut self) -> Self {
+        self.listen = false;
+        self
+    }
+}
+
+/// The SQL for one statement, with `NULL`s written inline (an untyped `NULL` fits any column,
+/// a bound one would be typed `text`) and JSON cast to `jsonb`.
+fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
+    let mut arguments = PgArguments::default();
+    let mut count = 0;
+    let mut value = |value: &SqlValue| -> Result<String, String> {
+        let bound = match value {
+            SqlValue::Null => return Ok("NULL".into()),
+            SqlValue::Bool(v) => arguments.add(*v),
+            SqlValue::BigInt(v) => arguments.add(*v),
+            SqlValue::Numeric(v) => arguments.add(*v),
+            SqlValue::Text(v) => arguments.add(v.clone()),
+            SqlValue::Timestamp(v) => arguments.add(*v),
+            SqlValue::Json(v) => {
+                arguments.add(v.clone()).map_err(|err| err.to_string())?;
+                count += 1;
+                return Ok(format!("${count}::jsonb"));
+            }
+            other => return Err(format!("unsupported value {other:?}")),
+        };
+        bound.map_err(|err| err.to_string())?;
+        count += 1;
+        Ok(format!("${count}"))
+    };
+    let identifier = |name: &str| {
+        if is_identifier(name) {
+            Ok(name.to_owned())
+        } else {
+            Err(format!("{name:?} is not a valid table or column name"))
+        }
+    };
+    let conditions = |filter: &[(&'static str, SqlValue)],
+                      value: &mut dyn FnMut(&SqlValue) -> Result<String, String>|
+     -> Result<String, String> {
+        let parts = filter
+            .iter()
+            .map(|(column, v)| match v {
+                SqlValue::Null => Ok(format!("{} IS NULL", identifier(column)?)),
+                v => Ok(format!("{} = {}", identifier(column)?, value(v)?)),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", parts.join(" AND "))
+        })
+    };
+    let sql = match statement {
+        Statement::Upsert { table, key, values } => {
+            let columns = key
+                .iter()
+                .chain(values)
+                .map(|(column, _)| identifier(column))
+                .collect::<Result<Vec<_>, _>>()?;
+            let placeholders = key
+                .iter()
+                .chain(values)
+                .map(|(_, v)| value(v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let keys = key
+                .iter()
+                .map(|(column, _)| identifier(column))
+                .collect::<Result<Vec<_>, _>>()?;
+            let action = if values.is_empty() {
+                "NOTHING".to_owned()
+            } else {
+                let sets = values
+                    .iter()
+                    .map(|(column, _)| identifier(column).map(|c| format!("{c} = EXCLUDED.{c}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                format!("UPDATE SET {}", sets.join(", "))
+            };
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+                identifier(table)?,
+                columns.join(", "),
+                placeholders.join(", "),
+                keys.join(", ")
+            )
+        }
+        Statement::Update {
+            table,
+            values,
+            filter,
+        } => {
+            let sets = values
+                .iter()
+                .map(|(column, v)| Ok(format!("{} = {}", identifier(column)?, value(v)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            if sets.is_empty() {
+                return Ok((String::new(), arguments));
+            }
+            let filter = conditions(filter, &mut value)?;
+            format!(
+                "UPDATE {} SET {}{filter}",
+                identifier(table)?,
+                sets.join(", ")
+            )
+        }
+        Statement::Delete { table, filter } => {
+            let filter = conditions(filter, &mut value)?;
+            format!("DELETE FROM {}{filter}", identifier(table)?)
+        }
+        Statement::Sql { sql: raw, binds } => {
+            for bind in binds {
+                value(bind)?;
+            }
+            (*raw).to_owned()
+        }
+        other => return Err(format!("unsupported statement {other:?}")),
+    };
+    Ok((sql, arguments))
+}
+
+/// Runs `statements` in `tx`; the first failure is returned as text (for the failed-events table).
+async fn execute(
+    tx: &mut Transaction<'static, Postgres>,
+    statements: &[Statement],
+) -> Result<(), String> {
+    for statement in statements {
+        let (sql, arguments) = render(statement)?;
+        if sql.is_empty() {
+            continue;
+        }
+        sqlx::query_with(&sql, arguments)
+            .execute(&mut **tx)
+            .await
+            .map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}
+
+async fn savepoint(
+    tx: &mut Transaction<'static, Postgres>,
+    sql: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(sql)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("managing a savepoint", err))
+}
+
+type StateRow = (
+    String,
+    String,
+    Decimal,
+    i32,
+    String,
+    String,
+    i64,
+    DateTime<Utc>,
+);
+type FailedRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Decimal,
+    i32,
+    i32,
+    String,
+    DateTime<Utc>,
+);
+
+fn decode_state(row: StateRow) -> Result<CurrentState, ProjectionError> {
+    let (instance, projection, position, in_tx_order, aggregate_type, aggregate_id, sequence, at) =
+        row;
+    let instance_id = InstanceId::new(instance).map_err(|err| corrupt("instance id", err))?;
+    Ok(CurrentState {
+        projection,
+        aggregate: AggregateRef {
+            instance_id: instance_id.clone(),
+            aggregate_type: AggregateType::new(aggregate_type)
+                .map_err(|err| corrupt("aggregate type", err))?,
+            aggregate_id: AggregateId::new(aggregate_id)
+                .map_err(|err| corrupt("aggregate id", err))?,
+        },
+        instance_id,
+        position: Position::new(position).map_err(|err| corrupt("position", err))?,
+        in_tx_order: in_tx_order as u32,
+        sequence: sequence as u64,
+        updated_at: at,
+    })
+}
+
+fn decode_failed(row: FailedRow) -> Result<FailedEvent, ProjectionError> {
+    let (
+        instance,
+        projection,
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        position,
+        order,
+        count,
+        error,
+        at,
+    ) = row;
+    Ok(FailedEvent {
+        projection,
+        aggregate: AggregateRef {
+            instance_id: InstanceId::new(instance).map_err(|err| corrupt("instance id", err))?,
+            aggregate_type: AggregateType::new(aggregate_type)
+                .map_err(|err| corrupt("aggregate type", err))?,
+            aggregate_id: AggregateId::new(aggregate_id)
+                .map_err(|err| corrupt("aggregate id", err))?,
+        },
+        sequence: sequence as u64,
+        position: Position::new(position).map_err(|err| corrupt("position", err))?,
+        in_tx_order: order as u32,
+        failure_count: count.max(0) as u32,
+        error,
+        last_failed_at: at,
+    })
+}
+
+const STATE_COLUMNS: &str = "instance_id, projection_name, position, in_tx_order, aggregate_type, \
+     aggregate_id, sequence, updated_at";
+const FAILED_COLUMNS: &str = "instance_id, projection_name, aggregate_type, aggregate_id, sequence, \
+     position, in_tx_order, failure_count, error, last_failed_at";
+
+impl ProjectionBackend for PgProjections {
+    type Lease = PgLease;
+
+    async fn try_lease(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<PgLease>, ProjectionError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|err| store_error("starting a projection batch", err))?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0))",
+        )
+        .bind(projection)
+        .bind(instance.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|err| store_error("taking a projection lease", err))?;
+        if !locked {
+            let _ = tx.rollback().await;
+            return Ok(None);
+        }
+        Ok(Some(PgLease {
+            tx,
+            projection: projection.to_owned(),
+            instance: instance.clone(),
+        }))
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &mut PgLease,
+    ) -> Result<Option<(Position, u32)>, ProjectionError> {
+        let row: Option<(Decimal, i32)> = sqlx::query_as(
+            "SELECT position, in_tx_order FROM projections.current_states \
+             WHERE instance_id = $1 AND projection_name = $2",
+        )
+        .bind(lease.instance.as_str())
+        .bind(&lease.projection)
+        .fetch_optional(&mut *lease.tx)
+        .await
+        .map_err(|err| store_error("reading a checkpoint", err))?;
+        row.map(|(position, order)| {
+            Position::new(position)
+                .map(|position| (position, order as u32))
+                .map_err(|err| corrupt("position", err))
+        })
+        .transpose()
+    }
+
+    async fn apply(
+        &self,
+        mut lease: PgLease,
+        batch: Vec<ReducedEvent>,
+        max_failure_count: u32,
+    ) -> Result<BatchOutcome, ProjectionError> {
+        let failed_before: Vec<(String, String, i64, i32)> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id, sequence, failure_count FROM projections.failed_events \
+             WHERE instance_id = $1 AND projection_name = $2",
+        )
+        .bind(lease.instance.as_str())
+        .bind(&lease.projection)
+        .fetch_all(&mut *lease.tx)
+        .await
+        .map_err(|err| store_error("reading failed events", err))?;
+        let failures_of = |reduced: &ReducedEvent| {
+            failed_before
+                .iter()
+                .find(|(t, a, s, _)| {
+                    t == reduced.event.aggregate.aggregate_type.as_str()
+                        && a == reduced.event.aggregate.aggregate_id.as_str()
+                        && *s as u64 == reduced.event.sequence
+                })
+                .map(|(_, _, _, count)| (*count).max(0) as u32)
+        };
+
+        // Fast path: the whole batch at once, behind one savepoint. Only when something fails is it
+        // replayed event by event to find and record the culprit.
+        savepoint(&mut lease.tx, "SAVEPOINT strata_batch").await?;
+        let mut all_ok = batch.iter().all(|reduced| reduced.statements.is_ok());
+        if all_ok {
+            for reduced in &batch {
+                if let Ok(statements) = &reduced.statements
+                    && execute(&mut lease.tx, statements).await.is_err()
+                {
+                    all_ok = false;
+                    break;
+                }
+            }
+        }
+        let mut outcome = BatchOutcome::default();
+        let mut last = None;
+        if all_ok {
+            savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_batch").await?;
+            for reduced in &batch {
+                if failures_of(reduced).is_some() {
+                    forget_failure(&mut lease, reduced).await?;
+                }
+            }
+            outcome.processed = batch.len();
+            last = batch.last().map(|reduced| reduced.event.clone());
+        } else {
+            savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_batch").await?;
+            for reduced in &batch {
+                savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
+                let result = match &reduced.statements {
+                    Ok(statements) => execute(&mut lease.tx, statements).await,
+                    Err(err) => Err(err.clone()),
+                };
+                match result {
+                    Ok(()) => {
+                        savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
+                        if failures_of(reduced).is_some() {
+                            forget_failure(&mut lease, reduced).await?;
+                        }
+                    }
+                    Err(error) => {
+                        savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
+                        let before = failures_of(reduced).unwrap_or(0);
+                        // A count already at the limit (given up by an operator) stays there.
+                        let count = if before >= max_failure_count {
+                            before
+                        } else {
+                            before + 1
+                        };
+                        record_failure(&mut lease, reduced, count, &error).await?;
+                        if count < max_failure_count {
+                            outcome.stalled = true;
+                            break;
+                        }
+                        outcome.skipped += 1;
+                    }
+                }
+                outcome.processed += 1;
+                last = Some(reduced.event.clone());
+            }
+        }
+        if let Some(event) = last {
+            sqlx::query(
+                "INSERT INTO projections.current_states (instance_id, projection_name, position, \
+                 in_tx_order, aggregate_type, aggregate_id, sequence, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+                 ON CONFLICT (instance_id, projection_name) DO UPDATE SET position = EXCLUDED.position, \
+                 in_tx_order = EXCLUDED.in_tx_order, aggregate_type = EXCLUDED.aggregate_type, \
+                 aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence, updated_at = now()",
+            )
+            .bind(lease.instance.as_str())
+            .bind(&lease.projection)
+            .bind(event.position.as_decimal())
+            .bind(event.in_tx_order as i32)
+            .bind(event.aggregate.aggregate_type.as_str())
+            .bind(event.aggregate.aggregate_id.as_str())
+            .bind(event.sequence as i64)
+            .execute(&mut *lease.tx)
+            .await
+            .map_err(|err| store_error("moving a checkpoint", err))?;
+        }
+        lease
+            .tx
+            .commit()
+            .await
+            .map_err(|err| store_error("committing a projection batch", err))?;
+        Ok(outcome)
+    }
+
+    async fn release(&self, lease: PgLease) {
+        let _ = lease.tx.rollback().await;
+    }
+
+    async fn reset(
+        &self,
+        mut lease: PgLease,
+        statements: Vec<Statement>,
+    ) -> Result<(), ProjectionError> {
+        execute(&mut lease.tx, &statements)
+            .await
+            .map_err(ProjectionError::Statement)?;
+        for table in ["projections.current_states", "projections.failed_events"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE instance_id = $1 AND projection_name = $2"
+            ))
+            .bind(lease.instance.as_str())
+            .bind(&lease.projection)
+            .execute(&mut *lease.tx)
+            .await
+            .map_err(|err| store_error("resetting a projection", err))?;
+        }
+        lease
+            .tx
+            .commit()
+            .await
+            .map_err(|err| store_error("committing a projection reset", err))
+    }
+
+    async fn apply_retried(
+        &self,
+        mut lease: PgLease,
+        failed: &FailedEvent,
+        statements: Vec<Statement>,
+    ) -> Result<(), ProjectionError> {
+        execute(&mut lease.tx, &statements)
+            .await
+            .map_err(ProjectionError::Statement)?;
+        sqlx::query(
+            "DELETE FROM projections.failed_events WHERE instance_id = $1 AND projection_name = $2 \
+             AND aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
+        )
+        .bind(failed.aggregate.instance_id.as_str())
+        .bind(&failed.projection)
+        .bind(failed.aggregate.aggregate_type.as_str())
+        .bind(failed.aggregate.aggregate_id.as_str())
+        .bind(failed.sequence as i64)
+        .execute(&mut *lease.tx)
+        .await
+        .map_err(|err| store_error("forgetting a failed event", err))?;
+        lease
+            .tx
+            .commit()
+            .await
+            .map_err(|err| store_error("committing a retried event", err))
+    }
+
+    async fn give_up(
+        &self,
+        failed: &FailedEvent,
+        max_failure_count: u32,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "UPDATE projections.failed_events SET failure_count = GREATEST(failure_count, $6) \
+             WHERE instance_id = $1 AND projection_name = $2 AND aggregate_type = $3 \
+             AND aggregate_id = $4 AND sequence = $5",
+        )
+        .bind(failed.aggregate.instance_id.as_str())
+        .bind(&failed.projection)
+        .bind(failed.aggregate.aggregate_type.as_str())
+        .bind(failed.aggregate.aggregate_id.as_str())
+        .bind(failed.sequence as i64)
+        .bind(i32::try_from(max_failure_count).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("skipping a failed event", err))
+    }
+
+    async fn state(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<CurrentState>, ProjectionError> {
+        let row: Option<StateRow> = sqlx::query_as(&format!(
+            "SELECT {STATE_COLUMNS} FROM projections.current_states \
+             WHERE instance_id = $1 AND projection_name = $2"
+        ))
+        .bind(instance.as_str())
+        .bind(projection)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| store_error("reading a projection state", err))?;
+        row.map(decode_state).transpose()
+    }
+
+    async fn states(&self) -> Result<Vec<CurrentState>, ProjectionError> {
+        let rows: Vec<StateRow> = sqlx::query_as(&format!(
+            "SELECT {STATE_COLUMNS} FROM projections.current_states"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading projection states", err))?;
+        let mut states = rows
+            .into_iter()
+            .map(decode_state)
+            .collect::<Result<Vec<_>, _>>()?;
+        states
+            .sort_by(|a, b| (&a.projection, &a.instance_id).cmp(&(&b.projection, &b.instance_id)));
+        Ok(states)
+    }
+
+    async fn failed_events(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        let rows: Vec<FailedRow> = sqlx::query_as(&format!(
+            "SELECT {FAILED_COLUMNS} FROM projections.failed_events \
+             WHERE $1::text IS NULL OR projection_name = $1 \
+             ORDER BY projection_name, position, in_tx_order"
+        ))
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading failed events", err))?;
+        rows.into_iter().map(decode_failed).collect()
+    }
+
+    fn remote_pushes(&self) -> Option<mpsc::Receiver<Vec<InstanceId>>> {
+        if !self.listen {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(1024);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut listener = loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => match listener.listen(PUSH_CHANNEL).await {
+                        Ok(()) => break listener,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot LISTEN for pushes; retrying")
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot connect to LISTEN for pushes; retrying")
+                    }
+                }
+                if sender.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            };
+            loop {
+                let instances = match listener.try_recv().await {
+                    Ok(Some(notification)) => notification
+                        .payload()
+                        .lines()
+                        .filter_map(|line| InstanceId::new(line).ok())
+                        .collect(),
+                    // The connection dropped and notices may have been missed: an empty list asks
+                    // the runtime to check everything. The listener reconnects on the next call.
+                    Ok(None) => Vec::new(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "LISTEN connection failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        Vec::new()
+                    }
+                };
+                if sender.send(instances).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(receiver)
+    }
+}
+
+async fn forget_failure(
+    lease: &mut PgLease,
+    reduced: &ReducedEvent,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "DELETE FROM projections.failed_events WHERE instance_id = $1 AND projection_name = $2 \
+         AND aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
+    )
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(reduced.event.aggregate.aggregate_type.as_str())
+    .bind(reduced.event.aggregate.aggregate_id.as_str())
+    .bind(reduced.event.sequence as i64)
+    .execute(&mut *lease.tx)
+    .await
+    .map(drop)
+    .map_err(|err| store_error("forgetting a failed event", err))
+}
+
+async fn record_failure(
+    lease: &mut PgLease,
+    reduced: &ReducedEvent,
+    count: u32,
+    error: &str,
+) -> Result<(), ProjectionError> {
+    let event = &reduced.event;
+    sqlx::query(&format!(
+        "INSERT INTO projections.failed_events ({FAILED_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
+         ON CONFLICT (instance_id, projection_name, aggregate_type, aggregate_id, sequence) \
+         DO UPDATE SET failure_count = EXCLUDED.failure_count, error = EXCLUDED.error, \
+         last_failed_at = now()"
+    ))
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(event.aggregate.aggregate_type.as_str())
+    .bind(event.aggregate.aggregate_id.as_str())
+    .bind(event.sequence as i64)
+    .bind(event.position.as_decimal())
+    .bind(event.in_tx_order as i32)
+    .bind(i32::try_from(count).unwrap_or(i32::MAX))
+    .bind(error)
+    .execute(&mut *lease.tx)
+    .await
+    .map(drop)
+    .map_err(|err| store_error("recording a failed event", err))
+}
