@@ -1,0 +1,201 @@
+//! Projections in separate processes under concurrent writers, late commits and SIGKILL: every
+//! event applied exactly once, none skipped.
+//!
+//! Workers are `projection_worker` processes (src/bin) sharing one database; each runs three
+//! counting projections that record every event they apply in `applied`, counting repeats. At the
+//! end every projection must have exactly one row per event, with `times = 1`: the same as a fresh
+//! single-threaded replay.
+//!
+//! `STRATA_SKIP_TEST_SCALE` multiplies the number of pushes (default 1; try 20 for a long run).
+
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_event::Command;
+use strata_integration_tests::{TestDatabase, push_held_open};
+use strata_store::EventStore;
+
+const PROJECTIONS: i64 = 3;
+
+fn scale() -> u64 {
+    std::env::var("STRATA_SKIP_TEST_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1)
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn database_url(database: &TestDatabase) -> String {
+    let admin = strata_integration_tests::admin_url();
+    // Swap the database name at the end of the admin URL for the test's own.
+    match admin.rfind('/') {
+        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
+            let (base, rest) = admin.split_at(slash);
+            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+            format!("{base}/{}{query}", database.name)
+        }
+        _ => format!("{admin}/{}", database.name),
+    }
+}
+
+fn spawn_worker(url: &str, slow: bool) -> Worker {
+    let mut command = Process::new(env!("CARGO_BIN_EXE_projection_worker"));
+    command
+        .env("DATABASE_URL", url)
+        .args(["--projections", &PROJECTIONS.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if slow {
+        command.arg("--slow");
+    }
+    Worker(command.spawn().expect("start a worker process"))
+}
+
+async fn prepare() -> (TestDatabase, String) {
+    let database = TestDatabase::create().await;
+    sqlx::query(
+        "CREATE TABLE public.applied (projection TEXT, instance_id TEXT, aggregate_id TEXT, \
+         sequence BIGINT, times INTEGER NOT NULL, \
+         PRIMARY KEY (projection, instance_id, aggregate_id, sequence))",
+    )
+    .execute(&database.pool(1))
+    .await
+    .expect("applied table");
+    let url = database_url(&database);
+    (database, url)
+}
+
+/// Concurrent writers, some holding their transaction open so later pushes commit first.
+async fn write(database: &TestDatabase, pushes_per_writer: u64) -> u64 {
+    let store = Arc::new(database.store());
+    let pool = database.pool(4);
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            for n in 0..pushes_per_writer {
+                let instance = format!("tenant-{}", (writer + n) % 3);
+                let command = Command::builder(
+                    instance,
+                    "user",
+                    format!("w{writer}-{}", n % 17),
+                    "user.touched",
+                )
+                .creator("writer")
+                .owner("org")
+                .build()
+                .expect("valid command");
+                store.push(vec![command]).await.expect("push");
+            }
+        }));
+    }
+    let slow_pushes = (pushes_per_writer / 10).max(3);
+    for writer in 0..2u64 {
+        let pool = pool.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..slow_pushes {
+                let pause = Duration::from_millis(10 + (n * 13 + writer * 7) % 60);
+                push_held_open(
+                    &pool,
+                    &format!("tenant-{}", n % 3),
+                    "user",
+                    &format!("slow-{writer}-{n}"),
+                    pause,
+                )
+                .await
+                .expect("held-open push");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    4 * pushes_per_writer + 2 * slow_pushes
+}
+
+/// Waits until every projection has as many rows as there are events, then checks exactly-once.
+async fn assert_exactly_once(database: &TestDatabase, events: u64) {
+    let pool = database.pool(1);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(total as u64, events);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM applied")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if rows == PROJECTIONS * total {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projections stalled at {rows} of {} rows",
+            PROJECTIONS * total
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repeated: i64 = sqlx::query_scalar("SELECT count(*) FROM applied WHERE times <> 1")
+        .fetch_one(&pool)
+        .await
+        .expect("repeats");
+    assert_eq!(repeated, 0, "events applied more than once");
+    // Every applied row is a real event, and every event was applied by every projection.
+    let missing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events e CROSS JOIN generate_series(0, $1 - 1) p \
+         WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.projection = 'counting_' || p \
+           AND a.instance_id = e.instance_id AND a.aggregate_id = e.aggregate_id AND a.sequence = e.sequence)",
+    )
+    .bind(PROJECTIONS)
+    .fetch_one(&pool)
+    .await
+    .expect("missing");
+    assert_eq!(missing, 0, "events skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_in_three_processes_skip_nothing_and_repeat_nothing() {
+    let (database, url) = prepare().await;
+    let _workers: Vec<Worker> = (0..3).map(|_| spawn_worker(&url, false)).collect();
+    let events = write(&database, 150 * scale()).await;
+    assert_exactly_once(&database, events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_workers_lose_nothing_and_repeat_nothing() {
+    let (database, url) = prepare().await;
+    let workers = Arc::new(std::sync::Mutex::new(
+        (0..2).map(|_| spawn_worker(&url, true)).collect::<Vec<_>>(),
+    ));
+    let killer = {
+        let workers = Arc::clone(&workers);
+        let url = url.clone();
+        tokio::spawn(async move {
+            for round in 0..8 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let mut workers = workers.lock().unwrap_or_else(|p| p.into_inner());
+                // SIGKILL, mid-batch more often than not with slow workers; a fresh one replaces it.
+                let victim = round % workers.len();
+                let mut killed = workers.remove(victim);
+                let _ = killed.0.kill();
+                let _ = killed.0.wait();
+                workers.push(spawn_worker(&url, true));
+            }
+        })
+    };
+    let events = write(&database, 120 * scale()).await;
+    killer.await.expect("killer");
+    assert_exactly_once(&database, events).await;
+    drop(workers);
+}
