@@ -1,5 +1,6 @@
 //! A small user directory on event sourcing: sign-up with a unique username, e-mail change,
-//! deactivation that frees the username, and a stale write caught by an expected sequence.
+//! deactivation that frees the username, a stale write caught by an expected sequence, and a
+//! `users` read model kept by a projection, read with read-your-writes.
 //!
 //! Runs on the in-memory store by default:
 //!
@@ -10,9 +11,15 @@
 //! With `DATABASE_URL` set it migrates that PostgreSQL database and runs the same story there (each
 //! run uses an instance of its own, so it can be re-run against the same database).
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use strata::{AggregateRef, Command, ErrorKind, Event, EventStore, MemoryStore, Query};
+use strata::projection::ProjectionBackend;
+use strata::{
+    AggregateRef, Command, ErrorKind, Event, EventStore, InstanceId, MemoryProjections,
+    MemoryStore, Projection, ProjectionRuntime, Query, Reads, ReduceError, SqlValue, Statement,
+};
 
 /// The tenant this run writes to.
 fn instance_for_this_run() -> String {
@@ -71,6 +78,49 @@ impl User {
     }
 }
 
+/// The read side: one row per active user in `example_users`, kept by the projection runtime.
+struct ActiveUsers;
+
+impl Projection for ActiveUsers {
+    fn name(&self) -> &str {
+        "example_users"
+    }
+
+    fn reads(&self) -> Reads {
+        Reads::new().events("user", [SIGNED_UP, EMAIL_CHANGED, DEACTIVATED])
+    }
+
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        let key = vec![
+            ("instance_id", event.aggregate.instance_id.as_str().into()),
+            ("user_id", event.aggregate.aggregate_id.as_str().into()),
+        ];
+        Ok(match event.event_type.as_str() {
+            SIGNED_UP => {
+                let signed_up: SignedUp = event.payload()?;
+                vec![Statement::upsert(
+                    "example_users",
+                    key,
+                    vec![
+                        ("username", signed_up.username.into()),
+                        ("email", signed_up.email.into()),
+                    ],
+                )]
+            }
+            EMAIL_CHANGED => {
+                let changed: EmailChanged = event.payload()?;
+                vec![Statement::update(
+                    "example_users",
+                    vec![("email", changed.email.into())],
+                    key,
+                )]
+            }
+            DEACTIVATED => vec![Statement::delete("example_users", key)],
+            _ => Vec::new(),
+        })
+    }
+}
+
 /// The command side: each function checks the user's state and pushes what happened.
 struct Directory<'a, S> {
     store: &'a S,
@@ -124,7 +174,11 @@ impl<S: EventStore> Directory<'_, S> {
     }
 }
 
-async fn story<S: EventStore>(store: &S, instance: &str) -> Result<()> {
+async fn story<S, B>(store: &S, runtime: &ProjectionRuntime<S, B>, instance: &str) -> Result<()>
+where
+    S: EventStore + Clone + 'static,
+    B: ProjectionBackend + Clone,
+{
     let directory = Directory { store, instance };
 
     directory
@@ -182,7 +236,21 @@ async fn story<S: EventStore>(store: &S, instance: &str) -> Result<()> {
         );
     }
 
-    println!("\nwhat the users look like now:");
+    // Read your writes: wait until the projection has applied everything up to the last push.
+    let last = store
+        .latest_position(&everything)
+        .await?
+        .context("events were pushed")?;
+    runtime
+        .catch_up(
+            "example_users",
+            &InstanceId::new(instance)?,
+            last,
+            Duration::from_secs(10),
+        )
+        .await?;
+
+    println!("\nwhat the users look like now (folded from their events):");
     for user_id in ["u-1", "u-2"] {
         let user = directory.load(user_id).await?;
         println!(
@@ -209,11 +277,56 @@ async fn main() -> Result<()> {
                 "storage: PostgreSQL (DATABASE_URL), {} migration(s) applied\n",
                 applied.len()
             );
-            story(&store, &instance).await
+            // The read model's table is the application's; a real service creates it in its own
+            // migrations.
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS example_users (instance_id TEXT, user_id TEXT, \
+                 username TEXT, email TEXT, PRIMARY KEY (instance_id, user_id))",
+            )
+            .execute(store.pools().projection())
+            .await?;
+            let backend = strata::postgres::PgProjections::new(store.pools().projection().clone());
+            let runtime = ProjectionRuntime::builder(store.clone(), backend)
+                .register(ActiveUsers)?
+                .start()
+                .await?;
+            story(&store, &runtime, &instance).await?;
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT username, email FROM example_users WHERE instance_id = $1 ORDER BY user_id",
+            )
+            .bind(&instance)
+            .fetch_all(store.pools().query())
+            .await?;
+            print_read_model(rows);
         }
         Err(_) => {
             println!("storage: in memory (set DATABASE_URL to use PostgreSQL)\n");
-            story(&MemoryStore::new(), &instance).await
+            let store = MemoryStore::new();
+            let read_models = MemoryProjections::new();
+            let runtime = ProjectionRuntime::builder(store.clone(), read_models.clone())
+                .register(ActiveUsers)?
+                .start()
+                .await?;
+            story(&store, &runtime, &instance).await?;
+            let text = |value: Option<&SqlValue>| match value {
+                Some(SqlValue::Text(text)) => text.clone(),
+                _ => String::new(),
+            };
+            print_read_model(
+                read_models
+                    .rows("example_users")
+                    .iter()
+                    .map(|row| (text(row.get("username")), text(row.get("email"))))
+                    .collect(),
+            );
         }
+    }
+    Ok(())
+}
+
+fn print_read_model(rows: Vec<(String, String)>) {
+    println!("\nthe example_users read model (kept by a projection, read after catch_up):");
+    for (username, email) in rows {
+        println!("  {username} <{email}>");
     }
 }

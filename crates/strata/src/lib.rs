@@ -16,6 +16,10 @@
 //!   [`EventStore::query`] or [`EventStore::stream`]; decode payloads with [`Event::payload`].
 //! - **Choose storage** by type: [`MemoryStore`] for tests and embedded use, `PgStore` (feature
 //!   `postgres`) in production. Code written against the [`EventStore`] trait runs on both.
+//! - **Project** events into read models with a [`Projection`] run by a [`ProjectionRuntime`]:
+//!   gap-free, exactly-once, shared by any number of processes, with read-your-writes through
+//!   [`ProjectionRuntime::catch_up`]. [`MemoryProjections`] keeps read models in memory;
+//!   `PgProjections` (feature `postgres`) in PostgreSQL tables.
 //! - **Handle failure** by [`ErrorKind`]: a [`Error::Conflict`] when an expected sequence is stale, a
 //!   [`Error::UniqueConstraintViolation`] when a value is taken, [`Error::Unavailable`] when the
 //!   database is away (the only retryable kind).
@@ -78,6 +82,11 @@ pub use strata_event::{
     UniqueConstraintOp, UniqueType, ValidationError,
 };
 #[doc(inline)]
+pub use strata_projection::{
+    MemoryProjections, Projection, ProjectionConfig, ProjectionError, ProjectionRuntime, Reads,
+    ReduceError, RuntimeConfig, SqlValue, Statement,
+};
+#[doc(inline)]
 pub use strata_query::{Order, Query, QueryBuilder, QueryError};
 #[doc(inline)]
 pub use strata_store::{Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result};
@@ -87,6 +96,8 @@ pub use strata_event as event;
 /// The PostgreSQL backend.
 #[cfg(feature = "postgres")]
 pub use strata_postgres as postgres;
+/// The projection runtime: read models kept up to date from events.
+pub use strata_projection as projection;
 /// The query crate.
 pub use strata_query as query;
 /// The storage crate: the trait, errors, in-memory backend and the backend conformance suite.
