@@ -195,10 +195,13 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
     let pool = database.pool(2);
     assert_eq!(migrate(&pool).await.expect("migrate"), vec![]);
     // ...while an empty schema gets every migration, once.
-    sqlx::raw_sql("DROP SCHEMA eventstore CASCADE; DROP TABLE _sqlx_migrations")
-        .execute(&pool)
-        .await
-        .expect("reset");
+    sqlx::raw_sql(
+        "DROP SCHEMA eventstore CASCADE; DROP SCHEMA projections CASCADE; \
+         DROP SCHEMA IF EXISTS cache CASCADE; DROP TABLE _sqlx_migrations",
+    )
+    .execute(&pool)
+    .await
+    .expect("reset");
     let applied = migrate(&pool).await.expect("migrate");
     assert_eq!(applied.len(), strata_postgres::MIGRATOR.iter().count());
     assert_eq!(migrate(&pool).await.expect("migrate again"), vec![]);
