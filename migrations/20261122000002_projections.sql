@@ -33,3 +33,27 @@ CREATE TABLE projections.failed_events (
 );
 
 CREATE INDEX failed_events_by_projection ON projections.failed_events (projection_name);
+
+-- Which projections exist and what they read, written by every runtime at start, so operator tools
+-- can report lag without the projections' code. A small reference table, not per instance: the
+-- instance_id-first invariant applies to tenant data (ARCHITECTURE.md).
+CREATE TABLE projections.registry (
+    projection_name  TEXT        PRIMARY KEY,
+    -- [[aggregate type, [event types]]…]; empty event types mean every event of that aggregate.
+    reads            JSONB       NOT NULL,
+    has_side_effects BOOLEAN     NOT NULL,
+    registered_at    TIMESTAMPTZ NOT NULL
+);
+
+-- Operator requests (from the CLI) that whichever runtime runs the projection carries out.
+CREATE TABLE projections.requests (
+    instance_id     TEXT        NOT NULL,
+    id              BIGSERIAL,
+    projection_name TEXT        NOT NULL,
+    kind            TEXT        NOT NULL CHECK (kind IN ('rebuild', 'retry', 'skip')),
+    aggregate_type  TEXT,
+    aggregate_id    TEXT,
+    sequence        BIGINT,
+    requested_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_id, id)
+);

@@ -280,6 +280,34 @@ async fn the_same_read_model_on_both_backends() {
     catch_up_all(&runtime, &events).await;
     assert_eq!(postgres_rows(&pool).await, expected_users());
 
+    // Operators ask from outside the process (the CLI writes these rows); the runtime carries it out.
+    let registered: serde_json::Value = sqlx::query_scalar(
+        "SELECT reads FROM projections.registry WHERE projection_name = 'users'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("registry");
+    assert_eq!(registered[0][0], "user");
+    sqlx::query("UPDATE users SET name = 'tampered again' WHERE instance_id = 'tenant-b'")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    sqlx::query(
+        "INSERT INTO projections.requests (instance_id, projection_name, kind) \
+         VALUES ('tenant-b', 'users', 'rebuild')",
+    )
+    .execute(&pool)
+    .await
+    .expect("request");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while postgres_rows(&pool).await != expected_users() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild request was not carried out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let status = runtime.status().await.expect("status");
     assert_eq!(status.len(), 2);
     assert!(

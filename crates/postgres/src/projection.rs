@@ -7,8 +7,8 @@ use sqlx::postgres::{PgArguments, PgListener};
 use sqlx::{Arguments, PgPool, Postgres, Transaction};
 use strata_event::{AggregateId, AggregateRef, AggregateType, InstanceId, Position};
 use strata_projection::{
-    BatchOutcome, CurrentState, FailedEvent, ProjectionBackend, ProjectionError, ReducedEvent,
-    SqlValue, Statement, is_identifier,
+    BatchOutcome, CurrentState, FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend,
+    ProjectionError, Reads, ReducedEvent, SqlValue, Statement, is_identifier,
 };
 use tokio::sync::mpsc;
 
@@ -575,6 +575,79 @@ impl ProjectionBackend for PgProjections {
         .await
         .map_err(|err| store_error("reading failed events", err))?;
         rows.into_iter().map(decode_failed).collect()
+    }
+
+    async fn register(
+        &self,
+        projection: &str,
+        reads: &Reads,
+        has_side_effects: bool,
+    ) -> Result<(), ProjectionError> {
+        let reads = serde_json::to_string(reads.entries()).map_err(|err| corrupt("reads", err))?;
+        sqlx::query(
+            "INSERT INTO projections.registry (projection_name, reads, has_side_effects, registered_at) \
+             VALUES ($1, $2::jsonb, $3, now()) ON CONFLICT (projection_name) DO UPDATE \
+             SET reads = EXCLUDED.reads, has_side_effects = EXCLUDED.has_side_effects, \
+             registered_at = now()",
+        )
+        .bind(projection)
+        .bind(reads)
+        .bind(has_side_effects)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("registering a projection", err))
+    }
+
+    async fn take_requests(
+        &self,
+        projections: &[String],
+    ) -> Result<Vec<OperatorRequest>, ProjectionError> {
+        type RequestRow = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "DELETE FROM projections.requests WHERE projection_name = ANY($1) \
+             RETURNING instance_id, projection_name, kind, aggregate_type, aggregate_id, sequence",
+        )
+        .bind(projections)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("taking operator requests", err))?;
+        let mut requests = Vec::new();
+        for (instance, projection, kind, aggregate_type, aggregate_id, sequence) in rows {
+            let instance_id =
+                InstanceId::new(instance).map_err(|err| corrupt("instance id", err))?;
+            let key = || -> Result<FailedEventKey, ProjectionError> {
+                Ok(FailedEventKey {
+                    projection: projection.clone(),
+                    aggregate: AggregateRef {
+                        instance_id: instance_id.clone(),
+                        aggregate_type: AggregateType::new(
+                            aggregate_type.clone().unwrap_or_default(),
+                        )
+                        .map_err(|err| corrupt("request", err))?,
+                        aggregate_id: AggregateId::new(aggregate_id.clone().unwrap_or_default())
+                            .map_err(|err| corrupt("request", err))?,
+                    },
+                    sequence: sequence.unwrap_or_default().max(0) as u64,
+                })
+            };
+            requests.push(match kind.as_str() {
+                "rebuild" => OperatorRequest::Rebuild {
+                    projection: projection.clone(),
+                    instance_id: instance_id.clone(),
+                },
+                "retry" => OperatorRequest::Retry(key()?),
+                _ => OperatorRequest::Skip(key()?),
+            });
+        }
+        Ok(requests)
     }
 
     fn remote_pushes(&self) -> Option<mpsc::Receiver<Vec<InstanceId>>> {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use strata_event::{AggregateRef, Event, InstanceId, Position, Sequence};
 
 use crate::error::ProjectionError;
+use crate::projection::Reads;
 use crate::statement::Statement;
 
 /// How far a projection got in one instance.
@@ -56,6 +57,35 @@ pub struct ReducedEvent {
     pub event: Event,
     /// The statements, or why there are none.
     pub statements: Result<Vec<Statement>, String>,
+}
+
+/// Something an operator asked for from outside the process (the CLI), carried out by whichever
+/// runtime runs the projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OperatorRequest {
+    /// Rebuild the projection in one instance.
+    Rebuild {
+        /// The projection.
+        projection: String,
+        /// The instance.
+        instance_id: InstanceId,
+    },
+    /// Retry a failed event.
+    Retry(FailedEventKey),
+    /// Give up on a failed event.
+    Skip(FailedEventKey),
+}
+
+/// Names one failed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEventKey {
+    /// The projection.
+    pub projection: String,
+    /// The event's aggregate.
+    pub aggregate: AggregateRef,
+    /// The event's sequence.
+    pub sequence: Sequence,
 }
 
 /// What applying a batch did.
@@ -145,6 +175,27 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         &self,
         projection: Option<&str>,
     ) -> impl Future<Output = Result<Vec<FailedEvent>, ProjectionError>> + Send;
+
+    /// Records that this process runs `projection` (what it reads, whether it has side effects),
+    /// so operator tools can report lag without the projection's code. Optional.
+    fn register(
+        &self,
+        projection: &str,
+        reads: &Reads,
+        has_side_effects: bool,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = (projection, reads, has_side_effects);
+        async { Ok(()) }
+    }
+
+    /// Takes (removes and returns) the operator requests queued for these projections. Optional.
+    fn take_requests(
+        &self,
+        projections: &[String],
+    ) -> impl Future<Output = Result<Vec<OperatorRequest>, ProjectionError>> + Send {
+        let _ = projections;
+        async { Ok(Vec::new()) }
+    }
 
     /// The instances other processes announced pushes for, when the backend can tell.
     fn remote_pushes(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<InstanceId>>> {

@@ -91,7 +91,8 @@ mod runtime;
 mod statement;
 
 pub use crate::backend::{
-    BatchOutcome, CurrentState, FailedEvent, ProjectionBackend, ReducedEvent,
+    BatchOutcome, CurrentState, FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend,
+    ReducedEvent,
 };
 pub use crate::error::ProjectionError;
 pub use crate::memory::{MemoryLease, MemoryProjections, Row};

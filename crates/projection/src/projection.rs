@@ -31,6 +31,13 @@ pub trait Projection: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether applying this projection causes effects outside its read model (sending e-mails,
+    /// calling webhooks). Such projections are never replayed on a mirrored copy of the store:
+    /// the mirror moves their checkpoint to the copied head instead, so nothing is sent twice.
+    fn has_side_effects(&self) -> bool {
+        false
+    }
+
     /// Settings; see [`ProjectionConfig`] for the defaults.
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig::default()
@@ -86,6 +93,11 @@ impl Reads {
     pub fn aggregate(mut self, aggregate_type: impl Into<String>) -> Self {
         self.entries.push((aggregate_type.into(), Vec::new()));
         self
+    }
+
+    /// The `(aggregate type, event types)` pairs; empty event types mean all of that aggregate.
+    pub fn entries(&self) -> &[(String, Vec<String>)] {
+        &self.entries
     }
 
     /// A query builder selecting these events in `instance`.

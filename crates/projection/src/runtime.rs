@@ -12,9 +12,14 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::backend::{FailedEvent, ProjectionBackend, ReducedEvent};
+use crate::backend::{
+    FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend, ReducedEvent,
+};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ProjectionConfig, Reads, is_projection_name};
+
+/// How often a runtime looks for requests operators queued (rebuild, retry, skip).
+const OPERATOR_REQUEST_POLL: Duration = Duration::from_secs(1);
 
 /// Settings of a whole runtime (one per process).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +163,17 @@ where
             background: Mutex::default(),
         });
         let runtime = ProjectionRuntime { inner };
+        for registered in &runtime.inner.projections {
+            runtime
+                .inner
+                .backend
+                .register(
+                    registered.projection.name(),
+                    &registered.reads,
+                    registered.projection.has_side_effects(),
+                )
+                .await?;
+        }
         runtime.start_triggers();
         runtime.trigger_everything().await?;
         Ok(runtime)
@@ -249,6 +265,17 @@ where
                 }
             }));
         }
+        {
+            let runtime = self.clone();
+            background.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(OPERATOR_REQUEST_POLL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    runtime.serve_operator_requests().await;
+                }
+            }));
+        }
         for index in 0..self.inner.projections.len() {
             let runtime = self.clone();
             let every = self.inner.projections[index].config.requeue_every;
@@ -264,6 +291,51 @@ where
                 }
             }));
         }
+    }
+
+    async fn serve_operator_requests(&self) {
+        let names: Vec<String> = self.inner.by_name.keys().cloned().collect();
+        let requests = match self.inner.backend.take_requests(&names).await {
+            Ok(requests) => requests,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read operator requests");
+                return;
+            }
+        };
+        for request in requests {
+            let outcome = match &request {
+                OperatorRequest::Rebuild {
+                    projection,
+                    instance_id,
+                } => self.rebuild(projection, Some(instance_id)).await,
+                OperatorRequest::Retry(key) => match self.find_failed(key).await {
+                    Ok(failed) => self.retry_failed(&failed).await,
+                    Err(err) => Err(err),
+                },
+                OperatorRequest::Skip(key) => match self.find_failed(key).await {
+                    Ok(failed) => self.skip_failed(&failed).await,
+                    Err(err) => Err(err),
+                },
+            };
+            match outcome {
+                Ok(()) => tracing::info!(?request, "operator request carried out"),
+                Err(err) => tracing::warn!(?request, error = %err, "operator request failed"),
+            }
+        }
+    }
+
+    async fn find_failed(&self, key: &FailedEventKey) -> Result<FailedEvent, ProjectionError> {
+        self.inner
+            .backend
+            .failed_events(Some(&key.projection))
+            .await?
+            .into_iter()
+            .find(|failed| failed.aggregate == key.aggregate && failed.sequence == key.sequence)
+            .ok_or_else(|| ProjectionError::UnknownFailedEvent {
+                projection: key.projection.clone(),
+                aggregate: key.aggregate.to_string(),
+                sequence: key.sequence,
+            })
     }
 
     /// Stops the triggers. Batches already running finish; nothing new starts from a trigger.
