@@ -87,11 +87,7 @@ impl TestDatabase {
 
     /// A store on this database with `config`.
     pub fn store_with(&self, config: PgConfig) -> PgStore {
-        let pools = PgPools::new(
-            self.pool(config.push_pool.max_connections),
-            self.pool(config.query_pool.max_connections),
-            self.pool(config.projection_pool.max_connections),
-        );
+        let pools = PgPools::connect_lazy_with(self.options.clone(), &config);
         PgStore::from_pools(pools, &config).expect("tests run inside a Tokio runtime")
     }
 
@@ -223,4 +219,153 @@ pub async fn push_held_open(
     }
     tokio::time::sleep(pause).await;
     tx.commit().await
+}
+
+/// A PostgreSQL server of a test's own, in a temporary directory, for tests that must stop or
+/// restart the server (never the shared one). Stopped and deleted on drop.
+#[derive(Debug)]
+pub struct ThrowawayServer {
+    bindir: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    as_postgres: bool,
+}
+
+impl ThrowawayServer {
+    /// Starts a fresh cluster, or returns `None` (saying why on stderr) when PostgreSQL's server
+    /// binaries are not installed.
+    pub fn start() -> Option<ThrowawayServer> {
+        let bindir = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path().join("bin"))
+            .find(|dir| dir.join("initdb").is_file());
+        let Some(bindir) = bindir else {
+            eprintln!("no PostgreSQL server binaries under /usr/lib/postgresql; skipping");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .ok()?;
+        let dir = std::env::temp_dir().join(format!(
+            "strata-test-pg-{}-{}",
+            std::process::id(),
+            DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let as_postgres = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+        if as_postgres {
+            std::process::Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&dir)
+                .status()
+                .ok()?;
+        }
+        let server = ThrowawayServer {
+            bindir,
+            dir,
+            port,
+            as_postgres,
+        };
+        let data = server.dir.join("data");
+        server
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                ],
+            )
+            .then_some(())?;
+        server.pg_ctl("start").then_some(server)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> bool {
+        let binary = self.bindir.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            std::process::Command::new(&binary)
+        };
+        let output = command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => true,
+            Ok(output) => {
+                eprintln!(
+                    "{program} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                false
+            }
+            Err(err) => {
+                eprintln!("{program} could not start: {err}");
+                false
+            }
+        }
+    }
+
+    fn pg_ctl(&self, action: &str) -> bool {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &options,
+                "-l",
+                &log.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                action,
+            ],
+        )
+    }
+
+    /// Its admin URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut).
+    pub fn stop(&self) -> bool {
+        self.pg_ctl("stop")
+    }
+
+    /// Starts it again after [`ThrowawayServer::stop`].
+    pub fn restart(&self) -> bool {
+        self.pg_ctl("start")
+    }
+}
+
+impl Drop for ThrowawayServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -6,7 +6,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
 use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
@@ -54,24 +56,30 @@ impl PgPools {
                 "invalid database URL: it must start with postgres:// or postgresql://",
             ));
         }
+        let options = PgConnectOptions::from_str(url).map_err(|err| match err {
+            sqlx::Error::Configuration(_) => {
+                Error::invalid_input(format!("invalid database URL: {err}"))
+            }
+            other => from_sqlx("reading the database URL", other),
+        })?;
+        Ok(Self::connect_lazy_with(options, config))
+    }
+
+    /// Opens the three pools described by `config` with connection `options` (for settings a URL
+    /// cannot carry). Lazily, like [`PgPools::connect_lazy`].
+    pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
         let open = |pool: &PoolConfig| {
             PgPoolOptions::new()
                 .max_connections(pool.max_connections)
                 .min_connections(pool.min_connections)
                 .acquire_timeout(pool.acquire_timeout)
-                .connect_lazy(url)
-                .map_err(|err| match err {
-                    sqlx::Error::Configuration(_) => {
-                        Error::invalid_input(format!("invalid database URL: {err}"))
-                    }
-                    other => from_sqlx("opening a pool", other),
-                })
+                .connect_lazy_with(options.clone())
         };
-        Ok(PgPools {
-            push: open(&config.push_pool)?,
-            query: open(&config.query_pool)?,
-            projection: open(&config.projection_pool)?,
-        })
+        PgPools {
+            push: open(&config.push_pool),
+            query: open(&config.query_pool),
+            projection: open(&config.projection_pool),
+        }
     }
 
     /// The pool pushes use.

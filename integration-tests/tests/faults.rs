@@ -1,0 +1,391 @@
+//! Faults survived: connections killed mid-push, a server restarted under load, pool exhaustion,
+//! and a long-running transaction elsewhere. After each, every push a caller saw succeed is
+//! stored, every failed push is entirely present or entirely absent, failures are the typed,
+//! retryable `Unavailable`, and the pools recover on their own.
+//!
+//! `STRATA_FAULT_SCALE` multiplies the load (default 1).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use strata_event::{Command, InstanceId};
+use strata_integration_tests::{TestDatabase, ThrowawayServer, test_config};
+use strata_postgres::{GroupCommitConfig, PgConfig, PgPools, PgProjections, PgStore, PoolConfig};
+use strata_projection::{
+    Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, SqlValue, Statement,
+};
+use strata_store::{ErrorKind, EventStore};
+
+fn scale() -> u64 {
+    std::env::var("STRATA_FAULT_SCALE")
+        .ok()
+        .and_then(|scale| scale.parse().ok())
+        .unwrap_or(1)
+}
+
+/// A push of three events on three aggregates named after the push, so its presence is countable.
+fn push_of(id: u64) -> Vec<Command> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|part| {
+            Command::builder("tenant", "user", format!("p{id}-{part}"), "user.added")
+                .creator("writer")
+                .owner("org")
+                .payload(&serde_json::json!({ "push": id }))
+                .build()
+                .expect("valid command")
+        })
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    succeeded: Vec<u64>,
+    failed: Vec<u64>,
+    untyped_errors: Vec<String>,
+}
+
+/// `writers` tasks pushing `per_writer` pushes each, recording what each caller saw.
+async fn push_under_fault(store: Arc<PgStore>, writers: u64, per_writer: u64) -> Outcomes {
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Outcomes::default();
+            for n in 0..per_writer {
+                let id = writer * 1_000_000 + n;
+                match store.push(push_of(id)).await {
+                    Ok(_) => outcomes.succeeded.push(id),
+                    Err(err) => {
+                        if err.kind() != ErrorKind::Unavailable || !err.is_retryable() {
+                            outcomes.untyped_errors.push(err.to_string());
+                        }
+                        outcomes.failed.push(id);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            outcomes
+        }));
+    }
+    let mut all = Outcomes::default();
+    for task in tasks {
+        let outcomes = task.await.expect("writer");
+        all.succeeded.extend(outcomes.succeeded);
+        all.failed.extend(outcomes.failed);
+        all.untyped_errors.extend(outcomes.untyped_errors);
+    }
+    all
+}
+
+/// Events stored per push id.
+async fn stored_per_push(pool: &sqlx::PgPool) -> HashMap<u64, i64> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT aggregate_id FROM eventstore.events")
+        .fetch_all(pool)
+        .await
+        .expect("read events");
+    let mut counts = HashMap::new();
+    for (aggregate_id,) in rows {
+        let id = aggregate_id
+            .trim_start_matches('p')
+            .split('-')
+            .next()
+            .and_then(|id| id.parse::<u64>().ok())
+            .expect("aggregate ids name their push");
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn assert_all_or_nothing(outcomes: &Outcomes, stored: &HashMap<u64, i64>) {
+    assert!(
+        outcomes.untyped_errors.is_empty(),
+        "errors that are not Unavailable: {:?}",
+        outcomes.untyped_errors
+    );
+    for id in &outcomes.succeeded {
+        assert_eq!(
+            stored.get(id),
+            Some(&3),
+            "push {id} succeeded but is not fully stored"
+        );
+    }
+    for id in &outcomes.failed {
+        let count = stored.get(id).copied().unwrap_or(0);
+        assert!(
+            count == 0 || count == 3,
+            "push {id} failed and left {count} of 3 events"
+        );
+    }
+    for (id, count) in stored {
+        assert_eq!(*count, 3, "push {id} is partial");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_killed_mid_push_leave_no_partial_push() {
+    let database = TestDatabase::create().await;
+    let store = Arc::new(database.store());
+    let killer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(database.options.clone().application_name("strata_killer"));
+    let name = database.name.clone();
+    let killing = tokio::spawn(async move {
+        let mut killed = 0i64;
+        for _ in 0..(20 * scale()) {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'strata_killer'",
+            )
+            .bind(&name)
+            .fetch_one(&killer)
+            .await
+            .expect("terminate");
+            killed += n;
+        }
+        killed
+    });
+    let outcomes = push_under_fault(Arc::clone(&store), 6, 150 * scale()).await;
+    let killed = killing.await.expect("killer");
+    assert!(killed > 0, "the test must actually kill connections");
+
+    // The pools reconnect on their own.
+    store
+        .push(push_of(999_999_999))
+        .await
+        .expect("push after the faults");
+    let stored = stored_per_push(&database.pool(1)).await;
+    assert_all_or_nothing(&outcomes, &stored);
+    eprintln!(
+        "killed {killed} connections; {} pushes succeeded, {} failed with Unavailable",
+        outcomes.succeeded.len(),
+        outcomes.failed.len()
+    );
+}
+
+struct Counter;
+
+impl Projection for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, event: &strata_event::Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::sql(
+            "INSERT INTO applied (aggregate_id, times) VALUES ($1, 1) \
+             ON CONFLICT (aggregate_id) DO UPDATE SET times = applied.times + 1",
+            vec![SqlValue::from(event.aggregate.aggregate_id.as_str())],
+        )])
+    }
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig {
+            requeue_every: Duration::from_millis(300),
+            retry_failed_after: Duration::from_millis(50),
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_restart_under_load_loses_nothing_and_everything_recovers() {
+    let Some(server) = ThrowawayServer::start() else {
+        return;
+    };
+    let options: PgConnectOptions = server.url().parse().expect("url");
+    let quick = PoolConfig {
+        acquire_timeout: Duration::from_secs(2),
+        ..PoolConfig::with_max(4)
+    };
+    let open = |max: u32| {
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options.clone())
+    };
+    let admin = open(2);
+    strata_postgres::migrate(&admin).await.expect("migrate");
+    sqlx::query("CREATE TABLE applied (aggregate_id TEXT PRIMARY KEY, times INTEGER NOT NULL)")
+        .execute(&admin)
+        .await
+        .expect("table");
+    let config = PgConfig {
+        push_pool: quick.clone(),
+        query_pool: quick.clone(),
+        projection_pool: quick,
+        ..test_config()
+    };
+    let store = Arc::new(
+        PgStore::from_pools(PgPools::new(open(4), open(4), open(4)), &config).expect("store"),
+    );
+    let runtime = ProjectionRuntime::builder(
+        PgStore::clone(&store),
+        PgProjections::new(store.pools().projection().clone()),
+    )
+    .register(Counter)
+    .expect("register")
+    .start()
+    .await
+    .expect("start");
+
+    let writers = tokio::spawn(push_under_fault(Arc::clone(&store), 4, 200 * scale()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = tokio::task::spawn_blocking(move || {
+        assert!(server.stop(), "stop the server");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(server.restart(), "restart the server");
+        server
+    })
+    .await
+    .expect("restart");
+    let outcomes = writers.await.expect("writers");
+    assert!(
+        !outcomes.failed.is_empty(),
+        "the restart must hit some pushes"
+    );
+
+    let last = store
+        .push(push_of(999_999_999))
+        .await
+        .expect("the pools reconnect after the restart");
+    let stored = stored_per_push(&admin).await;
+    assert_all_or_nothing(&outcomes, &stored);
+
+    // Projections catch up on everything, each event applied once.
+    runtime
+        .catch_up(
+            "counter",
+            &InstanceId::new("tenant").expect("id"),
+            last[0].position,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("projections catch up after the restart");
+    let (rows, repeated): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE times <> 1) FROM applied")
+            .fetch_one(&admin)
+            .await
+            .expect("applied");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(&admin)
+        .await
+        .expect("events");
+    assert_eq!(rows, events);
+    assert_eq!(repeated, 0);
+    eprintln!(
+        "restart: {} pushes succeeded, {} failed with Unavailable, {events} events, 0 lost",
+        outcomes.succeeded.len(),
+        outcomes.failed.len()
+    );
+    runtime.shutdown();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_times_out_with_a_typed_error_and_recovers() {
+    let database = TestDatabase::create().await;
+    for group_commit in [true, false] {
+        let config = PgConfig {
+            push_pool: PoolConfig {
+                acquire_timeout: Duration::from_millis(300),
+                ..PoolConfig::with_max(2)
+            },
+            group_commit: GroupCommitConfig {
+                enabled: group_commit,
+                ..GroupCommitConfig::default()
+            },
+            ..test_config()
+        };
+        let store = database.store_with(config);
+        store
+            .push(push_of(group_commit as u64))
+            .await
+            .expect("warm up");
+        // Someone else holds every push connection.
+        let held = (
+            store.pools().push().acquire().await.expect("first"),
+            store.pools().push().acquire().await.expect("second"),
+        );
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.push(push_of(10 + group_commit as u64)),
+        )
+        .await
+        .expect("an exhausted pool must not hang");
+        let err = outcome.expect_err("no connection is free");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        drop(held);
+        store
+            .push(push_of(20 + group_commit as u64))
+            .await
+            .expect("works again once connections are free");
+    }
+    let stored = stored_per_push(&database.pool(1)).await;
+    assert!(
+        !stored.contains_key(&10) && !stored.contains_key(&11),
+        "{stored:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_elsewhere_delays_projections_but_never_writers() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool(2);
+    sqlx::query("CREATE TABLE applied (aggregate_id TEXT PRIMARY KEY, times INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    let store = database.store();
+    let runtime = ProjectionRuntime::builder(
+        store.clone(),
+        PgProjections::new(store.pools().projection().clone()),
+    )
+    .register(Counter)
+    .expect("register")
+    .start()
+    .await
+    .expect("start");
+    let tenant = InstanceId::new("tenant").expect("id");
+
+    // An unrelated transaction that has written something (so it has an id) and stays open.
+    let mut long = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *long)
+        .await
+        .expect("xid");
+
+    let started = std::time::Instant::now();
+    let mut last = None;
+    for n in 0..50 {
+        last = Some(
+            store
+                .push(push_of(n))
+                .await
+                .expect("writers are unaffected"),
+        );
+    }
+    let writing = started.elapsed();
+    assert!(
+        writing < Duration::from_secs(10),
+        "writers slowed to {writing:?}"
+    );
+    let last = last.expect("pushed")[0].position;
+
+    // Projections cannot pass the open transaction's id: they lag, and say so.
+    let lagging = runtime
+        .catch_up("counter", &tenant, last, Duration::from_millis(500))
+        .await;
+    assert!(lagging.is_err(), "a projection passed an open transaction");
+    let status = runtime.status().await.expect("status");
+    assert!(status.iter().any(|s| s.events_behind > 0), "{status:?}");
+
+    long.rollback().await.expect("end the long transaction");
+    runtime
+        .catch_up("counter", &tenant, last, Duration::from_secs(10))
+        .await
+        .expect("projections catch up once it ends");
+}
