@@ -369,3 +369,33 @@ impl Drop for ThrowawayServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl TestDatabase {
+    /// A store whose every connection runs as the restricted `strata_writer` role (migration
+    /// `..._roles.sql`), to show the normal path needs nothing more.
+    pub fn restricted_store(&self) -> PgStore {
+        let config = test_config();
+        let open = |max: u32| {
+            PgPoolOptions::new()
+                .max_connections(max)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("SET ROLE strata_writer").await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(self.options.clone())
+        };
+        let pools = PgPools::new(
+            open(config.push_pool.max_connections),
+            open(config.query_pool.max_connections),
+            open(config.projection_pool.max_connections),
+        );
+        PgStore::from_pools(pools, &config).expect("tests run inside a Tokio runtime")
+    }
+}
+
+/// A store as the restricted role on a fresh database: the conformance suite's second run.
+pub async fn fresh_restricted_store() -> PgStore {
+    TestDatabase::create().await.restricted_store()
+}
