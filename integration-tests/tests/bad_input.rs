@@ -1,0 +1,440 @@
+//! Bad input at every entry point, table-driven: each case gets a typed error (or, for hostile but
+//! valid strings, verbatim storage), never a panic, never a partial write — on both backends.
+
+use std::time::Duration;
+
+use strata_event::{Command, Event, MAX_ID_LEN, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Position};
+use strata_integration_tests::TestDatabase;
+use strata_postgres::{PgProjections, PgStore};
+use strata_projection::{
+    MemoryProjections, Projection, ProjectionError, ProjectionRuntime, Reads, ReduceError,
+    Statement,
+};
+use strata_query::Query;
+use strata_store::{ErrorKind, EventStore, MemoryStore};
+
+fn base(
+    instance: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+) -> strata_event::CommandBuilder {
+    Command::builder(instance, aggregate_type, aggregate_id, event_type)
+        .creator("tester")
+        .owner("org")
+}
+
+fn deep_json(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Commands the model refuses before any store sees them, with the reason each case is bad.
+fn refused_commands() -> Vec<(&'static str, Result<Command, strata_event::ValidationError>)> {
+    let long = "x".repeat(MAX_ID_LEN + 1);
+    vec![
+        (
+            "empty instance",
+            base("", "user", "u", "user.added").build(),
+        ),
+        (
+            "empty aggregate id",
+            base("i", "user", "", "user.added").build(),
+        ),
+        (
+            "empty aggregate type",
+            base("i", "", "u", "user.added").build(),
+        ),
+        ("empty event type", base("i", "user", "u", "").build()),
+        (
+            "empty creator",
+            Command::builder("i", "user", "u", "user.added")
+                .owner("o")
+                .build(),
+        ),
+        (
+            "oversized instance",
+            base(&long, "user", "u", "user.added").build(),
+        ),
+        (
+            "oversized aggregate id",
+            base("i", "user", &long, "user.added").build(),
+        ),
+        (
+            "control character in id",
+            base("i", "user", "a\u{0}b", "user.added").build(),
+        ),
+        (
+            "newline in id",
+            base("i", "user", "a\nb", "user.added").build(),
+        ),
+        (
+            "upper-case event type",
+            base("i", "user", "u", "User.Added").build(),
+        ),
+        (
+            "event type with spaces",
+            base("i", "user", "u", "user added").build(),
+        ),
+        (
+            "empty event type segment",
+            base("i", "user", "u", "user..added").build(),
+        ),
+        (
+            "aggregate type with a quote",
+            base("i", "us'er", "u", "user.added").build(),
+        ),
+        (
+            "SQL in an event type",
+            base("i", "user", "u", "x'; DROP TABLE eventstore.events; --").build(),
+        ),
+        (
+            "payload that is not JSON",
+            base("i", "user", "u", "user.added")
+                .payload_json("{nope")
+                .build(),
+        ),
+        (
+            "payload that is a bare NaN",
+            base("i", "user", "u", "user.added")
+                .payload_json("NaN")
+                .build(),
+        ),
+        (
+            "payload nested too deep",
+            base("i", "user", "u", "user.added")
+                .payload_json(deep_json(MAX_PAYLOAD_DEPTH + 1))
+                .build(),
+        ),
+        (
+            "payload too large",
+            base("i", "user", "u", "user.added")
+                .payload(&serde_json::json!({ "blob": "x".repeat(MAX_PAYLOAD_BYTES) }))
+                .build(),
+        ),
+        (
+            "payload with a NUL escape",
+            base("i", "user", "u", "user.added")
+                .payload_json(r#"{"a":"\u0000"}"#)
+                .build(),
+        ),
+        (
+            "empty unique constraint value",
+            base("i", "user", "u", "user.added")
+                .add_unique_constraint("username", "", "taken")
+                .build(),
+        ),
+        (
+            "unique type outside the grammar",
+            base("i", "user", "u", "user.added")
+                .add_unique_constraint("User Name", "x", "taken")
+                .build(),
+        ),
+    ]
+}
+
+#[test]
+fn the_model_refuses_bad_commands_with_typed_errors() {
+    for (case, outcome) in refused_commands() {
+        let err = outcome.expect_err(case);
+        assert!(!err.to_string().is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn json_input_is_validated_like_the_builder() {
+    let valid = r#"{"aggregate":{"instance_id":"i","aggregate_type":"user","aggregate_id":"u"},
+        "event_type":"user.added","creator":"c","owner":"o"}"#;
+    serde_json::from_str::<Command>(valid).expect("a valid command parses");
+    let cases: [(&str, &[u8]); 5] = [
+        ("not UTF-8", b"{\"aggregate\":{\"instance_id\":\"\xff\xfe\"}}"),
+        ("unknown field", br#"{"aggregate":{"instance_id":"i","aggregate_type":"user","aggregate_id":"u"},"event_type":"user.added","creator":"c","owner":"o","extra":1}"#),
+        ("empty id", br#"{"aggregate":{"instance_id":"","aggregate_type":"user","aggregate_id":"u"},"event_type":"user.added","creator":"c","owner":"o"}"#),
+        ("bad event type", br#"{"aggregate":{"instance_id":"i","aggregate_type":"user","aggregate_id":"u"},"event_type":"Nope","creator":"c","owner":"o"}"#),
+        ("revision overflow", br#"{"aggregate":{"instance_id":"i","aggregate_type":"user","aggregate_id":"u"},"event_type":"user.added","creator":"c","owner":"o","revision":70000}"#),
+    ];
+    for (case, bytes) in cases {
+        assert!(serde_json::from_slice::<Command>(bytes).is_err(), "{case}");
+    }
+}
+
+#[test]
+fn positions_refuse_nan_negative_and_overflow() {
+    for text in [
+        "NaN",
+        "inf",
+        "-inf",
+        "-1",
+        "1e400",
+        "",
+        "abc",
+        "99999999999999999999999999999999",
+    ] {
+        assert!(text.parse::<Position>().is_err(), "{text:?}");
+        assert!(
+            serde_json::from_str::<Position>(&format!("\"{text}\"")).is_err(),
+            "{text:?} as JSON"
+        );
+    }
+    assert!(serde_json::from_str::<Position>("-5").is_err());
+}
+
+#[test]
+fn queries_refuse_bad_limits_and_values() {
+    let no_types: [&str; 0] = [];
+    let cases = [
+        ("zero limit", Query::builder().limit(0).build()),
+        ("negative limit", Query::builder().limit(-5).build()),
+        (
+            "huge limit",
+            Query::builder().limit(i128::from(u64::MAX)).build(),
+        ),
+        ("negative offset", Query::builder().offset(-1).build()),
+        (
+            "empty id in a list",
+            Query::builder().aggregate_ids(["a", ""]).build(),
+        ),
+        (
+            "bad event type",
+            Query::builder().event_types(["user added"]).build(),
+        ),
+        (
+            "exclusion without event types",
+            Query::builder()
+                .exclude_aggregates_with(["user"], no_types)
+                .build(),
+        ),
+        (
+            "payload filter not an object",
+            Query::builder()
+                .payload_contains(serde_json::json!([1]))
+                .build(),
+        ),
+    ];
+    for (case, outcome) in cases {
+        let err = strata_store::Error::from(outcome.expect_err(case));
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{case}");
+    }
+}
+
+/// Hostile but valid strings are stored and returned byte for byte, never executed.
+async fn hostile_strings_round_trip<S: EventStore>(store: &S) {
+    let hostile = "x'; DROP TABLE eventstore.events; -- \" \\ $1 %s {} ☃";
+    let command = Command::builder(hostile, "user", hostile, "user.added")
+        .creator(hostile)
+        .owner(hostile)
+        .payload(&serde_json::json!({ hostile: hostile }))
+        .add_unique_constraint("username", hostile, hostile)
+        .build()
+        .expect("hostile but valid");
+    let stored = store.push(vec![command]).await.expect("push");
+    let read = store
+        .query(&Query::aggregate(&stored[0].aggregate))
+        .await
+        .expect("read");
+    assert_eq!(read, stored);
+    let event: &Event = &read[0];
+    assert_eq!(event.aggregate.instance_id.as_str(), hostile);
+    assert_eq!(event.aggregate.aggregate_id.as_str(), hostile);
+    assert_eq!(event.creator.as_str(), hostile);
+    assert_eq!(event.owner.as_str(), hostile);
+    let payload: serde_json::Value = event.payload().expect("payload");
+    assert_eq!(payload[hostile], hostile);
+    // The unique value is taken verbatim too.
+    let again = Command::builder(hostile, "user", "other", "user.added")
+        .creator("c")
+        .owner("o")
+        .add_unique_constraint("username", hostile, "taken")
+        .build()
+        .expect("valid");
+    let err = store.push(vec![again]).await.expect_err("taken");
+    assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation);
+    let filtered = Query::builder()
+        .instance(hostile)
+        .owner(hostile)
+        .creator(hostile)
+        .payload_contains(serde_json::json!({ hostile: hostile }))
+        .build()
+        .expect("query");
+    assert_eq!(store.query(&filtered).await.expect("filtered").len(), 1);
+}
+
+#[tokio::test]
+async fn hostile_strings_are_stored_verbatim_in_memory() {
+    hostile_strings_round_trip(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn hostile_strings_are_stored_verbatim_in_postgres() {
+    let database = TestDatabase::create().await;
+    let store: PgStore = database.store();
+    hostile_strings_round_trip(&store).await;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'eventstore' AND tablename = 'events'",
+    )
+    .fetch_one(&database.pool(1))
+    .await
+    .expect("tables");
+    assert_eq!(tables, 1);
+}
+
+struct Named(&'static str);
+
+impl Projection for Named {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, _: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(Vec::new())
+    }
+}
+
+struct ReadsNothing;
+
+impl Projection for ReadsNothing {
+    fn name(&self) -> &str {
+        "reads_nothing"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new()
+    }
+    fn reduce(&self, _: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(Vec::new())
+    }
+}
+
+struct BadReads;
+
+impl Projection for BadReads {
+    fn name(&self) -> &str {
+        "bad_reads"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().events("user", ["Not An Event Type"])
+    }
+    fn reduce(&self, _: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn projections_refuse_bad_definitions_and_unknown_names() {
+    let builder = || ProjectionRuntime::builder(MemoryStore::new(), MemoryProjections::new());
+    for name in ["", "Upper", "with space", "semi;colon", "x'--"] {
+        let err = builder().register(Named(name)).expect_err(name);
+        assert!(
+            matches!(err, ProjectionError::InvalidProjection { .. }),
+            "{name}: {err}"
+        );
+    }
+    assert!(matches!(
+        builder().register(ReadsNothing).expect_err("reads nothing"),
+        ProjectionError::InvalidProjection { .. }
+    ));
+    assert!(matches!(
+        builder().register(BadReads).expect_err("bad reads"),
+        ProjectionError::InvalidProjection { .. }
+    ));
+    let duplicate = builder()
+        .register(Named("twice"))
+        .expect("first")
+        .register(Named("twice"))
+        .expect_err("second");
+    assert!(matches!(duplicate, ProjectionError::DuplicateName(_)));
+
+    let runtime = builder()
+        .register(Named("known"))
+        .expect("register")
+        .start()
+        .await
+        .expect("start");
+    let instance = strata_event::InstanceId::new("i").expect("id");
+    let unknown = runtime
+        .catch_up(
+            "unknown",
+            &instance,
+            Position::from(1u64),
+            Duration::from_millis(10),
+        )
+        .await
+        .expect_err("unknown projection");
+    assert!(matches!(unknown, ProjectionError::UnknownProjection(_)));
+    assert!(matches!(
+        runtime.rebuild("unknown", None).await,
+        Err(ProjectionError::UnknownProjection(_))
+    ));
+    assert!(matches!(
+        runtime.failed_events(Some("unknown")).await,
+        Err(ProjectionError::UnknownProjection(_))
+    ));
+}
+
+/// A projection that writes to a table name that is not an identifier fails that event (recorded),
+/// it never reaches SQL.
+struct InjectingTable;
+
+impl Projection for InjectingTable {
+    fn name(&self) -> &str {
+        "injecting"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::upsert(
+            "users; DROP TABLE eventstore.events",
+            vec![("id", event.aggregate.aggregate_id.as_str().into())],
+            vec![],
+        )])
+    }
+    fn config(&self) -> strata_projection::ProjectionConfig {
+        strata_projection::ProjectionConfig {
+            max_failure_count: 1,
+            ..Default::default()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_a_bad_identifier_is_refused_before_sql() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let runtime = ProjectionRuntime::builder(
+        store.clone(),
+        PgProjections::new(store.pools().projection().clone()),
+    )
+    .register(InjectingTable)
+    .expect("register")
+    .start()
+    .await
+    .expect("start");
+    let stored = store
+        .push(vec![
+            base("i", "user", "u", "user.added").build().expect("valid"),
+        ])
+        .await
+        .expect("push");
+    runtime
+        .catch_up(
+            "injecting",
+            &stored[0].aggregate.instance_id,
+            stored[0].position,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("moves past the refused event");
+    let failed = runtime.failed_events(None).await.expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].error.contains("not a valid table"),
+        "{}",
+        failed[0].error
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(&database.pool(1))
+        .await
+        .expect("events table still there");
+    assert_eq!(events, 1);
+}
