@@ -172,6 +172,152 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
     Ok((sql, arguments))
 }
 
+/// Most rows one merged upsert carries (PostgreSQL allows 65 535 bind parameters per statement).
+const MAX_MERGED_BINDS: usize = 30_000;
+
+/// Merges runs of consecutive upserts into the same table with the same columns into multi-row
+/// upserts: one round trip instead of one per event, which is most of a catch-up's cost. Within a
+/// run, a later upsert of the same key replaces an earlier one (the same columns are written, so
+/// the last values win either way), because one statement may not touch a row twice.
+fn merge_upserts(statements: Vec<Statement>) -> Vec<Step> {
+    type Shape = (&'static str, Vec<&'static str>, Vec<&'static str>);
+    fn shape(statement: &Statement) -> Option<Shape> {
+        match statement {
+            Statement::Upsert { table, key, values } => Some((
+                table,
+                key.iter().map(|(column, _)| *column).collect(),
+                values.iter().map(|(column, _)| *column).collect(),
+            )),
+            _ => None,
+        }
+    }
+    let mut merged: Vec<Step> = Vec::with_capacity(statements.len());
+    let mut run: Vec<Statement> = Vec::new();
+    let flush = |run: &mut Vec<Statement>, merged: &mut Vec<Step>| {
+        if run.len() <= 1 {
+            merged.extend(run.drain(..).map(Step::One));
+            return;
+        }
+        // Keep the last upsert of each key, in the order of those last occurrences.
+        let mut seen = std::collections::HashSet::new();
+        let mut rows: Vec<Statement> = Vec::new();
+        for statement in run.drain(..).rev() {
+            if let Statement::Upsert { key, .. } = &statement
+                && seen.insert(key.clone())
+            {
+                rows.push(statement);
+            }
+        }
+        rows.reverse();
+        merged.push(Step::Rows(rows));
+    };
+    for statement in statements {
+        let same_run = match (run.first().and_then(shape), shape(&statement)) {
+            (Some(current), Some(next)) => {
+                current == next
+                    && (run.len() + 1) * (current.1.len() + current.2.len()) < MAX_MERGED_BINDS
+            }
+            _ => false,
+        };
+        if !same_run {
+            flush(&mut run, &mut merged);
+        }
+        if shape(&statement).is_some() {
+            run.push(statement);
+        } else {
+            merged.push(Step::One(statement));
+        }
+    }
+    flush(&mut run, &mut merged);
+    merged
+}
+
+/// A statement, or upserts of one shape to send as one multi-row statement.
+enum Step {
+    One(Statement),
+    Rows(Vec<Statement>),
+}
+
+/// Renders upserts of one shape (same table and columns, as [`merge_upserts`] groups them) as one
+/// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE`.
+fn render_rows(rows: &[Statement]) -> Result<(String, PgArguments), String> {
+    let Some(Statement::Upsert { table, key, values }) = rows.first() else {
+        return Err("no rows to upsert".into());
+    };
+    let (first_sql, _) = render(&rows[0])?;
+    // Reuse the single-row rendering for the column list and conflict clause: everything but the
+    // VALUES tuple is identical for every row.
+    let values_at = first_sql
+        .find(" VALUES (")
+        .ok_or("unexpected upsert shape")?;
+    let conflict_at = first_sql
+        .find(") ON CONFLICT")
+        .ok_or("unexpected upsert shape")?;
+    let head = &first_sql[..values_at];
+    let tail = &first_sql[conflict_at + 1..];
+    let mut arguments = PgArguments::default();
+    let mut count = 0;
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Statement::Upsert {
+            key: row_key,
+            values: row_values,
+            ..
+        } = row
+        else {
+            return Err("mixed statements in an upsert run".into());
+        };
+        let mut placeholders = Vec::with_capacity(key.len() + values.len());
+        for (_, value) in row_key.iter().chain(row_values) {
+            let bound = match value {
+                SqlValue::Null => {
+                    placeholders.push("NULL".to_owned());
+                    continue;
+                }
+                SqlValue::Bool(v) => arguments.add(*v),
+                SqlValue::BigInt(v) => arguments.add(*v),
+                SqlValue::Numeric(v) => arguments.add(*v),
+                SqlValue::Text(v) => arguments.add(v.clone()),
+                SqlValue::Timestamp(v) => arguments.add(*v),
+                SqlValue::Json(v) => arguments.add(v.clone()),
+                other => return Err(format!("unsupported value {other:?}")),
+            };
+            bound.map_err(|err| err.to_string())?;
+            count += 1;
+            placeholders.push(if matches!(value, SqlValue::Json(_)) {
+                format!("${count}::jsonb")
+            } else {
+                format!("${count}")
+            });
+        }
+        tuples.push(format!("({})", placeholders.join(", ")));
+    }
+    let _ = table;
+    Ok((
+        format!("{head} VALUES {}{tail}", tuples.join(", ")),
+        arguments,
+    ))
+}
+
+async fn execute_merged(
+    tx: &mut Transaction<'static, Postgres>,
+    steps: Vec<Step>,
+) -> Result<(), String> {
+    for step in steps {
+        match step {
+            Step::One(statement) => execute(tx, std::slice::from_ref(&statement)).await?,
+            Step::Rows(rows) => {
+                let (sql, arguments) = render_rows(&rows)?;
+                sqlx::query_with(&sql, arguments)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `statements` in `tx`; the first failure is returned as text (for the failed-events table).
 async fn execute(
     tx: &mut Transaction<'static, Postgres>,
@@ -365,14 +511,15 @@ impl ProjectionBackend for PgProjections {
         savepoint(&mut lease.tx, "SAVEPOINT strata_batch").await?;
         let mut all_ok = batch.iter().all(|reduced| reduced.statements.is_ok());
         if all_ok {
-            for reduced in &batch {
-                if let Ok(statements) = &reduced.statements
-                    && execute(&mut lease.tx, statements).await.is_err()
-                {
-                    all_ok = false;
-                    break;
-                }
-            }
+            let statements: Vec<Statement> = batch
+                .iter()
+                .filter_map(|reduced| reduced.statements.as_ref().ok())
+                .flatten()
+                .cloned()
+                .collect();
+            all_ok = execute_merged(&mut lease.tx, merge_upserts(statements))
+                .await
+                .is_ok();
         }
         let mut outcome = BatchOutcome::default();
         let mut last = None;
@@ -745,4 +892,36 @@ async fn record_failure(
     .await
     .map(drop)
     .map_err(|err| store_error("recording a failed event", err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upsert(id: i64, name: &str) -> Statement {
+        Statement::upsert("users", vec![("id", id.into())], vec![("name", name.into())])
+    }
+
+    #[test]
+    fn runs_of_upserts_merge_and_the_last_write_of_a_key_wins() {
+        let steps = merge_upserts(vec![
+            upsert(1, "a"),
+            upsert(2, "b"),
+            upsert(1, "c"),
+            Statement::delete("users", vec![("id", 2i64.into())]),
+            upsert(3, "d"),
+        ]);
+        assert_eq!(steps.len(), 3);
+        let Step::Rows(rows) = &steps[0] else {
+            panic!("the first three upserts form one run");
+        };
+        assert_eq!(rows, &vec![upsert(2, "b"), upsert(1, "c")]);
+        assert!(matches!(&steps[1], Step::One(Statement::Delete { .. })));
+        assert!(matches!(&steps[2], Step::One(Statement::Upsert { .. })));
+        let (sql, _) = render_rows(rows).expect("render");
+        assert_eq!(
+            sql,
+            "INSERT INTO users (id, name) VALUES ($1, $2), ($3, $4) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
+        );
+    }
 }
