@@ -899,7 +899,11 @@ mod tests {
     use super::*;
 
     fn upsert(id: i64, name: &str) -> Statement {
-        Statement::upsert("users", vec![("id", id.into())], vec![("name", name.into())])
+        Statement::upsert(
+            "users",
+            vec![("id", id.into())],
+            vec![("name", name.into())],
+        )
     }
 
     #[test]
