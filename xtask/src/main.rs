@@ -8,7 +8,7 @@
 //!
 //! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
 
-mod bench;
+mod perf;
 mod server;
 
 use std::process::Command;
@@ -34,7 +34,24 @@ fn main() -> Result<()> {
         Some("test") => test(&rest),
         Some("migrate") => migrate(),
         Some("ci") => ci(),
-        Some("bench") => bench::run(&rest),
+        Some("bench") if cfg!(debug_assertions) => {
+            // Benchmarks of a debug build measure the compiler, not Strata: run it optimised.
+            eprintln!("xtask: building the benchmarks in release mode");
+            run(Command::new(cargo())
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "bench",
+                ])
+                .args(&rest))
+        }
+        Some("bench") => perf::run(&rest),
+        // The projection worker process `bench` starts for P2 and W1P.
+        Some("bench-worker") => perf::worker(&rest),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

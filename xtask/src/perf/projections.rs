@@ -1,0 +1,336 @@
+//! P1 (catch-up), P2 (push-to-projection latency across processes) and W1P (writers beside 20
+//! projections), plus the worker process P2 and W1P run their projections in.
+
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use strata_event::Event;
+use strata_postgres::{PgConfig, PgProjections, PgStore};
+use strata_projection::{
+    Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue,
+    Statement,
+};
+use strata_store::EventStore;
+
+use crate::perf::runner::Timing;
+use crate::perf::stats::{Row, Samples};
+use crate::perf::writes;
+
+const BULK: u32 = 1_000;
+
+/// One upsert per event into `bench_model`: P1's read model.
+struct Model;
+
+impl Projection for Model {
+    fn name(&self) -> &str {
+        "bench_model"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("session")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::upsert(
+            "bench_model",
+            vec![
+                ("instance_id", event.aggregate.instance_id.as_str().into()),
+                ("aggregate_id", event.aggregate.aggregate_id.as_str().into()),
+            ],
+            vec![
+                ("last_sequence", event.sequence.into()),
+                ("last_event", event.event_type.as_str().into()),
+            ],
+        )])
+    }
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig {
+            bulk_limit: BULK,
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+const MODEL_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS bench_model (instance_id TEXT, aggregate_id TEXT, last_sequence BIGINT,
+    last_event TEXT, PRIMARY KEY (instance_id, aggregate_id));
+CREATE TABLE IF NOT EXISTS raw_model (instance_id TEXT, aggregate_id TEXT, last_sequence BIGINT,
+    last_event TEXT, PRIMARY KEY (instance_id, aggregate_id));
+CREATE TABLE IF NOT EXISTS raw_checkpoint (id INT PRIMARY KEY, position NUMERIC, in_tx_order INT);
+";
+
+/// P1: the runtime catching up on everything loaded, beside a loop that reads pages of the same
+/// size and applies them as one multi-row upsert plus a checkpoint per transaction.
+pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
+    eprintln!("bench: P1");
+    sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM eventstore.events WHERE aggregate_type = 'session'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let instances = store
+        .instance_ids(
+            &strata_query::Query::builder()
+                .aggregate_types(["session"])
+                .build()?,
+        )
+        .await?;
+    let latest = store
+        .latest_position(&strata_query::Query::builder().build()?)
+        .await?
+        .context("events loaded")?;
+
+    let started = Instant::now();
+    let runtime = ProjectionRuntime::builder(
+        store.clone(),
+        PgProjections::new(store.pools().projection().clone()),
+    )
+    .register(Model)?
+    .start()
+    .await?;
+    for instance in &instances {
+        runtime
+            .catch_up("bench_model", instance, latest, Duration::from_secs(600))
+            .await?;
+    }
+    let strata = Samples {
+        latencies: vec![started.elapsed()],
+        events: total as u64,
+        errors: 0,
+    }
+    .events_row("strata", "P1", 1, started.elapsed());
+    runtime.shutdown();
+
+    let started = Instant::now();
+    let applied = raw_catch_up(pool).await?;
+    let raw = Samples {
+        latencies: vec![started.elapsed()],
+        events: applied,
+        errors: 0,
+    }
+    .events_row("raw", "P1", 1, started.elapsed());
+    Ok(vec![strata, raw])
+}
+
+async fn raw_catch_up(pool: &PgPool) -> Result<u64> {
+    let mut cursor = (Decimal::ZERO, -1i32);
+    let mut applied = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let page: Vec<(String, String, i64, String, Decimal, i32)> = sqlx::query_as(
+            "SELECT instance_id, aggregate_id, sequence, event_type, position, in_tx_order \
+             FROM raw.events WHERE aggregate_type = 'session' AND (position, in_tx_order) > ($1, $2) \
+             ORDER BY position, in_tx_order LIMIT $3",
+        )
+        .bind(cursor.0)
+        .bind(cursor.1)
+        .bind(i64::from(BULK))
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = page.last() else {
+            tx.commit().await?;
+            return Ok(applied);
+        };
+        cursor = (last.4, last.5);
+        // Last write per key wins, as in the runtime's merged upserts.
+        let mut rows: Vec<&(String, String, i64, String, Decimal, i32)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for row in page.iter().rev() {
+            if seen.insert((&row.0, &row.1)) {
+                rows.push(row);
+            }
+        }
+        let mut sql = String::from(
+            "INSERT INTO raw_model (instance_id, aggregate_id, last_sequence, last_event) VALUES ",
+        );
+        for i in 0..rows.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${})",
+                i * 4 + 1,
+                i * 4 + 2,
+                i * 4 + 3,
+                i * 4 + 4
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (instance_id, aggregate_id) DO UPDATE SET \
+             last_sequence = EXCLUDED.last_sequence, last_event = EXCLUDED.last_event",
+        );
+        let mut query = sqlx::query(&sql);
+        for row in rows {
+            query = query.bind(&row.0).bind(&row.1).bind(row.2).bind(&row.3);
+        }
+        query.execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO raw_checkpoint VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE \
+             SET position = EXCLUDED.position, in_tx_order = EXCLUDED.in_tx_order",
+        )
+        .bind(cursor.0)
+        .bind(cursor.1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        applied += page.len() as u64;
+    }
+}
+
+/// Records when each event reached the projection: P2's read model, in the worker process.
+struct Arrivals {
+    name: String,
+}
+
+impl Projection for Arrivals {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::sql(
+            "INSERT INTO arrivals (projection, aggregate_id, sequence, created_at, applied_at) \
+             VALUES ($1, $2, $3, $4, clock_timestamp()) ON CONFLICT DO NOTHING",
+            vec![
+                SqlValue::from(self.name.as_str()),
+                event.aggregate.aggregate_id.as_str().into(),
+                event.sequence.into(),
+                event.created_at.into(),
+            ],
+        )])
+    }
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig {
+            bulk_limit: BULK,
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+/// `cargo xtask bench-worker URL N`: runs N arrival projections until killed.
+pub(crate) fn worker(args: &[String]) -> Result<()> {
+    let [url, count] = args else {
+        bail!("usage: bench-worker URL PROJECTIONS");
+    };
+    let count: usize = count.parse().context("PROJECTIONS")?;
+    let runtime = crate::server::runtime()?;
+    runtime.block_on(async {
+        let store = PgStore::connect(url, PgConfig::default()).await?;
+        let mut builder = ProjectionRuntime::builder(
+            store.clone(),
+            PgProjections::new(store.pools().projection().clone()),
+        )
+        .config(RuntimeConfig {
+            max_parallel_triggers: 4,
+            ..RuntimeConfig::default()
+        });
+        for n in 0..count {
+            builder = builder.register(Arrivals {
+                name: format!("arrivals_{n}"),
+            })?;
+        }
+        let _runtime = builder.start().await?;
+        println!("ready");
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(url: &str, projections: usize) -> Result<Worker> {
+    use std::io::BufRead;
+    let mut child = Process::new(std::env::current_exe()?)
+        .args(["bench-worker", url, &projections.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the projection worker process")?;
+    let stdout = child.stdout.take().context("worker stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("the projection worker did not start: {line:?}");
+    }
+    Ok(Worker(child))
+}
+
+/// P2 and W1P on a fresh database: W1 alone at C = 8; then with one projection in another process
+/// (P2: created-to-applied latency); then with 20 (W1P).
+pub(crate) async fn p2_and_w1p(
+    store: &PgStore,
+    pool: &PgPool,
+    url: &str,
+    timing: Timing,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Row>> {
+    sqlx::query(
+        "CREATE TABLE arrivals (projection TEXT, aggregate_id TEXT, sequence BIGINT, \
+         created_at TIMESTAMPTZ, applied_at TIMESTAMPTZ, PRIMARY KEY (projection, aggregate_id, sequence))",
+    )
+    .execute(pool)
+    .await?;
+    let mut rows = Vec::new();
+    eprintln!("bench: W1 alone at C=8 (reference for W1P)");
+    let alone = writes::w1_only(store, 8, timing).await;
+    if wanted("P2") {
+        eprintln!("bench: P2");
+        let worker = spawn_worker(url, 1)?;
+        let window_start: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
+        let row = writes::w1_only(store, 8, timing).await;
+        // Let the last pushes arrive before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(worker);
+        let (p50, p99, count): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), count(*) \
+             FROM (SELECT extract(epoch FROM applied_at - created_at) * 1000 AS ms FROM arrivals \
+                   WHERE projection = 'arrivals_0' AND created_at >= $1) t",
+        )
+        .bind(window_start)
+        .fetch_one(pool)
+        .await?;
+        rows.push(Row {
+            system: "strata",
+            workload: "P2".into(),
+            concurrency: 8,
+            events_per_sec: row.events_per_sec,
+            ops_per_sec: None,
+            p50_ms: p50.unwrap_or(0.0),
+            p99_ms: p99.unwrap_or(0.0),
+            errors: row.errors,
+            retries: 0,
+        });
+        eprintln!("bench: P2 measured {count} arrivals");
+    }
+    if wanted("W1P") {
+        eprintln!("bench: W1P");
+        let worker = spawn_worker(url, 20)?;
+        let mut row = writes::w1_only(store, 8, timing).await;
+        drop(worker);
+        row.workload = "W1P".into();
+        rows.push(alone_as_reference(&alone));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// W1 alone, re-labelled so the table can show W1P's ratio to it.
+fn alone_as_reference(alone: &Row) -> Row {
+    Row {
+        system: "strata-alone",
+        workload: "W1P".into(),
+        ..alone.clone()
+    }
+}

@@ -1,0 +1,177 @@
+//! W1, W2, W3: Strata's push beside plain INSERTs with client-side sequences.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Result;
+use futures::FutureExt;
+use sqlx::PgPool;
+use strata_event::Command;
+use strata_postgres::PgStore;
+use strata_store::EventStore;
+
+use crate::perf::runner::{Operation, Timing, payload, run};
+use crate::perf::stats::Row;
+
+const AGGREGATES: u64 = 10_000;
+const W3_EVENTS: usize = 100;
+
+fn command(aggregate_id: &str, n: u64) -> Result<Command> {
+    Ok(
+        Command::builder("bench", "user", aggregate_id, "user.changed")
+            .creator("bench")
+            .owner("org")
+            .payload(&payload(n))
+            .build()?,
+    )
+}
+
+/// The baseline: client-side sequences and positions, no locks, plain INSERTs.
+#[derive(Clone)]
+struct Raw {
+    pool: PgPool,
+    sequences: Arc<Vec<AtomicU64>>,
+    position: Arc<AtomicU64>,
+}
+
+impl Raw {
+    fn new(pool: PgPool) -> Raw {
+        Raw {
+            pool,
+            sequences: Arc::new((0..AGGREGATES + 64).map(|_| AtomicU64::new(0)).collect()),
+            position: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// INSERTs `count` events for aggregate slot `slot` in one statement.
+    async fn insert(&self, slot: u64, aggregate_id: String, count: usize, n: u64) -> Result<u64> {
+        let mut sql = String::from(
+            "INSERT INTO raw.events (instance_id, aggregate_type, aggregate_id, sequence, event_type, \
+             revision, created_at, creator, owner, payload, position, in_tx_order) VALUES ",
+        );
+        let first = self.sequences[slot as usize].fetch_add(count as u64, Ordering::Relaxed) + 1;
+        let position = self.position.fetch_add(1, Ordering::Relaxed) + 1;
+        for i in 0..count {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let base = i * 4;
+            let _ = write!(
+                sql,
+                "('bench', 'user', ${}, ${}, 'user.changed', 1, now(), 'bench', 'org', ${}::jsonb, ${}, {i})",
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4
+            );
+        }
+        let mut query = sqlx::query(&sql);
+        for i in 0..count {
+            query = query
+                .bind(aggregate_id.clone())
+                .bind((first + i as u64) as i64)
+                .bind(payload(n + i as u64).to_string())
+                .bind(rust_decimal::Decimal::from(position));
+        }
+        query.execute(&self.pool).await?;
+        Ok(count as u64)
+    }
+}
+
+fn strata_op(store: &PgStore, pick: fn(usize, u64) -> (String, usize)) -> Operation {
+    let store = store.clone();
+    Arc::new(move |task, iteration| {
+        let store = store.clone();
+        async move {
+            let (aggregate_id, count) = pick(task, iteration);
+            let commands = (0..count)
+                .map(|i| command(&aggregate_id, iteration + i as u64))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(store.push(commands).await?.len() as u64)
+        }
+        .boxed()
+    })
+}
+
+fn raw_op(
+    raw: &Raw,
+    pick: fn(usize, u64) -> (String, usize),
+    slot: fn(usize, u64) -> u64,
+) -> Operation {
+    let raw = raw.clone();
+    Arc::new(move |task, iteration| {
+        let raw = raw.clone();
+        async move {
+            let (aggregate_id, count) = pick(task, iteration);
+            raw.insert(slot(task, iteration), aggregate_id, count, iteration)
+                .await
+        }
+        .boxed()
+    })
+}
+
+/// A pseudo-random aggregate per (task, iteration), spread over 10 000.
+fn random_slot(task: usize, iteration: u64) -> u64 {
+    let mut x = (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ iteration.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    x % AGGREGATES
+}
+
+fn w1_pick(task: usize, iteration: u64) -> (String, usize) {
+    (format!("agg-{}", random_slot(task, iteration)), 1)
+}
+fn hot_pick(_: usize, _: u64) -> (String, usize) {
+    ("hot".to_owned(), 1)
+}
+fn hot_slot(_: usize, _: u64) -> u64 {
+    AGGREGATES
+}
+fn w3_pick(task: usize, _: u64) -> (String, usize) {
+    (format!("batch-{task}"), W3_EVENTS)
+}
+fn w3_slot(task: usize, _: u64) -> u64 {
+    AGGREGATES + 1 + task as u64
+}
+
+/// W1, W2 and W3 at each concurrency, Strata then raw, on one database.
+pub(crate) async fn run_writes(
+    store: &PgStore,
+    raw_pool: PgPool,
+    concurrencies: &[usize],
+    timing: Timing,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<Row> {
+    let raw = Raw::new(raw_pool);
+    let mut rows = Vec::new();
+    type Workload = (
+        &'static str,
+        fn(usize, u64) -> (String, usize),
+        fn(usize, u64) -> u64,
+    );
+    let workloads: [Workload; 3] = [
+        ("W1", w1_pick, random_slot),
+        ("W2", hot_pick, hot_slot),
+        ("W3", w3_pick, w3_slot),
+    ];
+    for (name, pick, slot) in workloads {
+        if !wanted(name) {
+            continue;
+        }
+        for &concurrency in concurrencies {
+            eprintln!("bench: {name} at C={concurrency}");
+            let (samples, elapsed) = run(concurrency, timing, strata_op(store, pick)).await;
+            rows.push(samples.events_row("strata", name, concurrency, elapsed));
+            let (samples, elapsed) = run(concurrency, timing, raw_op(&raw, pick, slot)).await;
+            rows.push(samples.events_row("raw", name, concurrency, elapsed));
+        }
+    }
+    rows
+}
+
+/// W1 at `concurrency` with group commit's NOTIFY on or off: the cost of announcing pushes.
+pub(crate) async fn w1_only(store: &PgStore, concurrency: usize, timing: Timing) -> Row {
+    let (samples, elapsed) = run(concurrency, timing, strata_op(store, w1_pick)).await;
+    samples.events_row("strata", "W1", concurrency, elapsed)
+}
