@@ -87,11 +87,15 @@ CREATE FUNCTION eventstore.append_events(
     p_event_type TEXT[], p_revision INTEGER[], p_creator TEXT[], p_owner TEXT[], p_payload TEXT[],
     p_from INTEGER, p_to INTEGER, p_position NUMERIC, p_now TIMESTAMPTZ
 ) RETURNS TABLE (r_push INTEGER, r_sequence BIGINT, r_in_tx_order INTEGER)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+-- PL/pgSQL rather than SQL: a PL/pgSQL function keeps its statement's plan for the session, where a
+-- SQL function is planned again on every call, which costs as much as a small push itself.
+BEGIN
     -- No joins on purpose: the planner cannot see how many elements the arrays hold and, guessing
-    -- low, would pick nested loops that turn a 5 000-event push quadratic. Sequences come from a
-    -- window over the commands plus one primary-key lookup per event; the push a row belongs to
-    -- is read back from p_push by its in_tx_order.
+    -- low, would pick nested loops that turn a 5 000-event push quadratic. Each aggregate's current
+    -- sequence is looked up once (on its first command, by primary key) and spread over its other
+    -- commands with a window; the push a row belongs to is read back from p_push by in_tx_order.
+    RETURN QUERY
     WITH cmd AS (
         SELECT (ord - 1)::INTEGER AS ord, i, t, a, e, r, c, o, pl,
                row_number() OVER (PARTITION BY i, t, a ORDER BY ord) AS nth
@@ -99,21 +103,30 @@ LANGUAGE sql AS $$
                     p_revision, p_creator, p_owner, p_payload)
              WITH ORDINALITY AS x(push, i, t, a, e, r, c, o, pl, ord)
         WHERE push BETWEEN p_from AND p_to
+    ), looked_up AS (
+        SELECT cmd.*,
+               CASE WHEN cmd.nth = 1 THEN
+                   COALESCE((SELECT max(ev.sequence) FROM eventstore.events ev
+                             WHERE ev.instance_id = cmd.i AND ev.aggregate_type = cmd.t
+                               AND ev.aggregate_id = cmd.a), 0)
+               END AS current_sequence
+        FROM cmd
+    ), numbered AS (
+        SELECT looked_up.*,
+               max(looked_up.current_sequence) OVER (PARTITION BY i, t, a) + looked_up.nth AS next_sequence
+        FROM looked_up
     ), inserted AS (
         INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                        event_type, revision, created_at, creator, owner, payload,
                                        position, in_tx_order)
-        SELECT cmd.i, cmd.t, cmd.a,
-               COALESCE((SELECT max(ev.sequence) FROM eventstore.events ev
-                         WHERE ev.instance_id = cmd.i AND ev.aggregate_type = cmd.t
-                           AND ev.aggregate_id = cmd.a), 0) + cmd.nth,
-               cmd.e, cmd.r, p_now, cmd.c, cmd.o, cmd.pl::jsonb, p_position, cmd.ord
-        FROM cmd
+        SELECT n.i, n.t, n.a, n.next_sequence, n.e, n.r, p_now, n.c, n.o, n.pl::jsonb, p_position, n.ord
+        FROM numbered n
         RETURNING sequence, in_tx_order
     )
     SELECT p_push[inserted.in_tx_order + 1], inserted.sequence, inserted.in_tx_order
     FROM inserted
-    ORDER BY inserted.in_tx_order
+    ORDER BY inserted.in_tx_order;
+END
 $$;
 
 -- Pushes a group of independent pushes in one statement (one round trip, one transaction).

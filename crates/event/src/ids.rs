@@ -79,6 +79,13 @@ macro_rules! validated_string {
                 Ok(Self(value))
             }
 
+            /// Wraps a value that was validated before it was stored (a backend reading its own
+            /// rows back). Not for input: use [`Self::new`].
+            #[doc(hidden)]
+            pub fn from_stored(value: String) -> Self {
+                Self(value)
+            }
+
             /// The value as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0

@@ -119,8 +119,15 @@ pub const PUSH_CHANNEL: &str = "strata_pushed";
 /// PostgreSQL refuses notification payloads of 8000 bytes or more.
 const MAX_NOTIFY_PAYLOAD: usize = 7900;
 
+/// Shortest pause between two announcements: notices arriving meanwhile travel together, so a
+/// store under heavy write load sends a few hundred `NOTIFY`s a second, not one per push.
+const NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Sends the instances of committed pushes as `NOTIFY`s, coalescing whatever queued up meanwhile.
+/// It uses a connection of its own, outside the push pool, so announcing never waits behind (or
+/// holds up) a push.
 async fn run_notifier(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>) {
+    let mut connection: Option<sqlx::PgConnection> = None;
     while let Some(first) = queue.recv().await {
         let mut instances: std::collections::BTreeSet<InstanceId> = first.into_iter().collect();
         while let Ok(more) = queue.try_recv() {
@@ -141,17 +148,32 @@ async fn run_notifier(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Vec<Insta
                 None => payloads.push(instance.as_str().to_owned()),
             }
         }
-        for payload in payloads {
-            if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(PUSH_CHANNEL)
-                .bind(&payload)
-                .execute(&pool)
-                .await
-            {
-                // Other processes still catch up at their next tick; nothing is lost.
-                tracing::warn!(error = %err, "could not announce pushes to other processes");
+        if connection.is_none() {
+            let options = pool.connect_options();
+            match sqlx::ConnectOptions::connect(&*options).await {
+                Ok(opened) => connection = Some(opened),
+                Err(err) => {
+                    // Other processes still catch up at their next tick; nothing is lost.
+                    tracing::warn!(error = %err, "cannot connect to announce pushes");
+                    continue;
+                }
             }
         }
+        if let Some(conn) = connection.as_mut() {
+            for payload in payloads {
+                if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(PUSH_CHANNEL)
+                    .bind(&payload)
+                    .execute(&mut *conn)
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not announce pushes to other processes");
+                    connection = None;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
 
