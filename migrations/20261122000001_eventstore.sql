@@ -28,6 +28,10 @@ COMMENT ON COLUMN eventstore.events.position IS
 -- The projection read: one instance, some aggregate types and event types, after a position.
 CREATE INDEX events_projection
     ON eventstore.events (instance_id, aggregate_type, event_type, position, in_tx_order);
+-- The projection read of whole aggregate types (no event-type filter): without it, such a read
+-- would range over the type's entire history in the index above and sort, on every batch.
+CREATE INDEX events_aggregate_type_position
+    ON eventstore.events (instance_id, aggregate_type, position, in_tx_order);
 -- Position order within an instance.
 CREATE INDEX events_instance_position
     ON eventstore.events (instance_id, position, in_tx_order);

@@ -31,6 +31,9 @@ pub struct PgLease {
     tx: Transaction<'static, Postgres>,
     projection: String,
     instance: InstanceId,
+    /// What [`ProjectionBackend::checkpoint`] read, for the fast path's fallback.
+    checkpoint: Option<(Decimal, i32)>,
+    horizon: Option<Position>,
 }
 
 fn store_error(context: &str, err: sqlx::Error) -> ProjectionError {
@@ -456,6 +459,8 @@ impl ProjectionBackend for PgProjections {
             tx,
             projection: projection.to_owned(),
             instance: instance.clone(),
+            checkpoint: None,
+            horizon: None,
         }))
     }
 
@@ -463,15 +468,23 @@ impl ProjectionBackend for PgProjections {
         &self,
         lease: &mut PgLease,
     ) -> Result<Option<(Position, u32)>, ProjectionError> {
-        let row: Option<(Decimal, i32)> = sqlx::query_as(
-            "SELECT position, in_tx_order FROM projections.current_states \
-             WHERE instance_id = $1 AND projection_name = $2",
+        // The horizon comes along in the same round trip; it is read after the lock, before the
+        // events, which is all the runtime needs of it.
+        let (position, order, horizon): (Option<Decimal>, Option<i32>, Decimal) = sqlx::query_as(
+            "SELECT (SELECT position FROM projections.current_states \
+                     WHERE instance_id = $1 AND projection_name = $2), \
+                    (SELECT in_tx_order FROM projections.current_states \
+                     WHERE instance_id = $1 AND projection_name = $2), \
+                    pg_snapshot_xmin(pg_current_snapshot())::text::numeric",
         )
         .bind(lease.instance.as_str())
         .bind(&lease.projection)
-        .fetch_optional(&mut *lease.tx)
+        .fetch_one(&mut *lease.tx)
         .await
         .map_err(|err| store_error("reading a checkpoint", err))?;
+        lease.horizon = Some(Position::new(horizon).map_err(|err| corrupt("horizon", err))?);
+        let row = position.zip(order);
+        lease.checkpoint = row;
         row.map(|(position, order)| {
             Position::new(position)
                 .map(|position| (position, order as u32))
@@ -480,120 +493,66 @@ impl ProjectionBackend for PgProjections {
         .transpose()
     }
 
+    fn lease_horizon(&self, lease: &PgLease) -> Option<Position> {
+        lease.horizon
+    }
+
     async fn apply(
         &self,
         mut lease: PgLease,
         batch: Vec<ReducedEvent>,
         max_failure_count: u32,
     ) -> Result<BatchOutcome, ProjectionError> {
-        let failed_before: Vec<(String, String, i64, i32)> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id, sequence, failure_count FROM projections.failed_events \
-             WHERE instance_id = $1 AND projection_name = $2",
-        )
-        .bind(lease.instance.as_str())
-        .bind(&lease.projection)
-        .fetch_all(&mut *lease.tx)
-        .await
-        .map_err(|err| store_error("reading failed events", err))?;
-        let failures_of = |reduced: &ReducedEvent| {
-            failed_before
-                .iter()
-                .find(|(t, a, s, _)| {
-                    t == reduced.event.aggregate.aggregate_type.as_str()
-                        && a == reduced.event.aggregate.aggregate_id.as_str()
-                        && *s as u64 == reduced.event.sequence
-                })
-                .map(|(_, _, _, count)| (*count).max(0) as u32)
-        };
-
-        // Fast path: the whole batch at once, behind one savepoint. Only when something fails is it
-        // replayed event by event to find and record the culprit.
-        savepoint(&mut lease.tx, "SAVEPOINT strata_batch").await?;
-        let mut all_ok = batch.iter().all(|reduced| reduced.statements.is_ok());
-        if all_ok {
+        // Fast path: every statement of the batch (runs of upserts merged), then the checkpoint, in
+        // as few round trips as possible and without savepoints. Only when something fails is the
+        // batch redone event by event to find and record the culprit.
+        if batch.iter().all(|reduced| reduced.statements.is_ok()) {
             let statements: Vec<Statement> = batch
                 .iter()
                 .filter_map(|reduced| reduced.statements.as_ref().ok())
                 .flatten()
                 .cloned()
                 .collect();
-            all_ok = execute_merged(&mut lease.tx, merge_upserts(statements))
+            if execute_merged(&mut lease.tx, merge_upserts(statements))
                 .await
-                .is_ok();
-        }
-        let mut outcome = BatchOutcome::default();
-        let mut last = None;
-        if all_ok {
-            savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_batch").await?;
-            for reduced in &batch {
-                if failures_of(reduced).is_some() {
-                    forget_failure(&mut lease, reduced).await?;
+                .is_ok()
+            {
+                if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                    // A batch starting at an event that failed before (with attempts left) has now
+                    // applied it: its failure record goes with the checkpoint move.
+                    move_checkpoint(&mut lease, &last.event, Some(&first.event)).await?;
                 }
-            }
-            outcome.processed = batch.len();
-            last = batch.last().map(|reduced| reduced.event.clone());
-        } else {
-            savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_batch").await?;
-            for reduced in &batch {
-                savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
-                let result = match &reduced.statements {
-                    Ok(statements) => execute(&mut lease.tx, statements).await,
-                    Err(err) => Err(err.clone()),
-                };
-                match result {
-                    Ok(()) => {
-                        savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
-                        if failures_of(reduced).is_some() {
-                            forget_failure(&mut lease, reduced).await?;
-                        }
-                    }
-                    Err(error) => {
-                        savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
-                        let before = failures_of(reduced).unwrap_or(0);
-                        // A count already at the limit (given up by an operator) stays there.
-                        let count = if before >= max_failure_count {
-                            before
-                        } else {
-                            before + 1
-                        };
-                        record_failure(&mut lease, reduced, count, &error).await?;
-                        if count < max_failure_count {
-                            outcome.stalled = true;
-                            break;
-                        }
-                        outcome.skipped += 1;
-                    }
-                }
-                outcome.processed += 1;
-                last = Some(reduced.event.clone());
+                lease
+                    .tx
+                    .commit()
+                    .await
+                    .map_err(|err| store_error("committing a projection batch", err))?;
+                return Ok(BatchOutcome {
+                    processed: batch.len(),
+                    ..BatchOutcome::default()
+                });
             }
         }
-        if let Some(event) = last {
-            sqlx::query(
-                "INSERT INTO projections.current_states (instance_id, projection_name, position, \
-                 in_tx_order, aggregate_type, aggregate_id, sequence, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
-                 ON CONFLICT (instance_id, projection_name) DO UPDATE SET position = EXCLUDED.position, \
-                 in_tx_order = EXCLUDED.in_tx_order, aggregate_type = EXCLUDED.aggregate_type, \
-                 aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence, updated_at = now()",
-            )
-            .bind(lease.instance.as_str())
-            .bind(&lease.projection)
-            .bind(event.position.as_decimal())
-            .bind(event.in_tx_order as i32)
-            .bind(event.aggregate.aggregate_type.as_str())
-            .bind(event.aggregate.aggregate_id.as_str())
-            .bind(event.sequence as i64)
-            .execute(&mut *lease.tx)
-            .await
-            .map_err(|err| store_error("moving a checkpoint", err))?;
+        // The failed statement aborted the transaction, and with it the lease's lock. Take the
+        // lease again; if someone else has it, or has moved the checkpoint meanwhile, this batch is
+        // stale and the next run starts from the new checkpoint.
+        let PgLease {
+            tx,
+            projection,
+            instance,
+            checkpoint,
+            ..
+        } = lease;
+        let _ = tx.rollback().await;
+        let Some(mut lease) = self.try_lease(&projection, &instance).await? else {
+            return Ok(BatchOutcome::default());
+        };
+        self.checkpoint(&mut lease).await?;
+        if lease.checkpoint != checkpoint {
+            self.release(lease).await;
+            return Ok(BatchOutcome::default());
         }
-        lease
-            .tx
-            .commit()
-            .await
-            .map_err(|err| store_error("committing a projection batch", err))?;
-        Ok(outcome)
+        apply_event_by_event(lease, batch, max_failure_count).await
     }
 
     async fn release(&self, lease: PgLease) {
@@ -844,6 +803,118 @@ impl ProjectionBackend for PgProjections {
         });
         Some(receiver)
     }
+}
+
+/// Moves the checkpoint to `last`, and forgets a failure recorded for `retried` (an event that
+/// failed before with attempts left), in one statement.
+async fn move_checkpoint(
+    lease: &mut PgLease,
+    last: &strata_event::Event,
+    retried: Option<&strata_event::Event>,
+) -> Result<(), ProjectionError> {
+    let (retried_type, retried_id, retried_sequence) = match retried {
+        Some(event) => (
+            Some(event.aggregate.aggregate_type.as_str()),
+            Some(event.aggregate.aggregate_id.as_str()),
+            Some(event.sequence as i64),
+        ),
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "WITH forgotten AS (DELETE FROM projections.failed_events WHERE instance_id = $1 \
+             AND projection_name = $2 AND aggregate_type = $8 AND aggregate_id = $9 AND sequence = $10) \
+         INSERT INTO projections.current_states (instance_id, projection_name, position, \
+         in_tx_order, aggregate_type, aggregate_id, sequence, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+         ON CONFLICT (instance_id, projection_name) DO UPDATE SET position = EXCLUDED.position, \
+         in_tx_order = EXCLUDED.in_tx_order, aggregate_type = EXCLUDED.aggregate_type, \
+         aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence, updated_at = now()",
+    )
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(last.position.as_decimal())
+    .bind(last.in_tx_order as i32)
+    .bind(last.aggregate.aggregate_type.as_str())
+    .bind(last.aggregate.aggregate_id.as_str())
+    .bind(last.sequence as i64)
+    .bind(retried_type)
+    .bind(retried_id)
+    .bind(retried_sequence)
+    .execute(&mut *lease.tx)
+    .await
+    .map(drop)
+    .map_err(|err| store_error("moving a checkpoint", err))
+}
+
+/// The slow path: each event behind its own savepoint, failures counted and recorded.
+async fn apply_event_by_event(
+    mut lease: PgLease,
+    batch: Vec<ReducedEvent>,
+    max_failure_count: u32,
+) -> Result<BatchOutcome, ProjectionError> {
+    let failed_before: Vec<(String, String, i64, i32)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, failure_count FROM projections.failed_events \
+         WHERE instance_id = $1 AND projection_name = $2",
+    )
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .fetch_all(&mut *lease.tx)
+    .await
+    .map_err(|err| store_error("reading failed events", err))?;
+    let failures_of = |reduced: &ReducedEvent| {
+        failed_before
+            .iter()
+            .find(|(t, a, s, _)| {
+                t == reduced.event.aggregate.aggregate_type.as_str()
+                    && a == reduced.event.aggregate.aggregate_id.as_str()
+                    && *s as u64 == reduced.event.sequence
+            })
+            .map(|(_, _, _, count)| (*count).max(0) as u32)
+    };
+    let mut outcome = BatchOutcome::default();
+    let mut last = None;
+    for reduced in &batch {
+        savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
+        let result = match &reduced.statements {
+            Ok(statements) => execute(&mut lease.tx, statements).await,
+            Err(err) => Err(err.clone()),
+        };
+        match result {
+            Ok(()) => {
+                savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
+                if failures_of(reduced).is_some() {
+                    forget_failure(&mut lease, reduced).await?;
+                }
+            }
+            Err(error) => {
+                savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
+                let before = failures_of(reduced).unwrap_or(0);
+                // A count already at the limit (given up by an operator) stays there.
+                let count = if before >= max_failure_count {
+                    before
+                } else {
+                    before + 1
+                };
+                record_failure(&mut lease, reduced, count, &error).await?;
+                if count < max_failure_count {
+                    outcome.stalled = true;
+                    break;
+                }
+                outcome.skipped += 1;
+            }
+        }
+        outcome.processed += 1;
+        last = Some(reduced.event.clone());
+    }
+    if let Some(event) = last {
+        move_checkpoint(&mut lease, &event, None).await?;
+    }
+    lease
+        .tx
+        .commit()
+        .await
+        .map_err(|err| store_error("committing a projection batch", err))?;
+    Ok(outcome)
 }
 
 async fn forget_failure(

@@ -122,6 +122,14 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         lease: &mut Self::Lease,
     ) -> impl Future<Output = Result<Option<(Position, u32)>, ProjectionError>> + Send;
 
+    /// The commit horizon as seen when [`ProjectionBackend::checkpoint`] read the checkpoint, if
+    /// the backend can read both in one go (saving the runtime a round trip); `None` makes the
+    /// runtime ask the event store.
+    fn lease_horizon(&self, lease: &Self::Lease) -> Option<Position> {
+        let _ = lease;
+        None
+    }
+
     /// Applies `batch` in order and moves the checkpoint past what it processed, atomically, then
     /// ends the lease. Each event's statements apply entirely or not at all. A failing event gets
     /// its failure count raised; below `max_failure_count` the batch stops before it, at the limit

@@ -31,6 +31,10 @@ pub struct RuntimeConfig {
     /// How long [`ProjectionRuntime::rebuild`] and failed-event retries wait for a busy
     /// (projection, instance) to become free [30 s].
     pub lease_wait: Duration,
+    /// How long a triggered (projection, instance) waits before it runs, so the triggers of a
+    /// burst of pushes coalesce into one batch instead of one batch each [10 ms]. Adds at most
+    /// this much latency; `catch_up` does not wait.
+    pub trigger_coalesce: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -38,6 +42,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_parallel_triggers: 4,
             lease_wait: Duration::from_secs(30),
+            trigger_coalesce: Duration::from_millis(10),
         }
     }
 }
@@ -384,6 +389,10 @@ where
         }
         let runtime = self.clone();
         tokio::spawn(async move {
+            let coalesce = runtime.inner.config.trigger_coalesce;
+            if !coalesce.is_zero() {
+                tokio::time::sleep(coalesce).await;
+            }
             let Ok(_permit) = runtime.inner.permits.acquire().await else {
                 return;
             };
@@ -433,8 +442,12 @@ where
             };
             // The horizon is read before the events: below it no transaction is still running, so
             // no event can appear behind the cursor once it has moved past (docs/position.md).
+            let known_horizon = self.inner.backend.lease_horizon(&lease);
             let events = async {
-                let horizon = self.inner.store.commit_horizon().await?;
+                let horizon = match known_horizon {
+                    Some(horizon) => horizon,
+                    None => self.inner.store.commit_horizon().await?,
+                };
                 let mut query = registered
                     .reads
                     .query(instance)

@@ -192,15 +192,15 @@ impl Projection for Arrivals {
         Reads::new().aggregate("user")
     }
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
-        Ok(vec![Statement::sql(
-            "INSERT INTO arrivals (projection, aggregate_id, sequence, created_at, applied_at) \
-             VALUES ($1, $2, $3, $4, clock_timestamp()) ON CONFLICT DO NOTHING",
+        // applied_at defaults to clock_timestamp() in the table: the time the row is written.
+        Ok(vec![Statement::upsert(
+            "arrivals",
             vec![
-                SqlValue::from(self.name.as_str()),
-                event.aggregate.aggregate_id.as_str().into(),
-                event.sequence.into(),
-                event.created_at.into(),
+                ("projection", SqlValue::from(self.name.as_str())),
+                ("aggregate_id", event.aggregate.aggregate_id.as_str().into()),
+                ("sequence", event.sequence.into()),
             ],
+            vec![("created_at", event.created_at.into())],
         )])
     }
     fn config(&self) -> ProjectionConfig {
@@ -211,10 +211,40 @@ impl Projection for Arrivals {
     }
 }
 
-/// `cargo xtask bench-worker URL N`: runs N arrival projections until killed.
+/// The latest event per aggregate: W1P's read models, twenty of them.
+struct Latest {
+    name: String,
+}
+
+impl Projection for Latest {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::upsert(
+            "latest",
+            vec![
+                ("projection", SqlValue::from(self.name.as_str())),
+                ("aggregate_id", event.aggregate.aggregate_id.as_str().into()),
+            ],
+            vec![("sequence", event.sequence.into())],
+        )])
+    }
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig {
+            bulk_limit: BULK,
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+/// `cargo xtask bench-worker URL N arrivals|latest`: runs N projections until killed.
 pub(crate) fn worker(args: &[String]) -> Result<()> {
-    let [url, count] = args else {
-        bail!("usage: bench-worker URL PROJECTIONS");
+    let [url, count, kind] = args else {
+        bail!("usage: bench-worker URL PROJECTIONS arrivals|latest");
     };
     let count: usize = count.parse().context("PROJECTIONS")?;
     let runtime = crate::server::runtime()?;
@@ -225,13 +255,28 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
             PgProjections::new(store.pools().projection().clone()),
         )
         .config(RuntimeConfig {
-            max_parallel_triggers: 4,
+            max_parallel_triggers: std::env::var("STRATA_BENCH_PARALLEL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4),
+            trigger_coalesce: Duration::from_millis(
+                std::env::var("STRATA_BENCH_COALESCE_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10),
+            ),
             ..RuntimeConfig::default()
         });
         for n in 0..count {
-            builder = builder.register(Arrivals {
-                name: format!("arrivals_{n}"),
-            })?;
+            builder = if kind == "latest" {
+                builder.register(Latest {
+                    name: format!("latest_{n}"),
+                })?
+            } else {
+                builder.register(Arrivals {
+                    name: format!("arrivals_{n}"),
+                })?
+            };
         }
         let _runtime = builder.start().await?;
         println!("ready");
@@ -249,10 +294,10 @@ impl Drop for Worker {
     }
 }
 
-fn spawn_worker(url: &str, projections: usize) -> Result<Worker> {
+fn spawn_worker(url: &str, projections: usize, kind: &str) -> Result<Worker> {
     use std::io::BufRead;
     let mut child = Process::new(std::env::current_exe()?)
-        .args(["bench-worker", url, &projections.to_string()])
+        .args(["bench-worker", url, &projections.to_string(), kind])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -277,7 +322,13 @@ pub(crate) async fn p2_and_w1p(
 ) -> Result<Vec<Row>> {
     sqlx::query(
         "CREATE TABLE arrivals (projection TEXT, aggregate_id TEXT, sequence BIGINT, \
-         created_at TIMESTAMPTZ, applied_at TIMESTAMPTZ, PRIMARY KEY (projection, aggregate_id, sequence))",
+         created_at TIMESTAMPTZ, applied_at TIMESTAMPTZ DEFAULT clock_timestamp(), PRIMARY KEY (projection, aggregate_id, sequence))",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "CREATE TABLE latest (projection TEXT, aggregate_id TEXT, sequence BIGINT, \
+         PRIMARY KEY (projection, aggregate_id))",
     )
     .execute(pool)
     .await?;
@@ -286,7 +337,7 @@ pub(crate) async fn p2_and_w1p(
     let alone = writes::w1_only(store, 8, timing).await;
     if wanted("P2") {
         eprintln!("bench: P2");
-        let worker = spawn_worker(url, 1)?;
+        let worker = spawn_worker(url, 1, "arrivals")?;
         let window_start: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
         let row = writes::w1_only(store, 8, timing).await;
         // Let the last pushes arrive before measuring.
@@ -316,7 +367,7 @@ pub(crate) async fn p2_and_w1p(
     }
     if wanted("W1P") {
         eprintln!("bench: W1P");
-        let worker = spawn_worker(url, 20)?;
+        let worker = spawn_worker(url, 20, "latest")?;
         let mut row = writes::w1_only(store, 8, timing).await;
         drop(worker);
         row.workload = "W1P".into();
