@@ -1,0 +1,98 @@
+//! The typed errors of the cache: only for input that could never be cached, never for a cache that
+//! is down (that is a miss, see the crate docs).
+
+use thiserror::Error;
+
+use crate::config::ConnectorKind;
+
+/// `Result` with the cache's [`Error`](enum@Error).
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the cache refused a request.
+///
+/// Every variant is the caller's mistake, found before anything was written: a cache that cannot
+/// reach its database or Redis does not return errors, it misses (see the crate docs, "Failure is a
+/// miss").
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cache name breaks the grammar `[a-z][a-z0-9_]{0,47}`. Names become PostgreSQL partition
+    /// names and Redis key prefixes, so the grammar is strict.
+    #[error("invalid cache name {name:?}: {reason}")]
+    InvalidCacheName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An index of the value type has an unusable name (empty, too long, not `[a-z0-9_]`, or the
+    /// same as another index's).
+    #[error("invalid index name {name:?}: {reason}")]
+    InvalidIndexName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A value yielded an empty key.
+    #[error("empty key for index {index}")]
+    EmptyKey {
+        /// The index's name.
+        index: &'static str,
+    },
+    /// A value yielded a key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    #[error("key for index {index} is {len} bytes, more than the limit of {max}")]
+    KeyTooLong {
+        /// The index's name.
+        index: &'static str,
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value yielded no key for any index, so nothing could ever find it.
+    #[error("the value has no key for any index")]
+    NoKeys,
+    /// The configuration chose a connector whose resource (pool, Redis URL) was not given to
+    /// [`Connectors`](crate::Connectors).
+    #[error("the {connector} connector is not configured")]
+    ConnectorNotConfigured {
+        /// The connector chosen.
+        connector: ConnectorKind,
+    },
+    /// The Redis URL does not parse.
+    #[error("invalid Redis URL")]
+    InvalidRedisUrl(#[source] redis::RedisError),
+    /// A configuration value is out of range.
+    #[error("invalid cache configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// What kind of mistake an [`Error`](enum@Error) is, so callers can branch without matching every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A name, key or value is malformed.
+    InvalidInput,
+    /// The configuration is incomplete or out of range.
+    InvalidConfig,
+}
+
+impl Error {
+    /// What kind of mistake this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidCacheName { .. }
+            | Error::InvalidIndexName { .. }
+            | Error::EmptyKey { .. }
+            | Error::KeyTooLong { .. }
+            | Error::NoKeys => ErrorKind::InvalidInput,
+            Error::ConnectorNotConfigured { .. }
+            | Error::InvalidRedisUrl(_)
+            | Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+        }
+    }
+}
