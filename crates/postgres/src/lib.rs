@@ -33,16 +33,26 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+mod admin;
 mod config;
 mod error;
 mod migrate;
+mod mirror;
 mod projection;
 mod push;
 mod read;
 mod store;
 
+pub use crate::admin::{
+    PendingRequest, RegisteredProjection, pending_projection_requests, prune_cache,
+    registered_projections, request_projection_work, truncate_cache,
+};
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
 pub use crate::migrate::{AppliedMigration, MIGRATOR, migrate};
+pub use crate::mirror::{
+    MirrorKey, MirrorProgress, UniqueConstraintRow, copy_mirror_batch, event_counts,
+    mirror_progress, replace_unique_constraints, skip_to_head, unique_constraints,
+};
 pub use crate::projection::{PgLease, PgProjections};
 pub use crate::read::{BindValue, RenderedQuery, render_query};
 pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

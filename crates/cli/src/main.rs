@@ -1,0 +1,441 @@
+//! `strata`: the operator command line for a Strata event store on PostgreSQL.
+//!
+//! Every subcommand lives in its own module; this file holds the argument definitions (their doc
+//! comments are the `--help` text, snapshotted in `tests/help/`), the dispatch, and the exit codes:
+//! 0 success, 1 failure, 2 bad usage.
+
+mod cache;
+mod connect;
+mod mirror;
+mod output;
+mod projections;
+mod push;
+mod query;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// The database used when neither `--database-url` nor `DATABASE_URL` names one.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Operate a Strata event store on PostgreSQL: migrate, push, query, projections, cache, mirror.
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    propagate_version = true,
+    after_help = "\
+Examples:
+  strata migrate                                   apply the migrations to DATABASE_URL
+  strata push events.jsonl                         push one command per line
+  strata query --instance tenant-1 --limit 20      the first 20 events of an instance
+  strata query --instance tenant-1 --follow        stream its events as they commit
+  strata projections status --watch                projection lag, refreshed every 2 s
+  strata mirror --from postgres://old/app --to postgres://new/app
+
+Exit codes: 0 success, 1 failure, 2 bad usage.
+More: docs/operations.md"
+)]
+struct Cli {
+    /// The database to operate on.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        global = true,
+        hide_env_values = true
+    )]
+    database_url: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the migrations the database does not have yet (the code path of `cargo xtask migrate`)
+    #[command(after_help = "\
+Examples:
+  strata migrate
+  strata migrate --database-url postgres://strata_admin@db.internal:5432/app
+
+Re-running is a no-op. Run it as a role with strata_migrator rights.")]
+    Migrate,
+
+    /// Push commands read as JSON lines from a file or stdin
+    #[command(after_help = "\
+Each line is one command:
+  {\"aggregate\": {\"instance_id\": \"tenant-1\", \"aggregate_type\": \"user\", \"aggregate_id\": \"u-1\"},
+   \"event_type\": \"user.added\", \"revision\": 1, \"payload\": {\"name\": \"alice\"},
+   \"creator\": \"import\", \"owner\": \"org-1\",
+   \"unique_constraints\": [{\"op\": \"add\", \"unique_type\": \"username\", \"value\": \"alice\",
+                           \"error_message_id\": \"errors.username_taken\"}],
+   \"expected_sequence\": 0}
+revision (default 1), payload, unique_constraints and expected_sequence may be left out; blank lines
+are skipped. Every line of a batch is validated before the batch is pushed, and a batch is stored
+entirely or not at all. Each stored event is printed as one JSON line.
+
+Examples:
+  strata push events.jsonl
+  strata push --batch 500 < export.jsonl
+  strata push --check events.jsonl                 validate only, push nothing")]
+    Push(PushArgs),
+
+    /// Read events with every query-builder filter, as JSON lines or a table
+    #[command(after_help = "\
+Filters combine with AND; a repeated flag means any of its values. Events come in
+(position, in_tx_order) order. Positions are printed as exact decimal strings.
+
+Examples:
+  strata query --instance tenant-1 --aggregate-type user --event-type user.added
+  strata query --instance tenant-1 --payload-contains '{\"plan\": \"pro\"}' --output table
+  strata query --instance tenant-1 --after 1725257931223002628 --limit 100
+  strata query --instance t1 --aggregate-type session --exclude-aggregates-with-type session \\
+               --exclude-aggregates-with-event session.revoked
+  strata query --instance tenant-1 --follow | jq .event_type")]
+    Query(Box<QueryArgs>),
+
+    /// Projections: status, failed events, rebuilds
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+
+    /// Cache administration (the PostgreSQL cache connector's tables)
+    #[command(subcommand)]
+    Cache(CacheCommand),
+
+    /// Copy events and unique constraints into another store; safe to run again
+    #[command(after_help = "\
+Copies in source order, in batches, below the source's commit horizon, so an event that commits
+late is never skipped. A second run copies only what is new; an interrupted run resumes where it
+stopped; nothing is ever copied twice. The destination assigns new positions, in the source's order
+(a position is the id of the writing transaction, and the copy is written by other transactions);
+sequence, created_at, creator, owner, revision and payload are kept.
+
+Projections with side effects (registered in the destination, or named with --side-effects) are not
+replayed there: their checkpoints move to the copied head, so nothing is sent twice.
+
+At the end it prints the event count of every instance on both sides and fails if they differ.
+
+Examples:
+  strata migrate --database-url postgres://new-db/app
+  strata mirror --from postgres://old-db/app --to postgres://new-db/app
+  strata mirror --from postgres://old-db/app --to postgres://new-db/app --instance tenant-1 --batch 5000")]
+    Mirror(MirrorArgs),
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// The JSON-lines file to read; stdin when absent or `-`
+    file: Option<std::path::PathBuf>,
+    /// Lines per push (one transaction each)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch: u32,
+    /// Validate every line and push nothing
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Only this instance (repeatable)
+    #[arg(long = "instance", value_name = "ID")]
+    instances: Vec<String>,
+    /// Not this instance (repeatable)
+    #[arg(long = "exclude-instance", value_name = "ID")]
+    exclude_instances: Vec<String>,
+    /// Only this aggregate type (repeatable)
+    #[arg(long = "aggregate-type", value_name = "TYPE")]
+    aggregate_types: Vec<String>,
+    /// Only this aggregate id (repeatable)
+    #[arg(long = "aggregate-id", value_name = "ID")]
+    aggregate_ids: Vec<String>,
+    /// Only this event type (repeatable)
+    #[arg(long = "event-type", value_name = "TYPE")]
+    event_types: Vec<String>,
+    /// Only this owner (repeatable)
+    #[arg(long = "owner", value_name = "OWNER")]
+    owners: Vec<String>,
+    /// Only this creator (repeatable)
+    #[arg(long = "creator", value_name = "CREATOR")]
+    creators: Vec<String>,
+    /// Only events positioned strictly after POS
+    #[arg(long, value_name = "POS")]
+    after: Option<strata_event::Position>,
+    /// Only events positioned at or before POS
+    #[arg(long, value_name = "POS")]
+    at_or_before: Option<strata_event::Position>,
+    /// Only events with a sequence greater than N
+    #[arg(long, value_name = "N")]
+    sequence_greater_than: Option<u64>,
+    /// Only events created strictly after this RFC 3339 instant (e.g. 2026-01-31T12:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events created strictly before this RFC 3339 instant
+    #[arg(long, value_name = "TIME")]
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events whose payload contains this JSON object (PostgreSQL `@>`)
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    payload_contains: Option<serde_json::Value>,
+    /// Drop aggregates that have an event of --exclude-aggregates-with-event on an aggregate of
+    /// this type (repeatable; any type when absent)
+    #[arg(
+        long = "exclude-aggregates-with-type",
+        value_name = "TYPE",
+        requires = "exclude_event_types"
+    )]
+    exclude_aggregate_types: Vec<String>,
+    /// Drop every event of an aggregate id that also has an event of this type (repeatable)
+    #[arg(
+        long = "exclude-aggregates-with-event",
+        value_name = "TYPE",
+        id = "exclude_event_types"
+    )]
+    exclude_event_types: Vec<String>,
+    /// Newest first
+    #[arg(long, conflicts_with = "follow")]
+    descending: bool,
+    /// Return at most N events
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    limit: Option<u64>,
+    /// Skip the first N events (reads what it skips; prefer --after for paging)
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    offset: Option<u64>,
+    /// Keep streaming new events in order as they commit (Ctrl-C stops)
+    #[arg(long)]
+    follow: bool,
+    /// Output format [default: table on a terminal, json otherwise]
+    #[arg(long, value_enum)]
+    output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Per projection and instance: position, events and seconds behind, failed events
+    #[command(after_help = "\
+Projections are listed from projections.registry, which every running runtime fills in at start.
+\"events behind\" counts the events the projection reads after its checkpoint; \"seconds behind\"
+is the age of the oldest of them.
+
+Examples:
+  strata projections status
+  strata projections status --watch
+  strata projections status --output json")]
+    Status {
+        /// Refresh every 2 seconds (Ctrl-C stops)
+        #[arg(long)]
+        watch: bool,
+        /// Output format [default: table on a terminal, json otherwise]
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Failed events: list, retry or skip
+    #[command(subcommand)]
+    Failed(FailedCommand),
+    /// Reset a projection and replay it from the first event (other projections keep running)
+    #[command(after_help = "\
+Queues a request in projections.requests; a running runtime that has the projection carries it
+out within about a second. Without --instance, every instance the projection has events or a
+checkpoint in is rebuilt.
+
+Examples:
+  strata projections rebuild users --instance tenant-1
+  strata projections rebuild users --yes")]
+    Rebuild {
+        /// The projection's name
+        name: String,
+        /// Only this instance (every instance when absent)
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Operator requests no runtime has taken yet
+    Requests {
+        /// Output format [default: table on a terminal, json otherwise]
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FailedCommand {
+    /// List the events projections gave up on
+    #[command(after_help = "\
+Examples:
+  strata projections failed list
+  strata projections failed list --projection users --output json")]
+    List {
+        /// Only this projection
+        #[arg(long, value_name = "NAME")]
+        projection: Option<String>,
+        /// Output format [default: table on a terminal, json otherwise]
+        #[arg(long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Apply a failed event again (after a fix) and forget the failure
+    #[command(after_help = "\
+Queues a request in projections.requests; a running runtime that has the projection carries it
+out within about a second. The event is applied out of order: the projection has moved on.
+
+Example:
+  strata projections failed retry --projection users --instance tenant-1 \\
+      --aggregate-type user --aggregate-id u-1 --sequence 3")]
+    Retry(FailedEventArgs),
+    /// Give up on a failed event for good
+    #[command(after_help = "\
+Queues a request in projections.requests; a running runtime that has the projection carries it
+out within about a second.
+
+Example:
+  strata projections failed skip --projection users --instance tenant-1 \\
+      --aggregate-type user --aggregate-id u-1 --sequence 3 --yes")]
+    Skip(FailedEventArgs),
+}
+
+#[derive(Debug, Args)]
+struct FailedEventArgs {
+    /// The projection
+    #[arg(long, value_name = "NAME")]
+    projection: String,
+    /// The event's instance
+    #[arg(long, value_name = "ID")]
+    instance: String,
+    /// The event's aggregate type
+    #[arg(long, value_name = "TYPE")]
+    aggregate_type: String,
+    /// The event's aggregate id
+    #[arg(long, value_name = "ID")]
+    aggregate_id: String,
+    /// The event's sequence
+    #[arg(long, value_name = "N")]
+    sequence: u64,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Delete the expired entries of a cache
+    #[command(after_help = "\
+A cache's ages live in the application's configuration, so give them here: an entry written at
+least --max-age ago, or last read at least --last-use-age ago, is removed. With neither, only what
+an interrupted write left behind (entries without keys, keys without entries) is removed.
+Connectors never return expired entries, so pruning frees space; it changes no answer.
+
+Examples:
+  strata cache prune instances --max-age 1h --last-use-age 10m
+  strata cache prune sessions")]
+    Prune {
+        /// The cache's name
+        name: String,
+        /// Remove entries written at least this long ago (e.g. 90s, 15m, 12h, 7d)
+        #[arg(long, value_name = "AGE", value_parser = cache::parse_age)]
+        max_age: Option<std::time::Duration>,
+        /// Remove entries last read at least this long ago (e.g. 10m)
+        #[arg(long, value_name = "AGE", value_parser = cache::parse_age)]
+        last_use_age: Option<std::time::Duration>,
+    },
+    /// Delete every entry of a cache
+    #[command(after_help = "\
+Truncates the cache's own partitions; other caches are untouched. The application refills the
+cache on misses.
+
+Example:
+  strata cache truncate instances --yes")]
+    Truncate {
+        /// The cache's name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct MirrorArgs {
+    /// The source store's database URL
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The destination store's database URL (migrated: run `strata migrate` on it first)
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Only this instance (repeatable; every instance when absent)
+    #[arg(long = "instance", value_name = "ID")]
+    instances: Vec<String>,
+    /// Events per batch (one destination transaction each)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch: u32,
+    /// Also treat this projection as having side effects (repeatable), for projections the
+    /// destination's runtimes have not registered yet
+    #[arg(long = "side-effects", value_name = "PROJECTION")]
+    side_effects: Vec<String>,
+}
+
+/// An error caused by how the command was called: exit code 2, like clap's own.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Fails with exit code 2 and `message`.
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
+    if !value.is_object() {
+        return Err("must be a JSON object, e.g. '{\"plan\": \"pro\"}'".into());
+    }
+    Ok(value)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.chain().any(|cause| cause.is::<UsageError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.database_url;
+    match cli.command {
+        Command::Migrate => connect::migrate(&url).await,
+        Command::Push(args) => push::run(&url, args).await,
+        Command::Query(args) => query::run(&url, *args).await,
+        Command::Projections(command) => projections::run(&url, command).await,
+        Command::Cache(command) => cache::run(&url, command).await,
+        Command::Mirror(args) => mirror::run(args).await,
+    }
+}

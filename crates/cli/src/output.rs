@@ -1,0 +1,100 @@
+//! Output formats (JSON lines for programs, tables for people) and confirmation prompts.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+
+use crate::usage;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// One JSON object per line.
+    Json,
+    /// An aligned table.
+    Table,
+}
+
+impl OutputFormat {
+    /// The chosen format, or the default: a table for a person at a terminal, JSON lines when
+    /// stdout goes to a pipe or a file (so scripts never parse a table by accident).
+    pub(crate) fn resolve(chosen: Option<OutputFormat>) -> OutputFormat {
+        match chosen {
+            Some(format) => format,
+            None if std::io::stdout().is_terminal() => OutputFormat::Table,
+            None => OutputFormat::Json,
+        }
+    }
+}
+
+/// Writes `rows` under `headers`, each column as wide as its widest cell.
+pub(crate) fn write_table(
+    out: &mut impl Write,
+    headers: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(&mut headers.iter().copied()))?;
+    for row in rows {
+        writeln!(out, "{}", line(&mut row.iter().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
+/// Writes one JSON line.
+pub(crate) fn write_json_line(
+    out: &mut impl Write,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, value).context("encoding output as JSON")?;
+    writeln!(out).context("writing to stdout")?;
+    Ok(())
+}
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+/// Asks "`question` [y/N]" on stderr and reads the answer from stdin, unless `yes`.
+///
+/// Without a terminal on stdin nobody can answer, so it refuses (exit code 2) instead of reading a
+/// line a script did not mean as an answer.
+pub(crate) fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(format!(
+            "{question}: confirmation needed, but stdin is not a terminal; pass --yes to proceed"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().context("writing the prompt")?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => anyhow::bail!("aborted: nothing was done"),
+    }
+}

@@ -1,0 +1,223 @@
+//! `strata push` and `strata query` end to end: round trip, bad input, filters, --follow.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on purpose.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_integration_tests::TestDatabase;
+use strata_query::Query;
+use strata_store::EventStore;
+use support::{assert_success, command_line, stderr, stdout, strata, url};
+
+#[tokio::test]
+async fn pushed_lines_come_back_from_query_as_json_lines() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let input = [
+        command_line("tenant-1", "u-1", "user.added", 1),
+        command_line("tenant-1", "u-1", "user.renamed", 2),
+        String::new(), // blank lines are skipped
+        command_line("tenant-2", "u-9", "user.added", 3),
+    ]
+    .join("\n");
+
+    let pushed = strata(&url, &["push", "--batch", "2"], Some(&input));
+    assert_success(&pushed);
+    let stored: Vec<serde_json::Value> = stdout(&pushed)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[0]["line"], 1);
+    assert_eq!(stored[1]["sequence"], 2);
+    assert_eq!(stored[2]["line"], 4);
+    assert!(
+        stored[0]["position"].is_string(),
+        "positions are strings: {}",
+        stored[0]
+    );
+    // Lines 1 and 2 were one push: one transaction, one position.
+    assert_eq!(stored[0]["position"], stored[1]["position"]);
+
+    let queried = strata(&url, &["query", "--instance", "tenant-1"], None);
+    assert_success(&queried);
+    let events: Vec<serde_json::Value> = stdout(&queried)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{}", stdout(&queried));
+    assert_eq!(events[0]["event_type"], "user.added");
+    assert_eq!(events[1]["event_type"], "user.renamed");
+    assert_eq!(events[1]["payload"], serde_json::json!({"n": 2}));
+    assert_eq!(events[1]["position"], stored[1]["position"]);
+
+    // A few filters, each checked against what the store itself answers.
+    let filtered = strata(
+        &url,
+        &[
+            "query",
+            "--payload-contains",
+            r#"{"n": 3}"#,
+            "--event-type",
+            "user.added",
+            "--output",
+            "json",
+        ],
+        None,
+    );
+    assert_success(&filtered);
+    assert_eq!(stdout(&filtered).lines().count(), 1);
+    assert!(stdout(&filtered).contains("tenant-2"));
+    let after = strata(
+        &url,
+        &[
+            "query",
+            "--after",
+            stored[1]["position"].as_str().unwrap(),
+            "--exclude-instance",
+            "tenant-3",
+        ],
+        None,
+    );
+    assert_success(&after);
+    assert_eq!(stdout(&after).lines().count(), 1, "{}", stdout(&after));
+
+    let table = strata(
+        &url,
+        &["query", "--output", "table", "--descending", "--limit", "2"],
+        None,
+    );
+    assert_success(&table);
+    let text = stdout(&table);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("POSITION"), "{text}");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].contains("tenant-2"), "newest first: {text}");
+}
+
+#[tokio::test]
+async fn a_bad_line_names_its_number_exits_1_and_writes_nothing_of_its_batch() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let store = database.store();
+    let input = [
+        command_line("tenant-1", "u-1", "user.added", 1),
+        r#"{"aggregate": {"instance_id": "tenant-1", "aggregate_type": "user", "aggregate_id": ""}, "event_type": "user.added", "creator": "c", "owner": "o"}"#.to_owned(),
+        command_line("tenant-1", "u-2", "user.added", 3),
+    ]
+    .join("\n");
+
+    let output = strata(&url, &["push", "--batch", "10"], Some(&input));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("aggregate id"), "{message}");
+    assert!(
+        message.contains("nothing from lines 1-2 was pushed"),
+        "{message}"
+    );
+    let all = Query::builder().build().unwrap();
+    assert_eq!(
+        store.count(&all).await.unwrap(),
+        0,
+        "the store is unchanged"
+    );
+
+    // Not JSON at all: the same, and --check validates without pushing.
+    let output = strata(&url, &["push", "--check"], Some("{not json\n"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("line 1"), "{}", stderr(&output));
+    let valid = command_line("tenant-1", "u-1", "user.added", 1);
+    let output = strata(&url, &["push", "--check"], Some(&valid));
+    assert_success(&output);
+    assert_eq!(
+        store.count(&all).await.unwrap(),
+        0,
+        "--check pushes nothing"
+    );
+
+    // A store refusal (an expected sequence that does not match) names the lines, exit 1.
+    let stale = r#"{"aggregate": {"instance_id": "tenant-1", "aggregate_type": "user", "aggregate_id": "u-1"}, "event_type": "user.added", "creator": "c", "owner": "o", "expected_sequence": 5}"#;
+    let output = strata(&url, &["push"], Some(stale));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("line 1"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("conflict"), "{}", stderr(&output));
+    assert_eq!(store.count(&all).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn bad_usage_exits_2() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let zero = strata(&url, &["query", "--limit", "0"], None);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    assert!(stderr(&zero).contains("limit"), "{}", stderr(&zero));
+    let not_object = strata(&url, &["query", "--payload-contains", "[1]"], None);
+    assert_eq!(not_object.status.code(), Some(2));
+    let exclusion = strata(
+        &url,
+        &["query", "--exclude-aggregates-with-type", "user"],
+        None,
+    );
+    assert_eq!(exclusion.status.code(), Some(2), "{}", stderr(&exclusion));
+    let unknown = strata(&url, &["frobnicate"], None);
+    assert_eq!(unknown.status.code(), Some(2));
+    let unreachable = strata("postgres://postgres@127.0.0.1:1/nowhere", &["query"], None);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        stderr(&unreachable).contains("cannot connect to postgres://postgres@127.0.0.1:1/nowhere"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
+
+#[tokio::test]
+async fn follow_streams_new_events_in_order() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let first = strata(
+        &url,
+        &["push"],
+        Some(&command_line("tenant-1", "u-1", "user.added", 1)),
+    );
+    assert_success(&first);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["query", "--instance", "tenant-1", "--follow"])
+        .env("DATABASE_URL", &url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = (2..=4)
+        .map(|n| command_line("tenant-1", "u-1", "user.changed", n))
+        .collect();
+    assert_success(&strata(&url, &["push"], Some(&lines.join("\n"))));
+
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sequences = Vec::new();
+    while sequences.len() < 4 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let line = receiver
+            .recv_timeout(remaining)
+            .expect("--follow prints new events within seconds");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        sequences.push(event["sequence"].as_u64().unwrap());
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(sequences, vec![1, 2, 3, 4]);
+}
