@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use strata_event::{Event, InstanceId};
+use futures::future::BoxFuture;
+use strata_event::{AggregateRef, Event, InstanceId};
 use strata_query::{Query, QueryBuilder, SubQuery};
 
 use crate::error::ProjectionError;
@@ -41,6 +42,22 @@ pub trait Projection: Send + Sync + 'static {
     /// Settings; see [`ProjectionConfig`] for the defaults.
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig::default()
+    }
+
+    /// Runs after a batch of this projection's statements **committed**, with the aggregates
+    /// whose events the batch applied (each once, in the order first met). This is where a
+    /// projection drops cache entries its read model no longer matches, e.g. with
+    /// `strata_cache::CacheInvalidator::invalidate_keys`.
+    ///
+    /// It runs in the process that applied the batch, before that process's
+    /// [`catch_up`](crate::ProjectionRuntime::catch_up) callers are woken, so a caller that caught
+    /// up reads through a cache that has already forgotten the old value. It cannot fail the batch
+    /// (the batch is already committed): log what goes wrong. A process that dies between the
+    /// commit and this call loses the invalidation, so give cached entries a `max_age` as the
+    /// bound on staleness. The default does nothing.
+    fn after_commit<'a>(&'a self, touched: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
+        let _ = touched;
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use strata_event::{InstanceId, Position};
+use strata_event::{AggregateRef, Event, InstanceId, Position};
 use strata_query::Query;
 use strata_store::EventStore;
 use tokio::sync::{Notify, Semaphore, broadcast};
@@ -481,6 +481,9 @@ where
                     ReducedEvent { event, statements }
                 })
                 .collect();
+            // Each aggregate once, with the index of its first event: after the commit, those the
+            // checkpoint moved past are what the batch touched.
+            let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
             let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
             let started = Instant::now();
             let applied = tokio::time::timeout(
@@ -521,6 +524,18 @@ where
                         "events failed for good and were skipped"
                     )
                 });
+            }
+            let touched: Vec<AggregateRef> = first_touches
+                .into_iter()
+                .filter(|(first, _)| *first < outcome.processed)
+                .map(|(_, aggregate)| aggregate)
+                .collect();
+            if !touched.is_empty() {
+                registered
+                    .projection
+                    .after_commit(&touched)
+                    .instrument(span.clone())
+                    .await;
             }
             self.inner.progress.notify_waiters();
             if outcome.stalled {
@@ -782,7 +797,12 @@ where
         self.inner
             .backend
             .apply_retried(lease, failed, statements)
-            .await
+            .await?;
+        registered
+            .projection
+            .after_commit(std::slice::from_ref(&event.aggregate))
+            .await;
+        Ok(())
     }
 
     /// Gives up on a failed event now: its projection passes it without further attempts.
@@ -798,4 +818,16 @@ where
     pub fn trigger(&self, instance: &InstanceId) {
         self.trigger_instances(std::slice::from_ref(instance));
     }
+}
+
+/// Each aggregate of `events` once, with the index of its first event, so the runtime can tell
+/// [`Projection::after_commit`](crate::Projection::after_commit) which aggregates a partly applied
+/// batch touched without cloning every event's reference.
+fn first_touches<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<(usize, AggregateRef)> {
+    let mut seen = HashSet::new();
+    events
+        .enumerate()
+        .filter(|(_, event)| seen.insert(&event.aggregate))
+        .map(|(index, event)| (index, event.aggregate.clone()))
+        .collect()
 }
