@@ -213,7 +213,7 @@ impl<V: Entry> Cache<V> {
     /// # Errors
     ///
     /// Only when the value yields a key that could never be stored ([`Error::EmptyKey`],
-    /// [`Error::KeyTooLong`]) or no key at all ([`Error::NoKeys`]); nothing is written then. A
+    /// [`Error::KeyTooLong`], [`Error::KeyWithNul`]) or no key at all ([`Error::NoKeys`]); nothing is written then. A
     /// connector failure is not an error: the write is dropped with a warning.
     pub async fn set(&self, value: V) -> Result<()> {
         let keys = entry::keys_of(&value)?;

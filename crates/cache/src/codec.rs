@@ -8,6 +8,9 @@ use thiserror::Error;
 /// so old payloads miss instead of decoding wrongly.
 const FORMAT_V1: u8 = 1;
 
+/// The most a decoded value may claim to occupy (64 MiB).
+const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
+
 /// Why a stored payload did not decode; the caller sees a miss.
 #[derive(Debug, Error)]
 pub(crate) enum CodecError {
@@ -37,8 +40,11 @@ pub(crate) fn decode<V: DeserializeOwned>(payload: &[u8]) -> Result<V, CodecErro
     if *format != FORMAT_V1 {
         return Err(CodecError::UnknownFormat(*format));
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(CodecError::Decode)?;
+    // The limit bounds what a corrupted length prefix can make the decoder allocate: no honest
+    // value is larger than the payload it came from.
+    let config = bincode::config::standard().with_limit::<MAX_DECODED_BYTES>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(body, config).map_err(CodecError::Decode)?;
     // A payload longer than the value is another type's: refuse it rather than return a value that
     // happens to parse from its prefix.
     if read < body.len() {
@@ -67,5 +73,52 @@ mod tests {
             decode::<u8>(&payload),
             Err(CodecError::Trailing(_))
         ));
+    }
+
+    #[test]
+    fn a_forged_length_is_refused_without_allocating_it() {
+        // Format byte, then a varint length of u64::MAX for a Vec<u64>.
+        let payload = [
+            FORMAT_V1, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        assert!(decode::<Vec<u64>>(&payload).is_err());
+        let payload = [
+            FORMAT_V1, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        assert!(decode::<String>(&payload).is_err());
+    }
+
+    /// A value with the shapes cached objects have: strings, lists, options, numbers, nesting.
+    type Shape = (String, Vec<String>, Option<u64>, i32, Vec<(String, bool)>);
+
+    proptest::proptest! {
+        // Fuzzing the decoder: whatever bytes a broken or hostile store returns, decoding gives a
+        // value or an error, never a panic or an unbounded allocation.
+        #[test]
+        fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode::<Shape>(&payload);
+            let _ = decode::<String>(&payload);
+            let _ = decode::<Vec<u64>>(&payload);
+        }
+
+        #[test]
+        fn values_round_trip_exactly(value in proptest::prelude::any::<Shape>()) {
+            let payload = encode(&value).unwrap();
+            proptest::prop_assert_eq!(decode::<Shape>(&payload).unwrap(), value);
+        }
+
+        #[test]
+        fn a_damaged_payload_is_an_error_or_another_value_never_a_panic(
+            value in proptest::prelude::any::<Shape>(),
+            cut in 0usize..64,
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let mut payload = encode(&value).unwrap();
+            let at = flip.0 % payload.len();
+            payload[at] ^= flip.1;
+            let _ = decode::<Shape>(&payload);
+            payload.truncate(payload.len().saturating_sub(cut));
+            let _ = decode::<Shape>(&payload);
+        }
     }
 }

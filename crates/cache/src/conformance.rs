@@ -445,8 +445,52 @@ pub async fn bad_input_is_refused(env: &Env) {
     let err = cache.set(Instance::new("", &[])).await.unwrap_err();
     assert!(matches!(err, Error::EmptyKey { index: "id" }), "{err:?}");
 
+    let err = cache
+        .set(Instance::new("i\0d", &["nul.example"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyWithNul { index: "id" }), "{err:?}");
+    assert_eq!(
+        cache.get(Domain, "nul.example").await,
+        None,
+        "a refused set wrote"
+    );
+
     assert_eq!(cache.get(Id, "").await, None);
     assert_eq!(cache.get(Id, &long).await, None);
+    assert_eq!(cache.get(Id, "i\0d").await, None);
+
+    // Hostile keys are keys like any other: stored and found verbatim, never executed, and never
+    // confused with a key they resemble.
+    let hostile = [
+        "'; DROP TABLE cache.objects; --",
+        "%",
+        "_",
+        "*",
+        "a:b:c",
+        "\\x00",
+        "\u{202e}rtl\u{7}\u{1b}[31m",
+        "\u{1F600} emoji",
+    ];
+    for (n, key) in hostile.iter().enumerate() {
+        let value = Instance {
+            version: n as u32,
+            ..Instance::new(key, &[&format!("{key}.example")])
+        };
+        cache.set(value.clone()).await.unwrap();
+        assert_eq!(cache.get(Id, key).await, Some(value.clone()), "{key:?}");
+        assert_eq!(
+            cache.get(Domain, &format!("{key}.example")).await,
+            Some(value),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        cache.get(Id, "x").await,
+        None,
+        "a pattern character matched"
+    );
+    assert_eq!(cache.get(Id, "a:b").await, None, "a key prefix matched");
 
     for name in ["", "Upper", "1st", "a-b", "x\"; DROP SCHEMA cache; --"] {
         let started = Cache::<Instance>::start(name, CacheConfig::default(), &env.connectors).await;

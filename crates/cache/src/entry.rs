@@ -85,7 +85,7 @@ pub(crate) fn keys_of<V: Entry>(value: &V) -> Result<Vec<(usize, String)>> {
 
 /// Whether `key` could ever have been stored: a lookup with another key is a certain miss.
 pub(crate) fn key_is_storable(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.contains('\0')
 }
 
 fn check_key(index: &'static str, key: &str) -> Result<()> {
@@ -98,6 +98,10 @@ fn check_key(index: &'static str, key: &str) -> Result<()> {
             len: key.len(),
             max: MAX_KEY_LEN,
         });
+    }
+    // PostgreSQL text cannot hold NUL; refusing it everywhere keeps the connectors alike.
+    if key.contains('\0') {
+        return Err(Error::KeyWithNul { index });
     }
     Ok(())
 }

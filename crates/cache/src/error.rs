@@ -50,6 +50,13 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A value yielded a key containing a NUL character, which PostgreSQL text cannot hold (refused
+    /// on every connector, so they behave alike).
+    #[error("key for index {index} contains a NUL character")]
+    KeyWithNul {
+        /// The index's name.
+        index: &'static str,
+    },
     /// A value yielded no key for any index, so nothing could ever find it.
     #[error("the value has no key for any index")]
     NoKeys,
@@ -89,6 +96,7 @@ impl Error {
             | Error::InvalidIndexName { .. }
             | Error::EmptyKey { .. }
             | Error::KeyTooLong { .. }
+            | Error::KeyWithNul { .. }
             | Error::NoKeys => ErrorKind::InvalidInput,
             Error::ConnectorNotConfigured { .. }
             | Error::InvalidRedisUrl(_)

@@ -162,13 +162,13 @@ struct QueryArgs {
     #[arg(long = "creator", value_name = "CREATOR")]
     creators: Vec<String>,
     /// Only events positioned strictly after POS
-    #[arg(long, value_name = "POS")]
+    #[arg(long, value_name = "POS", allow_negative_numbers = true)]
     after: Option<strata_event::Position>,
     /// Only events positioned at or before POS
-    #[arg(long, value_name = "POS")]
+    #[arg(long, value_name = "POS", allow_negative_numbers = true)]
     at_or_before: Option<strata_event::Position>,
     /// Only events with a sequence greater than N
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     sequence_greater_than: Option<u64>,
     /// Only events created strictly after this RFC 3339 instant (e.g. 2026-01-31T12:00:00Z)
     #[arg(long, value_name = "TIME")]
@@ -198,10 +198,21 @@ struct QueryArgs {
     #[arg(long, conflicts_with = "follow")]
     descending: bool,
     /// Return at most N events
-    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    // Negative numbers parse as values, so the error names the flag instead of an unknown `-1`.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "follow",
+        allow_negative_numbers = true
+    )]
     limit: Option<u64>,
     /// Skip the first N events (reads what it skips; prefer --after for paging)
-    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "follow",
+        allow_negative_numbers = true
+    )]
     offset: Option<u64>,
     /// Keep streaming new events in order as they commit (Ctrl-C stops)
     #[arg(long)]

@@ -29,6 +29,11 @@ pub(crate) fn strata_with_env(
     stdin: Option<&str>,
     env: &[(&str, &str)],
 ) -> Output {
+    strata_bytes(url, args, stdin.unwrap_or_default().as_bytes(), env)
+}
+
+/// Like [`strata_with_env`], with raw bytes (not necessarily UTF-8) on stdin.
+pub(crate) fn strata_bytes(url: &str, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
         .env("DATABASE_URL", url)
@@ -39,9 +44,7 @@ pub(crate) fn strata_with_env(
         .spawn()
         .expect("the strata binary starts");
     let mut input = child.stdin.take().expect("stdin is piped");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("stdin accepts the input");
+    input.write_all(stdin).expect("stdin accepts the input");
     drop(input);
     child.wait_with_output().expect("strata runs to the end")
 }
