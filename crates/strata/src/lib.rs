@@ -20,6 +20,9 @@
 //!   gap-free, exactly-once, shared by any number of processes, with read-your-writes through
 //!   [`ProjectionRuntime::catch_up`]. [`MemoryProjections`] keeps read models in memory;
 //!   `PgProjections` (feature `postgres`) in PostgreSQL tables.
+//! - **Cache** lookups found by several keys with `cache::Cache` (feature `cache`): one interface
+//!   over memory (moka), PostgreSQL and Redis; a projection keeps it fresh from
+//!   [`Projection::after_commit`].
 //! - **Handle failure** by [`ErrorKind`]: a [`Error::Conflict`] when an expected sequence is stale, a
 //!   [`Error::UniqueConstraintViolation`] when a value is taken, [`Error::Unavailable`] when the
 //!   database is away (the only retryable kind).
@@ -70,6 +73,7 @@
 //!
 //! - `postgres`: the PostgreSQL backend, [`postgres::PgStore`], its configuration and migrations.
 //!   Off by default, so depending on `strata` alone pulls in no database driver.
+//! - `cache`: the `cache` module, the cache and its connectors. Off by default.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -91,6 +95,9 @@ pub use strata_query::{Order, Query, QueryBuilder, QueryError};
 #[doc(inline)]
 pub use strata_store::{Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result};
 
+/// The cache: objects found by several keys, on memory, PostgreSQL or Redis.
+#[cfg(feature = "cache")]
+pub use strata_cache as cache;
 /// The event model crate, for what the flat re-exports leave out (limits, payload helpers).
 pub use strata_event as event;
 /// The PostgreSQL backend.
