@@ -53,6 +53,35 @@ pub(crate) fn write_table(
     Ok(())
 }
 
+/// Prints `lines` to stdout as JSON lines, or as a table under `headers` with a row per line from
+/// `row` (and `empty` instead when there are none).
+pub(crate) fn print_listing<L: serde::Serialize>(
+    format: OutputFormat,
+    lines: &[L],
+    headers: &[&str],
+    empty: &str,
+    row: impl Fn(&L) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        OutputFormat::Json => {
+            for line in lines {
+                write_json_line(&mut out, line)?;
+            }
+        }
+        OutputFormat::Table if lines.is_empty() => {
+            writeln!(out, "{empty}").context("writing to stdout")?;
+        }
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = lines.iter().map(row).collect();
+            write_table(&mut out, headers, &rows).context("writing to stdout")?;
+        }
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
 /// Writes one JSON line.
 pub(crate) fn write_json_line(
     out: &mut impl Write,

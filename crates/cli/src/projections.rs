@@ -18,7 +18,7 @@ use strata_query::{Query, QueryBuilder, SubQuery};
 use strata_store::EventStore;
 
 use crate::connect::connect;
-use crate::output::{OutputFormat, confirm, shorten, write_json_line, write_table};
+use crate::output::{OutputFormat, confirm, print_listing, shorten, write_json_line, write_table};
 use crate::{FailedCommand, FailedEventArgs, ProjectionsCommand, usage};
 
 /// How often `status --watch` refreshes.
@@ -291,52 +291,33 @@ async fn list_failed(
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
         .collect();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match format {
-        OutputFormat::Json => {
-            for line in &lines {
-                write_json_line(&mut out, line)?;
-            }
-        }
-        OutputFormat::Table if lines.is_empty() => {
-            writeln!(out, "no failed events").context("writing to stdout")?;
-        }
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = lines
-                .iter()
-                .map(|line| {
-                    vec![
-                        line.projection.clone(),
-                        line.instance_id.clone(),
-                        format!("{}/{}", line.aggregate_type, line.aggregate_id),
-                        line.sequence.to_string(),
-                        line.position.clone(),
-                        line.failure_count.to_string(),
-                        line.last_failed_at.clone(),
-                        shorten(&line.error, 60),
-                    ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                &[
-                    "PROJECTION",
-                    "INSTANCE",
-                    "AGGREGATE",
-                    "SEQ",
-                    "POSITION",
-                    "FAILURES",
-                    "LAST FAILED",
-                    "ERROR",
-                ],
-                &rows,
-            )
-            .context("writing to stdout")?;
-        }
-    }
-    out.flush().context("writing to stdout")?;
-    Ok(())
+    print_listing(
+        format,
+        &lines,
+        &[
+            "PROJECTION",
+            "INSTANCE",
+            "AGGREGATE",
+            "SEQ",
+            "POSITION",
+            "FAILURES",
+            "LAST FAILED",
+            "ERROR",
+        ],
+        "no failed events",
+        |line| {
+            vec![
+                line.projection.clone(),
+                line.instance_id.clone(),
+                format!("{}/{}", line.aggregate_type, line.aggregate_id),
+                line.sequence.to_string(),
+                line.position.clone(),
+                line.failure_count.to_string(),
+                line.last_failed_at.clone(),
+                shorten(&line.error, 60),
+            ]
+        },
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -482,42 +463,23 @@ async fn list_requests(store: &PgStore, format: OutputFormat) -> anyhow::Result<
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         })
         .collect();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match format {
-        OutputFormat::Json => {
-            for line in &lines {
-                write_json_line(&mut out, line)?;
-            }
-        }
-        OutputFormat::Table if lines.is_empty() => {
-            writeln!(out, "no pending requests").context("writing to stdout")?;
-        }
-        OutputFormat::Table => {
-            let rows: Vec<Vec<String>> = lines
-                .iter()
-                .map(|line| {
-                    let event = match (&line.aggregate_type, &line.aggregate_id, line.sequence) {
-                        (Some(t), Some(a), Some(s)) => format!("{t}/{a} #{s}"),
-                        _ => "-".to_owned(),
-                    };
-                    vec![
-                        line.projection.clone(),
-                        line.instance_id.clone(),
-                        line.kind.clone(),
-                        event,
-                        line.requested_at.clone(),
-                    ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                &["PROJECTION", "INSTANCE", "KIND", "EVENT", "REQUESTED AT"],
-                &rows,
-            )
-            .context("writing to stdout")?;
-        }
-    }
-    out.flush().context("writing to stdout")?;
-    Ok(())
+    print_listing(
+        format,
+        &lines,
+        &["PROJECTION", "INSTANCE", "KIND", "EVENT", "REQUESTED AT"],
+        "no pending requests",
+        |line| {
+            let event = match (&line.aggregate_type, &line.aggregate_id, line.sequence) {
+                (Some(t), Some(a), Some(s)) => format!("{t}/{a} #{s}"),
+                _ => "-".to_owned(),
+            };
+            vec![
+                line.projection.clone(),
+                line.instance_id.clone(),
+                line.kind.clone(),
+                event,
+                line.requested_at.clone(),
+            ]
+        },
+    )
 }
