@@ -556,3 +556,72 @@ async fn many_projections_and_instances_never_exhaust_the_pool() {
         "peak {peak_connections} connections"
     );
 }
+
+/// Counts events; panics (once) on the first `user.poisoned`, as buggy reducer code might.
+struct PanicsOnce {
+    armed: Arc<AtomicBool>,
+}
+
+impl Projection for PanicsOnce {
+    fn name(&self) -> &str {
+        "panics_once"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        if event.event_type.as_str() == "user.poisoned" && self.armed.swap(false, Ordering::SeqCst)
+        {
+            panic!("a bug in the reducer");
+        }
+        Ok(vec![Statement::upsert(
+            "seen",
+            vec![("id", event.aggregate.aggregate_id.as_str().into())],
+            vec![("sequence", event.sequence.into())],
+        )])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_reducer_does_not_stop_its_projection_for_good() {
+    let store = MemoryStore::new();
+    let read_models = MemoryProjections::new();
+    let _runtime = ProjectionRuntime::builder(store.clone(), read_models.clone())
+        .register(PanicsOnce {
+            armed: Arc::new(AtomicBool::new(true)),
+        })
+        .expect("register")
+        .start()
+        .await
+        .expect("start");
+    store
+        .push(vec![command(
+            "tenant-a",
+            "u1",
+            "user.poisoned",
+            serde_json::json!({}),
+        )])
+        .await
+        .expect("push");
+    // Let the triggered run panic, then push again: the runtime (not catch_up, which would work
+    // on the pair itself) must run the pair again and apply both events.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .push(vec![command(
+            "tenant-a",
+            "u2",
+            "user.added",
+            serde_json::json!({}),
+        )])
+        .await
+        .expect("push");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while read_models.rows("seen").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projection never ran again after the panic: {:?}",
+            read_models.rows("seen")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

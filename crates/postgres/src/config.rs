@@ -30,14 +30,21 @@ impl PoolConfig {
 pub struct GroupCommitConfig {
     /// Whether pushes share calls at all. With `false`, every push is its own call. Default `true`.
     pub enabled: bool,
-    /// How many calls may be in flight at once; pushes queue for a free lane and those that queued
-    /// together share the next call. Default: the push pool's `max_connections`.
+    /// How many calls may be in flight at once. Each push queues in the lane of its first
+    /// command's aggregate (so pushes to one aggregate always share a lane, and share calls instead
+    /// of waiting for each other's lock); a lane sends whatever queued in it while its previous
+    /// call ran as its next call. Default: the number of CPU cores, at least 2, at most the push
+    /// pool's `max_connections`.
     pub lanes: Option<usize>,
     /// Most pushes in one call. Pushes with unique constraints each open a subtransaction, and
     /// PostgreSQL handles up to 64 of those per transaction cheaply. Default `32`.
     pub max_pushes: usize,
     /// Most commands in one call (a single larger push still goes alone). Default `2000`.
     pub max_commands: usize,
+    /// Pushes of at least this many commands skip the lanes and run as calls of their own, up to
+    /// the push pool's size at once: they already spread one commit over many events, and in a
+    /// lane they would hold up the small pushes queued behind them. Default `64`.
+    pub alone_from: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -47,6 +54,7 @@ impl Default for GroupCommitConfig {
             lanes: None,
             max_pushes: 32,
             max_commands: 2000,
+            alone_from: 64,
         }
     }
 }

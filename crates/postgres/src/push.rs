@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use strata_event::{Command, Event, Position, UniqueConstraintOp};
 use strata_store::{Error, Result};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GroupCommitConfig;
 use crate::error::from_sqlx;
@@ -29,7 +29,12 @@ type PushRow = (
 #[derive(Debug, Clone)]
 pub(crate) enum Pusher {
     Direct(PgPool),
-    Grouped(mpsc::UnboundedSender<PushRequest>),
+    Grouped {
+        lanes: Arc<[mpsc::UnboundedSender<PushRequest>]>,
+        /// For pushes of at least `alone_from` commands, which skip the lanes.
+        pool: PgPool,
+        alone_from: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -38,38 +43,78 @@ pub(crate) struct PushRequest {
     reply: oneshot::Sender<Result<Vec<Event>>>,
 }
 
+/// Lanes when [`GroupCommitConfig::lanes`] is unset: one per CPU core of this machine, at least
+/// two, but never more than the push pool has connections. Each lane has at most one call in flight, so this is also
+/// how many push transactions run at once; more would only add lock and CPU contention, fewer
+/// would leave the database idle between a call's commit and the next.
+fn default_lanes(pool_size: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    cores.max(2).min((pool_size as usize).max(1))
+}
+
+/// The lane a push queues in: chosen by the aggregate of its first command, so every push to one
+/// aggregate queues in the same lane. Pushes to a hot aggregate therefore share calls (and
+/// commits) instead of holding connections while they wait for each other's advisory lock.
+fn lane_of(commands: &[Command], lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let Some(first) = commands.first() else {
+        return 0;
+    };
+    // `DefaultHasher::new()` has fixed keys: the same aggregate always maps to the same lane.
+    let mut hasher = std::hash::DefaultHasher::new();
+    let aggregate = first.aggregate();
+    aggregate.instance_id.as_str().hash(&mut hasher);
+    aggregate.aggregate_type.as_str().hash(&mut hasher);
+    aggregate.aggregate_id.as_str().hash(&mut hasher);
+    (hasher.finish() % lanes.max(1) as u64) as usize
+}
+
 impl Pusher {
     /// Starts the group-commit lanes on the current Tokio runtime when grouping is enabled.
     pub(crate) fn start(pool: PgPool, config: &GroupCommitConfig, pool_size: u32) -> Pusher {
         if !config.enabled {
             return Pusher::Direct(pool);
         }
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let lanes = config.lanes.unwrap_or(pool_size as usize).max(1);
-        for _ in 0..lanes {
-            tokio::spawn(run_lane(
-                pool.clone(),
-                Arc::clone(&receiver),
-                config.max_pushes.max(1),
-                config.max_commands.max(1),
-            ));
+        let lanes = config
+            .lanes
+            .unwrap_or_else(|| default_lanes(pool_size))
+            .max(1);
+        let senders: Vec<_> = (0..lanes)
+            .map(|_| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                tokio::spawn(run_lane(
+                    pool.clone(),
+                    receiver,
+                    config.max_pushes.max(1),
+                    config.max_commands.max(1),
+                ));
+                sender
+            })
+            .collect();
+        Pusher::Grouped {
+            lanes: senders.into(),
+            pool,
+            alone_from: config.alone_from.max(1),
         }
-        Pusher::Grouped(sender)
     }
 
     pub(crate) async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
         match self {
             Pusher::Direct(pool) => push_alone(pool, commands).await,
-            Pusher::Grouped(queue) => {
+            Pusher::Grouped {
+                pool, alone_from, ..
+            } if commands.len() >= *alone_from => push_alone(pool, commands).await,
+            Pusher::Grouped { lanes, .. } => {
                 let (reply, answer) = oneshot::channel();
                 let lanes_gone = || Error::Unavailable {
                     message: "the push lanes have stopped (is the Tokio runtime shutting down?)"
                         .into(),
                     source: None,
                 };
-                queue
-                    .send(PushRequest { commands, reply })
+                let lane = lanes
+                    .get(lane_of(&commands, lanes.len()))
+                    .ok_or_else(lanes_gone)?;
+                lane.send(PushRequest { commands, reply })
                     .map_err(|_| lanes_gone())?;
                 answer.await.map_err(|_| lanes_gone())?
             }
@@ -77,34 +122,40 @@ impl Pusher {
     }
 }
 
-/// One lane: takes the next push, plus whatever queued behind it, and sends them as one call.
-/// With every lane busy, pushes accumulate and the next free lane carries them all, so the busier
+/// One lane: takes the next push, plus whatever queued behind it, and sends them as one call, then
+/// waits for that call before the next. While a call is in flight pushes accumulate, so the busier
 /// the store the fewer commits per event; an idle store sends each push at once.
 async fn run_lane(
     pool: PgPool,
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<PushRequest>>>,
+    mut queue: mpsc::UnboundedReceiver<PushRequest>,
     max_pushes: usize,
     max_commands: usize,
 ) {
+    // A push that did not fit the previous call: it opens the next one.
+    let mut carried: Option<PushRequest> = None;
     loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut commands = first.commands.len();
-            let mut batch = vec![first];
-            while batch.len() < max_pushes && commands < max_commands {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        commands += next.commands.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
         };
+        let mut commands = first.commands.len();
+        let mut batch = vec![first];
+        while batch.len() < max_pushes && commands < max_commands {
+            match queue.try_recv() {
+                Ok(next) if commands + next.commands.len() > max_commands => {
+                    carried = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    commands += next.commands.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
         run_batch(&pool, batch).await;
     }
 }
@@ -347,5 +398,33 @@ fn corrupt(what: &str) -> Error {
             "unexpected answer from eventstore.push: {what} (are the migrations current?)"
         ),
         source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(aggregate_id: &str) -> Command {
+        Command::builder("i", "user", aggregate_id, "user.added")
+            .creator("tester")
+            .owner("org")
+            .build()
+            .expect("valid command")
+    }
+
+    #[test]
+    fn pushes_to_one_aggregate_share_a_lane_and_others_spread() {
+        let hot = lane_of(&[command("hot")], 4);
+        for _ in 0..10 {
+            assert_eq!(lane_of(&[command("hot"), command("other")], 4), hot);
+        }
+        let used: std::collections::HashSet<usize> = (0..64)
+            .map(|n| lane_of(&[command(&format!("user-{n}"))], 4))
+            .collect();
+        assert_eq!(used.len(), 4, "64 aggregates use every lane");
+        assert!(used.iter().all(|lane| *lane < 4));
+        assert_eq!(lane_of(&[], 4), 0);
+        assert_eq!(lane_of(&[command("hot")], 1), 0);
     }
 }

@@ -49,9 +49,11 @@ pub trait Projection: Send + Sync + 'static {
     /// projection drops cache entries its read model no longer matches, e.g. with
     /// `strata_cache::CacheInvalidator::invalidate_keys`.
     ///
-    /// It runs in the process that applied the batch, before that process's
-    /// [`catch_up`](crate::ProjectionRuntime::catch_up) callers are woken, so a caller that caught
-    /// up reads through a cache that has already forgotten the old value. It cannot fail the batch
+    /// It runs in the process that applied the batch, and that process's
+    /// [`catch_up`](crate::ProjectionRuntime::catch_up) does not return while a batch of the pair
+    /// sits between its commit and the end of this hook, so a caller that caught up reads through a
+    /// cache that has already forgotten the old value. (A batch applied by another process is not
+    /// waited for.) It cannot fail the batch
     /// (the batch is already committed): log what goes wrong. A process that dies between the
     /// commit and this call loses the invalidation, so give cached entries a `max_age` as the
     /// bound on staleness. The default does nothing.

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::FutureExt;
 use strata_event::{AggregateRef, Event, InstanceId, Position};
 use strata_query::Query;
 use strata_store::EventStore;
@@ -77,8 +78,14 @@ struct Inner<S, B> {
     projections: Vec<Registered>,
     by_name: HashMap<String, usize>,
     permits: Semaphore,
-    /// Pairs scheduled but not started: a trigger for one of them is already covered.
-    queued: Mutex<HashSet<(usize, InstanceId)>>,
+    /// Pairs queued or running in this process; absent means idle. A trigger for a queued pair is
+    /// already covered; one for a running pair makes it run once more when it finishes, so runs of
+    /// one pair in one process never overlap (and never find each other's lease taken).
+    pairs: Mutex<HashMap<(usize, InstanceId), PairState>>,
+    /// Batches of each pair in this process that may have committed but whose
+    /// [`Projection::after_commit`] has not finished: `catch_up` waits for them, so a caller that
+    /// caught up never reads a cache entry the hook is about to drop.
+    applying: Mutex<HashMap<(usize, InstanceId), usize>>,
     /// Instances seen so far, so ticks and lag reports know where to look.
     known_instances: Mutex<HashSet<InstanceId>>,
     /// Signalled after every batch, for catch-up waiters.
@@ -162,7 +169,8 @@ where
             config: self.config,
             projections: self.projections,
             by_name: self.by_name,
-            queued: Mutex::default(),
+            pairs: Mutex::default(),
+            applying: Mutex::default(),
             known_instances: Mutex::default(),
             progress: Notify::new(),
             background: Mutex::default(),
@@ -214,6 +222,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a pair stands in this process's scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairState {
+    /// A run is waiting (coalescing triggers, or for a permit).
+    Queued,
+    /// A run is in progress; `again` records a trigger that arrived meanwhile.
+    Running { again: bool },
 }
 
 enum PairRun {
@@ -382,26 +399,61 @@ where
         Ok(())
     }
 
-    /// Queues one run of `(projection, instance)` unless one is already queued.
+    /// Queues one run of `(projection, instance)` unless one is already queued; if the pair is
+    /// running, makes it run once more when it is done (no trigger is lost, and the two runs never
+    /// compete for the lease).
     fn schedule(&self, index: usize, instance: InstanceId) {
-        if !lock(&self.inner.queued).insert((index, instance.clone())) {
-            return;
+        {
+            let mut pairs = lock(&self.inner.pairs);
+            match pairs.get_mut(&(index, instance.clone())) {
+                Some(PairState::Queued) => return,
+                Some(PairState::Running { again }) => {
+                    *again = true;
+                    return;
+                }
+                None => {
+                    pairs.insert((index, instance.clone()), PairState::Queued);
+                }
+            }
         }
         let runtime = self.clone();
-        tokio::spawn(async move {
-            let coalesce = runtime.inner.config.trigger_coalesce;
+        tokio::spawn(async move { runtime.run_scheduled(index, instance).await });
+    }
+
+    /// Runs a queued pair, and again for as long as triggers arrive while it runs. Each run first
+    /// waits `trigger_coalesce`, so under a steady stream of pushes a pair runs at most once per
+    /// run time plus that pause, with everything that arrived meanwhile in one batch.
+    async fn run_scheduled(&self, index: usize, instance: InstanceId) {
+        let key = (index, instance);
+        loop {
+            let coalesce = self.inner.config.trigger_coalesce;
             if !coalesce.is_zero() {
                 tokio::time::sleep(coalesce).await;
             }
-            let Ok(_permit) = runtime.inner.permits.acquire().await else {
+            let Ok(permit) = self.inner.permits.acquire().await else {
+                lock(&self.inner.pairs).remove(&key);
                 return;
             };
-            // Unqueued before running, so a trigger arriving during the run queues one more run.
-            lock(&runtime.inner.queued).remove(&(index, instance.clone()));
-            match runtime.run_pair(index, &instance).await {
+            // From here a trigger no longer joins this run (its horizon may already be read) but
+            // asks for the next one.
+            lock(&self.inner.pairs).insert(key.clone(), PairState::Running { again: false });
+            // A reducer or hook is the caller's code and may panic; the pair must not stay marked
+            // running for ever (no trigger would start it again), so a panic ends this run like an
+            // error does.
+            let outcome = std::panic::AssertUnwindSafe(self.run_pair(index, &key.1))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProjectionError::Statement(
+                        "the projection panicked while running a batch".into(),
+                    ))
+                });
+            drop(permit);
+            match outcome {
                 Ok(PairRun::Stalled) => {
-                    let wait = runtime.inner.projections[index].config.retry_failed_after;
-                    let retry = runtime.clone();
+                    let wait = self.inner.projections[index].config.retry_failed_after;
+                    let retry = self.clone();
+                    let instance = key.1.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
                         retry.schedule(index, instance);
@@ -409,14 +461,18 @@ where
                 }
                 Ok(PairRun::Done | PairRun::Busy) => {}
                 Err(err) => {
-                    let name = runtime.inner.projections[index]
-                        .projection
-                        .name()
-                        .to_owned();
-                    tracing::warn!(projection = %name, instance = %instance, error = %err, "projection batch failed; retrying at the next trigger");
+                    let name = self.inner.projections[index].projection.name();
+                    tracing::warn!(projection = %name, instance = %key.1, error = %err, "projection batch failed; retrying at the next trigger");
                 }
             }
-        });
+            let mut pairs = lock(&self.inner.pairs);
+            if pairs.get(&key) == Some(&PairState::Running { again: true }) {
+                pairs.insert(key.clone(), PairState::Queued);
+            } else {
+                pairs.remove(&key);
+                return;
+            }
+        }
     }
 
     /// Processes batches of one pair until it is up to date, another worker holds it, or an event
@@ -486,6 +542,7 @@ where
             let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
             let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
             let started = Instant::now();
+            let applying = Applying::start(&self.inner, (index, instance.clone()));
             let applied = tokio::time::timeout(
                 registered.config.transaction_duration,
                 self.inner
@@ -537,7 +594,8 @@ where
                     .instrument(span.clone())
                     .await;
             }
-            self.inner.progress.notify_waiters();
+            // Wakes catch_up waiters: the batch and its hook are done.
+            drop(applying);
             if outcome.stalled {
                 return Ok(PairRun::Stalled);
             }
@@ -572,10 +630,18 @@ where
             timeout,
         };
         loop {
-            if self.reached(index, instance, position).await? {
-                return Ok(());
-            }
+            // Created before the checks, so progress made while they run still wakes it.
             let progressed = self.inner.progress.notified();
+            if self.reached(index, instance, position).await? {
+                if !self.applying(index, instance) {
+                    return Ok(());
+                }
+                // A batch of this pair committed here but its after_commit hook is still running.
+                tokio::time::timeout_at(deadline.into(), progressed)
+                    .await
+                    .map_err(|_| timed_out())?;
+                continue;
+            }
             let permit = tokio::time::timeout_at(deadline.into(), self.inner.permits.acquire())
                 .await
                 .map_err(|_| timed_out())?
@@ -601,6 +667,11 @@ where
                 };
             }
         }
+    }
+
+    /// Whether a batch of the pair is being applied in this process (see `Inner::applying`).
+    fn applying(&self, index: usize, instance: &InstanceId) -> bool {
+        lock(&self.inner.applying).contains_key(&(index, instance.clone()))
     }
 
     /// Whether the pair has processed everything it reads at or below `position`, and that is
@@ -830,4 +901,38 @@ fn first_touches<'a>(events: impl Iterator<Item = &'a Event>) -> Vec<(usize, Agg
         .filter(|(_, event)| seen.insert(&event.aggregate))
         .map(|(index, event)| (index, event.aggregate.clone()))
         .collect()
+}
+
+/// Marks a batch of a pair as being applied until dropped (also when the batch fails, is
+/// cancelled or panics); dropping it wakes `catch_up` waiters, whatever the outcome.
+struct Applying<'a> {
+    registry: &'a Mutex<HashMap<(usize, InstanceId), usize>>,
+    progress: &'a Notify,
+    key: (usize, InstanceId),
+}
+
+impl<'a> Applying<'a> {
+    fn start<S, B>(inner: &'a Inner<S, B>, key: (usize, InstanceId)) -> Self {
+        *lock(&inner.applying).entry(key.clone()).or_insert(0) += 1;
+        Applying {
+            registry: &inner.applying,
+            progress: &inner.progress,
+            key,
+        }
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        {
+            let mut registry = lock(self.registry);
+            if let Some(count) = registry.get_mut(&self.key) {
+                *count -= 1;
+                if *count == 0 {
+                    registry.remove(&self.key);
+                }
+            }
+        }
+        self.progress.notify_waiters();
+    }
 }
