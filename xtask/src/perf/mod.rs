@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: Strata beside a raw-SQL baseline measured in the same run, so the ratio is
 //! what to read (docs/benchmarks.md).
 
+mod cache;
 mod projections;
 mod reads;
 mod runner;
@@ -24,9 +25,25 @@ const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
 
 Runs W1 W2 W3 (writes, C = 8 and 32), R1 R2 Q1 (reads over 200 000+ events), P1 (projection
-catch-up), P2 (push-to-projection latency across processes) and W1P (W1 beside 20 projections),
-each beside a raw-SQL baseline from the same run where one exists. --json prints one JSON object
-per line on stdout (spec §9); progress goes to stderr.";
+catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
+C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
+`C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
+--json prints one JSON object per spec §9 row per line on stdout; progress and the rows that are
+not spec rows (W1 with and without NOTIFY) go to stderr. Redis: REDIS_URL, by default
+redis://127.0.0.1:6379.";
+
+/// The event workloads, in spec §9's spelling.
+const EVENT_WORKLOADS: [&str; 9] = ["W1", "W2", "W3", "R1", "R2", "Q1", "P1", "P2", "W1P"];
+
+/// Whether `name` is a workload spec §9 defines (`--json` prints only these).
+fn is_spec_workload(name: &str) -> bool {
+    EVENT_WORKLOADS.contains(&name) || cache::workloads().any(|w| w == name)
+}
+
+/// Whether `row` is one of spec §9's rows: a spec workload, measured on Strata or the raw baseline.
+fn is_spec_row(row: &Row) -> bool {
+    matches!(row.system, "strata" | "raw") && is_spec_workload(&row.workload)
+}
 
 struct Options {
     quick: bool,
@@ -49,8 +66,19 @@ fn parse(args: &[String]) -> Result<Options> {
                 let Some(list) = args.next() else {
                     bail!("--workload needs a list, e.g. W1,R2\n\n{USAGE}");
                 };
-                options.workloads =
-                    Some(list.split(',').map(|w| w.trim().to_uppercase()).collect());
+                let names: Vec<String> = list.split(',').map(|w| w.trim().to_owned()).collect();
+                for name in &names {
+                    let known = name.eq_ignore_ascii_case("C1")
+                        || EVENT_WORKLOADS
+                            .iter()
+                            .map(|w| (*w).to_owned())
+                            .chain(cache::workloads())
+                            .any(|w| w.eq_ignore_ascii_case(name));
+                    if !known {
+                        bail!("unknown workload `{name}`\n\n{USAGE}");
+                    }
+                }
+                options.workloads = Some(names);
             }
             "--help" | "-h" => {
                 eprintln!("{USAGE}");
@@ -75,8 +103,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let rows = outcome?;
     if options.json {
-        for row in rows.iter().filter(|row| row.system != "strata-alone") {
+        // Nothing but spec rows on stdout: the NOTIFY comparison and W1P's reference are notes.
+        for row in rows.iter().filter(|row| is_spec_row(row)) {
             println!("{}", serde_json::to_string(row)?);
+        }
+        if let Some(line) = notify_line(&rows) {
+            eprintln!("bench: not a spec row: {line}");
         }
     } else {
         print_table(&rows);
@@ -97,10 +129,12 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         }
     };
     let wanted = |name: &str| {
-        options
-            .workloads
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|w| w == name))
+        options.workloads.as_ref().is_none_or(|list| {
+            list.iter().any(|w| {
+                w.eq_ignore_ascii_case(name)
+                    || (w.eq_ignore_ascii_case("C1") && name.starts_with("C1-"))
+            })
+        })
     };
     let concurrencies = [8, 32];
     let mut rows = Vec::new();
@@ -155,6 +189,18 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         let database_url = database_url(url, &database);
         rows.extend(projections::p2_and_w1p(&store, &pool, &database_url, timing, &wanted).await?);
     }
+    if cache::workloads().any(|w| wanted(&w)) {
+        rows.extend(
+            cache::run_cache(
+                url,
+                timing,
+                options.quick,
+                &wanted,
+                options.workloads.is_some(),
+            )
+            .await?,
+        );
+    }
     Ok(rows)
 }
 
@@ -177,6 +223,15 @@ fn rate(row: &Row) -> f64 {
 }
 
 fn print_table(rows: &[Row]) {
+    print_event_table(rows);
+    print_cache_table(rows);
+}
+
+/// Every workload but C1: events per second, the raw baseline beside.
+fn print_event_table(rows: &[Row]) {
+    if !rows.iter().any(|r| !r.workload.starts_with("C1-")) {
+        return;
+    }
     println!(
         "{:<6} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
         "load", "C", "strata ev/s", "raw ev/s", "ratio", "strata p50/p99", "raw p50/p99", "errors"
@@ -185,7 +240,10 @@ fn print_table(rows: &[Row]) {
         rows.iter()
             .find(|r| r.system == system && r.workload == workload && r.concurrency == concurrency)
     };
-    for row in rows.iter().filter(|r| r.system == "strata") {
+    for row in rows
+        .iter()
+        .filter(|r| r.system == "strata" && !r.workload.starts_with("C1-"))
+    {
         let reference = match row.workload.as_str() {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             _ => find("raw", &row.workload, row.concurrency),
@@ -220,21 +278,77 @@ fn print_table(rows: &[Row]) {
             );
         }
     }
-    if let (Some(without), Some(with)) = (
-        find("strata-no-notify", "NOTIFY", 8),
-        find("strata-alone", "NOTIFY", 8),
-    ) {
-        println!(
-            "W1 C=8 with NOTIFY {:.0} ev/s, without {:.0} ev/s: ratio {:.2}",
-            rate(with),
-            rate(without),
-            rate(with) / rate(without).max(1e-9)
-        );
+    if let Some(line) = notify_line(rows) {
+        println!("{line}");
     }
     if let Some(p2) = find("strata", "P2", 8) {
         println!(
             "P2: push-to-projection latency in another process, p50 {:.1} ms, p99 {:.1} ms",
             p2.p50_ms, p2.p99_ms
+        );
+    }
+}
+
+/// W1 at C = 8 with and without NOTIFY, when both were measured.
+fn notify_line(rows: &[Row]) -> Option<String> {
+    let find = |system: &str| {
+        rows.iter()
+            .find(|r| r.system == system && r.workload == "NOTIFY" && r.concurrency == 8)
+    };
+    let (without, with) = (find("strata-no-notify")?, find("strata-alone")?);
+    Some(format!(
+        "W1 C=8 with NOTIFY {:.0} ev/s, without {:.0} ev/s: ratio {:.2}",
+        rate(with),
+        rate(without),
+        rate(with) / rate(without).max(1e-9)
+    ))
+}
+
+/// C1: operations per second, the raw baseline beside `C1-postgres-get-hit`.
+fn print_cache_table(rows: &[Row]) {
+    let cache_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.system == "strata" && r.workload.starts_with("C1-"))
+        .collect();
+    if cache_rows.is_empty() {
+        return;
+    }
+    if rows.iter().any(|r| !r.workload.starts_with("C1-")) {
+        println!();
+    }
+    println!(
+        "{:<20} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+        "cache",
+        "C",
+        "strata ops/s",
+        "raw ops/s",
+        "ratio",
+        "strata p50/p99",
+        "raw p50/p99",
+        "errors"
+    );
+    for row in cache_rows {
+        let raw = rows.iter().find(|r| {
+            r.system == "raw" && r.workload == row.workload && r.concurrency == row.concurrency
+        });
+        let (raw_rate, ratio, raw_latency) = match raw {
+            Some(raw) => (
+                format!("{:.0}", rate(raw)),
+                format!("{:.2}", rate(row) / rate(raw).max(1e-9)),
+                format!("{:.3}/{:.3}", raw.p50_ms, raw.p99_ms),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<20} {:>3}  {:>12.0} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+            row.workload,
+            row.concurrency,
+            rate(row),
+            raw_rate,
+            ratio,
+            format!("{:.3}/{:.3}", row.p50_ms, row.p99_ms),
+            raw_latency,
+            row.errors
         );
     }
 }

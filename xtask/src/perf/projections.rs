@@ -16,7 +16,7 @@ use strata_projection::{
 use strata_store::EventStore;
 
 use crate::perf::runner::Timing;
-use crate::perf::stats::{Row, Samples};
+use crate::perf::stats::{Latencies, Row, Samples};
 use crate::perf::writes;
 
 const BULK: u32 = 1_000;
@@ -96,7 +96,7 @@ pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
             .await?;
     }
     let strata = Samples {
-        latencies: vec![started.elapsed()],
+        latencies: Latencies::of(started.elapsed()),
         events: total as u64,
         errors: 0,
     }
@@ -106,7 +106,7 @@ pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
     let started = Instant::now();
     let applied = raw_catch_up(pool).await?;
     let raw = Samples {
-        latencies: vec![started.elapsed()],
+        latencies: Latencies::of(started.elapsed()),
         events: applied,
         errors: 0,
     }
@@ -278,7 +278,28 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
                 })?
             };
         }
-        let _runtime = builder.start().await?;
+        let runtime = builder.start().await?;
+        // Ready once every projection has caught up with what earlier workloads wrote: P2 and
+        // W1P measure projections keeping up with live pushes, not a backlog (P1 measures that).
+        let everything = strata_query::Query::builder().build()?;
+        if let Some(latest) = store.latest_position(&everything).await? {
+            let instances = store.instance_ids(&everything).await?;
+            let names: Vec<String> = (0..count)
+                .map(|n| {
+                    if kind == "latest" {
+                        format!("latest_{n}")
+                    } else {
+                        format!("arrivals_{n}")
+                    }
+                })
+                .collect();
+            for instance in &instances {
+                futures::future::try_join_all(names.iter().map(|name| {
+                    runtime.catch_up(name, instance, latest, Duration::from_secs(600))
+                }))
+                .await?;
+            }
+        }
         println!("ready");
         std::future::pending::<()>().await;
         Ok(())
@@ -364,17 +385,81 @@ pub(crate) async fn p2_and_w1p(
             retries: 0,
         });
         eprintln!("bench: P2 measured {count} arrivals");
+        if std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some() {
+            let detail: Vec<LatencyBucket> = sqlx::query_as(
+                "SELECT (floor(extract(epoch FROM created_at - $1) * 4) / 4)::float8 AS s, count(*), \
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                        percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
+                 FROM (SELECT created_at, extract(epoch FROM applied_at - created_at)::float8 * 1000 AS ms \
+                       FROM arrivals WHERE projection = 'arrivals_0' AND created_at >= $1) t \
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .bind(window_start)
+            .fetch_all(pool)
+            .await?;
+            for (second, n, p50, p99, max) in detail {
+                eprintln!(
+                    "bench: P2 t={second:>6.2}s n={n:>5} p50={:>8.1} p99={:>8.1} max={:>8.1}",
+                    p50.unwrap_or(0.0),
+                    p99.unwrap_or(0.0),
+                    max.unwrap_or(0.0)
+                );
+            }
+        }
     }
     if wanted("W1P") {
         eprintln!("bench: W1P");
         let worker = spawn_worker(url, 20, "latest")?;
+        let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
+        let before = if detail {
+            activity(pool).await?
+        } else {
+            (0, 0, 0)
+        };
         let mut row = writes::w1_only(store, 8, timing).await;
+        if detail {
+            let after = activity(pool).await?;
+            let seconds = (timing.warmup + timing.measure).as_secs_f64();
+            let events = after.2 - before.2;
+            eprintln!(
+                "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch",
+                (after.0 - before.0) as f64 / seconds,
+                (after.1 - before.1) as f64 / seconds,
+                (events * 20) as f64 / (after.0 - before.0).max(1) as f64,
+            );
+        }
         drop(worker);
         row.workload = "W1P".into();
         rows.push(alone_as_reference(&alone));
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// A quarter second of P2 arrivals: start (s after the window opened), count, p50, p99, max (ms).
+type LatencyBucket = (f64, i64, Option<f64>, Option<f64>, Option<f64>);
+
+/// Checkpoint moves, transactions and events so far (statistics lag by up to a second).
+async fn activity(pool: &PgPool) -> Result<(i64, i64, i64)> {
+    let _ = sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await;
+    let moves: Option<i64> = sqlx::query_scalar(
+        "SELECT (n_tup_upd + n_tup_ins)::int8 FROM pg_stat_user_tables \
+         WHERE schemaname = 'projections' AND relname = 'current_states'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+         WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(pool)
+        .await?;
+    Ok((moves.unwrap_or(0), transactions, events))
 }
 
 /// W1 alone, re-labelled so the table can show W1P's ratio to it.

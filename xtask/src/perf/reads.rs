@@ -194,7 +194,7 @@ async fn r2_strata(store: &PgStore, passes: u32) -> Result<Row> {
             }
             let began = Instant::now();
             let page = store.query(&query.build()?).await?;
-            samples.latencies.push(began.elapsed());
+            samples.latencies.record(began.elapsed());
             samples.events += page.len() as u64;
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => cursor = Some(last.cursor()),
@@ -228,7 +228,7 @@ async fn r2_raw(pool: &PgPool, passes: u32) -> Result<Row> {
                         .await?
                 }
             };
-            samples.latencies.push(began.elapsed());
+            samples.latencies.record(began.elapsed());
             samples.events += page.len() as u64;
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => cursor = Some((last.10, last.11)),

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 use strata_postgres::{PgConfig, PgPools, PgStore};
@@ -17,21 +17,37 @@ pub(crate) struct BenchDatabase {
     pub(crate) options: PgConnectOptions,
 }
 
-/// The baseline's table: the same columns, key and indexes as `eventstore.events`, no triggers,
-/// no function, no locks.
+/// The baseline's table: the same columns, key and indexes as `eventstore.events` (copied from it,
+/// so an index a migration adds is there too), no triggers, no function, no locks. `LIKE` copies
+/// NOT NULL but no defaults, checks or triggers.
 const RAW_SCHEMA: &str = "
 CREATE SCHEMA raw;
-CREATE TABLE raw.events (
-    instance_id TEXT NOT NULL, aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL,
-    sequence BIGINT NOT NULL, event_type TEXT NOT NULL, revision INTEGER NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL, creator TEXT NOT NULL, owner TEXT NOT NULL, payload JSONB,
-    position NUMERIC NOT NULL, in_tx_order INTEGER NOT NULL,
-    PRIMARY KEY (instance_id, aggregate_type, aggregate_id, sequence)
-);
-CREATE INDEX raw_projection ON raw.events (instance_id, aggregate_type, event_type, position, in_tx_order);
-CREATE INDEX raw_instance_position ON raw.events (instance_id, position, in_tx_order);
-CREATE INDEX raw_position ON raw.events (position, in_tx_order);
+CREATE TABLE raw.events (LIKE eventstore.events INCLUDING INDEXES);
 ";
+
+/// The definition of every index of a table, without the index's and the table's names.
+const INDEX_SHAPES: &str = "
+SELECT coalesce(array_agg(shape ORDER BY shape), '{}')
+FROM (SELECT indisunique::text || indisprimary::text
+             || regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', ' USING ') AS shape
+      FROM pg_index WHERE indrelid = $1::regclass) indexes";
+
+/// Refuses a baseline whose indexes differ from the store's: the ratio would mean nothing.
+async fn same_indexes(pool: &PgPool) -> Result<()> {
+    let shapes = |table: &'static str| {
+        sqlx::query_scalar::<_, Vec<String>>(INDEX_SHAPES)
+            .bind(table)
+            .fetch_one(pool)
+    };
+    let (store, raw) = (
+        shapes("eventstore.events").await?,
+        shapes("raw.events").await?,
+    );
+    if store != raw {
+        bail!("raw.events has other indexes than eventstore.events:\n{raw:?}\n{store:?}");
+    }
+    Ok(())
+}
 
 impl BenchDatabase {
     pub(crate) async fn create(admin_url: &str) -> Result<BenchDatabase> {
@@ -56,6 +72,7 @@ impl BenchDatabase {
             .await
             .context("migrating the bench database")?;
         sqlx::raw_sql(RAW_SCHEMA).execute(&pool).await?;
+        same_indexes(&pool).await?;
         pool.close().await;
         Ok(BenchDatabase { options })
     }
@@ -71,15 +88,22 @@ impl BenchDatabase {
         Ok(PgStore::from_pools(pools, config)?)
     }
 
-    /// VACUUM ANALYZE both tables, so reads start from the same footing.
+    /// VACUUM ANALYZE both event tables, so reads start from the same footing.
     pub(crate) async fn settle(&self) -> Result<()> {
+        self.settle_tables(&["eventstore.events", "raw.events"])
+            .await
+    }
+
+    /// VACUUM ANALYZE each of `tables` (a partitioned table with its partitions).
+    pub(crate) async fn settle_tables(&self, tables: &[&str]) -> Result<()> {
         let pool = self.pool(1);
         // One statement each: several in one string would share an implicit transaction, where
         // VACUUM cannot run.
-        for table in ["eventstore.events", "raw.events"] {
+        for table in tables {
             sqlx::raw_sql(&format!("VACUUM ANALYZE {table}"))
                 .execute(&pool)
-                .await?;
+                .await
+                .with_context(|| format!("VACUUM ANALYZE {table}"))?;
         }
         pool.close().await;
         Ok(())
