@@ -90,6 +90,29 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// Drops the bench databases whose creating process (the first number in the name) has exited.
+async fn drop_orphaned_databases(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(url).await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'strata\\_bench\\_%'",
+    )
+    .fetch_all(&mut admin)
+    .await?;
+    admin.close().await.ok();
+    for name in names {
+        let pid = name
+            .trim_start_matches(setup::PREFIX)
+            .split('_')
+            .next()
+            .unwrap_or_default();
+        if !pid.is_empty() && !std::path::Path::new("/proc").join(pid).exists() {
+            server::drop_databases_like(url, &name.replace('_', "\\_")).await?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let options = parse(args)?;
     let server = server::PgServer::find_or_start()?;
@@ -97,9 +120,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let runtime = server::runtime()?;
     let url = server.url().to_owned();
     let outcome = runtime.block_on(measure(&url, &options));
-    // Dropped whatever happened, so a failed run leaves nothing behind.
-    if let Err(err) = runtime.block_on(server::drop_databases_like(&url, "strata\\_bench\\_%")) {
+    // Dropped whatever happened, so a failed run leaves nothing behind; only this run's (the
+    // names carry the process id), so a bench running beside this one keeps its databases.
+    let own = format!("strata\\_bench\\_{}\\_%", std::process::id());
+    if let Err(err) = runtime.block_on(server::drop_databases_like(&url, &own)) {
         eprintln!("bench: could not drop the bench databases: {err:#}");
+    }
+    // And those of runs that were killed: their process is gone (Linux: no /proc entry).
+    if std::path::Path::new("/proc/self").exists()
+        && let Err(err) = runtime.block_on(drop_orphaned_databases(&url))
+    {
+        eprintln!("bench: could not drop orphaned bench databases: {err:#}");
     }
     let rows = outcome?;
     if options.json {
