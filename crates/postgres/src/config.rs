@@ -34,7 +34,9 @@ pub struct GroupCommitConfig {
     /// command's aggregate (so pushes to one aggregate always share a lane, and share calls instead
     /// of waiting for each other's lock); a lane sends whatever queued in it while its previous
     /// call ran as its next call. Default: the number of CPU cores, at least 2, at most the push
-    /// pool's `max_connections`.
+    /// pool's `max_connections`. That counts the cores of the machine this process runs on; when
+    /// PostgreSQL runs on a larger machine, set it to about that machine's cores (more lanes than
+    /// the database has cores only adds lock and CPU contention).
     pub lanes: Option<usize>,
     /// Most pushes in one call. Pushes with unique constraints each open a subtransaction, and
     /// PostgreSQL handles up to 64 of those per transaction cheaply. Default `32`.
