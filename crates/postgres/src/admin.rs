@@ -124,7 +124,7 @@ pub async fn request_projection_work(store: &PgStore, requests: &[OperatorReques
 }
 
 /// A queued operator request, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingRequest {
     /// The instance it applies to.
     pub instance_id: String,
@@ -145,46 +145,13 @@ pub struct PendingRequest {
 /// The operator requests still queued (no runtime has taken them yet), oldest first: what
 /// `strata projections requests` shows, and how tests see what the CLI asked for.
 pub async fn pending_projection_requests(store: &PgStore) -> Result<Vec<PendingRequest>> {
-    type Row = (
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        DateTime<Utc>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT instance_id, projection_name, kind, aggregate_type, aggregate_id, sequence, \
-         requested_at FROM projections.requests ORDER BY requested_at, id",
+    sqlx::query_as(
+        "SELECT instance_id, projection_name AS projection, kind, aggregate_type, aggregate_id, \
+         sequence, requested_at FROM projections.requests ORDER BY requested_at, id",
     )
     .fetch_all(store.pools().query())
     .await
-    .map_err(|err| from_sqlx("reading projection requests", err))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                instance_id,
-                projection,
-                kind,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                requested_at,
-            )| {
-                PendingRequest {
-                    instance_id,
-                    projection,
-                    kind,
-                    aggregate_type,
-                    aggregate_id,
-                    sequence,
-                    requested_at,
-                }
-            },
-        )
-        .collect())
+    .map_err(|err| from_sqlx("reading projection requests", err))
 }
 
 /// Removes a cache's expired objects: created at least `max_age` ago, or last used at least
