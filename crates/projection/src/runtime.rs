@@ -17,7 +17,8 @@ use crate::backend::{
     FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend, ReducedEvent,
 };
 use crate::error::ProjectionError;
-use crate::projection::{Projection, ProjectionConfig, Reads, is_projection_name};
+use crate::projection::{Projection, ProjectionConfig, Reads, ReduceError, is_projection_name};
+use crate::statement::Statement;
 
 /// How often a runtime looks for requests operators queued (rebuild, retry, skip).
 const OPERATOR_REQUEST_POLL: Duration = Duration::from_secs(1);
@@ -530,9 +531,7 @@ where
             let batch: Vec<ReducedEvent> = events
                 .into_iter()
                 .map(|event| {
-                    let statements = registered
-                        .projection
-                        .reduce(&event)
+                    let statements = reduce_guarded(registered.projection.as_ref(), &event)
                         .map_err(|err| err.to_string());
                     ReducedEvent { event, statements }
                 })
@@ -858,9 +857,7 @@ where
             .into_iter()
             .find(|event| event.sequence == failed.sequence)
             .ok_or_else(unknown)?;
-        let statements = registered
-            .projection
-            .reduce(&event)
+        let statements = reduce_guarded(registered.projection.as_ref(), &event)
             .map_err(|err| ProjectionError::Statement(err.to_string()))?;
         let lease = self
             .wait_for_lease(&failed.projection, &failed.aggregate.instance_id)
@@ -935,4 +932,22 @@ impl Drop for Applying<'_> {
         }
         self.progress.notify_waiters();
     }
+}
+
+/// Reduces `event`, turning a panic in the reducer (the caller's code) into a [`ReduceError`], so
+/// a reducer that panics on some event takes the failure path (retried, recorded, skipped)
+/// instead of stopping its projection at that event for ever.
+fn reduce_guarded(
+    projection: &dyn Projection,
+    event: &Event,
+) -> Result<Vec<Statement>, ReduceError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| projection.reduce(event)))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(ReduceError::new(format!("the reducer panicked: {message}")))
+        })
 }
