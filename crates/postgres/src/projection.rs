@@ -363,15 +363,7 @@ fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)
     let Some(columns) = columns.into_iter().collect::<Option<Vec<ColumnArray>>>() else {
         return Ok(None); // A column of only NULLs: no type to give its array.
     };
-    let (first_sql, _) = render(&rows[0])?;
-    let values_at = first_sql
-        .find(" VALUES (")
-        .ok_or("unexpected upsert shape")?;
-    let conflict_at = first_sql
-        .find(") ON CONFLICT")
-        .ok_or("unexpected upsert shape")?;
-    let head = &first_sql[..values_at];
-    let tail = &first_sql[conflict_at + 1..];
+    let (head, tail) = upsert_frame(&rows[0])?;
     let mut arguments = PgArguments::default();
     let mut arrays = Vec::with_capacity(width);
     for (index, column) in columns.into_iter().enumerate() {
@@ -384,23 +376,26 @@ fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)
     )))
 }
 
+/// The parts of one upsert's SQL around its `VALUES (…)` tuple: `INSERT INTO t (columns)` and
+/// ` ON CONFLICT … DO …`. They are the same for every row of a merged run, so the single-row
+/// rendering (with its identifier checks) supplies them for both merged forms.
+fn upsert_frame(first: &Statement) -> Result<(String, String), String> {
+    let (sql, _) = render(first)?;
+    let values_at = sql.find(" VALUES (").ok_or("unexpected upsert shape")?;
+    let conflict_at = sql.find(") ON CONFLICT").ok_or("unexpected upsert shape")?;
+    Ok((
+        sql[..values_at].to_owned(),
+        sql[conflict_at + 1..].to_owned(),
+    ))
+}
+
 /// The multi-row `VALUES` form of [`render_rows`]:
 /// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE`.
 fn render_rows_values(rows: &[Statement]) -> Result<(String, PgArguments), String> {
-    let Some(Statement::Upsert { table, key, values }) = rows.first() else {
+    let Some(first @ Statement::Upsert { key, values, .. }) = rows.first() else {
         return Err("no rows to upsert".into());
     };
-    let (first_sql, _) = render(&rows[0])?;
-    // Reuse the single-row rendering for the column list and conflict clause: everything but the
-    // VALUES tuple is identical for every row.
-    let values_at = first_sql
-        .find(" VALUES (")
-        .ok_or("unexpected upsert shape")?;
-    let conflict_at = first_sql
-        .find(") ON CONFLICT")
-        .ok_or("unexpected upsert shape")?;
-    let head = &first_sql[..values_at];
-    let tail = &first_sql[conflict_at + 1..];
+    let (head, tail) = upsert_frame(first)?;
     let mut arguments = PgArguments::default();
     let mut count = 0;
     let mut tuples = Vec::with_capacity(rows.len());
@@ -438,7 +433,6 @@ fn render_rows_values(rows: &[Statement]) -> Result<(String, PgArguments), Strin
         }
         tuples.push(format!("({})", placeholders.join(", ")));
     }
-    let _ = table;
     Ok((
         format!("{head} VALUES {}{tail}", tuples.join(", ")),
         arguments,
