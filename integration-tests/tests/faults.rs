@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -47,15 +48,25 @@ struct Outcomes {
     untyped_errors: Vec<String>,
 }
 
-/// `writers` tasks pushing `per_writer` pushes each, recording what each caller saw.
-async fn push_under_fault(store: Arc<PgStore>, writers: u64, per_writer: u64) -> Outcomes {
+/// `writers` tasks pushing at least `per_writer` pushes each, and on for as long as the fault
+/// lasts (`fault_ongoing`), recording what each caller saw. Tying the load to the fault rather
+/// than to a count keeps the fault from landing after the last push on a fast machine.
+async fn push_under_fault(
+    store: Arc<PgStore>,
+    writers: u64,
+    per_writer: u64,
+    fault_ongoing: Arc<AtomicBool>,
+) -> Outcomes {
     let mut tasks = Vec::new();
     for writer in 0..writers {
         let store = Arc::clone(&store);
+        let fault_ongoing = Arc::clone(&fault_ongoing);
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Outcomes::default();
-            for n in 0..per_writer {
+            let mut n = 0;
+            while n < per_writer || fault_ongoing.load(Ordering::Acquire) {
                 let id = writer * 1_000_000 + n;
+                n += 1;
                 match store.push(push_of(id)).await {
                     Ok(_) => outcomes.succeeded.push(id),
                     Err(err) => {
@@ -132,6 +143,8 @@ async fn connections_killed_mid_push_leave_no_partial_push() {
         .max_connections(1)
         .connect_lazy_with(database.options.clone().application_name("strata_killer"));
     let name = database.name.clone();
+    let fault_ongoing = Arc::new(AtomicBool::new(true));
+    let killer_running = Arc::clone(&fault_ongoing);
     let killing = tokio::spawn(async move {
         let mut killed = 0i64;
         for _ in 0..(20 * scale()) {
@@ -146,9 +159,10 @@ async fn connections_killed_mid_push_leave_no_partial_push() {
             .expect("terminate");
             killed += n;
         }
+        killer_running.store(false, Ordering::Release);
         killed
     });
-    let outcomes = push_under_fault(Arc::clone(&store), 6, 150 * scale()).await;
+    let outcomes = push_under_fault(Arc::clone(&store), 6, 150 * scale(), fault_ongoing).await;
     let killed = killing.await.expect("killer");
     assert!(killed > 0, "the test must actually kill connections");
 
@@ -197,14 +211,17 @@ async fn a_server_restart_under_load_loses_nothing_and_everything_recovers() {
         return;
     };
     let options: PgConnectOptions = server.url().parse().expect("url");
+    // Shorter than the outage, so pushes that start while the server is down fail rather than
+    // wait it out: the test must see failures to check them.
+    let acquire_timeout = Duration::from_millis(250);
     let quick = PoolConfig {
-        acquire_timeout: Duration::from_secs(2),
+        acquire_timeout,
         ..PoolConfig::with_max(4)
     };
     let open = |max: u32| {
         PgPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(2))
+            .acquire_timeout(acquire_timeout)
             .connect_lazy_with(options.clone())
     };
     let admin = open(2);
@@ -232,16 +249,25 @@ async fn a_server_restart_under_load_loses_nothing_and_everything_recovers() {
     .await
     .expect("start");
 
-    let writers = tokio::spawn(push_under_fault(Arc::clone(&store), 4, 200 * scale()));
+    let fault_ongoing = Arc::new(AtomicBool::new(true));
+    let writers = tokio::spawn(push_under_fault(
+        Arc::clone(&store),
+        4,
+        200 * scale(),
+        Arc::clone(&fault_ongoing),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let server = tokio::task::spawn_blocking(move || {
         assert!(server.stop(), "stop the server");
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(800));
         assert!(server.restart(), "restart the server");
         server
     })
     .await
     .expect("restart");
+    // Writers go on a little past the restart, so pushes after it are part of the check.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fault_ongoing.store(false, Ordering::Release);
     let outcomes = writers.await.expect("writers");
     assert!(
         !outcomes.failed.is_empty(),
