@@ -1,6 +1,7 @@
 //! The runtime: triggers, a bounded worker pool, gap-free batches, failures, rebuilds and status.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,9 @@ struct Registered {
     projection: Arc<dyn Projection>,
     config: ProjectionConfig,
     reads: Reads,
+    /// The other projections that read exactly the same events: a run of this one takes along
+    /// those queued for the same instance and fetches each batch of events once for all of them.
+    same_reads: Vec<usize>,
 }
 
 struct Inner<S, B> {
@@ -83,6 +87,8 @@ struct Inner<S, B> {
     /// already covered; one for a running pair makes it run once more when it finishes, so runs of
     /// one pair in one process never overlap (and never find each other's lease taken).
     pairs: Mutex<HashMap<(usize, InstanceId), PairState>>,
+    /// Numbers the queued runs, so a task whose queued run another run took along can tell.
+    next_ticket: AtomicU64,
     /// Batches of each pair in this process that may have committed but whose
     /// [`Projection::after_commit`] has not finished: `catch_up` waits for them, so a caller that
     /// caught up never reads a cache entry the hook is about to drop.
@@ -146,10 +152,22 @@ where
             });
         }
         self.by_name.insert(name, self.projections.len());
+        let same_reads: Vec<usize> = self
+            .projections
+            .iter()
+            .enumerate()
+            .filter(|(_, other)| other.reads.entries() == reads.entries())
+            .map(|(index, _)| index)
+            .collect();
+        let index = self.projections.len();
+        for &other in &same_reads {
+            self.projections[other].same_reads.push(index);
+        }
         self.projections.push(Registered {
             projection: Arc::new(projection),
             config,
             reads,
+            same_reads,
         });
         Ok(self)
     }
@@ -171,6 +189,7 @@ where
             projections: self.projections,
             by_name: self.by_name,
             pairs: Mutex::default(),
+            next_ticket: AtomicU64::new(0),
             applying: Mutex::default(),
             known_instances: Mutex::default(),
             progress: Notify::new(),
@@ -228,10 +247,59 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Where a pair stands in this process's scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PairState {
-    /// A run is waiting (coalescing triggers, or for a permit).
-    Queued,
+    /// A run is waiting (coalescing triggers, or for a permit) in the task holding `ticket`.
+    Queued { ticket: u64 },
     /// A run is in progress; `again` records a trigger that arrived meanwhile.
     Running { again: bool },
+}
+
+/// What one batch left to do.
+enum BatchStep {
+    /// The batch was full (or cut short): there may be more.
+    More,
+    /// The run is over.
+    Finished(PairRun),
+}
+
+/// The events one batch fetched, kept for the other projections of the run that read the same
+/// events, so a group of projections costs one read per batch instead of one each.
+///
+/// Reusing them is as safe as fetching: they are every matching event after `after` below a
+/// horizon read after the run began, and below a horizon the set of events is final.
+struct Fetched {
+    after: Option<(Position, u32)>,
+    events: Vec<Event>,
+    /// Fewer than the limit came back: these are all the matching events below the horizon.
+    complete: bool,
+}
+
+impl Fetched {
+    /// The events after `cursor`, at most `limit`, and whether they reach the horizon; `None`
+    /// when this fetch does not cover `cursor` (it started later, or ended before it).
+    fn after_cursor(
+        &self,
+        cursor: Option<(Position, u32)>,
+        limit: u32,
+    ) -> Option<(Vec<Event>, bool)> {
+        let covers_start = match (self.after, cursor) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(after), Some(cursor)) => after <= cursor,
+        };
+        if !covers_start {
+            return None;
+        }
+        let start = cursor.map_or(0, |cursor| {
+            self.events
+                .partition_point(|event| (event.position, event.in_tx_order) <= cursor)
+        });
+        let rest = &self.events[start..];
+        if rest.is_empty() && !self.complete {
+            return None;
+        }
+        let take = rest.len().min(limit as usize);
+        Some((rest[..take].to_vec(), self.complete && take == rest.len()))
+    }
 }
 
 enum PairRun {
@@ -407,24 +475,31 @@ where
         {
             let mut pairs = lock(&self.inner.pairs);
             match pairs.get_mut(&(index, instance.clone())) {
-                Some(PairState::Queued) => return,
+                Some(PairState::Queued { .. }) => return,
                 Some(PairState::Running { again }) => {
                     *again = true;
                     return;
                 }
-                None => {
-                    pairs.insert((index, instance.clone()), PairState::Queued);
-                }
+                None => {}
             }
         }
+        self.queue(index, instance);
+    }
+
+    /// Marks the pair queued under a new ticket and starts the task that runs it.
+    fn queue(&self, index: usize, instance: InstanceId) {
+        let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.pairs).insert((index, instance.clone()), PairState::Queued { ticket });
         let runtime = self.clone();
-        tokio::spawn(async move { runtime.run_scheduled(index, instance).await });
+        tokio::spawn(async move { runtime.run_scheduled(index, instance, ticket).await });
     }
 
     /// Runs a queued pair, and again for as long as triggers arrive while it runs. Each run first
     /// waits `trigger_coalesce`, so under a steady stream of pushes a pair runs at most once per
-    /// run time plus that pause, with everything that arrived meanwhile in one batch.
-    async fn run_scheduled(&self, index: usize, instance: InstanceId) {
+    /// run time plus that pause, with everything that arrived meanwhile in one batch. A run takes
+    /// along the queued pairs of the same instance whose projections read the same events (see
+    /// [`Fetched`]); their own tasks then find their ticket gone and stop.
+    async fn run_scheduled(&self, index: usize, instance: InstanceId, ticket: u64) {
         let key = (index, instance);
         loop {
             let coalesce = self.inner.config.trigger_coalesce;
@@ -432,45 +507,72 @@ where
                 tokio::time::sleep(coalesce).await;
             }
             let Ok(permit) = self.inner.permits.acquire().await else {
-                lock(&self.inner.pairs).remove(&key);
+                let mut pairs = lock(&self.inner.pairs);
+                if pairs.get(&key) == Some(&PairState::Queued { ticket }) {
+                    pairs.remove(&key);
+                }
                 return;
             };
             // From here a trigger no longer joins this run (its horizon may already be read) but
             // asks for the next one.
-            lock(&self.inner.pairs).insert(key.clone(), PairState::Running { again: false });
-            // A reducer or hook is the caller's code and may panic; the pair must not stay marked
-            // running for ever (no trigger would start it again), so a panic ends this run like an
-            // error does.
-            let outcome = std::panic::AssertUnwindSafe(self.run_pair(index, &key.1))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ProjectionError::Statement(
-                        "the projection panicked while running a batch".into(),
-                    ))
-                });
-            drop(permit);
-            match outcome {
-                Ok(PairRun::Stalled) => {
-                    let wait = self.inner.projections[index].config.retry_failed_after;
-                    let retry = self.clone();
-                    let instance = key.1.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        retry.schedule(index, instance);
-                    });
+            let members = {
+                let mut pairs = lock(&self.inner.pairs);
+                if pairs.get(&key) != Some(&PairState::Queued { ticket }) {
+                    // Another run took this one along.
+                    return;
                 }
-                Ok(PairRun::Done | PairRun::Busy) => {}
-                Err(err) => {
-                    let name = self.inner.projections[index].projection.name();
-                    tracing::warn!(projection = %name, instance = %key.1, error = %err, "projection batch failed; retrying at the next trigger");
+                pairs.insert(key.clone(), PairState::Running { again: false });
+                let mut members = vec![index];
+                for &other in &self.inner.projections[index].same_reads {
+                    let other_key = (other, key.1.clone());
+                    if matches!(pairs.get(&other_key), Some(PairState::Queued { .. })) {
+                        pairs.insert(other_key, PairState::Running { again: false });
+                        members.push(other);
+                    }
+                }
+                members
+            };
+            let outcomes = self.run_group(&members, &key.1).await;
+            drop(permit);
+            for (member, outcome) in members.iter().copied().zip(outcomes) {
+                match outcome {
+                    Ok(PairRun::Stalled) => {
+                        let wait = self.inner.projections[member].config.retry_failed_after;
+                        let retry = self.clone();
+                        let instance = key.1.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            retry.schedule(member, instance);
+                        });
+                    }
+                    Ok(PairRun::Done | PairRun::Busy) => {}
+                    Err(err) => {
+                        let name = self.inner.projections[member].projection.name();
+                        tracing::warn!(projection = %name, instance = %key.1, error = %err, "projection batch failed; retrying at the next trigger");
+                    }
                 }
             }
-            let mut pairs = lock(&self.inner.pairs);
-            if pairs.get(&key) == Some(&PairState::Running { again: true }) {
-                pairs.insert(key.clone(), PairState::Queued);
-            } else {
-                pairs.remove(&key);
+            let mut again_here = false;
+            let mut requeue = Vec::new();
+            {
+                let mut pairs = lock(&self.inner.pairs);
+                for &member in &members {
+                    let member_key = (member, key.1.clone());
+                    let again =
+                        pairs.remove(&member_key) == Some(PairState::Running { again: true });
+                    if again && member == index {
+                        pairs.insert(member_key, PairState::Queued { ticket });
+                        again_here = true;
+                    } else if again {
+                        requeue.push(member);
+                    }
+                }
+            }
+            // A member triggered while it ran runs again, in a task of its own.
+            for member in requeue {
+                self.queue(member, key.1.clone());
+            }
+            if !again_here {
                 return;
             }
         }
@@ -483,125 +585,215 @@ where
         index: usize,
         instance: &InstanceId,
     ) -> Result<PairRun, ProjectionError> {
-        let registered = &self.inner.projections[index];
-        let name = registered.projection.name();
-        let mut bulk_limit = registered.config.bulk_limit;
+        let mut bulk_limit = self.inner.projections[index].config.bulk_limit;
         loop {
-            let Some(mut lease) = self.inner.backend.try_lease(name, instance).await? else {
-                return Ok(PairRun::Busy);
-            };
-            let cursor = match self.inner.backend.checkpoint(&mut lease).await {
-                Ok(cursor) => cursor,
-                Err(err) => {
-                    self.inner.backend.release(lease).await;
-                    return Err(err);
-                }
-            };
-            // The horizon is read before the events: below it no transaction is still running, so
-            // no event can appear behind the cursor once it has moved past (docs/position.md).
-            let known_horizon = self.inner.backend.lease_horizon(&lease);
-            let events = async {
-                let horizon = match known_horizon {
-                    Some(horizon) => horizon,
-                    None => self.inner.store.commit_horizon().await?,
-                };
-                let mut query = registered
-                    .reads
-                    .query(instance)
-                    .position_before(horizon)
-                    .limit(bulk_limit);
-                if let Some((position, in_tx_order)) = cursor {
-                    query = query.resume_after(position, in_tx_order);
-                }
-                Ok::<_, ProjectionError>(self.inner.store.query(&query.build()?).await?)
-            }
-            .await;
-            let events = match events {
-                Ok(events) => events,
-                Err(err) => {
-                    self.inner.backend.release(lease).await;
-                    return Err(err);
-                }
-            };
-            if events.is_empty() {
-                self.inner.backend.release(lease).await;
-                return Ok(PairRun::Done);
-            }
-            let count = events.len();
-            let batch: Vec<ReducedEvent> = events
-                .into_iter()
-                .map(|event| {
-                    let statements = reduce_guarded(registered.projection.as_ref(), &event)
-                        .map_err(|err| err.to_string());
-                    ReducedEvent { event, statements }
-                })
-                .collect();
-            // Each aggregate once, with the index of its first event: after the commit, those the
-            // checkpoint moved past are what the batch touched.
-            let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
-            let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
-            let started = Instant::now();
-            let applying = Applying::start(&self.inner, (index, instance.clone()));
-            let applied = tokio::time::timeout(
-                registered.config.transaction_duration,
-                self.inner
-                    .backend
-                    .apply(lease, batch, registered.config.max_failure_count),
-            )
-            .instrument(span.clone())
-            .await;
-            let outcome = match applied {
-                Ok(outcome) => outcome?,
-                Err(_) => {
-                    // Dropping the lease rolled the batch back; try again with a smaller one.
-                    bulk_limit = (bulk_limit / 2).max(1);
-                    span.in_scope(|| {
-                        tracing::warn!(
-                            bulk_limit,
-                            "batch exceeded its time bound; retrying smaller"
-                        )
-                    });
-                    continue;
-                }
-            };
-            span.in_scope(|| {
-                tracing::debug!(
-                    processed = outcome.processed,
-                    skipped = outcome.skipped,
-                    stalled = outcome.stalled,
-                    millis = started.elapsed().as_millis() as u64,
-                    "batch applied"
-                );
-            });
-            if outcome.skipped > 0 {
-                span.in_scope(|| {
-                    tracing::warn!(
-                        skipped = outcome.skipped,
-                        "events failed for good and were skipped"
-                    )
-                });
-            }
-            let touched: Vec<AggregateRef> = first_touches
-                .into_iter()
-                .filter(|(first, _)| *first < outcome.processed)
-                .map(|(_, aggregate)| aggregate)
-                .collect();
-            if !touched.is_empty() {
-                registered
-                    .projection
-                    .after_commit(&touched)
-                    .instrument(span.clone())
-                    .await;
-            }
-            // Wakes catch_up waiters: the batch and its hook are done.
-            drop(applying);
-            if outcome.stalled {
-                return Ok(PairRun::Stalled);
-            }
-            if count < bulk_limit as usize {
-                return Ok(PairRun::Done);
+            if let BatchStep::Finished(run) = self
+                .run_batch(index, instance, &mut bulk_limit, None)
+                .await?
+            {
+                return Ok(run);
             }
         }
+    }
+
+    /// Runs the pairs of `members` (projections with the same reads) in `instance` until each is
+    /// up to date, busy or stalled, a batch of each in turn, so that each batch of events is
+    /// fetched once for all of them. One member's failure or panic ends only its own run.
+    async fn run_group(
+        &self,
+        members: &[usize],
+        instance: &InstanceId,
+    ) -> Vec<Result<PairRun, ProjectionError>> {
+        let mut outcomes: Vec<Option<Result<PairRun, ProjectionError>>> =
+            members.iter().map(|_| None).collect();
+        let mut limits: Vec<u32> = members
+            .iter()
+            .map(|&member| self.inner.projections[member].config.bulk_limit)
+            .collect();
+        let mut fetched = None;
+        loop {
+            let active = outcomes.iter().filter(|outcome| outcome.is_none()).count();
+            if active == 0 {
+                break;
+            }
+            // Keeping a copy of each fetch pays only while another member may use it.
+            let share = active > 1;
+            for (slot, &member) in members.iter().enumerate() {
+                if outcomes[slot].is_some() {
+                    continue;
+                }
+                // A reducer or hook is the caller's code and may panic; the pair must not stay
+                // marked running for ever (no trigger would start it again), so a panic ends its
+                // run like an error does.
+                let step = std::panic::AssertUnwindSafe(self.run_batch(
+                    member,
+                    instance,
+                    &mut limits[slot],
+                    share.then_some(&mut fetched),
+                ))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProjectionError::Statement(
+                        "the projection panicked while running a batch".into(),
+                    ))
+                });
+                match step {
+                    Ok(BatchStep::More) => {}
+                    Ok(BatchStep::Finished(run)) => outcomes[slot] = Some(Ok(run)),
+                    Err(err) => outcomes[slot] = Some(Err(err)),
+                }
+            }
+        }
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// Leases the pair, fetches its next events (or takes them from `fetched`, what another
+    /// projection with the same reads fetched in this run) and applies them as one batch.
+    async fn run_batch(
+        &self,
+        index: usize,
+        instance: &InstanceId,
+        bulk_limit: &mut u32,
+        fetched: Option<&mut Option<Fetched>>,
+    ) -> Result<BatchStep, ProjectionError> {
+        let registered = &self.inner.projections[index];
+        let name = registered.projection.name();
+        let Some(mut lease) = self.inner.backend.try_lease(name, instance).await? else {
+            return Ok(BatchStep::Finished(PairRun::Busy));
+        };
+        let cursor = match self.inner.backend.checkpoint(&mut lease).await {
+            Ok(cursor) => cursor,
+            Err(err) => {
+                self.inner.backend.release(lease).await;
+                return Err(err);
+            }
+        };
+        let shared = fetched
+            .as_ref()
+            .and_then(|fetched| fetched.as_ref())
+            .and_then(|fetched| fetched.after_cursor(cursor, *bulk_limit));
+        let (events, complete) = match shared {
+            Some(shared) => shared,
+            None => {
+                // The horizon is read before the events: below it no transaction is still
+                // running, so no event can appear behind the cursor once it has moved past
+                // (docs/position.md).
+                let known_horizon = self.inner.backend.lease_horizon(&lease);
+                let limit = *bulk_limit;
+                let events = async {
+                    let horizon = match known_horizon {
+                        Some(horizon) => horizon,
+                        None => self.inner.store.commit_horizon().await?,
+                    };
+                    let mut query = registered
+                        .reads
+                        .query(instance)
+                        .position_before(horizon)
+                        .limit(limit);
+                    if let Some((position, in_tx_order)) = cursor {
+                        query = query.resume_after(position, in_tx_order);
+                    }
+                    Ok::<_, ProjectionError>(self.inner.store.query(&query.build()?).await?)
+                }
+                .await;
+                let events = match events {
+                    Ok(events) => events,
+                    Err(err) => {
+                        self.inner.backend.release(lease).await;
+                        return Err(err);
+                    }
+                };
+                let complete = events.len() < limit as usize;
+                if let Some(fetched) = fetched {
+                    *fetched = Some(Fetched {
+                        after: cursor,
+                        events: events.clone(),
+                        complete,
+                    });
+                }
+                (events, complete)
+            }
+        };
+        if events.is_empty() {
+            self.inner.backend.release(lease).await;
+            return Ok(BatchStep::Finished(PairRun::Done));
+        }
+        let count = events.len();
+        let batch: Vec<ReducedEvent> = events
+            .into_iter()
+            .map(|event| {
+                let statements = reduce_guarded(registered.projection.as_ref(), &event)
+                    .map_err(|err| err.to_string());
+                ReducedEvent { event, statements }
+            })
+            .collect();
+        // Each aggregate once, with the index of its first event: after the commit, those the
+        // checkpoint moved past are what the batch touched.
+        let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
+        let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
+        let started = Instant::now();
+        let applying = Applying::start(&self.inner, (index, instance.clone()));
+        let applied = tokio::time::timeout(
+            registered.config.transaction_duration,
+            self.inner
+                .backend
+                .apply(lease, batch, registered.config.max_failure_count),
+        )
+        .instrument(span.clone())
+        .await;
+        let outcome = match applied {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                // Dropping the lease rolled the batch back; try again with a smaller one.
+                *bulk_limit = (*bulk_limit / 2).max(1);
+                span.in_scope(|| {
+                    tracing::warn!(
+                        bulk_limit = *bulk_limit,
+                        "batch exceeded its time bound; retrying smaller"
+                    )
+                });
+                return Ok(BatchStep::More);
+            }
+        };
+        span.in_scope(|| {
+            tracing::debug!(
+                processed = outcome.processed,
+                skipped = outcome.skipped,
+                stalled = outcome.stalled,
+                millis = started.elapsed().as_millis() as u64,
+                "batch applied"
+            );
+        });
+        if outcome.skipped > 0 {
+            span.in_scope(|| {
+                tracing::warn!(
+                    skipped = outcome.skipped,
+                    "events failed for good and were skipped"
+                )
+            });
+        }
+        let touched: Vec<AggregateRef> = first_touches
+            .into_iter()
+            .filter(|(first, _)| *first < outcome.processed)
+            .map(|(_, aggregate)| aggregate)
+            .collect();
+        if !touched.is_empty() {
+            registered
+                .projection
+                .after_commit(&touched)
+                .instrument(span.clone())
+                .await;
+        }
+        // Wakes catch_up waiters: the batch and its hook are done.
+        drop(applying);
+        if outcome.stalled {
+            return Ok(BatchStep::Finished(PairRun::Stalled));
+        }
+        if complete {
+            return Ok(BatchStep::Finished(PairRun::Done));
+        }
+        Ok(BatchStep::More)
     }
 
     fn index(&self, projection: &str) -> Result<usize, ProjectionError> {
@@ -950,4 +1142,99 @@ fn reduce_guarded(
                 .unwrap_or_else(|| "no message".to_owned());
             Err(ReduceError::new(format!("the reducer panicked: {message}")))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+    use strata_event::{AggregateId, AggregateType, Creator, EventType, Owner, Payload};
+
+    use super::*;
+
+    fn event(position: u64, in_tx_order: u32) -> Event {
+        Event {
+            aggregate: AggregateRef {
+                instance_id: InstanceId::from_stored("tenant".into()),
+                aggregate_type: AggregateType::from_stored("user".into()),
+                aggregate_id: AggregateId::from_stored(format!("u{position}")),
+            },
+            event_type: EventType::from_stored("user.added".into()),
+            sequence: 1,
+            revision: 1,
+            created_at: Utc::now(),
+            creator: Creator::from_stored("c".into()),
+            owner: Owner::from_stored("o".into()),
+            position: Position::from(position),
+            in_tx_order,
+            raw_payload: Payload::default(),
+        }
+    }
+
+    fn fetched(after: Option<(u64, u32)>, events: &[(u64, u32)], complete: bool) -> Fetched {
+        Fetched {
+            after: after.map(|(position, order)| (Position::from(position), order)),
+            events: events
+                .iter()
+                .map(|&(position, order)| event(position, order))
+                .collect(),
+            complete,
+        }
+    }
+
+    fn cursors(slice: Option<(Vec<Event>, bool)>) -> Option<(Vec<(u64, u32)>, bool)> {
+        slice.map(|(events, complete)| {
+            (
+                events
+                    .iter()
+                    .map(|event| {
+                        let position: Decimal = event.position.into();
+                        (position.try_into().unwrap_or(0), event.in_tx_order)
+                    })
+                    .collect(),
+                complete,
+            )
+        })
+    }
+
+    fn at(position: u64, order: u32) -> Option<(Position, u32)> {
+        Some((Position::from(position), order))
+    }
+
+    #[test]
+    fn a_fetch_serves_cursors_it_covers_and_only_those() {
+        let full = fetched(Some((10, 0)), &[(11, 0), (11, 1), (12, 0)], true);
+        // From its start, from inside (between two events of one position) and from its end.
+        assert_eq!(
+            cursors(full.after_cursor(at(10, 0), 100)),
+            Some((vec![(11, 0), (11, 1), (12, 0)], true))
+        );
+        assert_eq!(
+            cursors(full.after_cursor(at(11, 0), 100)),
+            Some((vec![(11, 1), (12, 0)], true))
+        );
+        assert_eq!(
+            cursors(full.after_cursor(at(12, 0), 100)),
+            Some((vec![], true))
+        );
+        // A cursor before the fetch's start, or no cursor at all, needs events it never read.
+        assert_eq!(cursors(full.after_cursor(at(9, 0), 100)), None);
+        assert_eq!(cursors(full.after_cursor(None, 100)), None);
+        // A smaller limit cuts the slice, which then no longer reaches the horizon.
+        assert_eq!(
+            cursors(full.after_cursor(at(10, 0), 2)),
+            Some((vec![(11, 0), (11, 1)], false))
+        );
+
+        // A fetch that hit its limit says nothing past its last event.
+        let cut = fetched(None, &[(1, 0), (2, 0)], false);
+        assert_eq!(
+            cursors(cut.after_cursor(None, 100)),
+            Some((vec![(1, 0), (2, 0)], false))
+        );
+        assert_eq!(
+            cursors(cut.after_cursor(at(1, 0), 100)),
+            Some((vec![(2, 0)], false))
+        );
+        assert_eq!(cursors(cut.after_cursor(at(2, 0), 100)), None);
+    }
 }

@@ -1,0 +1,204 @@
+//! Projections that read the same events share each fetch: a run takes along the queued
+//! projections with the same reads in the same instance and reads each batch of events once for
+//! all of them. Each still ends with the read model a lone run gives, and projections with other
+//! reads are not affected.
+//!
+//! (The skip and kill tests of `projection_processes.rs` run three projections with the same
+//! reads in several processes under late commits, so they check the shared path on PostgreSQL.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
+use strata_projection::{
+    MemoryProjections, Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError,
+    RuntimeConfig, SqlValue, Statement,
+};
+use strata_query::Query;
+use strata_store::{EventStore, MemoryStore, Pushed, Result};
+use tokio::sync::broadcast;
+
+/// A memory store that counts the event reads (streams) it serves.
+#[derive(Clone)]
+struct CountingStore {
+    inner: MemoryStore,
+    reads: Arc<AtomicU64>,
+}
+
+impl EventStore for CountingStore {
+    async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
+        self.inner.push(commands).await
+    }
+    fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.stream(query)
+    }
+    async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
+        self.inner.latest_position(query).await
+    }
+    async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
+        self.inner.instance_ids(query).await
+    }
+    fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
+        self.inner.subscribe_pushes()
+    }
+    async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {
+        self.inner.current_sequence(aggregate).await
+    }
+    async fn commit_horizon(&self) -> Result<Position> {
+        self.inner.commit_horizon().await
+    }
+}
+
+/// The latest sequence per aggregate of one type, under the projection's name.
+struct Latest {
+    name: String,
+    aggregate_type: &'static str,
+}
+
+impl Projection for Latest {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate(self.aggregate_type)
+    }
+    fn reduce(&self, event: &Event) -> std::result::Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::upsert(
+            "latest",
+            vec![
+                ("projection", self.name.as_str().into()),
+                ("id", event.aggregate.aggregate_id.as_str().into()),
+            ],
+            vec![("sequence", event.sequence.into())],
+        )])
+    }
+    fn config(&self) -> ProjectionConfig {
+        // Small batches, so a run takes several, some of them cut by the limit.
+        ProjectionConfig {
+            bulk_limit: 10,
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+const SAME_READS: usize = 8;
+const USERS: usize = 20;
+const EVENTS_PER_PUSH: usize = 19;
+const PUSHES: usize = 5;
+
+fn table(read_models: &MemoryProjections, name: &str) -> BTreeMap<String, i64> {
+    read_models
+        .rows("latest")
+        .iter()
+        .filter(|row| row.get("projection") == Some(&SqlValue::from(name)))
+        .filter_map(|row| match (row.get("id"), row.get("sequence")) {
+            (Some(SqlValue::Text(id)), Some(SqlValue::BigInt(sequence))) => {
+                Some((id.clone(), *sequence))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_with_the_same_reads_fetch_each_batch_once_and_each_gets_every_event() {
+    let store = CountingStore {
+        inner: MemoryStore::new(),
+        reads: Arc::default(),
+    };
+    let read_models = MemoryProjections::new();
+    let mut builder =
+        ProjectionRuntime::builder(store.clone(), read_models.clone()).config(RuntimeConfig {
+            // One run at a time, and long enough a pause that every trigger of the pushes below
+            // lands before the first run: the first run then takes all eight along.
+            max_parallel_triggers: 1,
+            trigger_coalesce: Duration::from_millis(200),
+            ..RuntimeConfig::default()
+        });
+    for n in 0..SAME_READS {
+        builder = builder
+            .register(Latest {
+                name: format!("users_{n}"),
+                aggregate_type: "user",
+            })
+            .expect("register");
+    }
+    builder = builder
+        .register(Latest {
+            name: "orgs".into(),
+            aggregate_type: "org",
+        })
+        .expect("register");
+    let runtime = builder.start().await.expect("start");
+    let reads_before = store.reads.load(Ordering::SeqCst);
+
+    let mut expected_users = BTreeMap::new();
+    let mut expected_orgs = BTreeMap::new();
+    for push in 0..PUSHES {
+        let mut commands = Vec::new();
+        for n in 0..EVENTS_PER_PUSH {
+            let id = format!("u{}", (push * EVENTS_PER_PUSH + n) % USERS);
+            commands.push(
+                Command::builder("tenant", "user", id, "user.changed")
+                    .creator("test")
+                    .owner("org")
+                    .build()
+                    .expect("command"),
+            );
+        }
+        commands.push(
+            Command::builder("tenant", "org", format!("o{push}"), "org.added")
+                .creator("test")
+                .owner("org")
+                .build()
+                .expect("command"),
+        );
+        for event in store.push(commands).await.expect("push") {
+            let expected = if event.aggregate.aggregate_type.as_str() == "user" {
+                &mut expected_users
+            } else {
+                &mut expected_orgs
+            };
+            expected.insert(
+                event.aggregate.aggregate_id.as_str().to_owned(),
+                event.sequence as i64,
+            );
+        }
+    }
+
+    // Every projection gets every event of its reads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = (0..SAME_READS)
+            .all(|n| table(&read_models, &format!("users_{n}")) == expected_users)
+            && table(&read_models, "orgs") == expected_orgs;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projections did not catch up: {:?} vs {:?}",
+            table(&read_models, "users_0"),
+            expected_users
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let runs triggered meanwhile finish, then count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads = store.reads.load(Ordering::SeqCst) - reads_before;
+    runtime.shutdown();
+
+    // 95 user events in batches of 10 take each projection at least 10 fetches of its own: 80 for
+    // the eight. Shared, the eight need about 10 between them (plus a few empty runs); the orgs
+    // projection, alone with its reads, a few more.
+    let unshared = (SAME_READS * (PUSHES * EVENTS_PER_PUSH).div_ceil(10)) as u64;
+    assert!(
+        reads < unshared / 2,
+        "{reads} event reads; without sharing it would be at least {unshared}"
+    );
+    eprintln!("{reads} event reads for {SAME_READS} projections with the same reads and one other");
+}
