@@ -629,3 +629,103 @@ async fn a_panicking_reducer_takes_the_failure_path_and_the_projection_moves_on(
     assert_eq!(failed[0].aggregate.aggregate_id.as_str(), "u1");
     assert!(failed[0].error.contains("panicked"), "{}", failed[0].error);
 }
+
+/// Records the commit mode each batch ran under.
+struct CommitMode {
+    name: &'static str,
+    side_effects: bool,
+}
+
+impl Projection for CommitMode {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("user")
+    }
+    fn reduce(&self, _: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![Statement::sql(
+            "INSERT INTO commit_modes (projection, mode) \
+             VALUES ($1, current_setting('synchronous_commit'))",
+            vec![SqlValue::from(self.name)],
+        )])
+    }
+    fn has_side_effects(&self) -> bool {
+        self.side_effects
+    }
+}
+
+/// Batches commit without waiting for the WAL flush, except those of projections with side
+/// effects, and all of them once `durable_commits` is set. (The second runtime also shows that
+/// `shutdown` gives back the first one's LISTEN connection: the projection pool has two.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_commit_durably_only_where_a_crash_could_repeat_an_effect() {
+    let database = TestDatabase::create().await;
+    let admin = database.pool(1);
+    sqlx::query("CREATE TABLE commit_modes (projection TEXT, mode TEXT)")
+        .execute(&admin)
+        .await
+        .expect("table");
+    let store = database.store();
+    let last = store
+        .push(vec![command(
+            "tenant-a",
+            "u1",
+            "user.added",
+            serde_json::json!({}),
+        )])
+        .await
+        .expect("push")[0]
+        .position;
+    let instance = InstanceId::new("tenant-a").expect("id");
+    for durable in [false, true] {
+        let mut backend = PgProjections::new(store.pools().projection().clone());
+        if durable {
+            backend = backend.durable_commits();
+        }
+        let (plain, effects) = if durable {
+            ("plain_durable", "effects_durable")
+        } else {
+            ("plain", "effects")
+        };
+        let runtime = ProjectionRuntime::builder(store.clone(), backend)
+            .register(CommitMode {
+                name: plain,
+                side_effects: false,
+            })
+            .expect("register")
+            .register(CommitMode {
+                name: effects,
+                side_effects: true,
+            })
+            .expect("register")
+            .start()
+            .await
+            .expect("start");
+        for name in [plain, effects] {
+            runtime
+                .catch_up(name, &instance, last, WAIT)
+                .await
+                .expect("catch up");
+        }
+        runtime.shutdown();
+    }
+    let modes: Vec<(String, String)> =
+        sqlx::query_as("SELECT projection, mode FROM commit_modes ORDER BY projection")
+            .fetch_all(&admin)
+            .await
+            .expect("modes");
+    let modes: Vec<(&str, &str)> = modes
+        .iter()
+        .map(|(projection, mode)| (projection.as_str(), mode.as_str()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("effects", "on"),
+            ("effects_durable", "on"),
+            ("plain", "off"),
+            ("plain_durable", "on"),
+        ]
+    );
+}

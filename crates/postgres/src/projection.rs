@@ -1,6 +1,9 @@
 //! [`PgProjections`]: read models, checkpoints and failed events in PostgreSQL, with a lease per
 //! (projection, instance) that is a transaction holding an advisory lock.
 
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgArguments, PgListener};
@@ -18,10 +21,26 @@ use crate::store::PUSH_CHANNEL;
 /// Projection storage on PostgreSQL. Give it the store's projection pool
 /// (`store.pools().projection()`), so projection work can never take the connections pushes and
 /// queries need. Cheap to clone.
+///
+/// # Commits
+///
+/// A batch commits without waiting for its WAL record to reach the disk
+/// (`synchronous_commit = off` for that transaction only): on the two-core machine of
+/// `docs/benchmarks.md`, twenty projections flushing their own commits queued behind and ahead of
+/// the writers' flushes. Nothing is lost that matters: the read model and its checkpoint are one
+/// transaction, so a crash loses both together (at most the last `3 × wal_writer_delay`, 0.6 s
+/// by default) and the projection applies those events again, exactly once. Events themselves
+/// always commit durably. Two cases ask for durable commits instead: projections that declare
+/// [side effects](strata_projection::Projection::has_side_effects), whose
+/// `after_commit` hook must not run for a batch a crash could undo, and every projection once
+/// [`PgProjections::durable_commits`] is set.
 #[derive(Debug, Clone)]
 pub struct PgProjections {
     pool: PgPool,
     listen: bool,
+    durable_commits: bool,
+    /// Projections registered with side effects: their batches always commit durably.
+    durable_projections: Arc<RwLock<HashSet<String>>>,
 }
 
 /// The lease of one (projection, instance): an open transaction holding a transaction-scoped
@@ -50,7 +69,28 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> ProjectionError {
 impl PgProjections {
     /// Projection storage on `pool`, listening for other processes' pushes.
     pub fn new(pool: PgPool) -> Self {
-        PgProjections { pool, listen: true }
+        PgProjections {
+            pool,
+            listen: true,
+            durable_commits: false,
+            durable_projections: Arc::default(),
+        }
+    }
+
+    /// Every batch waits for its commit to be flushed to disk, as pushes do (see
+    /// [Commits](PgProjections#commits) for why that is not the default).
+    pub fn durable_commits(mut self) -> Self {
+        self.durable_commits = true;
+        self
+    }
+
+    fn commits_durably(&self, projection: &str) -> bool {
+        self.durable_commits
+            || self
+                .durable_projections
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(projection)
     }
 
     /// Does not listen for other processes' pushes (projections then rely on local pushes and
@@ -580,11 +620,18 @@ impl ProjectionBackend for PgProjections {
             .begin()
             .await
             .map_err(|err| store_error("starting a projection batch", err))?;
-        let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0))",
+        // The commit mode is set in the same round trip, for this transaction only.
+        let (locked, _): (bool, String) = sqlx::query_as(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0)), \
+                    set_config('synchronous_commit', $3, true)",
         )
         .bind(projection)
         .bind(instance.as_str())
+        .bind(if self.commits_durably(projection) {
+            "on"
+        } else {
+            "off"
+        })
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| store_error("taking a projection lease", err))?;
@@ -826,6 +873,12 @@ impl ProjectionBackend for PgProjections {
         reads: &Reads,
         has_side_effects: bool,
     ) -> Result<(), ProjectionError> {
+        if has_side_effects {
+            self.durable_projections
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(projection.to_owned());
+        }
         let reads = serde_json::to_string(reads.entries()).map_err(|err| corrupt("reads", err))?;
         sqlx::query(
             "INSERT INTO projections.registry (projection_name, reads, has_side_effects, registered_at) \
@@ -918,7 +971,13 @@ impl ProjectionBackend for PgProjections {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             };
             loop {
-                let instances = match listener.try_recv().await {
+                // Stops, and gives its connection back to the pool, as soon as the runtime is
+                // gone, not at the next notice: on a quiet store that could be never.
+                let received = tokio::select! {
+                    received = listener.try_recv() => received,
+                    () = sender.closed() => return,
+                };
+                let instances = match received {
                     Ok(Some(notification)) => notification
                         .payload()
                         .lines()
