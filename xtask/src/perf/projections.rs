@@ -250,23 +250,24 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
     let runtime = crate::server::runtime()?;
     runtime.block_on(async {
         let store = PgStore::connect(url, PgConfig::default()).await?;
-        let mut builder = ProjectionRuntime::builder(
-            store.clone(),
-            PgProjections::new(store.pools().projection().clone()),
-        )
-        .config(RuntimeConfig {
-            max_parallel_triggers: std::env::var("STRATA_BENCH_PARALLEL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(4),
-            trigger_coalesce: Duration::from_millis(
-                std::env::var("STRATA_BENCH_COALESCE_MS")
+        let mut backend = PgProjections::new(store.pools().projection().clone());
+        if std::env::var_os("STRATA_BENCH_DURABLE_PROJECTIONS").is_some() {
+            backend = backend.durable_commits();
+        }
+        let mut builder =
+            ProjectionRuntime::builder(store.clone(), backend).config(RuntimeConfig {
+                max_parallel_triggers: std::env::var("STRATA_BENCH_PARALLEL")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(10),
-            ),
-            ..RuntimeConfig::default()
-        });
+                    .unwrap_or(4),
+                trigger_coalesce: Duration::from_millis(
+                    std::env::var("STRATA_BENCH_COALESCE_MS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(10),
+                ),
+                ..RuntimeConfig::default()
+            });
         for n in 0..count {
             builder = if kind == "latest" {
                 builder.register(Latest {
@@ -354,8 +355,6 @@ pub(crate) async fn p2_and_w1p(
     .execute(pool)
     .await?;
     let mut rows = Vec::new();
-    eprintln!("bench: W1 alone at C=8 (reference for W1P)");
-    let alone = writes::w1_only(store, 8, timing).await;
     if wanted("P2") {
         eprintln!("bench: P2");
         let worker = spawn_worker(url, 1, "arrivals")?;
@@ -408,32 +407,62 @@ pub(crate) async fn p2_and_w1p(
         }
     }
     if wanted("W1P") {
-        eprintln!("bench: W1P");
+        rows.extend(w1p(store, pool, url, timing).await?);
+    }
+    Ok(rows)
+}
+
+/// W1P: W1 at C = 8 with 20 projections applying every push in another process, against W1 alone
+/// at C = 8, in alternating rounds (alone, with projections, alone, …). On this machine W1's
+/// absolute rate drifts by 2× over minutes with the disk's flush latency; alternating short
+/// rounds exposes both sides to the same drift, so their ratio holds where one long run each
+/// would compare two different machines. Each round's worker catches up before it is measured.
+async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Result<Vec<Row>> {
+    let rounds: u32 = if timing.measure >= Duration::from_secs(6) {
+        3
+    } else {
+        2
+    };
+    let round = Timing {
+        warmup: timing.warmup / 2,
+        measure: timing.measure / rounds,
+    };
+    let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
+    let (mut alone, mut alone_elapsed) = (Samples::default(), Duration::ZERO);
+    let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
+    for n in 1..=rounds {
+        eprintln!("bench: W1P round {n}/{rounds}: W1 alone");
+        let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+        alone.merge(samples);
+        alone_elapsed += elapsed;
+        eprintln!("bench: W1P round {n}/{rounds}: W1 beside 20 projections");
         let worker = spawn_worker(url, 20, "latest")?;
-        let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
         let before = if detail {
             activity(pool).await?
         } else {
             (0, 0, 0)
         };
-        let mut row = writes::w1_only(store, 8, timing).await;
+        let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
         if detail {
             let after = activity(pool).await?;
-            let seconds = (timing.warmup + timing.measure).as_secs_f64();
+            let seconds = (round.warmup + round.measure).as_secs_f64();
             let events = after.2 - before.2;
             eprintln!(
-                "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch",
+                "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch; \
+                 {:.0} ev/s beside projections",
                 (after.0 - before.0) as f64 / seconds,
                 (after.1 - before.1) as f64 / seconds,
                 (events * 20) as f64 / (after.0 - before.0).max(1) as f64,
+                samples.events as f64 / elapsed.as_secs_f64().max(1e-9),
             );
         }
         drop(worker);
-        row.workload = "W1P".into();
-        rows.push(alone_as_reference(&alone));
-        rows.push(row);
+        with.merge(samples);
+        with_elapsed += elapsed;
     }
-    Ok(rows)
+    let alone = alone.events_row("strata-alone", "W1P", 8, alone_elapsed);
+    let with = with.events_row("strata", "W1P", 8, with_elapsed);
+    Ok(vec![alone, with])
 }
 
 /// A quarter second of P2 arrivals: start (s after the window opened), count, p50, p99, max (ms).
@@ -460,13 +489,4 @@ async fn activity(pool: &PgPool) -> Result<(i64, i64, i64)> {
         .fetch_one(pool)
         .await?;
     Ok((moves.unwrap_or(0), transactions, events))
-}
-
-/// W1 alone, re-labelled so the table can show W1P's ratio to it.
-fn alone_as_reference(alone: &Row) -> Row {
-    Row {
-        system: "strata-alone",
-        workload: "W1P".into(),
-        ..alone.clone()
-    }
 }

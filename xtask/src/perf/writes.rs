@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 use futures::FutureExt;
@@ -12,7 +13,7 @@ use strata_postgres::PgStore;
 use strata_store::EventStore;
 
 use crate::perf::runner::{Operation, Timing, payload, run};
-use crate::perf::stats::Row;
+use crate::perf::stats::{Row, Samples};
 
 const AGGREGATES: u64 = 10_000;
 const W3_EVENTS: usize = 100;
@@ -172,6 +173,15 @@ pub(crate) async fn run_writes(
 
 /// W1 at `concurrency` with group commit's NOTIFY on or off: the cost of announcing pushes.
 pub(crate) async fn w1_only(store: &PgStore, concurrency: usize, timing: Timing) -> Row {
-    let (samples, elapsed) = run(concurrency, timing, strata_op(store, w1_pick)).await;
+    let (samples, elapsed) = w1_samples(store, concurrency, timing).await;
     samples.events_row("strata", "W1", concurrency, elapsed)
+}
+
+/// W1's raw samples, for workloads that measure it in several rounds and merge them.
+pub(crate) async fn w1_samples(
+    store: &PgStore,
+    concurrency: usize,
+    timing: Timing,
+) -> (Samples, Duration) {
+    run(concurrency, timing, strata_op(store, w1_pick)).await
 }
