@@ -28,8 +28,9 @@ const OPERATOR_REQUEST_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// Most batches running at once in this process [4]. Each running batch holds one connection
-    /// of the projection pool, so keep it at or below that pool's size: then no number of
-    /// projections and instances can exhaust the pool.
+    /// of the projection pool, and on PostgreSQL listening for other processes' pushes holds one
+    /// more, so keep it below that pool's size: then no number of projections and instances can
+    /// exhaust the pool.
     pub max_parallel_triggers: usize,
     /// How long [`ProjectionRuntime::rebuild`] and failed-event retries wait for a busy
     /// (projection, instance) to become free [30 s].
@@ -268,6 +269,8 @@ enum BatchStep {
 /// horizon read after the run began, and below a horizon the set of events is final.
 struct Fetched {
     after: Option<(Position, u32)>,
+    /// The horizon the events were read below.
+    horizon: Position,
     events: Vec<Event>,
     /// Fewer than the limit came back: these are all the matching events below the horizon.
     complete: bool,
@@ -578,6 +581,27 @@ where
         }
     }
 
+    /// The next `limit` events the projection reads in `instance` after `cursor`, below
+    /// `horizon`.
+    async fn fetch(
+        &self,
+        index: usize,
+        instance: &InstanceId,
+        cursor: Option<(Position, u32)>,
+        horizon: Position,
+        limit: u32,
+    ) -> Result<Vec<Event>, ProjectionError> {
+        let mut query = self.inner.projections[index]
+            .reads
+            .query(instance)
+            .position_before(horizon)
+            .limit(limit);
+        if let Some((position, in_tx_order)) = cursor {
+            query = query.resume_after(position, in_tx_order);
+        }
+        Ok(self.inner.store.query(&query.build()?).await?)
+    }
+
     /// Processes batches of one pair until it is up to date, another worker holds it, or an event
     /// stalls it.
     async fn run_pair(
@@ -586,9 +610,10 @@ where
         instance: &InstanceId,
     ) -> Result<PairRun, ProjectionError> {
         let mut bulk_limit = self.inner.projections[index].config.bulk_limit;
+        let mut fetched = None;
         loop {
             if let BatchStep::Finished(run) = self
-                .run_batch(index, instance, &mut bulk_limit, None)
+                .run_batch(index, instance, &mut bulk_limit, &mut fetched, false)
                 .await?
             {
                 return Ok(run);
@@ -629,7 +654,8 @@ where
                     member,
                     instance,
                     &mut limits[slot],
-                    share.then_some(&mut fetched),
+                    &mut fetched,
+                    share,
                 ))
                 .catch_unwind()
                 .await
@@ -648,14 +674,21 @@ where
         outcomes.into_iter().flatten().collect()
     }
 
-    /// Leases the pair, fetches its next events (or takes them from `fetched`, what another
-    /// projection with the same reads fetched in this run) and applies them as one batch.
+    /// Leases the pair, fetches its next events (or takes them from `fetched`: what another
+    /// projection with the same reads fetched in this run, or what the previous batch fetched
+    /// ahead) and applies them as one batch.
+    ///
+    /// `shared`: other projections of the run may use this batch's fetch, so it is kept in
+    /// `fetched`. Otherwise a full batch fetches the next one while it applies (on the query pool,
+    /// beside the batch's own connection): a lone projection catching up then keeps both the
+    /// database's reading and its writing busy instead of taking turns.
     async fn run_batch(
         &self,
         index: usize,
         instance: &InstanceId,
         bulk_limit: &mut u32,
-        fetched: Option<&mut Option<Fetched>>,
+        fetched: &mut Option<Fetched>,
+        shared: bool,
     ) -> Result<BatchStep, ProjectionError> {
         let registered = &self.inner.projections[index];
         let name = registered.projection.name();
@@ -669,12 +702,13 @@ where
                 return Err(err);
             }
         };
-        let shared = fetched
-            .as_ref()
-            .and_then(|fetched| fetched.as_ref())
-            .and_then(|fetched| fetched.after_cursor(cursor, *bulk_limit));
-        let (events, complete) = match shared {
-            Some(shared) => shared,
+        let reused = fetched.as_ref().and_then(|fetched| {
+            fetched
+                .after_cursor(cursor, *bulk_limit)
+                .map(|(events, complete)| (events, complete, fetched.horizon))
+        });
+        let (events, complete, horizon) = match reused {
+            Some(reused) => reused,
             None => {
                 // The horizon is read before the events: below it no transaction is still
                 // running, so no event can appear behind the cursor once it has moved past
@@ -686,18 +720,11 @@ where
                         Some(horizon) => horizon,
                         None => self.inner.store.commit_horizon().await?,
                     };
-                    let mut query = registered
-                        .reads
-                        .query(instance)
-                        .position_before(horizon)
-                        .limit(limit);
-                    if let Some((position, in_tx_order)) = cursor {
-                        query = query.resume_after(position, in_tx_order);
-                    }
-                    Ok::<_, ProjectionError>(self.inner.store.query(&query.build()?).await?)
+                    let events = self.fetch(index, instance, cursor, horizon, limit).await?;
+                    Ok::<_, ProjectionError>((events, horizon))
                 }
                 .await;
-                let events = match events {
+                let (events, horizon) = match events {
                     Ok(events) => events,
                     Err(err) => {
                         self.inner.backend.release(lease).await;
@@ -705,14 +732,15 @@ where
                     }
                 };
                 let complete = events.len() < limit as usize;
-                if let Some(fetched) = fetched {
+                if shared {
                     *fetched = Some(Fetched {
                         after: cursor,
+                        horizon,
                         events: events.clone(),
                         complete,
                     });
                 }
-                (events, complete)
+                (events, complete, horizon)
             }
         };
         if events.is_empty() {
@@ -733,15 +761,40 @@ where
         let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
         let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
         let started = Instant::now();
+        // The next batch, read while this one applies: below the same horizon, after this
+        // batch's last event. It serves the next batch if that starts where this one ends.
+        let ahead = (!complete && !shared)
+            .then(|| batch.last())
+            .flatten()
+            .map(|last| (last.event.position, last.event.in_tx_order));
+        let limit = *bulk_limit;
+        let read_ahead = async {
+            match ahead {
+                Some(after) => Some(
+                    self.fetch(index, instance, Some(after), horizon, limit)
+                        .await
+                        .map(|events| (after, events)),
+                ),
+                None => None,
+            }
+        };
         let applying = Applying::start(&self.inner, (index, instance.clone()));
-        let applied = tokio::time::timeout(
+        let apply = tokio::time::timeout(
             registered.config.transaction_duration,
             self.inner
                 .backend
                 .apply(lease, batch, registered.config.max_failure_count),
         )
-        .instrument(span.clone())
-        .await;
+        .instrument(span.clone());
+        let (applied, read_ahead) = tokio::join!(apply, read_ahead);
+        if let Some(Ok((after, events))) = read_ahead {
+            *fetched = Some(Fetched {
+                after: Some(after),
+                horizon,
+                complete: events.len() < limit as usize,
+                events,
+            });
+        }
         let outcome = match applied {
             Ok(outcome) => outcome?,
             Err(_) => {
@@ -1173,6 +1226,7 @@ mod tests {
     fn fetched(after: Option<(u64, u32)>, events: &[(u64, u32)], complete: bool) -> Fetched {
         Fetched {
             after: after.map(|(position, order)| (Position::from(position), order)),
+            horizon: Position::from(100),
             events: events
                 .iter()
                 .map(|&(position, order)| event(position, order))
