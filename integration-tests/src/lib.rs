@@ -6,9 +6,9 @@
 //! another's rows.
 //!
 //! The server is the one named by `DATABASE_URL`, or `postgres://postgres@127.0.0.1:5432/postgres`
-//! when it is unset. `cargo xtask test` finds or starts a server and drops the test databases
-//! afterwards; every database this crate creates is named `strata_test_…` so they are easy to
-//! find.
+//! when it is unset. `cargo xtask test` finds or starts a server and, before and after the
+//! tests, drops the test databases of processes that have exited; every database this crate
+//! creates is named `strata_test_<pid>_…` so they are easy to find and to tell apart.
 //!
 //! This crate is not published and is not an API: it exists for the workspace's own tests.
 

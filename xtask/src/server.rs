@@ -90,9 +90,47 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting a Tokio runtime")
 }
 
-/// Drops every database the integration tests created (they share the `strata_test_` prefix).
+/// Prefix of the databases the integration tests create: `strata_test_<pid>_<n>_<nanos>`, and
+/// their template `strata_test_template_<hash>`.
+const TEST_PREFIX: &str = "strata_test_";
+
+/// Drops the databases of integration-test processes that have exited. Those of a test run
+/// still going beside this one stay, and so does the migrated template, which the next run
+/// reuses (its name changes with the migrations).
 pub(crate) async fn drop_test_databases(url: &str) -> Result<()> {
-    drop_databases_like(url, "strata\\_test\\_%").await
+    drop_orphaned_databases(url, TEST_PREFIX).await
+}
+
+/// Drops the databases named `<prefix><pid>_…` whose process `pid` has exited (Linux: no
+/// `/proc/<pid>`). Elsewhere nothing can tell, so nothing is dropped.
+pub(crate) async fn drop_orphaned_databases(url: &str, prefix: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/self").exists() {
+        return Ok(());
+    }
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))?;
+    let pattern = format!("{}%", prefix.replace('_', "\\_"));
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(&pattern)
+            .fetch_all(&mut admin)
+            .await?;
+    admin.close().await.ok();
+    for name in names {
+        let pid = name
+            .trim_start_matches(prefix)
+            .split('_')
+            .next()
+            .unwrap_or_default();
+        let exited = !pid.is_empty()
+            && pid.bytes().all(|byte| byte.is_ascii_digit())
+            && !std::path::Path::new("/proc").join(pid).exists();
+        if exited {
+            drop_databases_like(url, &name.replace('_', "\\_")).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops every database whose name is `LIKE pattern`, disconnecting its sessions first.

@@ -90,29 +90,6 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
-/// Drops the bench databases whose creating process (the first number in the name) has exited.
-async fn drop_orphaned_databases(url: &str) -> Result<()> {
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(url).await?;
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'strata\\_bench\\_%'",
-    )
-    .fetch_all(&mut admin)
-    .await?;
-    admin.close().await.ok();
-    for name in names {
-        let pid = name
-            .trim_start_matches(setup::PREFIX)
-            .split('_')
-            .next()
-            .unwrap_or_default();
-        if !pid.is_empty() && !std::path::Path::new("/proc").join(pid).exists() {
-            server::drop_databases_like(url, &name.replace('_', "\\_")).await?;
-        }
-    }
-    Ok(())
-}
-
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let options = parse(args)?;
     let server = server::PgServer::find_or_start()?;
@@ -127,9 +104,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         eprintln!("bench: could not drop the bench databases: {err:#}");
     }
     // And those of runs that were killed: their process is gone (Linux: no /proc entry).
-    if std::path::Path::new("/proc/self").exists()
-        && let Err(err) = runtime.block_on(drop_orphaned_databases(&url))
-    {
+    if let Err(err) = runtime.block_on(server::drop_orphaned_databases(&url, setup::PREFIX)) {
         eprintln!("bench: could not drop orphaned bench databases: {err:#}");
     }
     let rows = outcome?;
