@@ -475,7 +475,7 @@ where
     /// running, makes it run once more when it is done (no trigger is lost, and the two runs never
     /// compete for the lease).
     fn schedule(&self, index: usize, instance: InstanceId) {
-        {
+        let ticket = {
             let mut pairs = lock(&self.inner.pairs);
             match pairs.get_mut(&(index, instance.clone())) {
                 Some(PairState::Queued { .. }) => return,
@@ -483,16 +483,20 @@ where
                     *again = true;
                     return;
                 }
-                None => {}
+                None => {
+                    // Queued under the same lock as the check, so two triggers cannot both
+                    // start a task.
+                    let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+                    pairs.insert((index, instance.clone()), PairState::Queued { ticket });
+                    ticket
+                }
             }
-        }
-        self.queue(index, instance);
+        };
+        self.start_queued(index, instance, ticket);
     }
 
-    /// Marks the pair queued under a new ticket and starts the task that runs it.
-    fn queue(&self, index: usize, instance: InstanceId) {
-        let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.pairs).insert((index, instance.clone()), PairState::Queued { ticket });
+    /// Starts the task of a pair already marked queued under `ticket`.
+    fn start_queued(&self, index: usize, instance: InstanceId, ticket: u64) {
         let runtime = self.clone();
         tokio::spawn(async move { runtime.run_scheduled(index, instance, ticket).await });
     }
@@ -567,13 +571,17 @@ where
                         pairs.insert(member_key, PairState::Queued { ticket });
                         again_here = true;
                     } else if again {
-                        requeue.push(member);
+                        // Queued under the same lock, so no trigger in between can start a
+                        // second task for it.
+                        let ticket = self.inner.next_ticket.fetch_add(1, Ordering::Relaxed);
+                        pairs.insert(member_key, PairState::Queued { ticket });
+                        requeue.push((member, ticket));
                     }
                 }
             }
             // A member triggered while it ran runs again, in a task of its own.
-            for member in requeue {
-                self.queue(member, key.1.clone());
+            for (member, ticket) in requeue {
+                self.start_queued(member, key.1.clone(), ticket);
             }
             if !again_here {
                 return;
