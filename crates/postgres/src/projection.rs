@@ -25,9 +25,10 @@ use crate::store::PUSH_CHANNEL;
 /// # Commits
 ///
 /// A batch commits without waiting for its WAL record to reach the disk
-/// (`synchronous_commit = off` for that transaction only): on the two-core machine of
-/// `docs/benchmarks.md`, twenty projections flushing their own commits queued behind and ahead of
-/// the writers' flushes. Nothing is lost that matters: the read model and its checkpoint are one
+/// (`synchronous_commit = off` for that transaction only): a batch that waits for its flush
+/// holds its pair, and the next batch, for that long, so under write load read models lag by
+/// the disk's flush latency (P2 in `docs/benchmarks.md`: p99 97–167 ms durable, 19–37 ms
+/// without, on a slow disk). Nothing is lost that matters: the read model and its checkpoint are one
 /// transaction, so a crash loses both together (at most the last `3 × wal_writer_delay`, 0.6 s
 /// by default) and the projection applies those events again, exactly once. Events themselves
 /// always commit durably. Two cases ask for durable commits instead: projections that declare
@@ -620,18 +621,17 @@ impl ProjectionBackend for PgProjections {
             .begin()
             .await
             .map_err(|err| store_error("starting a projection batch", err))?;
-        // The commit mode is set in the same round trip, for this transaction only.
-        let (locked, _): (bool, String) = sqlx::query_as(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0)), \
-                    set_config('synchronous_commit', $3, true)",
-        )
+        // The commit mode is set in the same round trip, for this transaction only. A durable
+        // batch keeps the session's own setting (which may ask for more than a local flush, e.g.
+        // `remote_apply` with a synchronous standby).
+        let locked: bool = sqlx::query_scalar(if self.commits_durably(projection) {
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0))"
+        } else {
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0)) \
+                    AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+        })
         .bind(projection)
         .bind(instance.as_str())
-        .bind(if self.commits_durably(projection) {
-            "on"
-        } else {
-            "off"
-        })
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| store_error("taking a projection lease", err))?;
