@@ -262,8 +262,9 @@ enum BatchStep {
     Finished(PairRun),
 }
 
-/// The events one batch fetched, kept for the other projections of the run that read the same
-/// events, so a group of projections costs one read per batch instead of one each.
+/// Events fetched in a run and kept for a later batch of the same run: one another projection
+/// with the same reads takes from them (a group of projections then costs one read per batch
+/// instead of one each), or the same projection's next batch, read ahead while this one applied.
 ///
 /// Reusing them is as safe as fetching: they are every matching event after `after` below a
 /// horizon read after the run began, and below a horizon the set of events is final.
