@@ -10,8 +10,8 @@ use sqlx::postgres::{PgArguments, PgListener};
 use sqlx::{Arguments, PgPool, Postgres, Transaction};
 use strata_event::{AggregateId, AggregateRef, AggregateType, InstanceId, Position};
 use strata_projection::{
-    BatchOutcome, CurrentState, FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend,
-    ProjectionError, Reads, ReducedEvent, SqlValue, Statement, is_identifier,
+    BatchOutcome, Column, CurrentState, FailedEvent, FailedEventKey, OperatorRequest,
+    ProjectionBackend, ProjectionError, Reads, ReducedEvent, SqlValue, Statement, is_identifier,
 };
 use tokio::sync::mpsc;
 
@@ -368,15 +368,7 @@ fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)
     // A column's type comes from its first non-NULL value; NULLs before it are remembered.
     let mut leading_nulls = vec![0usize; width];
     for row in rows {
-        let Statement::Upsert {
-            key: row_key,
-            values: row_values,
-            ..
-        } = row
-        else {
-            return Err("mixed statements in an upsert run".into());
-        };
-        for (index, (_, value)) in row_key.iter().chain(row_values).enumerate() {
+        for (index, (_, value)) in upsert_columns(row)?.enumerate() {
             let (Some(slot), Some(nulls)) = (columns.get_mut(index), leading_nulls.get_mut(index))
             else {
                 return Err("upserts of different widths in one run".into());
@@ -417,6 +409,14 @@ fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)
     )))
 }
 
+/// The columns of one row of a merged upsert run, key first.
+fn upsert_columns(row: &Statement) -> Result<impl Iterator<Item = &Column>, String> {
+    match row {
+        Statement::Upsert { key, values, .. } => Ok(key.iter().chain(values)),
+        _ => Err("mixed statements in an upsert run".into()),
+    }
+}
+
 /// The parts of one upsert's SQL around its `VALUES (…)` tuple: `INSERT INTO t (columns)` and
 /// ` ON CONFLICT … DO …`. They are the same for every row of a merged run, so the single-row
 /// rendering (with its identifier checks) supplies them for both merged forms.
@@ -441,16 +441,8 @@ fn render_rows_values(rows: &[Statement]) -> Result<(String, PgArguments), Strin
     let mut count = 0;
     let mut tuples = Vec::with_capacity(rows.len());
     for row in rows {
-        let Statement::Upsert {
-            key: row_key,
-            values: row_values,
-            ..
-        } = row
-        else {
-            return Err("mixed statements in an upsert run".into());
-        };
         let mut placeholders = Vec::with_capacity(key.len() + values.len());
-        for (_, value) in row_key.iter().chain(row_values) {
+        for (_, value) in upsert_columns(row)? {
             let bound = match value {
                 SqlValue::Null => {
                     placeholders.push("NULL".to_owned());
