@@ -278,6 +278,21 @@ struct Fetched {
 }
 
 impl Fetched {
+    /// What a fetch of at most `limit` events after `after` below `horizon` returned.
+    fn new(
+        after: Option<(Position, u32)>,
+        horizon: Position,
+        events: Vec<Event>,
+        limit: u32,
+    ) -> Self {
+        Fetched {
+            after,
+            horizon,
+            complete: events.len() < limit as usize,
+            events,
+        }
+    }
+
     /// The events after `cursor`, at most `limit`, and whether they reach the horizon; `None`
     /// when this fetch does not cover `cursor` (it started later, or ended before it).
     fn after_cursor(
@@ -742,12 +757,7 @@ where
                 };
                 let complete = events.len() < limit as usize;
                 if shared {
-                    *fetched = Some(Fetched {
-                        after: cursor,
-                        horizon,
-                        events: events.clone(),
-                        complete,
-                    });
+                    *fetched = Some(Fetched::new(cursor, horizon, events.clone(), limit));
                 }
                 (events, complete, horizon)
             }
@@ -797,12 +807,7 @@ where
         .instrument(span.clone());
         let (applied, read_ahead) = tokio::join!(apply, read_ahead);
         if let Some(Ok((after, events))) = read_ahead {
-            *fetched = Some(Fetched {
-                after: Some(after),
-                horizon,
-                complete: events.len() < limit as usize,
-                events,
-            });
+            *fetched = Some(Fetched::new(Some(after), horizon, events, limit));
         }
         let outcome = match applied {
             Ok(outcome) => outcome?,
