@@ -67,6 +67,64 @@ async fn hot_aggregate_without_group_commit() {
     hammer_one_aggregate(database.store_with(config), 300).await;
 }
 
+/// A push whose caller stopped waiting before its lane sent it (a timeout, a dropped request) is
+/// not stored; the push the lane was already sending is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_cancelled_while_queued_is_not_stored() {
+    let database = TestDatabase::create().await;
+    let config = PgConfig {
+        group_commit: GroupCommitConfig {
+            lanes: Some(1),
+            ..GroupCommitConfig::default()
+        },
+        ..test_config()
+    };
+    let store = Arc::new(database.store_with(config));
+    // Holds the lane: its call waits for this lock, and what is pushed meanwhile queues behind it.
+    let admin = database.pool(1);
+    let mut blocker = admin.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE eventstore.events IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let sending = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.push(vec![command("i", "sent", "user.added")]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.push(vec![command("i", "cancelled", "user.added")]),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the lane is busy, so the push must still be queued"
+    );
+    blocker.commit().await.expect("unlock");
+    sending
+        .await
+        .expect("task ran")
+        .expect("the push on its way is stored");
+    // The next push on the lane went after the cancelled one would have.
+    store
+        .push(vec![command("i", "later", "user.added")])
+        .await
+        .expect("later push");
+    let stored: BTreeSet<String> = store
+        .query(&Query::builder().instance("i").build().expect("query"))
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|event| event.aggregate.aggregate_id.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        stored,
+        BTreeSet::from(["sent".to_owned(), "later".to_owned()]),
+        "the cancelled push must not be stored"
+    );
+}
+
 /// A failing push grouped with good ones must not take them down: each is answered on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_push_in_a_group_fails_alone() {

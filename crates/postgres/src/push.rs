@@ -141,10 +141,17 @@ async fn run_lane(
                 None => return,
             },
         };
+        // A caller that stopped waiting before its push was sent (its future was dropped: a
+        // timeout, a cancelled request) has its push dropped too, so a cancelled push is stored
+        // only when it was already on its way, as with a push sent alone.
+        if first.reply.is_closed() {
+            continue;
+        }
         let mut commands = first.commands.len();
         let mut batch = vec![first];
         while batch.len() < max_pushes && commands < max_commands {
             match queue.try_recv() {
+                Ok(next) if next.reply.is_closed() => {}
                 Ok(next) if commands + next.commands.len() > max_commands => {
                     carried = Some(next);
                     break;
