@@ -44,11 +44,11 @@ async fn setup() -> (TestDatabase, String) {
         .unwrap();
     let batch = vec![
         ReducedEvent {
-            event: events[0].clone(),
+            event: events[0].clone().into(),
             statements: Ok(Vec::new()),
         },
         ReducedEvent {
-            event: events[1].clone(),
+            event: events[1].clone().into(),
             statements: Err("boom: no such column".into()),
         },
     ];

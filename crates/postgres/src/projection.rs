@@ -223,31 +223,23 @@ const MAX_MERGED_BINDS: usize = 30_000;
 /// upserts: one round trip instead of one per event, which is most of a catch-up's cost. Within a
 /// run, a later upsert of the same key replaces an earlier one (the same columns are written, so
 /// the last values win either way), because one statement may not touch a row twice.
-fn merge_upserts(statements: Vec<Statement>) -> Vec<Step> {
-    type Shape = (&'static str, Vec<&'static str>, Vec<&'static str>);
-    fn shape(statement: &Statement) -> Option<Shape> {
-        match statement {
-            Statement::Upsert { table, key, values } => Some((
-                table,
-                key.iter().map(|(column, _)| *column).collect(),
-                values.iter().map(|(column, _)| *column).collect(),
-            )),
-            _ => None,
-        }
-    }
-    let mut merged: Vec<Step> = Vec::with_capacity(statements.len());
-    let mut run: Vec<Statement> = Vec::new();
-    let flush = |run: &mut Vec<Statement>, merged: &mut Vec<Step>| {
+///
+/// It borrows the statements: the batch keeps them for the event-by-event path a failure takes,
+/// and copying every value of every row was a large part of a batch's own CPU time.
+fn merge_upserts<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> Vec<Step<'a>> {
+    let mut merged: Vec<Step<'a>> = Vec::new();
+    let mut run: Vec<&'a Statement> = Vec::new();
+    let flush = |run: &mut Vec<&'a Statement>, merged: &mut Vec<Step<'a>>| {
         if run.len() <= 1 {
             merged.extend(run.drain(..).map(Step::One));
             return;
         }
         // Keep the last upsert of each key, in the order of those last occurrences.
-        let mut seen = std::collections::HashSet::new();
-        let mut rows: Vec<Statement> = Vec::new();
+        let mut seen = std::collections::HashSet::with_capacity(run.len());
+        let mut rows: Vec<&'a Statement> = Vec::with_capacity(run.len());
         for statement in run.drain(..).rev() {
-            if let Statement::Upsert { key, .. } = &statement
-                && seen.insert(key.clone())
+            if let Statement::Upsert { key, .. } = statement
+                && seen.insert(key)
             {
                 rows.push(statement);
             }
@@ -256,44 +248,68 @@ fn merge_upserts(statements: Vec<Statement>) -> Vec<Step> {
         merged.push(Step::Rows(rows));
     };
     for statement in statements {
-        let same_run = match (run.first().and_then(shape), shape(&statement)) {
-            (Some(current), Some(next)) => {
-                current == next
-                    && (run.len() + 1) * (current.1.len() + current.2.len()) < MAX_MERGED_BINDS
-            }
-            _ => false,
+        let Statement::Upsert { key, values, .. } = statement else {
+            flush(&mut run, &mut merged);
+            merged.push(Step::One(statement));
+            continue;
         };
-        if !same_run {
+        let fits = (run.len() + 1) * (key.len() + values.len()) < MAX_MERGED_BINDS;
+        if !(fits
+            && run
+                .first()
+                .is_some_and(|first| same_shape(first, statement)))
+        {
             flush(&mut run, &mut merged);
         }
-        if shape(&statement).is_some() {
-            run.push(statement);
-        } else {
-            merged.push(Step::One(statement));
-        }
+        run.push(statement);
     }
     flush(&mut run, &mut merged);
     merged
 }
 
+/// Whether two statements are upserts into the same table with the same key and value columns.
+fn same_shape(a: &Statement, b: &Statement) -> bool {
+    match (a, b) {
+        (
+            Statement::Upsert {
+                table: table_a,
+                key: key_a,
+                values: values_a,
+            },
+            Statement::Upsert {
+                table: table_b,
+                key: key_b,
+                values: values_b,
+            },
+        ) => {
+            table_a == table_b
+                && key_a.len() == key_b.len()
+                && values_a.len() == values_b.len()
+                && key_a.iter().zip(key_b).all(|((a, _), (b, _))| a == b)
+                && values_a.iter().zip(values_b).all(|((a, _), (b, _))| a == b)
+        }
+        _ => false,
+    }
+}
+
 /// A statement, or upserts of one shape to send as one multi-row statement.
-enum Step {
-    One(Statement),
-    Rows(Vec<Statement>),
+enum Step<'a> {
+    One(&'a Statement),
+    Rows(Vec<&'a Statement>),
 }
 
 /// One column of a merged upsert as a typed array, for `UNNEST`.
-enum ColumnArray {
+enum ColumnArray<'a> {
     Bool(Vec<Option<bool>>),
     BigInt(Vec<Option<i64>>),
     Numeric(Vec<Option<Decimal>>),
-    Text(Vec<Option<String>>),
+    Text(Vec<Option<&'a str>>),
     Timestamp(Vec<Option<DateTime<Utc>>>),
 }
 
-impl ColumnArray {
+impl<'a> ColumnArray<'a> {
     /// An empty array for values like `value`; `None` for `NULL` (no type to tell) and JSON.
-    fn for_value(value: &SqlValue, capacity: usize) -> Option<ColumnArray> {
+    fn for_value(value: &SqlValue, capacity: usize) -> Option<ColumnArray<'a>> {
         Some(match value {
             SqlValue::Bool(_) => ColumnArray::Bool(Vec::with_capacity(capacity)),
             SqlValue::BigInt(_) => ColumnArray::BigInt(Vec::with_capacity(capacity)),
@@ -305,7 +321,7 @@ impl ColumnArray {
     }
 
     /// Appends `value`; `false` when its type differs from the column's.
-    fn push(&mut self, value: &SqlValue) -> bool {
+    fn push(&mut self, value: &'a SqlValue) -> bool {
         match (self, value) {
             (ColumnArray::Bool(column), SqlValue::Null) => column.push(None),
             (ColumnArray::BigInt(column), SqlValue::Null) => column.push(None),
@@ -315,7 +331,7 @@ impl ColumnArray {
             (ColumnArray::Bool(column), SqlValue::Bool(v)) => column.push(Some(*v)),
             (ColumnArray::BigInt(column), SqlValue::BigInt(v)) => column.push(Some(*v)),
             (ColumnArray::Numeric(column), SqlValue::Numeric(v)) => column.push(Some(*v)),
-            (ColumnArray::Text(column), SqlValue::Text(v)) => column.push(Some(v.clone())),
+            (ColumnArray::Text(column), SqlValue::Text(v)) => column.push(Some(v.as_str())),
             (ColumnArray::Timestamp(column), SqlValue::Timestamp(v)) => column.push(Some(*v)),
             _ => return false,
         }
@@ -351,7 +367,7 @@ impl ColumnArray {
 /// connection instead of once per batch (a batch of 800 rows is 2 400 parameters otherwise).
 /// Otherwise (JSON, a column with values of mixed types, a column of only `NULL`s) it is the
 /// multi-row `VALUES` form.
-fn render_rows(rows: &[Statement]) -> Result<(String, PgArguments), String> {
+fn render_rows(rows: &[&Statement]) -> Result<(String, PgArguments), String> {
     match render_rows_unnest(rows)? {
         Some(rendered) => Ok(rendered),
         None => render_rows_values(rows),
@@ -359,12 +375,12 @@ fn render_rows(rows: &[Statement]) -> Result<(String, PgArguments), String> {
 }
 
 /// The `UNNEST` form of [`render_rows`], or `None` when the values do not allow it.
-fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)>, String> {
-    let Some(Statement::Upsert { key, values, .. }) = rows.first() else {
+fn render_rows_unnest(rows: &[&Statement]) -> Result<Option<(String, PgArguments)>, String> {
+    let Some(Statement::Upsert { key, values, .. }) = rows.first().copied() else {
         return Err("no rows to upsert".into());
     };
     let width = key.len() + values.len();
-    let mut columns: Vec<Option<ColumnArray>> = (0..width).map(|_| None).collect();
+    let mut columns: Vec<Option<ColumnArray<'_>>> = (0..width).map(|_| None).collect();
     // A column's type comes from its first non-NULL value; NULLs before it are remembered.
     let mut leading_nulls = vec![0usize; width];
     for row in rows {
@@ -393,10 +409,13 @@ fn render_rows_unnest(rows: &[Statement]) -> Result<Option<(String, PgArguments)
             }
         }
     }
-    let Some(columns) = columns.into_iter().collect::<Option<Vec<ColumnArray>>>() else {
+    let Some(columns) = columns
+        .into_iter()
+        .collect::<Option<Vec<ColumnArray<'_>>>>()
+    else {
         return Ok(None); // A column of only NULLs: no type to give its array.
     };
-    let (head, tail) = upsert_frame(&rows[0])?;
+    let (head, tail) = upsert_frame(rows[0])?;
     let mut arguments = PgArguments::default();
     let mut arrays = Vec::with_capacity(width);
     for (index, column) in columns.into_iter().enumerate() {
@@ -432,8 +451,8 @@ fn upsert_frame(first: &Statement) -> Result<(String, String), String> {
 
 /// The multi-row `VALUES` form of [`render_rows`]:
 /// `INSERT … VALUES (…), (…) ON CONFLICT … DO UPDATE`.
-fn render_rows_values(rows: &[Statement]) -> Result<(String, PgArguments), String> {
-    let Some(first @ Statement::Upsert { key, values, .. }) = rows.first() else {
+fn render_rows_values(rows: &[&Statement]) -> Result<(String, PgArguments), String> {
+    let Some(first @ Statement::Upsert { key, values, .. }) = rows.first().copied() else {
         return Err("no rows to upsert".into());
     };
     let (head, tail) = upsert_frame(first)?;
@@ -474,11 +493,11 @@ fn render_rows_values(rows: &[Statement]) -> Result<(String, PgArguments), Strin
 
 async fn execute_merged(
     tx: &mut Transaction<'static, Postgres>,
-    steps: Vec<Step>,
+    steps: Vec<Step<'_>>,
 ) -> Result<(), String> {
     for step in steps {
         match step {
-            Step::One(statement) => execute(tx, std::slice::from_ref(&statement)).await?,
+            Step::One(statement) => execute(tx, std::slice::from_ref(statement)).await?,
             Step::Rows(rows) => {
                 let (sql, arguments) = render_rows(&rows)?;
                 sqlx::query_with(&sql, arguments)
@@ -683,12 +702,10 @@ impl ProjectionBackend for PgProjections {
         // as few round trips as possible and without savepoints. Only when something fails is the
         // batch redone event by event to find and record the culprit.
         if batch.iter().all(|reduced| reduced.statements.is_ok()) {
-            let statements: Vec<Statement> = batch
+            let statements = batch
                 .iter()
                 .filter_map(|reduced| reduced.statements.as_ref().ok())
-                .flatten()
-                .cloned()
-                .collect();
+                .flatten();
             if execute_merged(&mut lease.tx, merge_upserts(statements))
                 .await
                 .is_ok()
@@ -1167,20 +1184,33 @@ mod tests {
 
     #[test]
     fn runs_of_upserts_merge_and_the_last_write_of_a_key_wins() {
-        let steps = merge_upserts(vec![
+        let statements = vec![
             upsert(1, "a"),
             upsert(2, "b"),
             upsert(1, "c"),
             Statement::delete("users", vec![("id", 2i64.into())]),
             upsert(3, "d"),
-        ]);
-        assert_eq!(steps.len(), 3);
+            // Another shape (a different value column) ends a run as well.
+            Statement::upsert(
+                "users",
+                vec![("id", 4i64.into())],
+                vec![("email", "e".into())],
+            ),
+            Statement::upsert(
+                "users",
+                vec![("id", 5i64.into())],
+                vec![("email", "f".into())],
+            ),
+        ];
+        let steps = merge_upserts(&statements);
+        assert_eq!(steps.len(), 4);
         let Step::Rows(rows) = &steps[0] else {
             panic!("the first three upserts form one run");
         };
-        assert_eq!(rows, &vec![upsert(2, "b"), upsert(1, "c")]);
+        assert_eq!(rows, &vec![&upsert(2, "b"), &upsert(1, "c")]);
         assert!(matches!(&steps[1], Step::One(Statement::Delete { .. })));
         assert!(matches!(&steps[2], Step::One(Statement::Upsert { .. })));
+        assert!(matches!(&steps[3], Step::Rows(rows) if rows.len() == 2));
         let (sql, _) = render_rows(rows).expect("render");
         assert_eq!(
             sql,
@@ -1200,18 +1230,34 @@ mod tests {
         };
         // NULLs, also before the first typed value, fit a typed column.
         let rows = [with_null(1, SqlValue::Null), with_null(2, "b".into())];
-        assert!(render_rows_unnest(&rows).expect("render").is_some());
+        assert!(
+            render_rows_unnest(&rows.each_ref())
+                .expect("render")
+                .is_some()
+        );
         // A column of only NULLs has no type; mixed types and JSON have no single one.
         let rows = [with_null(1, SqlValue::Null), with_null(2, SqlValue::Null)];
-        assert!(render_rows_unnest(&rows).expect("render").is_none());
+        assert!(
+            render_rows_unnest(&rows.each_ref())
+                .expect("render")
+                .is_none()
+        );
         let rows = [with_null(1, "a".into()), with_null(2, 7i64.into())];
-        assert!(render_rows_unnest(&rows).expect("render").is_none());
+        assert!(
+            render_rows_unnest(&rows.each_ref())
+                .expect("render")
+                .is_none()
+        );
         let rows = [
             with_null(1, SqlValue::Json("{}".into())),
             with_null(2, SqlValue::Json("[]".into())),
         ];
-        assert!(render_rows_unnest(&rows).expect("render").is_none());
-        let (sql, _) = render_rows(&rows).expect("render");
+        assert!(
+            render_rows_unnest(&rows.each_ref())
+                .expect("render")
+                .is_none()
+        );
+        let (sql, _) = render_rows(&rows.each_ref()).expect("render");
         assert!(sql.contains(" VALUES ("), "{sql}");
     }
 }

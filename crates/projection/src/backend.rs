@@ -2,6 +2,7 @@
 //! projection backend implements.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use strata_event::{AggregateRef, Event, InstanceId, Position, Sequence};
@@ -53,8 +54,8 @@ pub struct FailedEvent {
 /// An event with what its reducer made of it.
 #[derive(Debug, Clone)]
 pub struct ReducedEvent {
-    /// The event.
-    pub event: Event,
+    /// The event, shared with the other projections of a group that read it in the same fetch.
+    pub event: Arc<Event>,
     /// The statements, or why there are none.
     pub statements: Result<Vec<Statement>, String>,
 }

@@ -210,7 +210,7 @@ impl ProjectionBackend for MemoryProjections {
                     instance_id: lease.key.1.clone(),
                     position: event.position,
                     in_tx_order: event.in_tx_order,
-                    aggregate: event.aggregate,
+                    aggregate: event.aggregate.clone(),
                     sequence: event.sequence,
                     updated_at: Utc::now(),
                 },

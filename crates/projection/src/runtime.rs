@@ -272,7 +272,8 @@ struct Fetched {
     after: Option<(Position, u32)>,
     /// The horizon the events were read below.
     horizon: Position,
-    events: Vec<Event>,
+    /// Shared: every member of a group reads the same events, so they are counted, not copied.
+    events: Vec<Arc<Event>>,
     /// Fewer than the limit came back: these are all the matching events below the horizon.
     complete: bool,
 }
@@ -282,7 +283,7 @@ impl Fetched {
     fn new(
         after: Option<(Position, u32)>,
         horizon: Position,
-        events: Vec<Event>,
+        events: Vec<Arc<Event>>,
         limit: u32,
     ) -> Self {
         Fetched {
@@ -299,7 +300,7 @@ impl Fetched {
         &self,
         cursor: Option<(Position, u32)>,
         limit: u32,
-    ) -> Option<(Vec<Event>, bool)> {
+    ) -> Option<(Vec<Arc<Event>>, bool)> {
         let covers_start = match (self.after, cursor) {
             (None, _) => true,
             (Some(_), None) => false,
@@ -614,7 +615,7 @@ where
         cursor: Option<(Position, u32)>,
         horizon: Position,
         limit: u32,
-    ) -> Result<Vec<Event>, ProjectionError> {
+    ) -> Result<Vec<Arc<Event>>, ProjectionError> {
         let mut query = self.inner.projections[index]
             .reads
             .query(instance)
@@ -623,7 +624,8 @@ where
         if let Some((position, in_tx_order)) = cursor {
             query = query.resume_after(position, in_tx_order);
         }
-        Ok(self.inner.store.query(&query.build()?).await?)
+        let events = self.inner.store.query(&query.build()?).await?;
+        Ok(events.into_iter().map(Arc::new).collect())
     }
 
     /// Processes batches of one pair until it is up to date, another worker holds it, or an event
@@ -777,7 +779,7 @@ where
             .collect();
         // Each aggregate once, with the index of its first event: after the commit, those the
         // checkpoint moved past are what the batch touched.
-        let first_touches = first_touches(batch.iter().map(|reduced| &reduced.event));
+        let first_touches = first_touches(batch.iter().map(|reduced| reduced.event.as_ref()));
         let span = tracing::info_span!("projection_batch", projection = %name, instance = %instance, events = count);
         let started = Instant::now();
         // The next batch, read while this one applies: below the same horizon, after this
@@ -1243,13 +1245,13 @@ mod tests {
             horizon: Position::from(100),
             events: events
                 .iter()
-                .map(|&(position, order)| event(position, order))
+                .map(|&(position, order)| Arc::new(event(position, order)))
                 .collect(),
             complete,
         }
     }
 
-    fn cursors(slice: Option<(Vec<Event>, bool)>) -> Option<(Vec<(u64, u32)>, bool)> {
+    fn cursors(slice: Option<(Vec<Arc<Event>>, bool)>) -> Option<(Vec<(u64, u32)>, bool)> {
         slice.map(|(events, complete)| {
             (
                 events
