@@ -349,8 +349,8 @@ pub(crate) async fn p2_and_w1p(
     .execute(pool)
     .await?;
     sqlx::query(
-        "CREATE TABLE latest (projection TEXT, aggregate_id TEXT, sequence BIGINT, \
-         PRIMARY KEY (projection, aggregate_id))",
+        "CREATE TABLE latest (projection TEXT COLLATE \"C\", aggregate_id TEXT COLLATE \"C\", \
+         sequence BIGINT, PRIMARY KEY (projection, aggregate_id)) WITH (fillfactor = 70)",
     )
     .execute(pool)
     .await?;
@@ -432,7 +432,19 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
     let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
     for n in 1..=rounds {
         eprintln!("bench: W1P round {n}/{rounds}: W1 alone");
+        let before = if detail {
+            activity(pool).await?
+        } else {
+            (0, 0, 0, 0)
+        };
         let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+        if detail {
+            let after = activity(pool).await?;
+            eprintln!(
+                "bench: W1P alone {:.0} WAL bytes per event pushed",
+                (after.3 - before.3) as f64 / (after.2 - before.2).max(1) as f64,
+            );
+        }
         alone.merge(samples);
         alone_elapsed += elapsed;
         eprintln!("bench: W1P round {n}/{rounds}: W1 beside 20 projections");
@@ -440,7 +452,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         let before = if detail {
             activity(pool).await?
         } else {
-            (0, 0, 0)
+            (0, 0, 0, 0)
         };
         let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
         if detail {
@@ -449,11 +461,12 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
             let events = after.2 - before.2;
             eprintln!(
                 "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch; \
-                 {:.0} ev/s beside projections",
+                 {:.0} ev/s beside projections, {:.0} WAL bytes per event pushed",
                 (after.0 - before.0) as f64 / seconds,
                 (after.1 - before.1) as f64 / seconds,
                 (events * 20) as f64 / (after.0 - before.0).max(1) as f64,
                 samples.events as f64 / elapsed.as_secs_f64().max(1e-9),
+                (after.3 - before.3) as f64 / events.max(1) as f64,
             );
         }
         drop(worker);
@@ -468,8 +481,8 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
 /// A quarter second of P2 arrivals: start (s after the window opened), count, p50, p99, max (ms).
 type LatencyBucket = (f64, i64, Option<f64>, Option<f64>, Option<f64>);
 
-/// Checkpoint moves, transactions and events so far (statistics lag by up to a second).
-async fn activity(pool: &PgPool) -> Result<(i64, i64, i64)> {
+/// Checkpoint moves, transactions, events and WAL bytes so far (statistics lag by up to a second).
+async fn activity(pool: &PgPool) -> Result<(i64, i64, i64, i64)> {
     let _ = sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(pool)
         .await;
@@ -488,5 +501,8 @@ async fn activity(pool: &PgPool) -> Result<(i64, i64, i64)> {
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
         .fetch_one(pool)
         .await?;
-    Ok((moves.unwrap_or(0), transactions, events))
+    let wal: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+        .fetch_one(pool)
+        .await?;
+    Ok((moves.unwrap_or(0), transactions, events, wal))
 }
