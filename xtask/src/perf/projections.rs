@@ -423,9 +423,12 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
     } else {
         2
     };
+    // A warm-up of at least a second and rounds of at least three, also with --quick: the first
+    // second beside a freshly started worker is its own warm-up (small batches while triggers
+    // ramp up), and quick rounds measured mostly that.
     let round = Timing {
-        warmup: timing.warmup / 2,
-        measure: timing.measure / rounds,
+        warmup: (timing.warmup / 2).max(Duration::from_secs(1)),
+        measure: (timing.measure / rounds).max(Duration::from_secs(3)),
     };
     let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
     let (mut alone, mut alone_elapsed) = (Samples::default(), Duration::ZERO);
