@@ -321,11 +321,22 @@ impl EventStore for PgStore {
 
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
         let rendered = render_instance_ids(query);
+        let failed = |err| from_sqlx("reading instance ids", err);
+        let mut tx = self.pools().query().begin().await.map_err(failed)?;
+        // One probe per instance is only cheap through an index. Seeing few instances, the
+        // planner may expect a matching event within the first rows of a sequential scan, and
+        // for an instance without one that scan reads the whole table; this transaction's plan
+        // takes an index wherever one applies.
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
         let rows: Vec<(String,)> = rendered
             .to_query_as()
-            .fetch_all(self.pools().query())
+            .fetch_all(&mut *tx)
             .await
-            .map_err(|err| from_sqlx("reading instance ids", err))?;
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
         let mut ids = rows
             .into_iter()
             .map(|(id,)| {
