@@ -5,7 +5,9 @@
 use serde_json::Value;
 use strata_event::{Command, Position};
 use strata_integration_tests::TestDatabase;
-use strata_postgres::{BindValue, RenderedQuery, render_instance_ids, render_query};
+use strata_postgres::{
+    BindValue, RenderedQuery, render_instance_heads, render_instance_ids, render_query,
+};
 use strata_query::Query;
 use strata_store::EventStore;
 
@@ -105,6 +107,23 @@ fn nodes(plan: &Value) -> Vec<&Value> {
         }
     }
     out
+}
+
+/// How many rows the scans of the events table read, over all their loops (from `EXPLAIN ANALYZE`),
+/// counting those their filters then dropped.
+fn rows_read(plan: &Value) -> f64 {
+    nodes(plan)
+        .iter()
+        .filter(|node| node["Relation Name"] == "events")
+        .map(|node| {
+            node["Actual Loops"].as_f64().unwrap_or(1.0)
+                * (node["Actual Rows"].as_f64().unwrap_or(0.0)
+                    + node["Rows Removed by Filter"].as_f64().unwrap_or(0.0)
+                    + node["Rows Removed by Index Recheck"]
+                        .as_f64()
+                        .unwrap_or(0.0))
+        })
+        .sum()
 }
 
 fn assert_uses_indexes(plan: &Value, scans_expected: usize) {
@@ -245,21 +264,23 @@ async fn listing_instances_probes_indexes_and_finds_exactly_the_matching_ones() 
         )
         .await;
         assert_uses_indexes(&plan, 2);
-        let read: f64 = nodes(&plan)
-            .iter()
-            .filter(|node| node["Relation Name"] == "events")
-            .map(|node| {
-                let loops = node["Actual Loops"].as_f64().unwrap_or(1.0);
-                let rows = node["Actual Rows"].as_f64().unwrap_or(0.0)
-                    + node["Rows Removed by Filter"].as_f64().unwrap_or(0.0)
-                    + node["Rows Removed by Index Recheck"]
-                        .as_f64()
-                        .unwrap_or(0.0);
-                rows * loops
-            })
-            .sum();
+        let read = rows_read(&plan);
         assert!(read < 200.0, "{read} rows read for {query:?}: {plan:#}");
     }
+    // The ticks' question, every instance with its latest position, is answered the same way.
+    let heads = RenderedQuery {
+        sql: render_instance_heads(),
+        binds: Vec::new(),
+    };
+    let plan = explain(&database, heads, "SET LOCAL enable_seqscan = off", true).await;
+    assert_uses_indexes(&plan, 2);
+    let read = rows_read(&plan);
+    assert!(
+        read < 200.0,
+        "{read} rows read for the instance heads: {plan:#}"
+    );
+    let heads = store.instance_heads().await.expect("heads");
+    assert_eq!(heads.len(), 6, "five seeded instances and instance-z");
 }
 
 /// A query for one instance never returns another's events, whatever else it asks for.

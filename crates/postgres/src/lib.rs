@@ -54,5 +54,7 @@ pub use crate::mirror::{
     mirror_progress, replace_unique_constraints, skip_to_head, unique_constraints,
 };
 pub use crate::projection::{PgLease, PgProjections};
-pub use crate::read::{BindValue, RenderedQuery, render_instance_ids, render_query};
+pub use crate::read::{
+    BindValue, RenderedQuery, render_instance_heads, render_instance_ids, render_query,
+};
 pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

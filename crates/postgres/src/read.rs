@@ -118,17 +118,10 @@ pub(crate) fn render_count(query: &Query) -> RenderedQuery {
 /// projection indexes for the usual filters. The cost follows the number of instances, not the
 /// number of events.
 pub fn render_instance_ids(query: &Query) -> RenderedQuery {
-    let mut rendered = RenderedQuery::new(
-        "WITH RECURSIVE instances(id) AS ( \
-             SELECT min(instance_id) FROM eventstore.events \
-             UNION ALL \
-             SELECT (SELECT min(instance_id) FROM eventstore.events WHERE instance_id > instances.id) \
-             FROM instances WHERE instances.id IS NOT NULL \
-         ) \
-         SELECT instances.id FROM instances WHERE instances.id IS NOT NULL AND EXISTS ( \
-             SELECT 1 FROM eventstore.events"
-            .into(),
-    );
+    let mut rendered = RenderedQuery::new(format!(
+        "{INSTANCE_WALK} SELECT instances.id FROM instances WHERE instances.id IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM eventstore.events"
+    ));
     // The filters' unqualified columns name the events of the EXISTS, tied to the instance
     // walked by the last condition.
     let unfiltered = rendered.sql.len();
@@ -139,6 +132,25 @@ pub fn render_instance_ids(query: &Query) -> RenderedQuery {
         " AND instance_id = instances.id)"
     });
     rendered
+}
+
+/// The instances that have events, as the rows of `instances(id)` (and a last `NULL`), one probe
+/// of the primary key each: PostgreSQL 15 has no skip scan.
+const INSTANCE_WALK: &str = "WITH RECURSIVE instances(id) AS ( \
+         SELECT min(instance_id) FROM eventstore.events \
+         UNION ALL \
+         SELECT (SELECT min(instance_id) FROM eventstore.events WHERE instance_id > instances.id) \
+         FROM instances WHERE instances.id IS NOT NULL \
+     )";
+
+/// Every instance with the position of its latest event: the walk, and for each instance one
+/// backward probe of `events_instance_position`.
+pub fn render_instance_heads() -> String {
+    format!(
+        "{INSTANCE_WALK} SELECT instances.id, \
+         (SELECT max(position) FROM eventstore.events WHERE instance_id = instances.id) \
+         FROM instances WHERE instances.id IS NOT NULL"
+    )
 }
 
 fn strings<T: AsRef<str>>(values: &[T]) -> Vec<String> {

@@ -18,8 +18,8 @@ use crate::config::{PgConfig, PoolConfig};
 use crate::error::from_sqlx;
 use crate::push::Pusher;
 use crate::read::{
-    EventRow, decode_event, fetch_all, render_count, render_instance_ids, render_latest_position,
-    render_query,
+    EventRow, decode_event, fetch_all, render_count, render_instance_heads, render_instance_ids,
+    render_latest_position, render_query,
 };
 
 /// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
@@ -349,6 +349,41 @@ impl EventStore for PgStore {
         // Sorted here, by bytes, so the order does not depend on the database's collation.
         ids.sort();
         Ok(ids)
+    }
+
+    async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
+        let failed = |err| from_sqlx("reading the instances' latest positions", err);
+        let mut tx = self.pools().query().begin().await.map_err(failed)?;
+        // As for instance_ids: one index probe per instance, never a scan of the events.
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        let rows: Vec<(String, Option<Decimal>)> = sqlx::query_as(&render_instance_heads())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        let mut heads = Vec::with_capacity(rows.len());
+        for (id, head) in rows {
+            let invalid = |message: String| Error::Backend {
+                message,
+                source: None,
+            };
+            let id = InstanceId::new(id).map_err(|err| {
+                invalid(format!(
+                    "a stored instance id breaks the event model: {err}"
+                ))
+            })?;
+            if let Some(head) = head {
+                let head = Position::new(head)
+                    .map_err(|err| invalid(format!("stored position is invalid: {err}")))?;
+                heads.push((id, head));
+            }
+        }
+        // Sorted here, by bytes, so the order does not depend on the database's collation.
+        heads.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(heads)
     }
 
     async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {

@@ -77,6 +77,12 @@ struct Registered {
     same_reads: Vec<usize>,
 }
 
+/// Every this-many ticks of a projection, it is scheduled in every instance with events it reads,
+/// notes or not. A note is of this process's runs only: a rebuild carried out by another process
+/// moves a checkpoint back unseen, and if that process dies mid-replay with no pushes following,
+/// this sweep is what finishes the replay (within `TICKS_PER_SWEEP × requeue_every`).
+const TICKS_PER_SWEEP: u64 = 6;
+
 struct Inner<S, B> {
     store: S,
     backend: B,
@@ -96,6 +102,11 @@ struct Inner<S, B> {
     applying: Mutex<HashMap<(usize, InstanceId), usize>>,
     /// Instances seen so far, so ticks and lag reports know where to look.
     known_instances: Mutex<HashSet<InstanceId>>,
+    /// For each pair, a horizon below which a run of this process found nothing left to apply.
+    /// Below a horizon the events are final and checkpoints only move forward (a rebuild forgets
+    /// the note), so while the instance's latest event is below it the pair has nothing to do and
+    /// ticks pass it over. See [`TICKS_PER_SWEEP`] for what the note cannot see.
+    complete_below: Mutex<HashMap<(usize, InstanceId), Position>>,
     /// Signalled after every batch, for catch-up waiters.
     progress: Notify,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -193,6 +204,7 @@ where
             next_ticket: AtomicU64::new(0),
             applying: Mutex::default(),
             known_instances: Mutex::default(),
+            complete_below: Mutex::default(),
             progress: Notify::new(),
             background: Mutex::default(),
         });
@@ -394,9 +406,14 @@ where
                 let mut ticks = tokio::time::interval(every);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticks.tick().await;
-                loop {
+                for tick in 1u64.. {
                     ticks.tick().await;
-                    if let Err(err) = runtime.trigger_projection(index).await {
+                    let outcome = if tick % TICKS_PER_SWEEP == 0 {
+                        runtime.trigger_projection(index).await
+                    } else {
+                        runtime.trigger_unfinished(index).await
+                    };
+                    if let Err(err) = outcome {
                         tracing::warn!(error = %err, "projection tick could not list instances");
                     }
                 }
@@ -468,6 +485,30 @@ where
         }
     }
 
+    /// A tick: schedules the projection in every instance where it may have work, passing over
+    /// those where a run found it complete below a horizon the instance's latest event is still
+    /// under (one query for all instances, where every pair's run would be a few round trips).
+    async fn trigger_unfinished(&self, index: usize) -> Result<(), ProjectionError> {
+        let heads = self.inner.store.instance_heads().await?;
+        let unfinished: Vec<InstanceId> = {
+            let complete_below = lock(&self.inner.complete_below);
+            heads
+                .into_iter()
+                .filter(|(instance, head)| {
+                    complete_below
+                        .get(&(index, instance.clone()))
+                        .is_none_or(|horizon| head >= horizon)
+                })
+                .map(|(instance, _)| instance)
+                .collect()
+        };
+        for instance in unfinished {
+            self.schedule(index, instance);
+        }
+        Ok(())
+    }
+
+    /// Schedules the projection in every instance that has events it reads.
     async fn trigger_projection(&self, index: usize) -> Result<(), ProjectionError> {
         let query = self.inner.projections[index]
             .reads
@@ -765,6 +806,14 @@ where
             }
         };
         if events.is_empty() {
+            // Noted while the lease is held, so no rebuild of this process can come in between.
+            {
+                let mut complete_below = lock(&self.inner.complete_below);
+                let noted = complete_below
+                    .entry((index, instance.clone()))
+                    .or_insert(horizon);
+                *noted = (*noted).max(horizon);
+            }
             self.inner.backend.release(lease).await;
             return Ok(BatchStep::Finished(PairRun::Done));
         }
@@ -1057,6 +1106,8 @@ where
                 .backend
                 .reset(lease, registered.projection.reset(&instance))
                 .await?;
+            // The checkpoint went back: what was complete is not any more.
+            lock(&self.inner.complete_below).remove(&(index, instance.clone()));
             self.schedule(index, instance);
         }
         Ok(())

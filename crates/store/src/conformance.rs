@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             queries_filter_order_limit_and_page,
             queries_never_cross_instances,
             latest_position_and_current_sequence,
+            instance_heads_give_each_instance_its_latest_position,
             commit_horizon_is_past_every_visible_event,
             payloads_round_trip,
             oversized_push_is_refused,
@@ -551,6 +552,40 @@ pub async fn queries_never_cross_instances<S: EventStore>(store: &S) {
     assert!(got.iter().all(|e| e.aggregate.instance_id != "instance-b"));
     let aggregate_b = AggregateRef::new("instance-b", "user", "same-id").unwrap();
     assert_eq!(store.current_sequence(&aggregate_b).await.unwrap(), 1);
+}
+
+/// `instance_heads`: every instance with events, sorted by id, each with its latest position.
+pub async fn instance_heads_give_each_instance_its_latest_position<S: EventStore>(store: &S) {
+    assert!(store.instance_heads().await.unwrap().is_empty());
+    let in_instance = |instance: &str, id: &str| {
+        Command::builder(instance, "user", id, "user.added")
+            .creator("c")
+            .owner("o")
+            .build()
+            .unwrap()
+    };
+    let b_first = store.push(vec![in_instance("b", "u1")]).await.unwrap();
+    let a_only = store.push(vec![in_instance("a", "u1")]).await.unwrap();
+    assert_eq!(
+        store.instance_heads().await.unwrap(),
+        vec![
+            (a_only[0].aggregate.instance_id.clone(), a_only[0].position),
+            (
+                b_first[0].aggregate.instance_id.clone(),
+                b_first[0].position
+            ),
+        ]
+    );
+    let b_later = store
+        .push(vec![in_instance("b", "u2"), in_instance("b", "u3")])
+        .await
+        .unwrap();
+    let heads = store.instance_heads().await.unwrap();
+    assert_eq!(
+        heads[1].1, b_later[1].position,
+        "b's head moves with its pushes"
+    );
+    assert_eq!(heads[0].1, a_only[0].position, "a's head stays");
 }
 
 /// `latest_position` follows the filter; `current_sequence` is 0 for an unknown aggregate.

@@ -1,6 +1,6 @@
 //! The in-memory backend: the same semantics as PostgreSQL, for tests and embedded use.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -262,6 +262,21 @@ impl EventStore for MemoryStore {
             .map(|event| &event.aggregate.instance_id)
             .collect();
         Ok(distinct.into_iter().cloned().collect())
+    }
+
+    async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
+        let state = self.lock();
+        let mut heads: BTreeMap<&InstanceId, Position> = BTreeMap::new();
+        for event in &state.events {
+            let head = heads
+                .entry(&event.aggregate.instance_id)
+                .or_insert(event.position);
+            *head = (*head).max(event.position);
+        }
+        Ok(heads
+            .into_iter()
+            .map(|(instance, head)| (instance.clone(), head))
+            .collect())
     }
 
     async fn commit_horizon(&self) -> Result<Position> {

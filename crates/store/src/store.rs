@@ -43,6 +43,24 @@ pub trait EventStore: Send + Sync {
     /// ignored), sorted by id.
     fn instance_ids(&self, query: &Query) -> impl Future<Output = Result<Vec<InstanceId>>> + Send;
 
+    /// Every instance that has events, with the position of its latest event, sorted by id. The
+    /// projection runtime's tick uses it to pass over the instances where nothing happened since
+    /// it last found a projection complete there. The default asks [`EventStore::instance_ids`]
+    /// and then [`EventStore::latest_position`] once per instance; a backend should answer it in
+    /// one go.
+    fn instance_heads(&self) -> impl Future<Output = Result<Vec<(InstanceId, Position)>>> + Send {
+        async move {
+            let mut heads = Vec::new();
+            for instance in self.instance_ids(&Query::default()).await? {
+                let in_instance = Query::builder().instance(instance.as_str()).build()?;
+                if let Some(head) = self.latest_position(&in_instance).await? {
+                    heads.push((instance, head));
+                }
+            }
+            Ok(heads)
+        }
+    }
+
     /// How many events `query` selects (its order, offset and limit ignored). Projections use it
     /// to report how far behind they are.
     fn count(&self, query: &Query) -> impl Future<Output = Result<u64>> + Send {
