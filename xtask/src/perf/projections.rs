@@ -260,12 +260,13 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(4),
-                trigger_coalesce: Duration::from_millis(
-                    std::env::var("STRATA_BENCH_COALESCE_MS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(10),
-                ),
+                trigger_coalesce: std::env::var("STRATA_BENCH_COALESCE_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map_or(
+                        RuntimeConfig::default().trigger_coalesce,
+                        Duration::from_millis,
+                    ),
                 ..RuntimeConfig::default()
             });
         for n in 0..count {
