@@ -66,9 +66,10 @@ pub struct CacheConfig {
     /// pure reads. Between 0 (exclusive; tiny values write on almost every hit) and 1. By default
     /// `0.25`.
     pub touch_fraction: f64,
-    /// For the memory connector: at most this many keys are kept per index; beyond it, moka
-    /// evicts the least useful, and an object losing any key that way is dropped entirely. By
-    /// default 100 000.
+    /// For the memory connector: at most this many keys are kept per index; beyond it, the least
+    /// recently used key is evicted, and an object losing any key that way is dropped entirely.
+    /// Reading an object through one index refreshes only that key, so an object read by one key
+    /// and never by another ages out with the other. By default 100 000.
     pub max_entries: u64,
     /// For the PostgreSQL connector: how often a background task removes expired and orphaned
     /// rows. `None` starts no pruner (call [`Cache::prune`](crate::Cache::prune) yourself). By

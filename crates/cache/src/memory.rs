@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache as Moka;
 
 use crate::config::CacheConfig;
@@ -56,8 +57,14 @@ impl<V: Clone + Send + Sync + 'static> MemoryConnector<V> {
     pub(crate) fn new(config: &CacheConfig, index_count: usize) -> Self {
         let keys = (0..index_count)
             .map(|_| {
+                // LRU, not moka's default TinyLFU: TinyLFU may refuse a new key outright, and
+                // each index decides alone, so an object survived only where every index happened
+                // to keep its key (after heavy churn, sometimes none did, and a `set` was not
+                // readable right after). Under LRU all keys of an object, written together, age
+                // together, and what was just set is there.
                 let mut builder = Moka::builder()
                     .max_capacity(config.max_entries)
+                    .eviction_policy(EvictionPolicy::lru())
                     .eviction_listener(|_key, stored: Arc<Stored<V>>, cause| {
                         // Only eviction for room takes an object away behind our back; the
                         // other causes are our own removals, replacements and expiry.

@@ -34,6 +34,11 @@ async fn eviction_drops_whole_objects() {
         assert_eq!(by_id, by_domain, "{id} is only partly cached");
         found += usize::from(by_id.is_some());
     }
-    assert!(0 < found, "eviction emptied the cache");
+    // Every index evicts its least recently used keys, so the newest objects are whole in all
+    // (under TinyLFU each index admitted on its own, and sometimes no object kept every key).
+    assert!(
+        found >= 8,
+        "only {found} whole objects kept in a cache of 16 keys per index"
+    );
     assert!(found <= 16, "{found} objects kept in a cache of 16 keys");
 }
