@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::QueryAs;
 use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
 use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
@@ -321,30 +323,15 @@ impl EventStore for PgStore {
 
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
         let rendered = render_instance_ids(query);
-        let failed = |err| from_sqlx("reading instance ids", err);
-        let mut tx = self.pools().query().begin().await.map_err(failed)?;
-        // One probe per instance is only cheap through an index. Seeing few instances, the
-        // planner may expect a matching event within the first rows of a sequential scan, and
-        // for an instance without one that scan reads the whole table; this transaction's plan
-        // takes an index wherever one applies.
-        sqlx::query("SET LOCAL enable_seqscan = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        let rows: Vec<(String,)> = rendered
-            .to_query_as()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
+        let rows: Vec<(String,)> = fetch_by_probes(
+            self.pools().query(),
+            rendered.to_query_as(),
+            "reading instance ids",
+        )
+        .await?;
         let mut ids = rows
             .into_iter()
-            .map(|(id,)| {
-                InstanceId::new(id).map_err(|err| Error::Backend {
-                    message: format!("a stored instance id breaks the event model: {err}"),
-                    source: None,
-                })
-            })
+            .map(|(id,)| stored_instance_id(id))
             .collect::<Result<Vec<_>>>()?;
         // Sorted here, by bytes, so the order does not depend on the database's collation.
         ids.sort();
@@ -352,34 +339,21 @@ impl EventStore for PgStore {
     }
 
     async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
-        let failed = |err| from_sqlx("reading the instances' latest positions", err);
-        let mut tx = self.pools().query().begin().await.map_err(failed)?;
-        // As for instance_ids: one index probe per instance, never a scan of the events.
-        sqlx::query("SET LOCAL enable_seqscan = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
-        let rows: Vec<(String, Option<Decimal>)> = sqlx::query_as(&render_instance_heads())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
+        let sql = render_instance_heads();
+        let rows: Vec<(String, Option<Decimal>)> = fetch_by_probes(
+            self.pools().query(),
+            sqlx::query_as(&sql),
+            "reading the instances' latest positions",
+        )
+        .await?;
         let mut heads = Vec::with_capacity(rows.len());
         for (id, head) in rows {
-            let invalid = |message: String| Error::Backend {
-                message,
+            let Some(head) = head else { continue };
+            let head = Position::new(head).map_err(|err| Error::Backend {
+                message: format!("stored position is invalid: {err}"),
                 source: None,
-            };
-            let id = InstanceId::new(id).map_err(|err| {
-                invalid(format!(
-                    "a stored instance id breaks the event model: {err}"
-                ))
             })?;
-            if let Some(head) = head {
-                let head = Position::new(head)
-                    .map_err(|err| invalid(format!("stored position is invalid: {err}")))?;
-                heads.push((id, head));
-            }
+            heads.push((stored_instance_id(id)?, head));
         }
         // Sorted here, by bytes, so the order does not depend on the database's collation.
         heads.sort_by(|a, b| a.0.cmp(&b.0));
@@ -411,4 +385,35 @@ impl EventStore for PgStore {
             source: None,
         })
     }
+}
+
+/// Runs `query` in a transaction that plans an index scan wherever one applies. The instance walks
+/// are one probe per instance, cheap only through an index: seeing few instances, the planner may
+/// expect a match within the first rows of a sequential scan, and for an instance without one that
+/// scan reads the whole table.
+async fn fetch_by_probes<'q, O>(
+    pool: &PgPool,
+    query: QueryAs<'q, Postgres, O, PgArguments>,
+    what: &'static str,
+) -> Result<Vec<O>>
+where
+    O: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    let failed = |err| from_sqlx(what, err);
+    let mut tx = pool.begin().await.map_err(failed)?;
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    let rows = query.fetch_all(&mut *tx).await.map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
+    Ok(rows)
+}
+
+/// An instance id read back from the events table.
+fn stored_instance_id(id: String) -> Result<InstanceId> {
+    InstanceId::new(id).map_err(|err| Error::Backend {
+        message: format!("a stored instance id breaks the event model: {err}"),
+        source: None,
+    })
 }
