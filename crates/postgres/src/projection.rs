@@ -282,11 +282,12 @@ fn same_shape(a: &Statement, b: &Statement) -> bool {
                 values: values_b,
             },
         ) => {
+            fn names(columns: &[Column]) -> impl Iterator<Item = &'static str> + '_ {
+                columns.iter().map(|(name, _)| *name)
+            }
             table_a == table_b
-                && key_a.len() == key_b.len()
-                && values_a.len() == values_b.len()
-                && key_a.iter().zip(key_b).all(|((a, _), (b, _))| a == b)
-                && values_a.iter().zip(values_b).all(|((a, _), (b, _))| a == b)
+                && names(key_a).eq(names(key_b))
+                && names(values_a).eq(names(values_b))
         }
         _ => false,
     }

@@ -312,13 +312,7 @@ impl EventStore for PgStore {
             .fetch_one(self.pools().query())
             .await
             .map_err(|err| from_sqlx("reading the latest position", err))?;
-        max.map(|value| {
-            Position::new(value).map_err(|err| Error::Backend {
-                message: format!("stored position is invalid: {err}"),
-                source: None,
-            })
-        })
-        .transpose()
+        max.map(stored_position).transpose()
     }
 
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
@@ -348,12 +342,9 @@ impl EventStore for PgStore {
         .await?;
         let mut heads = Vec::with_capacity(rows.len());
         for (id, head) in rows {
-            let Some(head) = head else { continue };
-            let head = Position::new(head).map_err(|err| Error::Backend {
-                message: format!("stored position is invalid: {err}"),
-                source: None,
-            })?;
-            heads.push((stored_instance_id(id)?, head));
+            if let Some(head) = head {
+                heads.push((stored_instance_id(id)?, stored_position(head)?));
+            }
         }
         // Sorted here, by bytes, so the order does not depend on the database's collation.
         heads.sort_by(|a, b| a.0.cmp(&b.0));
@@ -408,6 +399,14 @@ where
     let rows = query.fetch_all(&mut *tx).await.map_err(failed)?;
     tx.commit().await.map_err(failed)?;
     Ok(rows)
+}
+
+/// A position read back from the events table.
+fn stored_position(value: Decimal) -> Result<Position> {
+    Position::new(value).map_err(|err| Error::Backend {
+        message: format!("stored position is invalid: {err}"),
+        source: None,
+    })
 }
 
 /// An instance id read back from the events table.

@@ -266,12 +266,10 @@ impl EventStore for MemoryStore {
 
     async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
         let state = self.lock();
+        // Events are stored in position order, so an instance's last one is its head.
         let mut heads: BTreeMap<&InstanceId, Position> = BTreeMap::new();
         for event in &state.events {
-            let head = heads
-                .entry(&event.aggregate.instance_id)
-                .or_insert(event.position);
-            *head = (*head).max(event.position);
+            heads.insert(&event.aggregate.instance_id, event.position);
         }
         Ok(heads
             .into_iter()
