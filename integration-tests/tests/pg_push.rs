@@ -307,3 +307,79 @@ async fn a_store_without_migrations_says_so() {
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
     assert!(err.to_string().contains("migrat"), "{err}");
 }
+
+/// A push's sequence lookup is one primary-key probe whatever the statistics say. Planned on
+/// missing or stale statistics, the old `max(sequence)` lookup could use the index on (instance,
+/// aggregate type, position) and read every event of the type on every push for the rest of the
+/// session (seen in the W1P benchmark, on a server with autovacuum off). Here the statistics
+/// claim aggregate types are unique, and every plan is generic: the push must still read a
+/// handful of pages among 60 000 events of its type, and number its events exactly.
+#[tokio::test]
+async fn sequence_lookups_probe_the_primary_key_whatever_the_statistics() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let pool = database.pool(1);
+    sqlx::raw_sql(
+        "INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence, \
+             event_type, revision, created_at, creator, owner, payload, position, in_tx_order) \
+         SELECT 'i', 'user', 'bulk-' || (g % 6000), g / 6000 + 1, 'user.added', 1, now(), 't', 'o', \
+                '{}', 1, g FROM generate_series(0, 59999) g; \
+         ALTER TABLE eventstore.events ALTER COLUMN aggregate_type SET (n_distinct = -1); \
+         ANALYZE eventstore.events;",
+    )
+    .execute(&pool)
+    .await
+    .expect("bulk load");
+    // Neighbours in key order on both sides of the aggregate pushed to below.
+    for aggregate in ["hot", "hot-", "ho"] {
+        store
+            .push(vec![command("i", aggregate, "user.added")])
+            .await
+            .expect("push");
+    }
+
+    let mut session = pool.acquire().await.expect("connection");
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *session)
+        .await
+        .expect("generic plans");
+    let explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM eventstore.push(\
+         ARRAY[0, 0], ARRAY['i', 'i'], ARRAY['user', 'user'], ARRAY['hot', 'new'], \
+         ARRAY['user.touched', 'user.touched'], ARRAY[1, 1], ARRAY['t', 't'], ARRAY['o', 'o'], \
+         ARRAY['{}', '{}'], ARRAY[NULL::bigint, NULL], '{}'::int[], '{}'::text[], '{}'::text[], \
+         '{}'::text[], '{}'::text[])";
+    let mut pages = Vec::new();
+    // The first calls load catalogs and build the session's plans; the last ones show the steady state.
+    for _ in 0..4 {
+        let plan: serde_json::Value = sqlx::query_scalar(explain)
+            .fetch_one(&mut *session)
+            .await
+            .expect("explain a push");
+        let node = &plan[0]["Plan"];
+        let read = node["Shared Hit Blocks"].as_i64().unwrap_or(0)
+            + node["Shared Read Blocks"].as_i64().unwrap_or(0);
+        pages.push(read);
+    }
+    assert!(
+        pages[2..].iter().all(|&read| read < 60),
+        "a push of two events read {pages:?} pages; the type's 60 000 events span over 1 000"
+    );
+    drop(session);
+    // EXPLAIN ANALYZE executed the pushes: "hot" went on from its one event, "new" started at 1.
+    let sequences: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, max(sequence) FROM eventstore.events \
+         WHERE aggregate_id IN ('hot', 'hot-', 'ho', 'new') GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("sequences");
+    assert_eq!(
+        sequences,
+        vec![
+            ("ho".to_owned(), 1),
+            ("hot".to_owned(), 5),
+            ("hot-".to_owned(), 1),
+            ("new".to_owned(), 4)
+        ]
+    );
+}

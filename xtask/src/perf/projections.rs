@@ -419,11 +419,15 @@ pub(crate) async fn p2_and_w1p(
 /// rounds exposes both sides to the same drift, so their ratio holds where one long run each
 /// would compare two different machines. Each round's worker catches up before it is measured.
 async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Result<Vec<Row>> {
-    let rounds: u32 = if timing.measure >= Duration::from_secs(6) {
-        3
-    } else {
-        2
-    };
+    // STRATA_BENCH_W1P_ROUNDS: more rounds for a steadier ratio (docs/benchmarks.md).
+    let rounds: u32 = std::env::var("STRATA_BENCH_W1P_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if timing.measure >= Duration::from_secs(6) {
+            3
+        } else {
+            2
+        });
     // A warm-up of at least a second and rounds of at least three, also with --quick: the first
     // second beside a freshly started worker is its own warm-up (small batches while triggers
     // ramp up), and quick rounds measured mostly that.
@@ -449,6 +453,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
                 (after.3 - before.3) as f64 / (after.2 - before.2).max(1) as f64,
             );
         }
+        let alone_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
         alone.merge(samples);
         alone_elapsed += elapsed;
         eprintln!("bench: W1P round {n}/{rounds}: W1 beside 20 projections");
@@ -474,6 +479,13 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
             );
         }
         drop(worker);
+        // Per round, so a round caught in a slow phase of the machine shows as one.
+        let with_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "bench: W1P round {n}/{rounds}: {alone_rate:.0} ev/s alone, {with_rate:.0} beside \
+             projections ({:.2}x)",
+            with_rate / alone_rate.max(1e-9)
+        );
         with.merge(samples);
         with_elapsed += elapsed;
     }
