@@ -15,8 +15,8 @@
 -- scans, and a penalised plan's cost then triggers JIT compilation on every call). Its shape
 -- does: one row comparison over all four primary-key columns, read backwards, first row only.
 -- No other index can serve that order, so every other plan must read and sort a range the
--- planner always estimates as a third of the table, statistics or not; the primary-key probe
--- wins at any table size. The statements on unique_constraints may only use nested loops, and
+-- planner sizes by the first column alone (a third of the table without statistics, at least the
+-- instance's events with them), while the probe stops at its first row; it wins at any size. The statements on unique_constraints may only use nested loops, and
 -- no sequential scans, inside eventstore.push.
 
 -- An aggregate's current sequence (0 when it has no events), by one backward primary-key probe:
