@@ -43,6 +43,14 @@ BEGIN
 END
 $$;
 
+-- The advisory-lock key of an aggregate: one definition for push's lone-command and general
+-- paths, which must take the very same lock for the same aggregate. Inlined by the planner.
+CREATE FUNCTION eventstore.aggregate_lock_key(
+    p_instance TEXT, p_aggregate_type TEXT, p_aggregate_id TEXT
+) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN hashtextextended(p_instance || chr(31) || p_aggregate_type || chr(31) || p_aggregate_id, 0);
+
 -- append_events and push as before, with their sequence lookups through current_sequence, and
 -- push with a lean path for a lone command.
 CREATE OR REPLACE FUNCTION eventstore.append_events(
@@ -119,8 +127,8 @@ BEGIN
     -- expressions and one INSERT, without the general path's set-based statements (a quarter less
     -- CPU per call in pgbench).
     IF cardinality(p_push) = 1 AND cardinality(u_push) = 0 AND p_expected[1] IS NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended(
-            p_instance[1] || chr(31) || p_aggregate_type[1] || chr(31) || p_aggregate_id[1], 0));
+        PERFORM pg_advisory_xact_lock(
+            eventstore.aggregate_lock_key(p_instance[1], p_aggregate_type[1], p_aggregate_id[1]));
         v_position := pg_current_xact_id()::text::numeric;
         INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                        event_type, revision, created_at, creator, owner, payload,
@@ -141,7 +149,7 @@ BEGIN
     -- concurrent writers to one aggregate never collide and never retry.
     PERFORM pg_advisory_xact_lock(k)
     FROM (
-        SELECT hashtextextended(i || chr(31) || t || chr(31) || a, 0) AS k
+        SELECT eventstore.aggregate_lock_key(i, t, a) AS k
         FROM unnest(p_instance, p_aggregate_type, p_aggregate_id) AS x(i, t, a)
         UNION
         SELECT hashtextextended('unique' || chr(31) || i || chr(31) || t || chr(31) || v, 0)
