@@ -166,11 +166,18 @@ async fn connections_killed_mid_push_leave_no_partial_push() {
     let killed = killing.await.expect("killer");
     assert!(killed > 0, "the test must actually kill connections");
 
-    // The pools reconnect on their own.
-    store
-        .push(push_of(999_999_999))
-        .await
-        .expect("push after the faults");
+    // The pools reconnect on their own: a connection killed while in steady use fails the one call
+    // that picks it up next (retryable Unavailable) and is replaced, so a retry per pooled
+    // connection is the most a caller can need.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match store.push(push_of(999_999_000 + attempts)).await {
+            Ok(_) => break,
+            Err(strata_store::Error::Unavailable { .. }) if attempts <= 8 => {}
+            Err(err) => panic!("push after the faults, attempt {attempts}: {err}"),
+        }
+    }
     let stored = stored_per_push(&database.pool(1)).await;
     assert_all_or_nothing(&outcomes, &stored);
     eprintln!(
@@ -178,6 +185,70 @@ async fn connections_killed_mid_push_leave_no_partial_push() {
         outcomes.succeeded.len(),
         outcomes.failed.len()
     );
+}
+
+/// Kills every connection the store holds, as a server restart or an idle timeout on the network
+/// would.
+async fn kill_store_connections(database: &TestDatabase) {
+    let killer = database.pool(1);
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database.name)
+    .fetch_one(&killer)
+    .await
+    .expect("terminate");
+    killer.close().await;
+    assert!(killed > 0, "the store had a connection to kill");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_checked_before_use_and_a_busy_one_is_not() {
+    let database = TestDatabase::create().await;
+    let config_checking_after = |check_idle_after| {
+        let pool = PoolConfig {
+            check_idle_after,
+            ..PoolConfig::with_max(1)
+        };
+        PgConfig {
+            push_pool: pool.clone(),
+            query_pool: pool.clone(),
+            projection_pool: pool,
+            group_commit: GroupCommitConfig {
+                enabled: false,
+                ..GroupCommitConfig::default()
+            },
+            ..test_config()
+        }
+    };
+
+    // Idle longer than check_idle_after: the broken connection is found before use and replaced,
+    // so the caller never sees it.
+    let store = database.store_with(config_checking_after(Duration::from_millis(50)));
+    store.push(push_of(1)).await.expect("first push");
+    kill_store_connections(&database).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store
+        .push(push_of(2))
+        .await
+        .expect("a connection idle past check_idle_after is checked and replaced");
+
+    // Used within check_idle_after: it goes to work unchecked, its call fails as retryable, and
+    // the pool replaces it for the next.
+    let store = database.store_with(config_checking_after(Duration::from_secs(3600)));
+    store.push(push_of(3)).await.expect("first push");
+    kill_store_connections(&database).await;
+    let err = store
+        .push(push_of(4))
+        .await
+        .expect_err("an unchecked broken connection fails its call");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    store.push(push_of(5)).await.expect("the pool replaced it");
+
+    let stored = stored_per_push(&database.pool(1)).await;
+    assert_eq!(stored.get(&4), None, "the failed push left nothing");
+    assert_eq!(stored.len(), 4);
 }
 
 struct Counter;

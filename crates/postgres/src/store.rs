@@ -8,9 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use std::str::FromStr;
 
-use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::QueryAs;
+use sqlx::{Connection, Postgres};
 use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
 use strata_query::Query;
 use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
@@ -71,10 +71,21 @@ impl PgPools {
     /// cannot carry). Lazily, like [`PgPools::connect_lazy`].
     pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
         let open = |pool: &PoolConfig| {
+            let check_idle_after = pool.check_idle_after;
             PgPoolOptions::new()
                 .max_connections(pool.max_connections)
                 .min_connections(pool.min_connections)
                 .acquire_timeout(pool.acquire_timeout)
+                // Only connections that sat idle are pinged first (PoolConfig::check_idle_after).
+                .test_before_acquire(false)
+                .before_acquire(move |connection, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= check_idle_after {
+                            connection.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_lazy_with(options.clone())
         };
         PgPools {

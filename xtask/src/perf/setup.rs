@@ -77,9 +77,12 @@ impl BenchDatabase {
         Ok(BenchDatabase { options })
     }
 
+    /// A pool for the raw-SQL baselines. Like Strata's pools it skips sqlx's round trip that
+    /// checks each connection before use, so the baselines pay no cost Strata does not.
     pub(crate) fn pool(&self, max: u32) -> PgPool {
         PgPoolOptions::new()
             .max_connections(max)
+            .test_before_acquire(false)
             .connect_lazy_with(self.options.clone())
     }
 
