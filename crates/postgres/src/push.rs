@@ -147,6 +147,13 @@ async fn run_lane(
         if first.reply.is_closed() {
             continue;
         }
+        // Let the tasks that are ready to run push first. The callers the previous call just
+        // answered are woken together; the first to push wakes this lane, and Tokio runs the woken
+        // lane before the rest, so without this pause the lane sends that one push alone and the
+        // others wait a whole call for the next. One pass of the scheduler costs an idle store
+        // nothing it would notice: W1 at 8 writers rose from ~5 900 to ~7 200 events/s (p50 1.30
+        // to 1.02 ms), at 32 from ~14 300 to ~16 600.
+        tokio::task::yield_now().await;
         let mut commands = first.commands.len();
         let mut batch = vec![first];
         while batch.len() < max_pushes && commands < max_commands {
