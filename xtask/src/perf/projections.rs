@@ -459,6 +459,13 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         warmup: (timing.warmup / 2).max(Duration::from_secs(1)),
         measure: (timing.measure / rounds).max(Duration::from_secs(3)),
     };
+    // STRATA_BENCH_W1P_PROJECTIONS: how the writers' share falls with the projections' write
+    // volume; the spec's row is 20 (docs/benchmarks.md).
+    let projections: usize = std::env::var("STRATA_BENCH_W1P_PROJECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LATEST_TABLES.len())
+        .clamp(1, LATEST_TABLES.len());
     let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
     let (mut alone, mut alone_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
@@ -480,8 +487,8 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         let alone_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
         alone.merge(samples);
         alone_elapsed += elapsed;
-        eprintln!("bench: W1P round {n}/{rounds}: W1 beside 20 projections");
-        let worker = spawn_worker(url, 20, "latest")?;
+        eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
+        let worker = spawn_worker(url, projections, "latest")?;
         let before = if detail {
             activity(pool).await?
         } else {
@@ -497,7 +504,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
                  {:.0} ev/s beside projections, {:.0} WAL bytes per event pushed",
                 (after.0 - before.0) as f64 / seconds,
                 (after.1 - before.1) as f64 / seconds,
-                (events * 20) as f64 / (after.0 - before.0).max(1) as f64,
+                (events * projections as i64) as f64 / (after.0 - before.0).max(1) as f64,
                 samples.events as f64 / elapsed.as_secs_f64().max(1e-9),
                 (after.3 - before.3) as f64 / events.max(1) as f64,
             );
