@@ -78,7 +78,17 @@ async fn dropped_partition_is_a_miss_and_heals() {
     .await
     .unwrap();
     assert_eq!(cache.get(Id, "i1").await, None);
-    // The first write fails (logged) and marks the partitions as unknown; the next recreates them.
+    // The miss found the partitions gone, so the next write recreates them.
+    cache.set(i1.clone()).await.unwrap();
+    assert_eq!(cache.get(Domain, "a.example").await, Some(i1.clone()));
+
+    // Dropped again with no read in between: the first write fails (logged) and marks the
+    // partitions as unknown; the next recreates them.
+    pool.execute(
+        format!(r#"DROP TABLE cache."objects_{name}", cache."string_keys_{name}""#).as_str(),
+    )
+    .await
+    .unwrap();
     cache.set(i1.clone()).await.unwrap();
     cache.set(i1.clone()).await.unwrap();
     assert_eq!(cache.get(Domain, "a.example").await, Some(i1));

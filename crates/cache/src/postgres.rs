@@ -12,25 +12,49 @@ use crate::config::CacheConfig;
 /// A hit is this one statement: two primary-key lookups (key, then object) in one round trip, and
 /// `touch` tells whether the stored last-use time is old enough to be worth rewriting.
 ///
+/// It reads the cache's own partitions (`{keys}` and `{objects}`, see [`get_sql`]), not the
+/// partitioned parents: through a parent, a prepared statement's generic plan locks every cache's
+/// partitions and prunes them again on each execution, which with eight caches made a hit cost
+/// twice a plain primary-key read (pgbench, 5 700 against 11 000 per second on one connection).
+///
 /// The age conditions are evaluated with the server's clock, so every process agrees on what has
 /// expired.
 const GET: &str = "\
-SELECT o.id, o.payload, COALESCE(o.last_used_at <= now() - $6::interval, FALSE) AS touch
-FROM cache.string_keys k
-JOIN cache.objects o ON o.cache_name = k.cache_name AND o.id = k.object_id
+SELECT o.id, o.payload, COALESCE(o.last_used_at <= now() - $4::interval, FALSE) AS touch
+FROM {keys} k
+JOIN {objects} o ON o.cache_name = k.cache_name AND o.id = k.object_id
 WHERE k.cache_name = $1 AND k.index_name = $2 AND k.index_key = $3
-  AND ($4::interval IS NULL OR o.created_at > now() - $4::interval)
-  AND ($5::interval IS NULL OR o.last_used_at > now() - $5::interval)";
+  AND ($5::interval IS NULL OR o.created_at > now() - $5::interval)
+  AND ($6::interval IS NULL OR o.last_used_at > now() - $6::interval)";
 
-/// Rewrites the last-use time unless another hit already did.
+/// Rewrites the last-use time unless another hit already did; on the cache's object partition,
+/// like [`GET`].
 const TOUCH: &str = "\
-UPDATE cache.objects SET last_used_at = now()
+UPDATE {objects} SET last_used_at = now()
 WHERE cache_name = $1 AND id = $2 AND last_used_at <= now() - $3::interval";
+
+/// `sql` with `{keys}` and `{objects}` naming the partitions of cache `name` (created by
+/// `cache.create_partitions`). Cache names follow `[a-z][a-z0-9_]{0,47}`, checked before any
+/// connector starts, so they are safe identifiers; quoted all the same.
+fn partition_sql(sql: &str, name: &str) -> String {
+    sql.replace("{keys}", &format!("cache.\"string_keys_{name}\""))
+        .replace("{objects}", &format!("cache.\"objects_{name}\""))
+}
+
+/// SQLSTATE `undefined_table`: the cache's partitions do not exist (yet, or any more).
+fn is_missing_partition(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|err| err.code())
+        .is_some_and(|code| code == "42P01")
+}
 
 #[derive(Debug)]
 pub(crate) struct PgConnector {
     pool: PgPool,
     name: String,
+    /// [`GET`] and [`TOUCH`] on this cache's partitions.
+    get_sql: String,
+    touch_sql: String,
     max_age: Option<PgInterval>,
     last_use_age: Option<PgInterval>,
     touch_after: Option<PgInterval>,
@@ -51,6 +75,8 @@ impl PgConnector {
         let connector = Arc::new(PgConnector {
             pool,
             name: name.to_owned(),
+            get_sql: partition_sql(GET, name),
+            touch_sql: partition_sql(TOUCH, name),
             max_age: interval(config.max_age),
             last_use_age: interval(config.last_use_age),
             touch_after: interval(config.touch_after()),
@@ -99,15 +125,25 @@ impl PgConnector {
         index: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        let row: Option<(i64, Vec<u8>, bool)> = sqlx::query_as(GET)
+        let row: Option<(i64, Vec<u8>, bool)> = match sqlx::query_as(&self.get_sql)
             .bind(&self.name)
             .bind(index)
             .bind(key)
+            .bind(self.touch_after)
             .bind(self.max_age)
             .bind(self.last_use_age)
-            .bind(self.touch_after)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+        {
+            Ok(row) => row,
+            Err(err) if is_missing_partition(&err) => {
+                // Not created yet (the database was down when the cache started): a miss, and the
+                // next write creates them.
+                self.partitions_ready.store(false, Ordering::Release);
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
         let Some((id, payload, touch)) = row else {
             return Ok(None);
         };
@@ -116,7 +152,7 @@ impl PgConnector {
             // only makes the entry expire a little early.
             let connector = Arc::clone(self);
             tokio::spawn(async move {
-                let touched = sqlx::query(TOUCH)
+                let touched = sqlx::query(&connector.touch_sql)
                     .bind(&connector.name)
                     .bind(id)
                     .bind(connector.touch_after)
