@@ -15,7 +15,9 @@
 //!   `pg_snapshot_xmin(pg_current_snapshot())`: below it nothing can still commit. Readers wait for
 //!   nobody and writers for nothing (`docs/position.md`).
 //! - **Separate pools** for pushing, querying and projection work ([`PgConfig`]), or bring your own
-//!   ([`PgPools`]).
+//!   ([`PgPools`]). Pools Strata opens check a connection with a round trip only after it sat idle
+//!   ([`PoolConfig::check_idle_after`]), not before every call as sqlx does by default; pools you
+//!   bring keep their own settings.
 //! - **Migrations** embedded once as [`MIGRATOR`]; [`migrate`] applies them and reports what it did.
 //!
 //! ```no_run
