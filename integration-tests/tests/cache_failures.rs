@@ -60,6 +60,15 @@ async fn unreachable_postgres_is_a_miss() {
     everything_misses(&cache).await;
 }
 
+/// Drops a cache's partitions behind its back, as an operator cleaning up by hand might.
+async fn drop_partitions(pool: &sqlx::PgPool, name: &str) {
+    pool.execute(
+        format!(r#"DROP TABLE cache."objects_{name}", cache."string_keys_{name}""#).as_str(),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn dropped_partition_is_a_miss_and_heals() {
     let database = TestDatabase::create().await;
@@ -72,11 +81,7 @@ async fn dropped_partition_is_a_miss_and_heals() {
     cache.set(i1.clone()).await.unwrap();
     assert_eq!(cache.get(Id, "i1").await, Some(i1.clone()));
 
-    pool.execute(
-        format!(r#"DROP TABLE cache."objects_{name}", cache."string_keys_{name}""#).as_str(),
-    )
-    .await
-    .unwrap();
+    drop_partitions(&pool, &name).await;
     assert_eq!(cache.get(Id, "i1").await, None);
     // The miss found the partitions gone, so the next write recreates them.
     cache.set(i1.clone()).await.unwrap();
@@ -84,11 +89,7 @@ async fn dropped_partition_is_a_miss_and_heals() {
 
     // Dropped again with no read in between: the first write fails (logged) and marks the
     // partitions as unknown; the next recreates them.
-    pool.execute(
-        format!(r#"DROP TABLE cache."objects_{name}", cache."string_keys_{name}""#).as_str(),
-    )
-    .await
-    .unwrap();
+    drop_partitions(&pool, &name).await;
     cache.set(i1.clone()).await.unwrap();
     cache.set(i1.clone()).await.unwrap();
     assert_eq!(cache.get(Domain, "a.example").await, Some(i1));

@@ -12,10 +12,11 @@ use crate::config::CacheConfig;
 /// A hit is this one statement: two primary-key lookups (key, then object) in one round trip, and
 /// `touch` tells whether the stored last-use time is old enough to be worth rewriting.
 ///
-/// It reads the cache's own partitions (`{keys}` and `{objects}`, see [`get_sql`]), not the
-/// partitioned parents: through a parent, a prepared statement's generic plan locks every cache's
-/// partitions and prunes them again on each execution, which with eight caches made a hit cost
-/// twice a plain primary-key read (pgbench, 5 700 against 11 000 per second on one connection).
+/// It reads the cache's own partitions (`{keys}` and `{objects}`, filled in by
+/// [`partition_sql`]), not the partitioned parents: through a parent, a prepared statement's
+/// generic plan locks every cache's partitions and prunes them again on each execution, which with
+/// eight caches made a hit cost twice a plain primary-key read (pgbench, 5 700 against 11 000 per
+/// second on one connection).
 ///
 /// The age conditions are evaluated with the server's clock, so every process agrees on what has
 /// expired.

@@ -77,8 +77,9 @@ impl BenchDatabase {
         Ok(BenchDatabase { options })
     }
 
-    /// A pool for the raw-SQL baselines. Like Strata's pools it skips sqlx's round trip that
-    /// checks each connection before use, so the baselines pay no cost Strata does not.
+    /// A pool for the raw-SQL baselines and for the caches under test. Like the pools `PgStore`
+    /// opens, it skips sqlx's round trip that checks each connection before use, so a baseline
+    /// pays no cost Strata does not, and neither pays one a tuned service would not.
     pub(crate) fn pool(&self, max: u32) -> PgPool {
         PgPoolOptions::new()
             .max_connections(max)
