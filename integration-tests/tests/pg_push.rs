@@ -315,6 +315,48 @@ async fn a_store_without_migrations_says_so() {
 /// claim aggregate types are unique, and every plan is generic: the push must still read a
 /// handful of pages among 60 000 events of its type, and number its events exactly.
 #[tokio::test]
+async fn unique_constraint_planner_settings_last_only_for_the_push() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool(1);
+    let push_with_unique = "SELECT * FROM eventstore.push(ARRAY[0], ARRAY['i'], ARRAY['user'], \
+         ARRAY[$1], ARRAY['user.added'], ARRAY[1], ARRAY['t'], ARRAY['o'], ARRAY['{}'], \
+         ARRAY[NULL::bigint], ARRAY[0], ARRAY['add'], ARRAY['i'], ARRAY['username'], ARRAY[$1])";
+    let seqscan = "SELECT current_setting('enable_seqscan')";
+
+    // The unique-constraint path turns sequential scans off for the rest of its transaction...
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(push_with_unique)
+        .bind("a")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("push with a unique constraint");
+    let inside: String = sqlx::query_scalar(seqscan)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("setting");
+    assert_eq!(inside, "off");
+    tx.commit().await.expect("commit");
+
+    // ...which, for a push sent on its own as Strata sends them, is the push: the pool's one
+    // session is as it was before.
+    sqlx::query(push_with_unique)
+        .bind("b")
+        .fetch_all(&pool)
+        .await
+        .expect("push with a unique constraint");
+    let after: String = sqlx::query_scalar(seqscan)
+        .fetch_one(&pool)
+        .await
+        .expect("setting");
+    assert_eq!(after, "on");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.unique_constraints")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 2);
+}
+
+#[tokio::test]
 async fn sequence_lookups_probe_the_primary_key_whatever_the_statistics() {
     let database = TestDatabase::create().await;
     let store = database.store();
