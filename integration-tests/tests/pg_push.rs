@@ -315,6 +315,40 @@ async fn a_store_without_migrations_says_so() {
 /// claim aggregate types are unique, and every plan is generic: the push must still read a
 /// handful of pages among 60 000 events of its type, and number its events exactly.
 #[tokio::test]
+async fn push_and_push_one_number_a_lone_command_alike() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool(1);
+    let through_push = "SELECT r_push, r_sequence, r_in_tx_order, r_error FROM eventstore.push(\
+         ARRAY[0], ARRAY['i'], ARRAY['user'], ARRAY['u1'], ARRAY['user.added'], ARRAY[1], \
+         ARRAY['t'], ARRAY['o'], ARRAY['{}'], ARRAY[NULL::bigint], '{}'::int[], '{}'::text[], \
+         '{}'::text[], '{}'::text[], '{}'::text[])";
+    let through_push_one = "SELECT r_sequence FROM eventstore.push_one('i', 'user', 'u1', \
+         'user.added', 1, 't', 'o', '{}')";
+    let mut sequences = Vec::new();
+    for round in 0..2 {
+        let (push, sequence, in_tx_order, error): (i32, i64, i32, Option<String>) =
+            sqlx::query_as(through_push)
+                .fetch_one(&pool)
+                .await
+                .expect("push");
+        assert_eq!((push, in_tx_order, error), (0, 0, None), "round {round}");
+        sequences.push(sequence);
+        let sequence: i64 = sqlx::query_scalar(through_push_one)
+            .fetch_one(&pool)
+            .await
+            .expect("push_one");
+        sequences.push(sequence);
+    }
+    assert_eq!(sequences, vec![1, 2, 3, 4]);
+    let positions: Vec<(i64, i32)> =
+        sqlx::query_as("SELECT sequence, in_tx_order FROM eventstore.events ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .expect("events");
+    assert_eq!(positions, vec![(1, 0), (2, 0), (3, 0), (4, 0)]);
+}
+
+#[tokio::test]
 async fn unique_constraint_planner_settings_last_only_for_the_push() {
     let database = TestDatabase::create().await;
     let pool = database.pool(1);

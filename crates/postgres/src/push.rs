@@ -1,4 +1,5 @@
-//! Pushing: commands encoded as parallel arrays, one call of `eventstore.push`, and group commit.
+//! Pushing: commands encoded as parallel arrays, one call of `eventstore.push` (or of
+//! `eventstore.push_one` for a lone command), and group commit.
 
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use crate::error::from_sqlx;
 
 const PUSH_SQL: &str = "SELECT r_push, r_sequence, r_in_tx_order, r_position, r_created_at, r_error, r_error_args \
      FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+const PUSH_ONE_SQL: &str = "SELECT r_sequence, r_position, r_created_at \
+     FROM eventstore.push_one($1, $2, $3, $4, $5, $6, $7, $8)";
 
 type PushRow = (
     i32,
@@ -219,10 +223,70 @@ fn missing_outcome() -> Error {
     }
 }
 
-/// Calls `eventstore.push` once for all `pushes` and returns each push's outcome in order. The outer
-/// error means the call itself failed and nothing of it was stored (or, for
-/// [`Error::Unavailable`], that the outcome is unknown).
+/// The event `command` became, from what the database assigned it.
+fn stored(
+    command: &Command,
+    sequence: i64,
+    in_tx_order: u32,
+    position: Position,
+    created_at: DateTime<Utc>,
+) -> Event {
+    Event {
+        aggregate: command.aggregate().clone(),
+        event_type: command.event_type().clone(),
+        sequence: sequence as u64,
+        revision: command.revision(),
+        created_at,
+        creator: command.creator().clone(),
+        owner: command.owner().clone(),
+        position,
+        in_tx_order,
+        raw_payload: command.payload().clone(),
+    }
+}
+
+/// The command of a call that is one push of one command with no expected sequence and no unique
+/// constraint: what `eventstore.push_one` stores, with plain parameters instead of fifteen arrays.
+fn lone_command(pushes: &[Vec<Command>]) -> Option<&Command> {
+    let [push] = pushes else {
+        return None;
+    };
+    let [command] = push.as_slice() else {
+        return None;
+    };
+    (command.expected_sequence().is_none() && command.unique_constraints().is_empty())
+        .then_some(command)
+}
+
+/// `eventstore.push_one` for a [`lone_command`].
+async fn execute_lone(pool: &PgPool, command: &Command) -> Result<Vec<Result<Vec<Event>>>> {
+    let (sequence, position, created_at): (i64, Decimal, DateTime<Utc>) =
+        sqlx::query_as(PUSH_ONE_SQL)
+            .bind(command.aggregate().instance_id.as_str())
+            .bind(command.aggregate().aggregate_type.as_str())
+            .bind(command.aggregate().aggregate_id.as_str())
+            .bind(command.event_type().as_str())
+            .bind(i32::from(command.revision()))
+            .bind(command.creator().as_str())
+            .bind(command.owner().as_str())
+            .bind(command.payload().json())
+            .fetch_one(pool)
+            .await
+            .map_err(|err| from_sqlx("pushing events", err))?;
+    let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;
+    Ok(vec![Ok(vec![stored(
+        command, sequence, 0, position, created_at,
+    )])])
+}
+
+/// Calls `eventstore.push` once for all `pushes` (or `eventstore.push_one` for a
+/// [`lone_command`]) and returns each push's outcome in order. The outer error means the call
+/// itself failed and nothing of it was stored (or, for [`Error::Unavailable`], that the outcome is
+/// unknown).
 async fn execute(pool: &PgPool, pushes: &[Vec<Command>]) -> Result<Vec<Result<Vec<Event>>>> {
+    if let Some(command) = lone_command(pushes) {
+        return execute_lone(pool, command).await;
+    }
     let commands: Vec<&Command> = pushes.iter().flatten().collect();
     let mut push_of_command = Vec::with_capacity(commands.len());
     for (index, push) in pushes.iter().enumerate() {
@@ -305,18 +369,13 @@ async fn execute(pool: &PgPool, pushes: &[Vec<Command>]) -> Result<Vec<Result<Ve
             .ok_or_else(|| corrupt("in_tx_order out of range"))?;
         let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;
         if let Ok(events) = outcome {
-            events.push(Event {
-                aggregate: command.aggregate().clone(),
-                event_type: command.event_type().clone(),
-                sequence: sequence as u64,
-                revision: command.revision(),
-                created_at,
-                creator: command.creator().clone(),
-                owner: command.owner().clone(),
+            events.push(stored(
+                command,
+                sequence,
+                in_tx_order as u32,
                 position,
-                in_tx_order: in_tx_order as u32,
-                raw_payload: command.payload().clone(),
-            });
+                created_at,
+            ));
         }
     }
     for (outcome, push) in outcomes.iter().zip(pushes) {
