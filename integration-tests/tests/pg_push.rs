@@ -308,12 +308,6 @@ async fn a_store_without_migrations_says_so() {
     assert!(err.to_string().contains("migrat"), "{err}");
 }
 
-/// A push's sequence lookup is one primary-key probe whatever the statistics say. Planned on
-/// missing or stale statistics, the old `max(sequence)` lookup could use the index on (instance,
-/// aggregate type, position) and read every event of the type on every push for the rest of the
-/// session (seen in the W1P benchmark, on a server with autovacuum off). Here the statistics
-/// claim aggregate types are unique, and every plan is generic: the push must still read a
-/// handful of pages among 60 000 events of its type, and number its events exactly.
 #[tokio::test]
 async fn push_and_push_one_number_a_lone_command_alike() {
     let database = TestDatabase::create().await;
@@ -390,6 +384,12 @@ async fn unique_constraint_planner_settings_last_only_for_the_push() {
     assert_eq!(stored, 2);
 }
 
+/// A push's sequence lookup is one primary-key probe whatever the statistics say. Planned on
+/// missing or stale statistics, the old `max(sequence)` lookup could use the index on (instance,
+/// aggregate type, position) and read every event of the type on every push for the rest of the
+/// session (seen in the W1P benchmark, on a server with autovacuum off). Here the statistics
+/// claim aggregate types are unique, and every plan is generic: the push must still read a
+/// handful of pages among 60 000 events of its type, and number its events exactly.
 #[tokio::test]
 async fn sequence_lookups_probe_the_primary_key_whatever_the_statistics() {
     let database = TestDatabase::create().await;
