@@ -36,6 +36,26 @@ async fn seed(store: &PgStore, count: usize, start: usize) {
         store.push(commands).await.unwrap();
         pushed += size;
     }
+    below_the_horizon(store).await;
+}
+
+/// Waits until every event of `store` is below its commit horizon. The horizon is the oldest
+/// transaction still running anywhere on the server, so a test running beside this one (another
+/// mirror writing its destination) can hold it below the events just seeded for a moment. A mirror
+/// started then copies only what is below it, which is right for the mirror and wrong for a test
+/// that counts its batches.
+async fn below_the_horizon(store: &PgStore) {
+    let everything = Query::builder().build().unwrap();
+    let Some(latest) = store.latest_position(&everything).await.unwrap() else {
+        return;
+    };
+    for _ in 0..1000 {
+        if store.commit_horizon().await.unwrap() > latest {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the commit horizon stayed at or below {latest:?} for 10 s");
 }
 
 async fn all_events(store: &PgStore) -> Vec<Event> {
