@@ -113,7 +113,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         for row in rows.iter().filter(|row| is_spec_row(row)) {
             println!("{}", serde_json::to_string(row)?);
         }
-        if let Some(line) = notify_line(&rows) {
+        for line in notify_line(&rows).into_iter().chain(poll_line(&rows)) {
             eprintln!("bench: not a spec row: {line}");
         }
     } else {
@@ -304,7 +304,7 @@ fn print_event_table(rows: &[Row]) {
             );
         }
     }
-    if let Some(line) = notify_line(rows) {
+    for line in notify_line(rows).into_iter().chain(poll_line(rows)) {
         println!("{line}");
     }
     if let Some(p2) = find("strata", "P2", 8) {
@@ -327,6 +327,21 @@ fn notify_line(rows: &[Row]) -> Option<String> {
         rate(with),
         rate(without),
         rate(with) / rate(without).max(1e-9)
+    ))
+}
+
+/// W1 at C = 8 beside the reference pollers, against W1 alone, when W1P ran.
+fn poll_line(rows: &[Row]) -> Option<String> {
+    let find = |system: &str| {
+        rows.iter()
+            .find(|r| r.system == system && r.workload == "W1P" && r.concurrency == 8)
+    };
+    let (alone, polled) = (find("strata-alone")?, find("raw-poll")?);
+    Some(format!(
+        "W1P reference: W1 C=8 beside as many raw-SQL pollers (every 50 ms, no blocking) {:.0} ev/s: \
+         ratio {:.2} to W1 alone",
+        rate(polled),
+        rate(polled) / rate(alone).max(1e-9)
     ))
 }
 

@@ -268,13 +268,16 @@ impl Projection for Latest {
 /// `cargo xtask bench-worker URL N arrivals|latest`: runs N projections until killed.
 pub(crate) fn worker(args: &[String]) -> Result<()> {
     let [url, count, kind] = args else {
-        bail!("usage: bench-worker URL PROJECTIONS arrivals|latest");
+        bail!("usage: bench-worker URL PROJECTIONS arrivals|latest|poll");
     };
     let count: usize = count.parse().context("PROJECTIONS")?;
-    if kind == "latest" && count > LATEST_TABLES.len() {
+    if (kind == "latest" || kind == "poll") && count > LATEST_TABLES.len() {
         bail!("at most {} latest projections", LATEST_TABLES.len());
     }
     let runtime = crate::server::runtime()?;
+    if kind == "poll" {
+        return runtime.block_on(pollers(url, count));
+    }
     runtime.block_on(async {
         let store = PgStore::connect(url, PgConfig::default()).await?;
         let mut backend = PgProjections::new(store.pools().projection().clone());
@@ -328,6 +331,107 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
         std::future::pending::<()>().await;
         Ok(())
     })
+}
+
+/// How often W1P's reference readers poll: the non-blocking pollers the issue measured at 0.8.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// W1P's reference: `count` readers in raw SQL that keep the same read models as [`Latest`], each
+/// polling every [`POLL_EVERY`] for events past its cursor, on as many connections as the
+/// runtime's projection pool and with the same asynchronous commits. They block no writer and wake
+/// on no notice; they can skip an event whose push commits after a later one was read, which the
+/// runtime cannot (docs/projections.md), so they do less than it does. Runs until killed.
+async fn pollers(url: &str, count: usize) -> Result<()> {
+    use std::str::FromStr;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(PgConfig::default().projection_pool.max_connections)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS poll_checkpoints (name TEXT PRIMARY KEY, position NUMERIC, \
+         in_tx_order INT)",
+    )
+    .execute(&pool)
+    .await?;
+    // From the newest event: like the runtime's worker, measured keeping up, not catching up.
+    let start: Option<(Decimal, i32)> = sqlx::query_as(
+        "SELECT position, in_tx_order FROM eventstore.events \
+         ORDER BY position DESC, in_tx_order DESC LIMIT 1",
+    )
+    .fetch_optional(&pool)
+    .await?;
+    let start = start.unwrap_or((Decimal::ZERO, -1));
+    let tasks: Vec<_> = LATEST_TABLES[..count]
+        .iter()
+        .map(|&table| tokio::spawn(poll(pool.clone(), table, start)))
+        .collect();
+    println!("ready");
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// One reference reader: every [`POLL_EVERY`], reads what is past its cursor and applies it with
+/// its checkpoint in one transaction, a page of [`BULK`] at a time.
+async fn poll(pool: PgPool, table: &'static str, mut cursor: (Decimal, i32)) -> Result<()> {
+    let upsert = format!(
+        "INSERT INTO {table} (aggregate_id, sequence) SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+         ON CONFLICT (aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence"
+    );
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let mut tx = pool.begin().await?;
+            let page: Vec<(String, i64, Decimal, i32)> = sqlx::query_as(
+                "SELECT aggregate_id, sequence, position, in_tx_order FROM eventstore.events \
+                 WHERE aggregate_type = 'user' AND (position, in_tx_order) > ($1, $2) \
+                 ORDER BY position, in_tx_order LIMIT $3",
+            )
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .bind(i64::from(BULK))
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = page.last() else {
+                tx.commit().await?;
+                break;
+            };
+            cursor = (last.2, last.3);
+            // Last write per key wins, as in the runtime's merged upserts.
+            let mut seen = std::collections::HashSet::new();
+            let (mut ids, mut sequences) = (Vec::new(), Vec::new());
+            for row in page.iter().rev() {
+                if seen.insert(row.0.as_str()) {
+                    ids.push(row.0.as_str());
+                    sequences.push(row.1);
+                }
+            }
+            sqlx::query(&upsert)
+                .bind(&ids)
+                .bind(&sequences)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO poll_checkpoints VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+                 SET position = EXCLUDED.position, in_tx_order = EXCLUDED.in_tx_order",
+            )
+            .bind(table)
+            .bind(cursor.0)
+            .bind(cursor.1)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if page.len() < BULK as usize {
+                break;
+            }
+        }
+    }
 }
 
 struct Worker(Child);
@@ -469,6 +573,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
     let detail = std::env::var_os("STRATA_BENCH_P2_DETAIL").is_some();
     let (mut alone, mut alone_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
+    let (mut polled, mut polled_elapsed) = (Samples::default(), Duration::ZERO);
     for n in 1..=rounds {
         eprintln!("bench: W1P round {n}/{rounds}: W1 alone");
         let before = if detail {
@@ -487,42 +592,67 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         let alone_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
         alone.merge(samples);
         alone_elapsed += elapsed;
-        eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
-        let worker = spawn_worker(url, projections, "latest")?;
-        let before = if detail {
-            activity(pool).await?
+        // Strata and the pollers take turns at going first, so drift favours neither.
+        let order = if n % 2 == 1 {
+            ["strata", "poll"]
         } else {
-            (0, 0, 0, 0)
+            ["poll", "strata"]
         };
-        let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
-        if detail {
-            let after = activity(pool).await?;
-            let seconds = (round.warmup + round.measure).as_secs_f64();
-            let events = after.2 - before.2;
-            eprintln!(
-                "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch; \
-                 {:.0} ev/s beside projections, {:.0} WAL bytes per event pushed",
-                (after.0 - before.0) as f64 / seconds,
-                (after.1 - before.1) as f64 / seconds,
-                (events * projections as i64) as f64 / (after.0 - before.0).max(1) as f64,
-                samples.events as f64 / elapsed.as_secs_f64().max(1e-9),
-                (after.3 - before.3) as f64 / events.max(1) as f64,
-            );
+        for kind in order {
+            if kind == "strata" {
+                eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
+                let worker = spawn_worker(url, projections, "latest")?;
+                let before = if detail {
+                    activity(pool).await?
+                } else {
+                    (0, 0, 0, 0)
+                };
+                let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+                if detail {
+                    let after = activity(pool).await?;
+                    let seconds = (round.warmup + round.measure).as_secs_f64();
+                    let events = after.2 - before.2;
+                    eprintln!(
+                        "bench: W1P {:.0} batches/s, {:.0} transactions/s, {:.1} events per batch; \
+                         {:.0} ev/s beside projections, {:.0} WAL bytes per event pushed",
+                        (after.0 - before.0) as f64 / seconds,
+                        (after.1 - before.1) as f64 / seconds,
+                        (events * projections as i64) as f64 / (after.0 - before.0).max(1) as f64,
+                        samples.events as f64 / elapsed.as_secs_f64().max(1e-9),
+                        (after.3 - before.3) as f64 / events.max(1) as f64,
+                    );
+                }
+                drop(worker);
+                // Per round, so a round caught in a slow phase of the machine shows as one.
+                let with_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
+                eprintln!(
+                    "bench: W1P round {n}/{rounds}: {alone_rate:.0} ev/s alone, {with_rate:.0} beside \
+                     projections ({:.2}x)",
+                    with_rate / alone_rate.max(1e-9)
+                );
+                with.merge(samples);
+                with_elapsed += elapsed;
+            } else {
+                eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} pollers");
+                let pollers = spawn_worker(url, projections, "poll")?;
+                let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+                drop(pollers);
+                let polled_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
+                eprintln!(
+                    "bench: W1P round {n}/{rounds}: {polled_rate:.0} ev/s beside pollers every {} ms \
+                     ({:.2}x)",
+                    POLL_EVERY.as_millis(),
+                    polled_rate / alone_rate.max(1e-9)
+                );
+                polled.merge(samples);
+                polled_elapsed += elapsed;
+            }
         }
-        drop(worker);
-        // Per round, so a round caught in a slow phase of the machine shows as one.
-        let with_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
-        eprintln!(
-            "bench: W1P round {n}/{rounds}: {alone_rate:.0} ev/s alone, {with_rate:.0} beside \
-             projections ({:.2}x)",
-            with_rate / alone_rate.max(1e-9)
-        );
-        with.merge(samples);
-        with_elapsed += elapsed;
     }
     let alone = alone.events_row("strata-alone", "W1P", 8, alone_elapsed);
     let with = with.events_row("strata", "W1P", 8, with_elapsed);
-    Ok(vec![alone, with])
+    let polled = polled.events_row("raw-poll", "W1P", 8, polled_elapsed);
+    Ok(vec![alone, with, polled])
 }
 
 /// A quarter second of P2 arrivals: start (s after the window opened), count, p50, p99, max (ms).
