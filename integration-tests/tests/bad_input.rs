@@ -118,6 +118,24 @@ fn refused_commands() -> Vec<(&'static str, Result<Command, strata_event::Valida
                 .build(),
         ),
         (
+            "payload with a lone surrogate escape",
+            base("i", "user", "u", "user.added")
+                .payload_json(r#"{"s":"\ud800"}"#)
+                .build(),
+        ),
+        (
+            "payload with a number beyond f64",
+            base("i", "user", "u", "user.added")
+                .payload_json(r#"{"n":1e400}"#)
+                .build(),
+        ),
+        (
+            "payload with a key twice",
+            base("i", "user", "u", "user.added")
+                .payload_json(r#"{"a":1,"a":2}"#)
+                .build(),
+        ),
+        (
             "empty unique constraint value",
             base("i", "user", "u", "user.added")
                 .add_unique_constraint("username", "", "taken")
@@ -209,6 +227,24 @@ fn queries_refuse_bad_limits_and_values() {
                 .payload_contains(serde_json::json!([1]))
                 .build(),
         ),
+        (
+            "payload filter with a NUL",
+            Query::builder()
+                .payload_contains(serde_json::json!({ "name": ["a\u{0}b"] }))
+                .build(),
+        ),
+        (
+            "created after an instant PostgreSQL cannot hold",
+            Query::builder()
+                .created_after(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+                .build(),
+        ),
+        (
+            "created before an instant PostgreSQL cannot hold",
+            Query::builder()
+                .created_before(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+                .build(),
+        ),
     ];
     for (case, outcome) in cases {
         let err = strata_store::Error::from(outcome.expect_err(case));
@@ -256,6 +292,51 @@ async fn hostile_strings_round_trip<S: EventStore>(store: &S) {
         .build()
         .expect("query");
     assert_eq!(store.query(&filtered).await.expect("filtered").len(), 1);
+}
+
+/// Payloads at the edges of what JSON and PostgreSQL's `jsonb` accept: each builds, pushes and
+/// reads back as the same JSON value on both backends.
+async fn edge_payloads_read_back_as_written<S: EventStore>(store: &S) -> Vec<serde_json::Value> {
+    let edges = [
+        r#"{"s":"\\u0000"}"#,
+        r#"{"emoji":"\ud83d\ude00","plain":"😀"}"#,
+        r#"{"big":1e300,"small":-1e-300,"wide":12345678901234567890123,"max":18446744073709551615}"#,
+        r#"{"\u00e9t\u00e9":"\"quoted\" \\ \/ \b\f\n\r\t"}"#,
+        r#"[{"a":1},{"a":1}]"#,
+        r#""a bare string""#,
+    ];
+    let mut read_back = Vec::new();
+    for (n, edge) in edges.into_iter().enumerate() {
+        let command = base("i", "user", &format!("edge-{n}"), "user.added")
+            .payload_json(edge)
+            .build()
+            .unwrap_or_else(|err| panic!("{edge} builds: {err}"));
+        let stored = store.push(vec![command]).await.expect(edge);
+        let read = store
+            .query(&Query::aggregate(&stored[0].aggregate))
+            .await
+            .expect("read");
+        let value: serde_json::Value = read[0].payload().expect(edge);
+        let written: serde_json::Value = serde_json::from_str(edge).expect(edge);
+        assert_eq!(value, written, "{edge}");
+        read_back.push(value);
+    }
+    // The earliest instant PostgreSQL holds is a valid bound on both backends.
+    let earliest = chrono::DateTime::from_timestamp(-210_866_803_200, 0).expect("in range");
+    let since = Query::builder()
+        .created_after(earliest)
+        .build()
+        .expect("the earliest storable instant");
+    assert_eq!(store.query(&since).await.expect("query").len(), edges.len());
+    read_back
+}
+
+#[tokio::test]
+async fn edge_payloads_read_back_alike_on_both_backends() {
+    let memory = edge_payloads_read_back_as_written(&MemoryStore::new()).await;
+    let database = TestDatabase::create().await;
+    let postgres = edge_payloads_read_back_as_written(&database.store()).await;
+    assert_eq!(memory, postgres);
 }
 
 #[tokio::test]

@@ -138,7 +138,8 @@ impl CommandBuilder {
     }
 
     /// Serialises `payload` as the event's JSON payload. A value that does not serialise, or breaks a
-    /// payload limit, makes `build` fail.
+    /// payload limit, makes `build` fail. (serde_json writes a non-finite float, `NaN` or an
+    /// infinity, as `null`, so such a field reaches readers as `null`.)
     pub fn payload<T: Serialize + ?Sized>(mut self, payload: &T) -> Self {
         self.payload = Payload::from_value(payload);
         self

@@ -36,7 +36,9 @@ impl Payload {
         Self::from_json(text)
     }
 
-    /// Checks that `text` is JSON within the payload limits. An empty string means no payload.
+    /// Checks that `text` is JSON within the payload limits that every backend stores and every
+    /// reader decodes alike: no NUL character, no lone UTF-16 surrogate, no number beyond `f64`, no
+    /// key twice in one object. An empty string means no payload.
     pub fn from_json(text: impl Into<String>) -> Result<Self, ValidationError> {
         let text: String = text.into();
         if text.is_empty() {
@@ -56,17 +58,8 @@ impl Payload {
                 reason: format!("nested {depth} levels deep, the maximum is {MAX_PAYLOAD_DEPTH}"),
             });
         }
-        // NOTE: PostgreSQL's `jsonb` refuses the NUL character even when escaped, so a payload that
-        // contains one would be accepted by one backend and refused by the other.
-        if text.contains("\\u0000") {
-            return Err(ValidationError::Payload {
-                reason: "the NUL character (\\u0000) cannot be stored".into(),
-            });
-        }
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|err| {
-            ValidationError::Payload {
-                reason: format!("not valid JSON: {err}"),
-            }
+        serde_json::from_str::<Storable>(&text).map_err(|err| ValidationError::Payload {
+            reason: format!("not valid JSON: {err}"),
         })?;
         Ok(Self::from_trusted_json(text))
     }
@@ -133,6 +126,126 @@ fn nesting_depth(text: &str) -> usize {
         }
     }
     max
+}
+
+/// A JSON document every backend stores and every reader decodes alike. Parsing into it checks,
+/// beyond the JSON grammar, what would otherwise surface later and differently per backend:
+///
+/// - **the NUL character**, escaped or not, which PostgreSQL's `jsonb` refuses (checked on the
+///   decoded strings, so the text `\\u0000`, an escaped backslash, is fine);
+/// - **lone UTF-16 surrogates** (`"\ud800"`), which `jsonb` refuses and Rust strings cannot hold;
+/// - **numbers beyond `f64`** (`1e400`), which `jsonb` keeps as exact decimals but
+///   `serde_json` cannot decode, so [`Payload::decode`] would fail on every read;
+/// - **duplicate keys** in an object, which `jsonb` collapses to the last one while text stored
+///   as is keeps both, so the two backends would decode different values.
+struct Storable;
+
+impl<'de> Deserialize<'de> for Storable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StorableVisitor)
+    }
+}
+
+struct StorableVisitor;
+
+/// Objects up to this many keys look for duplicates by scanning, larger ones through a hash set.
+const SCANNED_KEYS: usize = 16;
+
+fn refuse_nul<E: serde::de::Error>(text: &str) -> Result<(), E> {
+    if text.contains('\0') {
+        return Err(E::custom(
+            "the NUL character (\\u0000) cannot be stored in a payload",
+        ));
+    }
+    Ok(())
+}
+
+impl<'de> serde::de::Visitor<'de> for StorableVisitor {
+    type Value = Storable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Storable, E> {
+        Ok(Storable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Storable, E> {
+        Ok(Storable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Storable, E> {
+        Ok(Storable)
+    }
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Storable, E> {
+        // serde_json refuses overflowing literals itself; this keeps the promise for any input.
+        if value.is_finite() {
+            Ok(Storable)
+        } else {
+            Err(E::custom("a number beyond the range of f64"))
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Storable, E> {
+        refuse_nul(value)?;
+        Ok(Storable)
+    }
+    fn visit_unit<E>(self) -> Result<Storable, E> {
+        Ok(Storable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Storable, A::Error> {
+        while seq.next_element::<Storable>()?.is_some() {}
+        Ok(Storable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Storable, A::Error> {
+        let mut scanned: Vec<Key<'de>> = Vec::new();
+        let mut hashed: std::collections::HashSet<Key<'de>> = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            refuse_nul(key.as_str())?;
+            let duplicate = if hashed.is_empty() && scanned.len() < SCANNED_KEYS {
+                let seen = scanned.contains(&key);
+                scanned.push(key.clone());
+                seen
+            } else {
+                hashed.extend(scanned.drain(..));
+                !hashed.insert(key.clone())
+            };
+            if duplicate {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {:?} appears twice in one object",
+                    key.as_str()
+                )));
+            }
+            map.next_value::<Storable>()?;
+        }
+        Ok(Storable)
+    }
+}
+
+/// An object key, borrowed from the text unless it had escapes to decode.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(value)))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(value.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 impl PartialEq for Payload {
@@ -218,6 +331,40 @@ mod tests {
     #[test]
     fn refuses_nul() {
         assert!(Payload::from_json(r#"{"a":"x\u0000y"}"#).is_err());
+        assert!(Payload::from_json(r#"{"x\u0000y":1}"#).is_err());
+        assert!(Payload::from_json(r#"["\u0000"]"#).is_err());
+        // An escaped backslash followed by the text u0000 holds no NUL.
+        assert!(Payload::from_json(r#"{"a":"\\u0000"}"#).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_a_backend_or_a_reader_would_refuse_later() {
+        for (bad, why) in [
+            // serde_json names these "unexpected end of hex escape" or "lone leading surrogate
+            // in hex escape".
+            (r#"{"s":"\ud800"}"#, "escape"),
+            (r#"{"\udc00":1}"#, "escape"),
+            (r#"["x\udbff y"]"#, "escape"),
+            (r#"{"n":1e400}"#, "out of range"),
+            (r#"[-1e400]"#, "out of range"),
+            (r#"{"a":1,"a":2}"#, "appears twice"),
+            (r#"{"a":{"b":1,"b":1}}"#, "appears twice"),
+            (r#"{"\u0061":1,"a":2}"#, "appears twice"),
+        ] {
+            match Payload::from_json(bad) {
+                Err(ValidationError::Payload { reason }) => {
+                    assert!(reason.contains(why), "{bad}: {reason}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // A surrogate pair is one character, and the same key in two objects is no duplicate.
+        assert!(Payload::from_json(r#"{"s":"\ud83d\ude00"}"#).is_ok());
+        assert!(Payload::from_json(r#"[{"a":1},{"a":1}]"#).is_ok());
+        let many: Vec<String> = (0..100).map(|n| format!("\"k{n}\":{n}")).collect();
+        assert!(Payload::from_json(format!("{{{}}}", many.join(","))).is_ok());
+        let twice = format!("{{{},\"k57\":0}}", many.join(","));
+        assert!(Payload::from_json(twice).is_err());
     }
 
     #[test]

@@ -43,6 +43,25 @@ pub struct SubQueryBuilder {
     event_types: Vec<String>,
 }
 
+/// The earliest instant PostgreSQL's `timestamptz` holds, 4714-11-24 00:00 UTC BC, in seconds since
+/// the Unix epoch. chrono reaches further back; a bound before this would pass the memory store and
+/// fail on PostgreSQL, so both refuse it.
+const EARLIEST_STORABLE_SECONDS: i64 = -210_866_803_200;
+
+/// Whether a key or string anywhere in `value` holds the NUL character, which no stored payload
+/// can (payloads refuse it), so a filter with one would match nothing on one backend and be an
+/// error on the other.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(entries) => entries
+            .iter()
+            .any(|(key, item)| key.contains('\0') || holds_nul(item)),
+        _ => false,
+    }
+}
+
 fn strings<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> impl Iterator<Item = String> {
     values.into_iter().map(Into::into)
 }
@@ -227,12 +246,27 @@ impl QueryBuilder {
             Some(offset) if (0..=i128::from(i64::MAX)).contains(&offset) => offset as u64,
             Some(offset) => return Err(QueryError::Offset(offset)),
         };
-        if let Some(filter) = &self.payload_contains
-            && !filter.is_object()
-        {
-            return Err(QueryError::PayloadFilter(format!(
-                "must be a JSON object, got {filter}"
-            )));
+        if let Some(filter) = &self.payload_contains {
+            if !filter.is_object() {
+                return Err(QueryError::PayloadFilter(format!(
+                    "must be a JSON object, got {filter}"
+                )));
+            }
+            if holds_nul(filter) {
+                return Err(QueryError::PayloadFilter(
+                    "the NUL character (\\u0000) cannot occur in a stored payload".into(),
+                ));
+            }
+        }
+        for (field, instant) in [
+            ("created_after", self.created_after),
+            ("created_before", self.created_before),
+        ] {
+            if let Some(instant) = instant
+                && instant.timestamp() < EARLIEST_STORABLE_SECONDS
+            {
+                return Err(QueryError::Timestamp { field, instant });
+            }
         }
         let exclusion = match self.exclusion {
             None => None,

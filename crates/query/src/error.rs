@@ -21,7 +21,15 @@ pub enum QueryError {
     /// An aggregate exclusion names no event types, so it could never exclude anything.
     #[error("an aggregate exclusion needs at least one event type")]
     ExclusionWithoutEventTypes,
-    /// The payload filter is not a JSON object.
+    /// The payload filter is not a JSON object, or holds what no payload can (the NUL character).
     #[error("invalid payload filter: {0}")]
     PayloadFilter(String),
+    /// A creation-time bound lies before 4714-11-24 BC, the earliest instant PostgreSQL stores.
+    #[error("invalid {field} {instant}: before 4714-11-24 BC, the earliest instant a store holds")]
+    Timestamp {
+        /// `created_after` or `created_before`.
+        field: &'static str,
+        /// The bound given.
+        instant: chrono::DateTime<chrono::Utc>,
+    },
 }
