@@ -4,9 +4,23 @@ use std::sync::Arc;
 
 use strata_store::Error;
 
-/// Maps a sqlx error: connection-level failures are [`Error::Unavailable`] (retryable), the rest
-/// [`Error::Backend`].
+/// Maps a sqlx error: connection-level failures are [`Error::Unavailable`] (retryable), values the
+/// server refused as data (SQLSTATE class 22: out of range, malformed, untranslatable) are
+/// [`Error::InvalidInput`], the rest [`Error::Backend`].
 pub(crate) fn from_sqlx(context: &str, err: sqlx::Error) -> Error {
+    // The builders refuse what they know PostgreSQL would; this catches whatever they missed, so a
+    // bad value still reads as bad input rather than as a storage failure.
+    if let sqlx::Error::Database(db) = &err
+        && let Some(code) = db.code()
+        && code.starts_with("22")
+    {
+        return Error::InvalidInput {
+            reason: format!(
+                "{context}: PostgreSQL refused a value: {} (SQLSTATE {code})",
+                db.message()
+            ),
+        };
+    }
     let unavailable = match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -44,4 +58,78 @@ fn is_unavailable_code(code: &str) -> bool {
             code,
             "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use strata_store::ErrorKind;
+
+    use super::from_sqlx;
+
+    /// A server error with a given SQLSTATE, as the driver would report it.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "server error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "the server's message"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn kind_of(code: &'static str) -> ErrorKind {
+        from_sqlx(
+            "testing",
+            sqlx::Error::Database(Box::new(ServerError(code))),
+        )
+        .kind()
+    }
+
+    #[test]
+    fn server_errors_map_to_kinds_by_sqlstate() {
+        // Class 22, data exceptions: a value the server refused.
+        for code in [
+            "22P02", "22003", "22007", "22008", "22021", "22023", "22P05",
+        ] {
+            assert_eq!(kind_of(code), ErrorKind::InvalidInput, "{code}");
+        }
+        for code in ["08006", "57P01", "53300", "40001", "40P01"] {
+            assert_eq!(kind_of(code), ErrorKind::Unavailable, "{code}");
+        }
+        for code in ["42P01", "XX000", "23505"] {
+            assert_eq!(kind_of(code), ErrorKind::Backend, "{code}");
+        }
+        let err = from_sqlx(
+            "reading",
+            sqlx::Error::Database(Box::new(ServerError("22P02"))),
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid input: reading: PostgreSQL refused a value: the server's message (SQLSTATE 22P02)"
+        );
+    }
 }
