@@ -454,19 +454,42 @@ async fn projections_refuse_bad_definitions_and_unknown_names() {
 
 /// A projection that writes to a table name that is not an identifier fails that event (recorded),
 /// it never reaches SQL.
-struct InjectingTable;
+/// A projection whose statement names a table or column that is not an identifier.
+struct BadName {
+    name: &'static str,
+    table: &'static str,
+    column: &'static str,
+}
 
-impl Projection for InjectingTable {
+const BAD_NAMES: [BadName; 3] = [
+    BadName {
+        name: "bad_table",
+        table: "users; DROP TABLE eventstore.events",
+        column: "id",
+    },
+    BadName {
+        name: "bad_column",
+        table: "users",
+        column: "Bad Col",
+    },
+    BadName {
+        name: "injecting_column",
+        table: "users",
+        column: "name; drop",
+    },
+];
+
+impl Projection for BadName {
     fn name(&self) -> &str {
-        "injecting"
+        self.name
     }
     fn reads(&self) -> Reads {
         Reads::new().aggregate("user")
     }
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
         Ok(vec![Statement::upsert(
-            "users; DROP TABLE eventstore.events",
-            vec![("id", event.aggregate.aggregate_id.as_str().into())],
+            self.table,
+            vec![(self.column, event.aggregate.aggregate_id.as_str().into())],
             vec![],
         )])
     }
@@ -478,41 +501,58 @@ impl Projection for InjectingTable {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statement_with_a_bad_identifier_is_refused_before_sql() {
-    let database = TestDatabase::create().await;
-    let store = database.store();
-    let runtime = ProjectionRuntime::builder(
-        store.clone(),
-        PgProjections::new(store.pools().projection().clone()),
-    )
-    .register(InjectingTable)
-    .expect("register")
-    .start()
-    .await
-    .expect("start");
+/// Each bad name is refused before anything is applied and recorded as a failed event, alike on
+/// both backends (a projection tested in memory must not meet the refusal first in production).
+async fn bad_names_are_refused<S, B>(store: S, backend: B)
+where
+    S: EventStore + Clone + 'static,
+    B: strata_projection::ProjectionBackend + Clone + 'static,
+{
+    let mut builder = ProjectionRuntime::builder(store.clone(), backend);
+    for bad in BAD_NAMES {
+        builder = builder.register(bad).expect("register");
+    }
+    let runtime = builder.start().await.expect("start");
     let stored = store
         .push(vec![
             base("i", "user", "u", "user.added").build().expect("valid"),
         ])
         .await
         .expect("push");
-    runtime
-        .catch_up(
-            "injecting",
-            &stored[0].aggregate.instance_id,
-            stored[0].position,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("moves past the refused event");
-    let failed = runtime.failed_events(None).await.expect("failed");
-    assert_eq!(failed.len(), 1);
-    assert!(
-        failed[0].error.contains("not a valid table"),
-        "{}",
-        failed[0].error
-    );
+    for bad in BAD_NAMES {
+        runtime
+            .catch_up(
+                bad.name,
+                &stored[0].aggregate.instance_id,
+                stored[0].position,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("moves past the refused event");
+        let failed = runtime.failed_events(Some(bad.name)).await.expect("failed");
+        assert_eq!(failed.len(), 1, "{}", bad.name);
+        assert!(
+            failed[0].error.contains("not a valid table or column name"),
+            "{}: {}",
+            bad.name,
+            failed[0].error
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_a_bad_name_is_refused_in_memory() {
+    let backend = MemoryProjections::new();
+    bad_names_are_refused(MemoryStore::new(), backend.clone()).await;
+    assert!(backend.rows("users").is_empty(), "nothing applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_a_bad_name_is_refused_before_sql() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let backend = PgProjections::new(store.pools().projection().clone());
+    bad_names_are_refused(store, backend).await;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
         .fetch_one(&database.pool(1))
         .await

@@ -64,6 +64,10 @@ impl State {
         {
             return Err("raw SQL statements need the PostgreSQL backend".into());
         }
+        // All checked before any is applied, so a refused batch changes nothing.
+        for statement in statements {
+            statement.check_names()?;
+        }
         for statement in statements {
             match statement {
                 Statement::Upsert { table, key, values } => {

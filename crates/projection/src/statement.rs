@@ -141,6 +141,27 @@ impl Statement {
             Statement::Sql { .. } => None,
         }
     }
+
+    /// Checks the table and column names against [`is_identifier`], as every backend does before
+    /// applying a statement, so a name PostgreSQL would refuse is refused in memory too.
+    pub fn check_names(&self) -> Result<(), String> {
+        let (table, columns): (&str, Vec<&Column>) = match self {
+            Statement::Upsert { table, key, values } => (table, key.iter().chain(values).collect()),
+            Statement::Update {
+                table,
+                values,
+                filter,
+            } => (table, values.iter().chain(filter).collect()),
+            Statement::Delete { table, filter } => (table, filter.iter().collect()),
+            Statement::Sql { .. } => return Ok(()),
+        };
+        std::iter::once(table)
+            .chain(columns.into_iter().map(|(column, _)| *column))
+            .find(|name| !is_identifier(name))
+            .map_or(Ok(()), |name| {
+                Err(format!("{name:?} is not a valid table or column name"))
+            })
+    }
 }
 
 /// Whether `name` is a safe identifier: `[a-z_][a-z0-9_]*`, optionally `schema.name`.
