@@ -266,22 +266,21 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_reported_as_unavailable() {
-    // Port 1 is never a PostgreSQL server.
-    let quick = strata_postgres::PoolConfig {
-        acquire_timeout: std::time::Duration::from_secs(1),
-        ..strata_postgres::PoolConfig::with_max(1)
-    };
-    let config = PgConfig {
-        push_pool: quick.clone(),
-        query_pool: quick.clone(),
-        projection_pool: quick,
-        ..test_config()
-    };
+async fn an_unreachable_server_is_reported_as_unavailable_at_once_with_its_cause() {
+    // Port 1 is never a PostgreSQL server. With the default ten-second acquire timeout, a check
+    // through a pool would wait all of it and then report only a timeout.
+    let config = test_config();
+    let started = std::time::Instant::now();
     let outcome = PgStore::connect("postgres://postgres@127.0.0.1:1/postgres", config).await;
     let err = outcome.expect_err("nothing listens on port 1");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.is_retryable());
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

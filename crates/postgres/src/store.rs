@@ -209,12 +209,31 @@ async fn open_notifier_connection(
 
 impl PgStore {
     /// Connects to `url` with `config` and checks that the database answers.
+    ///
+    /// The check opens one connection of its own rather than borrowing from a pool: a pool retries
+    /// a failing connect until its acquire timeout and then reports only that it timed out, while a
+    /// direct connection fails at once with the cause (connection refused, unknown database,
+    /// authentication failed).
     pub async fn connect(url: &str, config: PgConfig) -> Result<Self> {
         let pools = PgPools::connect_lazy(url, &config)?;
-        sqlx::query("SELECT 1")
-            .execute(pools.query())
-            .await
-            .map_err(|err| from_sqlx("connecting", err))?;
+        let options = pools.query().connect_options();
+        let check = async {
+            let mut connection = sqlx::ConnectOptions::connect(options.as_ref()).await?;
+            sqlx::query("SELECT 1").execute(&mut connection).await?;
+            sqlx::Connection::close(connection).await
+        };
+        match tokio::time::timeout(config.query_pool.acquire_timeout, check).await {
+            Ok(checked) => checked.map_err(|err| from_sqlx("connecting", err))?,
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "connecting: no answer within {:?} (the query pool's acquire timeout)",
+                        config.query_pool.acquire_timeout
+                    ),
+                    source: None,
+                });
+            }
+        }
         Self::from_pools(pools, &config)
     }
 
