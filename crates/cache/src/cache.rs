@@ -416,8 +416,12 @@ impl<V: Entry> Cache<V> {
         let mut cause = err.to_string();
         let mut source = err.source();
         while let Some(inner) = source {
-            cause.push_str(": ");
-            cause.push_str(&inner.to_string());
+            // Drivers' errors often repeat their source's text; print each text once.
+            let text = inner.to_string();
+            if !cause.contains(&text) {
+                cause.push_str(": ");
+                cause.push_str(&text);
+            }
             source = inner.source();
         }
         tracing::warn!(

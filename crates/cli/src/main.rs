@@ -429,7 +429,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", without_repeats(&err));
             if err.chain().any(|cause| cause.is::<UsageError>()) {
                 ExitCode::from(2)
             } else {
@@ -449,4 +449,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache(command) => cache::run(&url, command).await,
         Command::Mirror(args) => mirror::run(args).await,
     }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the line
+/// already holds: the store's errors repeat the driver's message, and the driver's error repeats
+/// the server's, so `{:#}` printed the server's message three times.
+fn without_repeats(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -172,6 +172,16 @@ async fn bad_usage_exits_2() {
         "{}",
         stderr(&unreachable)
     );
+    // The server's own message, once: each layer of the error repeats its cause's text.
+    let missing = url.replace(&database.name, "strata_no_such_database");
+    let missing = strata(&missing, &["query"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing).matches("does not exist").count(),
+        1,
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[tokio::test]
