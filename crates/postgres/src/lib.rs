@@ -26,7 +26,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), strata_store::Error> {
 //! let store = PgStore::connect("postgres://postgres@127.0.0.1:5432/postgres", PgConfig::default()).await?;
-//! strata_postgres::migrate(store.pools().query()).await?;
+//! strata_postgres::migrate(store.pools().push()).await?;
 //! # Ok(())
 //! # }
 //! ```
