@@ -62,6 +62,32 @@ fn holds_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// A limit or offset: any primitive integer, `usize` included, so a page size needs no cast.
+/// Negative and oversized values are accepted here and refused by `build` with a typed error.
+pub trait Count: sealed::Sealed {
+    /// The value, widened (`u128` beyond `i128::MAX` saturates, which `build` refuses as too large).
+    fn to_i128(self) -> i128;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! counts {
+    ($($int:ty),*) => {$(
+        impl sealed::Sealed for $int {}
+        impl Count for $int {
+            fn to_i128(self) -> i128 {
+                i128::try_from(self).unwrap_or(i128::MAX)
+            }
+        }
+    )*};
+}
+
+counts!(
+    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize
+);
+
 fn strings<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> impl Iterator<Item = String> {
     values.into_iter().map(Into::into)
 }
@@ -213,14 +239,14 @@ impl QueryBuilder {
     }
     /// Return at most `limit` events; `build` refuses zero, negative and values above
     /// [`MAX_LIMIT`].
-    pub fn limit(mut self, limit: impl Into<i128>) -> Self {
-        self.limit = Some(limit.into());
+    pub fn limit(mut self, limit: impl Count) -> Self {
+        self.limit = Some(limit.to_i128());
         self
     }
     /// Skip the first `offset` events; `build` refuses negative values. Prefer
     /// [`QueryBuilder::resume_after`] for paging: an offset still reads what it skips.
-    pub fn offset(mut self, offset: impl Into<i128>) -> Self {
-        self.offset = Some(offset.into());
+    pub fn offset(mut self, offset: impl Count) -> Self {
+        self.offset = Some(offset.to_i128());
         self
     }
     /// Newest first.
@@ -310,6 +336,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn limits_and_offsets_take_any_integer() {
+        let page: usize = 50;
+        let query = Query::builder()
+            .limit(page)
+            .offset(page * 2)
+            .build()
+            .expect("usize");
+        assert_eq!((query.limit, query.offset), (Some(50), 100));
+        assert!(Query::builder().limit(-1i8).build().is_err());
+        assert!(Query::builder().limit(u128::MAX).build().is_err());
+        assert!(Query::builder().offset(isize::MIN).build().is_err());
+    }
 
     #[test]
     fn refuses_bad_limits_offsets_and_ids() {

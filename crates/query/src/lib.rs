@@ -64,6 +64,6 @@ mod containment;
 mod error;
 mod query;
 
-pub use crate::builder::{QueryBuilder, SubQueryBuilder};
+pub use crate::builder::{Count, QueryBuilder, SubQueryBuilder};
 pub use crate::error::QueryError;
 pub use crate::query::{Exclusion, MAX_LIMIT, Order, Query, SubQuery};
