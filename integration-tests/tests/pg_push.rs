@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use strata_event::{AggregateRef, Command, InstanceId};
 use strata_integration_tests::{TestDatabase, test_config};
-use strata_postgres::{GroupCommitConfig, PgConfig, PgStore, migrate};
+use strata_postgres::{GroupCommitConfig, PgConfig, PgPools, PgStore, migrate};
 use strata_query::Query;
 use strata_store::{Error, ErrorKind, EventStore};
 
@@ -456,5 +456,49 @@ async fn sequence_lookups_probe_the_primary_key_whatever_the_statistics() {
             ("hot-".to_owned(), 1),
             ("new".to_owned(), 4)
         ]
+    );
+}
+
+/// The sessions of each pool, as `pg_stat_activity` shows them.
+async fn application_names(database: &TestDatabase) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT application_name FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name LIKE '%strata%' ORDER BY 1",
+    )
+    .bind(&database.name)
+    .fetch_all(&database.pool(1))
+    .await
+    .expect("activity")
+}
+
+#[tokio::test]
+async fn sessions_name_their_pool_unless_the_application_named_itself() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    store
+        .push(vec![command("tenant-1", "u-1", "user.added")])
+        .await
+        .expect("push");
+    store
+        .query(&Query::builder().build().expect("query"))
+        .await
+        .expect("query");
+    let names = application_names(&database).await;
+    assert!(names.contains(&"strata push".to_owned()), "{names:?}");
+    assert!(names.contains(&"strata query".to_owned()), "{names:?}");
+    drop(store);
+
+    let named = database.options.clone().application_name("billing-strata");
+    let config = test_config();
+    let store =
+        PgStore::from_pools(PgPools::connect_lazy_with(named, &config), &config).expect("store");
+    store
+        .query(&Query::builder().build().expect("query"))
+        .await
+        .expect("query");
+    assert!(
+        application_names(&database)
+            .await
+            .contains(&"billing-strata".to_owned())
     );
 }

@@ -69,8 +69,17 @@ impl PgPools {
 
     /// Opens the three pools described by `config` with connection `options` (for settings a URL
     /// cannot carry). Lazily, like [`PgPools::connect_lazy`].
+    ///
+    /// Each pool's connections carry an `application_name` naming it (`strata push`,
+    /// `strata query`, `strata projection`), so `pg_stat_activity` shows which pool a session
+    /// belongs to, unless `options` (or the URL) names an application already.
     pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
-        let open = |pool: &PoolConfig| {
+        let open = |pool: &PoolConfig, role: &str| {
+            let options = if options.get_application_name().is_some() {
+                options.clone()
+            } else {
+                options.clone().application_name(&format!("strata {role}"))
+            };
             let check_idle_after = pool.check_idle_after;
             PgPoolOptions::new()
                 .max_connections(pool.max_connections)
@@ -86,12 +95,12 @@ impl PgPools {
                         Ok(true)
                     })
                 })
-                .connect_lazy_with(options.clone())
+                .connect_lazy_with(options)
         };
         PgPools {
-            push: open(&config.push_pool),
-            query: open(&config.query_pool),
-            projection: open(&config.projection_pool),
+            push: open(&config.push_pool, "push"),
+            query: open(&config.query_pool, "query"),
+            projection: open(&config.projection_pool, "projection"),
         }
     }
 
