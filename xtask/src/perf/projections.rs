@@ -241,6 +241,9 @@ const LATEST_TABLES: [&str; 20] = [
 /// The latest event per aggregate, in the table named like the projection.
 struct Latest {
     table: &'static str,
+    /// `STRATA_BENCH_W1P_EMPTY`: reduce every event to no statement, so a run measures what the
+    /// runtime costs the writers without any read-model writes (docs/benchmarks.md).
+    empty: bool,
 }
 
 impl Projection for Latest {
@@ -251,6 +254,9 @@ impl Projection for Latest {
         Reads::new().aggregate("user")
     }
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        if self.empty {
+            return Ok(Vec::new());
+        }
         Ok(vec![Statement::upsert(
             self.table,
             vec![("aggregate_id", event.aggregate.aggregate_id.as_str().into())],
@@ -300,8 +306,9 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
                 ..RuntimeConfig::default()
             });
         let names: Vec<String> = if kind == "latest" {
+            let empty = std::env::var_os("STRATA_BENCH_W1P_EMPTY").is_some();
             for &table in LATEST_TABLES.iter().take(count) {
-                builder = builder.register(Latest { table })?;
+                builder = builder.register(Latest { table, empty })?;
             }
             LATEST_TABLES[..count]
                 .iter()
