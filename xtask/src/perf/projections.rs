@@ -609,6 +609,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
             if kind == "strata" {
                 eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
                 let worker = spawn_worker(url, projections, "latest")?;
+                eprintln!("bench: W1P round {n}/{rounds}: projections caught up, W1 starts");
                 let before = if detail {
                     activity(pool).await?
                 } else {
