@@ -337,8 +337,13 @@ fn poll_line(rows: &[Row]) -> Option<String> {
             .find(|r| r.system == system && r.workload == "W1P" && r.concurrency == 8)
     };
     let (alone, polled) = (find("strata-alone")?, find("raw-poll")?);
+    let readers = if std::env::var_os("STRATA_BENCH_POLL_GROUPED").is_some() {
+        "one raw-SQL poller keeping every read model in one transaction"
+    } else {
+        "as many raw-SQL pollers"
+    };
     Some(format!(
-        "W1P reference: W1 C=8 beside as many raw-SQL pollers (every 50 ms, no blocking) {:.0} ev/s: \
+        "W1P reference: W1 C=8 beside {readers} (every 50 ms, no blocking) {:.0} ev/s: \
          ratio {:.2} to W1 alone",
         rate(polled),
         rate(polled) / rate(alone).max(1e-9)

@@ -371,9 +371,16 @@ async fn pollers(url: &str, count: usize) -> Result<()> {
     .fetch_optional(&pool)
     .await?;
     let start = start.unwrap_or((Decimal::ZERO, -1));
-    let tasks: Vec<_> = LATEST_TABLES[..count]
-        .iter()
-        .map(|&table| tokio::spawn(poll(pool.clone(), table, start)))
+    // STRATA_BENCH_POLL_GROUPED: one reader keeping every read model in one transaction per poll
+    // (one read, one commit), the cheapest shape a polling reader can take.
+    let groups: Vec<&[&'static str]> = if std::env::var_os("STRATA_BENCH_POLL_GROUPED").is_some() {
+        vec![&LATEST_TABLES[..count]]
+    } else {
+        LATEST_TABLES[..count].chunks(1).collect()
+    };
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .map(|tables| tokio::spawn(poll(pool.clone(), tables, start)))
         .collect();
     println!("ready");
     for task in tasks {
@@ -382,13 +389,24 @@ async fn pollers(url: &str, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// One reference reader: every [`POLL_EVERY`], reads what is past its cursor and applies it with
-/// its checkpoint in one transaction, a page of [`BULK`] at a time.
-async fn poll(pool: PgPool, table: &'static str, mut cursor: (Decimal, i32)) -> Result<()> {
-    let upsert = format!(
-        "INSERT INTO {table} (aggregate_id, sequence) SELECT * FROM UNNEST($1::text[], $2::int8[]) \
-         ON CONFLICT (aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence"
-    );
+/// One reference reader: every [`POLL_EVERY`], reads what is past its cursor and applies it to
+/// each of `tables` with its checkpoint in one transaction, a page of [`BULK`] at a time.
+async fn poll(
+    pool: PgPool,
+    tables: &'static [&'static str],
+    mut cursor: (Decimal, i32),
+) -> Result<()> {
+    let upserts: Vec<String> = tables
+        .iter()
+        .map(|table| {
+            format!(
+                "INSERT INTO {table} (aggregate_id, sequence) \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+                 ON CONFLICT (aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence"
+            )
+        })
+        .collect();
+    let name = tables.join(",");
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -419,16 +437,18 @@ async fn poll(pool: PgPool, table: &'static str, mut cursor: (Decimal, i32)) -> 
                     sequences.push(row.1);
                 }
             }
-            sqlx::query(&upsert)
-                .bind(&ids)
-                .bind(&sequences)
-                .execute(&mut *tx)
-                .await?;
+            for upsert in &upserts {
+                sqlx::query(upsert)
+                    .bind(&ids)
+                    .bind(&sequences)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(
                 "INSERT INTO poll_checkpoints VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
                  SET position = EXCLUDED.position, in_tx_order = EXCLUDED.in_tx_order",
             )
-            .bind(table)
+            .bind(&name)
             .bind(cursor.0)
             .bind(cursor.1)
             .execute(&mut *tx)
