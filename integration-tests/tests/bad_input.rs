@@ -303,6 +303,8 @@ async fn edge_payloads_read_back_as_written<S: EventStore>(store: &S) -> Vec<ser
         r#"{"big":1e300,"small":-1e-300,"wide":12345678901234567890123,"max":18446744073709551615}"#,
         r#"{"\u00e9t\u00e9":"\"quoted\" \\ \/ \b\f\n\r\t"}"#,
         r#"[{"a":1},{"a":1}]"#,
+        // jsonb writes these out in full; they must still read back as the same f64.
+        r#"{"n":3e23,"tiny":1e-16383,"fine":1.5e-16382}"#,
         r#""a bare string""#,
     ];
     let mut read_back = Vec::new();
@@ -461,7 +463,7 @@ struct BadName {
     column: &'static str,
 }
 
-const BAD_NAMES: [BadName; 3] = [
+const BAD_NAMES: [BadName; 4] = [
     BadName {
         name: "bad_table",
         table: "users; DROP TABLE eventstore.events",
@@ -471,6 +473,11 @@ const BAD_NAMES: [BadName; 3] = [
         name: "bad_column",
         table: "users",
         column: "Bad Col",
+    },
+    BadName {
+        name: "dotted_column",
+        table: "users",
+        column: "users.id",
     },
     BadName {
         name: "injecting_column",

@@ -37,8 +37,13 @@ impl Payload {
     }
 
     /// Checks that `text` is JSON within the payload limits that every backend stores and every
-    /// reader decodes alike: no NUL character, no lone UTF-16 surrogate, no number beyond `f64`, no
-    /// key twice in one object. An empty string means no payload.
+    /// reader decodes alike: no NUL character, no lone UTF-16 surrogate, no number beyond `f64` or
+    /// with more than 16 383 digits after the point, no key twice in one object. An empty string
+    /// means no payload.
+    ///
+    /// Numbers keep their value, not their spelling: PostgreSQL's `jsonb` writes `3e23` out in
+    /// full and `1e2` or `-0` as the integers `100` and `0`, which decode into integer types
+    /// there but not from the memory store's verbatim text. Write integers as integers.
     pub fn from_json(text: impl Into<String>) -> Result<Self, ValidationError> {
         let text: String = text.into();
         if text.is_empty() {
@@ -59,8 +64,23 @@ impl Payload {
             });
         }
         serde_json::from_str::<Storable>(&text).map_err(|err| ValidationError::Payload {
-            reason: format!("not valid JSON: {err}"),
+            // Data errors are valid JSON that no store can keep alike (Storable says which).
+            reason: if err.classify() == serde_json::error::Category::Data {
+                format!("cannot be stored: {err}")
+            } else {
+                format!("not valid JSON: {err}")
+            },
         })?;
+        if let Some(scale) = widest_scale(&text)
+            && scale > MAX_NUMERIC_SCALE
+        {
+            return Err(ValidationError::Payload {
+                reason: format!(
+                    "cannot be stored: a number with {scale} digits after the decimal point, \
+                     PostgreSQL keeps at most {MAX_NUMERIC_SCALE}"
+                ),
+            });
+        }
         Ok(Self::from_trusted_json(text))
     }
 
@@ -99,6 +119,73 @@ impl Payload {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.json().unwrap_or("null"))
     }
+}
+
+/// Most digits after the decimal point PostgreSQL's `numeric` (and so `jsonb`) keeps; `1e-16384`
+/// is a fine `f64` (zero) that `jsonb` refuses.
+const MAX_NUMERIC_SCALE: i64 = 16_383;
+
+/// The largest decimal scale (digits after the point once the exponent is applied) of any number
+/// outside of strings in `text`, which must be valid JSON; `None` without numbers.
+fn widest_scale(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    let (mut widest, mut i, mut in_string, mut escaped) = (None::<i64>, 0, false, false);
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if byte == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if !(byte == b'-' || byte.is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        // A number: -?int(.frac)?([eE][+-]?exp)?
+        i += usize::from(byte == b'-');
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let mut fraction: i64 = 0;
+        if i < bytes.len() && bytes[i] == b'.' {
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                fraction += 1;
+                i += 1;
+            }
+        }
+        let mut exponent: i64 = 0;
+        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+            i += 1;
+            let negative = i < bytes.len() && bytes[i] == b'-';
+            if i < bytes.len() && (bytes[i] == b'-' || bytes[i] == b'+') {
+                i += 1;
+            }
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                // Saturating: an exponent of a million digits is as refused as one of six.
+                exponent = exponent
+                    .saturating_mul(10)
+                    .saturating_add(i64::from(bytes[i] - b'0'));
+                i += 1;
+            }
+            if negative {
+                exponent = -exponent;
+            }
+        }
+        let scale = fraction.saturating_sub(exponent).max(0);
+        widest = Some(widest.map_or(scale, |w| w.max(scale)));
+    }
+    widest
 }
 
 /// The deepest nesting of `[` and `{` outside of strings. Counting on the text keeps the check
@@ -350,6 +437,8 @@ mod tests {
             (r#"{"a":1,"a":2}"#, "appears twice"),
             (r#"{"a":{"b":1,"b":1}}"#, "appears twice"),
             (r#"{"\u0061":1,"a":2}"#, "appears twice"),
+            (r#"[1e-16384]"#, "16384 digits after the decimal point"),
+            (r#"{"z":0e-20000}"#, "20000 digits"),
         ] {
             match Payload::from_json(bad) {
                 Err(ValidationError::Payload { reason }) => {
@@ -358,6 +447,10 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+        let fine = format!("[0.{}1, 1e-16383, 1.5e-16382]", "0".repeat(16381));
+        assert!(Payload::from_json(fine).is_ok());
+        let too_fine = format!("[0.{}1]", "0".repeat(16383));
+        assert!(Payload::from_json(too_fine).is_err());
         // A surrogate pair is one character, and the same key in two objects is no duplicate.
         assert!(Payload::from_json(r#"{"s":"\ud83d\ude00"}"#).is_ok());
         assert!(Payload::from_json(r#"[{"a":1},{"a":1}]"#).is_ok());
