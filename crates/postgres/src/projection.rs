@@ -105,6 +105,8 @@ impl PgProjections {
 /// The SQL for one statement, with `NULL`s written inline (an untyped `NULL` fits any column,
 /// a bound one would be typed `text`) and JSON cast to `jsonb`.
 fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
+    // The same check, and message, as the in-memory read model's, before anything else.
+    statement.check_names()?;
     let mut arguments = PgArguments::default();
     let mut count = 0;
     let mut value = |value: &SqlValue| -> Result<String, String> {
@@ -369,6 +371,9 @@ impl<'a> ColumnArray<'a> {
 /// Otherwise (JSON, a column with values of mixed types, a column of only `NULL`s) it is the
 /// multi-row `VALUES` form.
 fn render_rows(rows: &[&Statement]) -> Result<(String, PgArguments), String> {
+    for row in rows {
+        row.check_names()?;
+    }
     match render_rows_unnest(rows)? {
         Some(rendered) => Ok(rendered),
         None => render_rows_values(rows),

@@ -155,12 +155,15 @@ impl Statement {
             Statement::Delete { table, filter } => (table, filter.iter().collect()),
             Statement::Sql { .. } => return Ok(()),
         };
-        std::iter::once(table)
-            .chain(columns.into_iter().map(|(column, _)| *column))
-            .find(|name| !is_identifier(name))
-            .map_or(Ok(()), |name| {
-                Err(format!("{name:?} is not a valid table or column name"))
-            })
+        // A table may be schema-qualified; a dotted column would name a field of another column.
+        let bad_table = (!is_identifier(table)).then_some(table);
+        let bad_column = columns
+            .into_iter()
+            .map(|(column, _)| *column)
+            .find(|column| !is_identifier(column) || column.contains('.'));
+        bad_table.or(bad_column).map_or(Ok(()), |name| {
+            Err(format!("{name:?} is not a valid table or column name"))
+        })
     }
 }
 
