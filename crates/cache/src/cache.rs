@@ -414,14 +414,17 @@ impl<V: Entry> Cache<V> {
 
     fn warn(&self, operation: &'static str, err: &dyn std::error::Error) {
         let mut cause = err.to_string();
+        let mut above = cause.clone();
         let mut source = err.source();
         while let Some(inner) = source {
-            // Drivers' errors often repeat their source's text; print each text once.
+            // Drivers' errors often repeat their source's text; leave out what the error above
+            // already said.
             let text = inner.to_string();
-            if !cause.contains(&text) {
+            if !above.contains(&text) {
                 cause.push_str(": ");
                 cause.push_str(&text);
             }
+            above = text;
             source = inner.source();
         }
         tracing::warn!(

@@ -451,20 +451,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the line
-/// already holds: the store's errors repeat the driver's message, and the driver's error repeats
-/// the server's, so `{:#}` printed the server's message three times.
+/// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the
+/// error above it already holds: the store's errors repeat the driver's message, and the driver's
+/// error repeats the server's, so `{:#}` printed the server's message three times.
 fn without_repeats(err: &anyhow::Error) -> String {
     let mut line = String::new();
+    let mut above = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
+        if above.is_empty() || !above.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
         }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
+        above = text;
     }
     line
 }
