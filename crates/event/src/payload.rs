@@ -57,7 +57,10 @@ impl Payload {
                 ),
             });
         }
-        let depth = nesting_depth(&text);
+        let Shape {
+            depth,
+            widest_scale,
+        } = shape(&text);
         if depth > MAX_PAYLOAD_DEPTH {
             return Err(ValidationError::Payload {
                 reason: format!("nested {depth} levels deep, the maximum is {MAX_PAYLOAD_DEPTH}"),
@@ -71,12 +74,10 @@ impl Payload {
                 format!("not valid JSON: {err}")
             },
         })?;
-        if let Some(scale) = widest_scale(&text)
-            && scale > MAX_NUMERIC_SCALE
-        {
+        if widest_scale > MAX_NUMERIC_SCALE {
             return Err(ValidationError::Payload {
                 reason: format!(
-                    "cannot be stored: a number with {scale} digits after the decimal point, \
+                    "cannot be stored: a number with {widest_scale} digits after the decimal point, \
                      PostgreSQL keeps at most {MAX_NUMERIC_SCALE}"
                 ),
             });
@@ -125,74 +126,26 @@ impl Payload {
 /// is a fine `f64` (zero) that `jsonb` refuses.
 const MAX_NUMERIC_SCALE: i64 = 16_383;
 
-/// The largest decimal scale (digits after the point once the exponent is applied) of any number
-/// outside of strings in `text`, which must be valid JSON; `None` without numbers.
-fn widest_scale(text: &str) -> Option<i64> {
-    let bytes = text.as_bytes();
-    let (mut widest, mut i, mut in_string, mut escaped) = (None::<i64>, 0, false, false);
-    while i < bytes.len() {
-        let byte = bytes[i];
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        if byte == b'"' {
-            in_string = true;
-            i += 1;
-            continue;
-        }
-        if !(byte == b'-' || byte.is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        // A number: -?int(.frac)?([eE][+-]?exp)?
-        i += usize::from(byte == b'-');
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        let mut fraction: i64 = 0;
-        if i < bytes.len() && bytes[i] == b'.' {
-            i += 1;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                fraction += 1;
-                i += 1;
-            }
-        }
-        let mut exponent: i64 = 0;
-        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
-            i += 1;
-            let negative = i < bytes.len() && bytes[i] == b'-';
-            if i < bytes.len() && (bytes[i] == b'-' || bytes[i] == b'+') {
-                i += 1;
-            }
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                // Saturating: an exponent of a million digits is as refused as one of six.
-                exponent = exponent
-                    .saturating_mul(10)
-                    .saturating_add(i64::from(bytes[i] - b'0'));
-                i += 1;
-            }
-            if negative {
-                exponent = -exponent;
-            }
-        }
-        let scale = fraction.saturating_sub(exponent).max(0);
-        widest = Some(widest.map_or(scale, |w| w.max(scale)));
-    }
-    widest
+/// What a linear scan of the text tells before and after parsing: the deepest nesting of `[` and
+/// `{`, and the largest decimal scale of any number (digits after the point once the exponent is
+/// applied), both outside of strings. Counting on the text keeps the depth check stack-free, so a
+/// hostile payload cannot overflow the stack of the parser after it; the scale is meaningful once
+/// the parser has accepted the text.
+struct Shape {
+    depth: usize,
+    widest_scale: i64,
 }
 
-/// The deepest nesting of `[` and `{` outside of strings. Counting on the text keeps the check
-/// linear and stack-free, so a hostile payload cannot overflow the stack of the parser after it.
-fn nesting_depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in text.bytes() {
+fn shape(text: &str) -> Shape {
+    let bytes = text.as_bytes();
+    let mut shape = Shape {
+        depth: 0,
+        widest_scale: 0,
+    };
+    let (mut depth, mut i, mut in_string, mut escaped) = (0usize, 0, false, false);
+    while i < bytes.len() {
+        let byte = bytes[i];
+        i += 1;
         if in_string {
             match (escaped, byte) {
                 (true, _) => escaped = false,
@@ -206,13 +159,46 @@ fn nesting_depth(text: &str) -> usize {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                max = max.max(depth);
+                shape.depth = shape.depth.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                // A number: -?int(.frac)?([eE][+-]?exp)?; `i` is past its first byte.
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let mut fraction: i64 = 0;
+                if i < bytes.len() && bytes[i] == b'.' {
+                    i += 1;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        fraction += 1;
+                        i += 1;
+                    }
+                }
+                let mut exponent: i64 = 0;
+                if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+                    i += 1;
+                    let negative = i < bytes.len() && bytes[i] == b'-';
+                    if i < bytes.len() && (bytes[i] == b'-' || bytes[i] == b'+') {
+                        i += 1;
+                    }
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        // Saturating: an exponent of a million digits is as refused as one of six.
+                        exponent = exponent
+                            .saturating_mul(10)
+                            .saturating_add(i64::from(bytes[i] - b'0'));
+                        i += 1;
+                    }
+                    if negative {
+                        exponent = -exponent;
+                    }
+                }
+                shape.widest_scale = shape.widest_scale.max(fraction.saturating_sub(exponent));
+            }
             _ => {}
         }
     }
-    max
+    shape
 }
 
 /// A JSON document every backend stores and every reader decodes alike. Parsing into it checks,
