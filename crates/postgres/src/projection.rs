@@ -371,8 +371,10 @@ impl<'a> ColumnArray<'a> {
 /// Otherwise (JSON, a column with values of mixed types, a column of only `NULL`s) it is the
 /// multi-row `VALUES` form.
 fn render_rows(rows: &[&Statement]) -> Result<(String, PgArguments), String> {
-    for row in rows {
-        row.check_names()?;
+    // merge_upserts only runs statements of one shape together (same_shape): the first row's
+    // names are every row's.
+    if let Some(first) = rows.first() {
+        first.check_names()?;
     }
     match render_rows_unnest(rows)? {
         Some(rendered) => Ok(rendered),
