@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use strata_postgres::{MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig};
+use strata_postgres::{FUNCTIONS, MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig, RoleNames};
 
 /// The server tests use when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -142,13 +142,19 @@ async fn ensure_template(
             admin
                 .execute(format!(r#"CREATE DATABASE "{building}""#).as_str())
                 .await?;
-            let mut conn =
-                PgConnection::connect_with(&admin_options.clone().database(&building)).await?;
-            MIGRATOR
-                .run_direct(&mut conn)
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(admin_options.clone().database(&building))
+                .await?;
+            let schema_failed = |err: strata_store::Error| sqlx::Error::Protocol(err.to_string());
+            strata_postgres::migrate(&pool)
                 .await
-                .map_err(|err| sqlx::Error::Migrate(Box::new(err)))?;
-            conn.close().await?;
+                .map_err(schema_failed)?;
+            // The restricted-role tests run as these (the default names).
+            strata_postgres::set_up_roles(&pool, &RoleNames::default())
+                .await
+                .map_err(schema_failed)?;
+            pool.close().await;
             admin
                 .execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str())
                 .await?;
@@ -163,15 +169,23 @@ async fn ensure_template(
     result
 }
 
+/// A hash of the whole embedded schema: the versioned migrations and every function file.
 fn migrations_hash() -> u64 {
     // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for migration in MIGRATOR.iter() {
-        let version = migration.version.to_le_bytes();
-        for byte in version.iter().chain(migration.checksum.iter()) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+    let migrations = MIGRATOR.iter().flat_map(|migration| {
+        migration
+            .version
+            .to_le_bytes()
+            .into_iter()
+            .chain(migration.checksum.iter().copied())
+    });
+    let functions = FUNCTIONS
+        .iter()
+        .flat_map(|function| function.file.bytes().chain(function.sql.bytes()));
+    for byte in migrations.chain(functions) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
 }
@@ -192,6 +206,9 @@ fn unique_database_name() -> String {
 /// commits only after `pause` (twice: before and after the push). The event gets an early position
 /// but becomes visible late: the situation that makes naive "everything after my last position"
 /// readers skip events.
+///
+/// The transaction takes the events table's lock before its id, as every push does
+/// (`eventstore.begin_push`): that is what marks it as a writer the commit horizon waits for.
 pub async fn push_held_open(
     pool: &PgPool,
     instance: &str,
@@ -200,6 +217,9 @@ pub async fn push_held_open(
     pause: std::time::Duration,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE eventstore.events IN ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *tx)
         .await?;
@@ -371,8 +391,8 @@ impl Drop for ThrowawayServer {
 }
 
 impl TestDatabase {
-    /// A store whose every connection runs as the restricted `strata_writer` role (migration
-    /// `..._roles.sql`), to show the normal path needs nothing more.
+    /// A store whose every connection runs as the restricted `strata_writer` role (set up on the
+    /// template by `strata_postgres::set_up_roles`), to show the normal path needs nothing more.
     pub fn restricted_store(&self) -> PgStore {
         let config = test_config();
         let open = |max: u32| {

@@ -64,8 +64,7 @@ async fn reading_up_to_the_commit_horizon_never_skips_a_late_commit() {
                 let horizon = store.commit_horizon().await.expect("horizon");
                 let mut query = Query::builder().instance(INSTANCE);
                 if let Some(last) = seen.last() {
-                    let (position, in_tx_order) = last.cursor();
-                    query = query.resume_after(position, in_tx_order);
+                    query = query.resume_after(last.cursor());
                 }
                 let batch = store
                     .query(&query.build().expect("query"))

@@ -251,8 +251,12 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
     let database = TestDatabase::create().await;
     // The template already has everything, so a fresh run applies nothing...
     let pool = database.pool(2);
-    assert_eq!(migrate(&pool).await.expect("migrate"), vec![]);
-    // ...while an empty schema gets every migration, once.
+    assert!(migrate(&pool).await.expect("migrate").is_empty());
+    let status = strata_postgres::migration_status(&pool)
+        .await
+        .expect("status");
+    assert!(status.is_current(), "{status:?}");
+    // ...while an empty schema gets every migration and every function, once.
     sqlx::raw_sql(
         "DROP SCHEMA eventstore CASCADE; DROP SCHEMA projections CASCADE; \
          DROP SCHEMA IF EXISTS cache CASCADE; DROP TABLE _sqlx_migrations",
@@ -260,9 +264,32 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
     .execute(&pool)
     .await
     .expect("reset");
+    let status = strata_postgres::migration_status(&pool)
+        .await
+        .expect("status");
+    assert!(status.migrations.iter().all(|m| m.applied_at.is_none()));
+    assert!(status.functions.iter().all(|f| !f.current));
     let applied = migrate(&pool).await.expect("migrate");
-    assert_eq!(applied.len(), strata_postgres::MIGRATOR.iter().count());
-    assert_eq!(migrate(&pool).await.expect("migrate again"), vec![]);
+    assert_eq!(
+        applied.migrations.len(),
+        strata_postgres::MIGRATOR.iter().count()
+    );
+    assert_eq!(applied.functions.len(), strata_postgres::FUNCTIONS.len());
+    assert!(migrate(&pool).await.expect("migrate again").is_empty());
+
+    // A function whose definition in the database drifted from its file is applied again, once.
+    sqlx::query("UPDATE eventstore.applied_functions SET checksum = 'stale' WHERE file = $1")
+        .bind("eventstore.commit_horizon.sql")
+        .execute(&pool)
+        .await
+        .expect("forge a stale checksum");
+    let status = strata_postgres::migration_status(&pool)
+        .await
+        .expect("status");
+    assert!(!status.is_current());
+    let applied = migrate(&pool).await.expect("migrate");
+    assert_eq!(applied.functions, vec!["eventstore.commit_horizon.sql"]);
+    assert!(migrate(&pool).await.expect("migrate again").is_empty());
 }
 
 #[tokio::test]
@@ -483,10 +510,7 @@ async fn sessions_name_their_pool_unless_the_application_named_itself() {
         .push(vec![command("tenant-1", "u-1", "user.added")])
         .await
         .expect("push");
-    store
-        .query(&Query::builder().build().expect("query"))
-        .await
-        .expect("query");
+    store.query(&Query::all()).await.expect("query");
     let names = application_names(&database).await;
     assert!(names.contains(&"strata push".to_owned()), "{names:?}");
     assert!(names.contains(&"strata query".to_owned()), "{names:?}");
@@ -496,10 +520,7 @@ async fn sessions_name_their_pool_unless_the_application_named_itself() {
     let config = test_config();
     let store =
         PgStore::from_pools(PgPools::connect_lazy_with(named, &config), &config).expect("store");
-    store
-        .query(&Query::builder().build().expect("query"))
-        .await
-        .expect("query");
+    store.query(&Query::all()).await.expect("query");
     assert!(
         application_names(&database)
             .await

@@ -85,6 +85,13 @@ impl Projection for Users {
         )])
     }
 
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "users",
+            vec![("instance_id", instance.as_str().into())],
+        )]
+    }
+
     fn after_commit<'a>(&'a self, touched: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let keys: Vec<String> = touched
@@ -205,7 +212,10 @@ where
         Some(user("u2", "Grace")),
         "an untouched user stays cached"
     );
-    runtime.shutdown();
+    runtime
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .expect("shut down");
     seen_after_commit.lock().expect("not poisoned").clone()
 }
 

@@ -85,6 +85,12 @@ impl Projection for Latest {
             vec![("sequence", event.sequence.into())],
         )])
     }
+    fn reset(&self, _: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "latest",
+            vec![("projection", self.name.as_str().into())],
+        )]
+    }
     fn config(&self) -> ProjectionConfig {
         // Small batches, so a run takes several, some of them cut by the limit.
         ProjectionConfig {
@@ -203,7 +209,10 @@ async fn projections_with_the_same_reads_fetch_each_batch_once_and_each_gets_eve
     // Let runs triggered meanwhile finish, then count.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reads = store.reads.load(Ordering::SeqCst) - reads_before;
-    runtime.shutdown();
+    runtime
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .expect("shut down");
 
     // 95 user events in batches of 10 take each projection at least 10 fetches of its own: 80 for
     // the eight. Shared, the eight need about 10 between them (plus a few empty runs); the orgs
@@ -291,6 +300,9 @@ async fn ticks_find_unannounced_events_and_pass_over_idle_instances() {
     push(3, 2).await;
     expected.insert("u-3".into(), 2);
     wait_for(expected).await;
-    runtime.shutdown();
+    runtime
+        .shutdown(std::time::Duration::from_secs(30))
+        .await
+        .expect("shut down");
     eprintln!("{idle_reads} event reads in 1.2 s of idle ticks over {INSTANCES} instances");
 }

@@ -9,8 +9,8 @@ use strata_event::{Command, Event, InstanceId};
 use strata_integration_tests::{TestDatabase, test_config};
 use strata_postgres::{PgConfig, PgProjections, PoolConfig};
 use strata_projection::{
-    MemoryProjections, Projection, ProjectionBackend, ProjectionConfig, ProjectionRuntime, Reads,
-    ReduceError, RuntimeConfig, SqlValue, Statement,
+    MemoryProjections, Projection, ProjectionBackend, ProjectionConfig, ProjectionError,
+    ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue, Statement,
 };
 use strata_store::{EventStore, MemoryStore};
 
@@ -369,11 +369,18 @@ async fn a_failing_event_is_retried_recorded_skipped_and_retried_after_the_fix()
         .expect("push");
     let tenant = InstanceId::new("tenant-a").expect("id");
 
-    // The runtime retries the poisoned event max_failure_count (3) times, records it, moves on.
-    runtime
+    // The runtime retries the poisoned event max_failure_count (3) times, records it, moves on,
+    // and a catch-up past it says so.
+    let caught_up = runtime
         .catch_up("users", &tenant, last[0].position, WAIT)
-        .await
-        .expect("the projection moves past the poisoned event");
+        .await;
+    assert!(
+        matches!(
+            &caught_up,
+            Err(ProjectionError::EventFailed { failed, skipped: true }) if failed.sequence == 2
+        ),
+        "{caught_up:?}"
+    );
     let failed = runtime.failed_events(Some("users")).await.expect("failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].failure_count, 3);
@@ -403,6 +410,10 @@ async fn a_failing_event_is_retried_recorded_skipped_and_retried_after_the_fix()
     );
     let names = postgres_rows(&pool).await;
     assert_eq!(names[0].2, "cured");
+    runtime
+        .catch_up("users", &tenant, last[0].position, WAIT)
+        .await
+        .expect("nothing up to the position is missing any more");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,16 +448,26 @@ async fn the_same_failure_path_in_memory() {
         .await
         .expect("push");
     let tenant = InstanceId::new("tenant-a").expect("id");
-    runtime
+    let caught_up = runtime
         .catch_up("users", &tenant, last[0].position, WAIT)
-        .await
-        .expect("catch up");
+        .await;
+    assert!(
+        matches!(
+            &caught_up,
+            Err(ProjectionError::EventFailed { failed, skipped: true }) if failed.sequence == 2
+        ),
+        "{caught_up:?}"
+    );
     let failed = runtime.failed_events(None).await.expect("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].failure_count, 3);
     poisoned_fails.store(false, Ordering::SeqCst);
     runtime.retry_failed(&failed[0]).await.expect("retry");
     assert_eq!(memory_rows(&read_models)[0].2, "cured");
+    runtime
+        .catch_up("users", &tenant, last[0].position, WAIT)
+        .await
+        .expect("nothing up to the position is missing any more");
 }
 
 /// Counts events per (projection, instance) into one table.
@@ -470,6 +491,15 @@ impl Projection for Tally {
                 event.aggregate.instance_id.as_str().into(),
             ],
         )])
+    }
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "tally",
+            vec![
+                ("projection", self.name.as_str().into()),
+                ("instance_id", instance.as_str().into()),
+            ],
+        )]
     }
 }
 
@@ -577,6 +607,9 @@ impl Projection for Panics {
             vec![("sequence", event.sequence.into())],
         )])
     }
+    fn reset(&self, _: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete("seen", Vec::new())]
+    }
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig {
             max_failure_count: 2,
@@ -653,6 +686,10 @@ impl Projection for CommitMode {
     fn has_side_effects(&self) -> bool {
         self.side_effects
     }
+    fn reset(&self, _: &InstanceId) -> Vec<Statement> {
+        // Never rebuilt: the test reads the commit mode of each batch.
+        Vec::new()
+    }
 }
 
 /// Batches commit without waiting for the WAL flush, except those of projections with side
@@ -708,7 +745,7 @@ async fn batches_commit_durably_only_where_a_crash_could_repeat_an_effect() {
                 .await
                 .expect("catch up");
         }
-        runtime.shutdown();
+        runtime.shutdown(WAIT).await.expect("shut down");
     }
     let modes: Vec<(String, String)> =
         sqlx::query_as("SELECT projection, mode FROM commit_modes ORDER BY projection")

@@ -168,7 +168,20 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
                     ),
                 ),
             ),
-            proptest::option::weighted(0.2, (0..pushes, 0u32..3)),
+            // Cursor orders around the ends of i32 and u32 too: PostgreSQL's column is an
+            // integer, and a cursor's order is any u32.
+            proptest::option::weighted(
+                0.2,
+                (
+                    0..pushes,
+                    prop_oneof![
+                        4 => 0u32..3,
+                        1 => Just(i32::MAX as u32),
+                        1 => Just(i32::MAX as u32 + 1),
+                        1 => Just(u32::MAX),
+                    ],
+                ),
+            ),
             any::<bool>(),
             proptest::option::weighted(0.4, 1u32..15),
             proptest::option::weighted(0.15, 0u32..6),
@@ -226,8 +239,12 @@ impl QuerySpec {
     fn resolve(&self, pushes: &[Vec<Event>]) -> Query {
         let position = |push: usize| pushes[push][0].position;
         let created = |push: usize| pushes[push][0].created_at;
-        let mut builder = Query::builder()
-            .instances(names(&self.instances, &INSTANCES))
+        let mut builder = if self.instances.is_empty() {
+            Query::builder().all_instances()
+        } else {
+            Query::builder().instances(names(&self.instances, &INSTANCES))
+        };
+        builder = builder
             .exclude_instances(names(&self.excluded_instances, &INSTANCES))
             .aggregate_types(names(&self.filter.aggregate_types, &AGGREGATE_TYPES))
             .aggregate_ids(names(&self.filter.aggregate_ids, &AGGREGATE_IDS))
@@ -274,7 +291,7 @@ impl QuerySpec {
             );
         }
         if let Some((push, in_tx_order)) = self.resume_after {
-            builder = builder.resume_after(position(push), in_tx_order);
+            builder = builder.resume_after((position(push), in_tx_order));
         }
         if let Some(limit) = self.limit {
             builder = builder.limit(limit);

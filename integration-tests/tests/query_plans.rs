@@ -84,7 +84,6 @@ async fn explain(
             BindValue::Text(value) => statement.bind(value),
             BindValue::TextArray(values) => statement.bind(values),
             BindValue::Numeric(value) => statement.bind(value),
-            BindValue::Integer(value) => statement.bind(value),
             BindValue::BigInt(value) => statement.bind(value),
             BindValue::Timestamp(value) => statement.bind(value),
             BindValue::Json(value) => statement.bind(value),
@@ -192,7 +191,7 @@ async fn projection_and_exclusion_queries_use_indexes() {
 
     let whole_instance_page = Query::builder()
         .instance("instance-4")
-        .resume_after(recent, 10)
+        .resume_after((recent, 10))
         .limit(1000)
         .build()
         .expect("query");
@@ -218,19 +217,28 @@ async fn listing_instances_probes_indexes_and_finds_exactly_the_matching_ones() 
         .await
         .expect("push");
     let queries = [
-        Query::builder().build(),
+        Query::builder().all_instances().build(),
         Query::builder()
+            .all_instances()
             .aggregate_types(["oidc_session", "user"])
             .event_types(["oidc_session.added", "user.added"])
             .build(),
-        Query::builder().aggregate_types(["org"]).build(),
-        Query::builder().aggregate_types(["nothing"]).build(),
+        Query::builder()
+            .all_instances()
+            .aggregate_types(["org"])
+            .build(),
+        Query::builder()
+            .all_instances()
+            .aggregate_types(["nothing"])
+            .build(),
         Query::builder().instance("instance-3").build(),
         Query::builder()
+            .all_instances()
             .exclude_instances(["instance-0", "instance-z"])
             .aggregate_types(["user"])
             .build(),
         Query::builder()
+            .all_instances()
             .aggregate_types(["user"])
             .aggregate_ids(["agg-3"])
             .build(),

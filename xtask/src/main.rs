@@ -96,14 +96,17 @@ fn migrate() -> Result<()> {
         let pool = sqlx::PgPool::connect(&url)
             .await
             .with_context(|| format!("connecting to {}", server::redact(&url)))?;
-        let applied = strata_postgres::migrate(&pool)
+        let migrated = strata_postgres::migrate(&pool)
             .await
             .context("applying migrations")?;
-        if applied.is_empty() {
+        if migrated.is_empty() {
             println!("{}: up to date, nothing to apply", server::redact(&url));
         }
-        for migration in applied {
+        for migration in &migrated.migrations {
             println!("applied {} {}", migration.version, migration.description);
+        }
+        for function in &migrated.functions {
+            println!("applied function {function}");
         }
         Ok(())
     })

@@ -6,27 +6,51 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::Serialize;
 
 use crate::CacheCommand;
 use crate::connect::connect;
-use crate::output::confirm;
+use crate::output::{confirm, report};
 
-pub(crate) async fn run(url: &str, command: CacheCommand) -> anyhow::Result<()> {
+/// What `strata cache … --output json` prints.
+#[derive(Debug, Serialize)]
+struct CacheReport<'a> {
+    cache: &'a str,
+    /// `prune` or `truncate`.
+    action: &'static str,
+    /// Objects removed.
+    removed: u64,
+}
+
+pub(crate) async fn run(command: CacheCommand) -> anyhow::Result<()> {
     match command {
         CacheCommand::Prune {
             name,
             max_age,
             last_use_age,
+            database,
+            output,
         } => {
-            let store = connect(url).await?;
+            let store = connect(&database.database_url).await?;
             let removed = strata_postgres::prune_cache(&store, &name, max_age, last_use_age)
                 .await
                 .with_context(|| format!("pruning cache {name:?}"))?;
-            println!("cache {name:?}: pruned {removed} objects");
-            Ok(())
+            let outcome = CacheReport {
+                cache: &name,
+                action: "prune",
+                removed,
+            };
+            report(output.output, &outcome, || {
+                format!("cache {name:?}: pruned {removed} objects")
+            })
         }
-        CacheCommand::Truncate { name, yes } => {
-            let store = connect(url).await?;
+        CacheCommand::Truncate {
+            name,
+            yes,
+            database,
+            output,
+        } => {
+            let store = connect(&database.database_url).await?;
             confirm(
                 &format!(
                     "empty cache {name:?} (every entry; the application refills it on misses)?"
@@ -36,8 +60,14 @@ pub(crate) async fn run(url: &str, command: CacheCommand) -> anyhow::Result<()> 
             let held = strata_postgres::truncate_cache(&store, &name)
                 .await
                 .with_context(|| format!("truncating cache {name:?}"))?;
-            println!("cache {name:?}: truncated ({held} objects removed)");
-            Ok(())
+            let outcome = CacheReport {
+                cache: &name,
+                action: "truncate",
+                removed: held,
+            };
+            report(output.output, &outcome, || {
+                format!("cache {name:?}: truncated ({held} objects removed)")
+            })
         }
     }
 }

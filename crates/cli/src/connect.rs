@@ -1,4 +1,4 @@
-//! Connecting to a store, naming databases without their credentials, and `strata migrate`.
+//! Connecting to a store, and naming databases without their credentials.
 
 use anyhow::Context;
 use strata_postgres::{GroupCommitConfig, PgConfig, PgStore, PoolConfig};
@@ -61,27 +61,6 @@ pub(crate) fn database_key(url: &str) -> String {
         database
     };
     format!("{host}/{database}")
-}
-
-/// `strata migrate`: applies what is missing and says what it applied.
-pub(crate) async fn migrate(url: &str) -> anyhow::Result<()> {
-    let store = connect(url).await?;
-    let applied = strata_postgres::migrate(store.pools().push())
-        .await
-        .with_context(|| {
-            format!(
-                "migrating {} failed: the migrations run in transactions, so fix the cause \
-                 (often missing rights: run as a role with strata_migrator) and run again",
-                redact(url)
-            )
-        })?;
-    if applied.is_empty() {
-        println!("{}: up to date, nothing to apply", redact(url));
-    }
-    for migration in applied {
-        println!("applied {} {}", migration.version, migration.description);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

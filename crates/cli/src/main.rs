@@ -6,11 +6,14 @@
 
 mod cache;
 mod connect;
+mod migrate;
 mod mirror;
 mod output;
+mod progress;
 mod projections;
 mod push;
 mod query;
+mod roles;
 
 use std::process::ExitCode;
 
@@ -30,40 +33,74 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres"
     after_help = "\
 Examples:
   strata migrate                                   apply the migrations to DATABASE_URL
+  strata migrate info                              what is applied and what is pending
+  strata roles create                              least-privilege roles for this database
   strata push events.jsonl                         push one command per line
   strata query --instance tenant-1 --limit 20      the first 20 events of an instance
   strata query --instance tenant-1 --follow        stream its events as they commit
   strata projections status --watch                projection lag, refreshed every 2 s
   strata mirror --from postgres://old/app --to postgres://new/app
 
+Every command takes --output json for one JSON object per line on stdout.
+Database URLs take sslmode=require / verify-full and sslrootcert=PATH for TLS.
 Exit codes: 0 success, 1 failure, 2 bad usage.
 More: docs/operations.md"
 )]
 struct Cli {
-    /// The database to operate on.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = DEFAULT_DATABASE_URL,
-        global = true,
-        hide_env_values = true
-    )]
-    database_url: String,
-
     #[command(subcommand)]
     command: Command,
 }
 
+/// The database a command operates on.
+#[derive(Debug, Args)]
+struct Database {
+    /// The database to operate on (TLS: add ?sslmode=verify-full&sslrootcert=ca.pem)
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        hide_env_values = true
+    )]
+    database_url: String,
+}
+
+/// `--output` of a command that lists things: a table for a person, JSON lines for a program.
+#[derive(Debug, Args)]
+struct ListingOutput {
+    /// Output format [default: table on a terminal, json otherwise]
+    #[arg(long, value_enum)]
+    output: Option<OutputFormat>,
+}
+
+/// `--output` of a command that does something: sentences for a person, or one JSON object.
+#[derive(Debug, Args)]
+struct ReportOutput {
+    /// Output format: `table` prints sentences, `json` one JSON object per line [default: table]
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
+    output: OutputFormat,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the migrations the database does not have yet (the code path of `cargo xtask migrate`)
-    #[command(after_help = "\
+    /// Apply the migrations the database does not have yet, or show them (`info`)
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "\
+Applies the versioned migrations (tables, indexes) and then every SQL function whose definition
+changed; re-running is a no-op. Creates no roles: see `strata roles create`.
+
 Examples:
   strata migrate
   strata migrate --database-url postgres://strata_admin@db.internal:5432/app
+  strata migrate info
 
-Re-running is a no-op. Run it as a role with strata_migrator rights.")]
-    Migrate,
+Run it as a role with strata_migrator rights (or the schema's owner)."
+    )]
+    Migrate(MigrateArgs),
+
+    /// Least-privilege roles for this database (never created by `migrate`)
+    #[command(subcommand)]
+    Roles(RolesCommand),
 
     /// Push commands read as JSON lines from a file or stdin
     #[command(after_help = "\
@@ -76,7 +113,8 @@ Each line is one command:
    \"expected_sequence\": 0}
 revision (default 1), payload, unique_constraints and expected_sequence may be left out; blank lines
 are skipped. Every line of a batch is validated before the batch is pushed, and a batch is stored
-entirely or not at all. Each stored event is printed as one JSON line.
+entirely or not at all. Each stored event is printed as one JSON line (with its cursor), and progress
+goes to stderr (a line every few seconds when stderr is not a terminal).
 
 Examples:
   strata push events.jsonl
@@ -86,19 +124,23 @@ Examples:
 
     /// Read events with every query-builder filter, as JSON lines or a table
     #[command(after_help = "\
-Filters combine with AND; a repeated flag means any of its values. Events come in
-(position, in_tx_order) order. Positions are printed as exact decimal strings.
+Filters combine with AND; a repeated flag means any of its values. A query names its instance(s)
+with --instance, or reads every instance with --all-instances. Events come in (position,
+in_tx_order) order. Positions are printed as exact decimal strings, and each JSON line carries a
+`cursor` (position:in_tx_order): pass the last line's cursor to --after for the next page, however
+many events share a position.
 
 Examples:
   strata query --instance tenant-1 --aggregate-type user --event-type user.added
   strata query --instance tenant-1 --payload-contains '{\"plan\": \"pro\"}' --output table
-  strata query --instance tenant-1 --after 1725257931223002628 --limit 100
+  strata query --instance tenant-1 --limit 100 --after 1725257931223002628:3
+  strata query --all-instances --event-type user.added --limit 10
   strata query --instance t1 --aggregate-type session --exclude-aggregates-with-type session \\
                --exclude-aggregates-with-event session.revoked
   strata query --instance tenant-1 --follow | jq .event_type")]
     Query(Box<QueryArgs>),
 
-    /// Projections: status, failed events, rebuilds
+    /// Projections: status, failed events, rebuilds, unregistering
     #[command(subcommand)]
     Projections(ProjectionsCommand),
 
@@ -118,12 +160,76 @@ Projections with side effects (registered in the destination, or named with --si
 replayed there: their checkpoints move to the copied head, so nothing is sent twice.
 
 At the end it prints the event count of every instance on both sides and fails if they differ.
+Progress goes to stderr (a line every few seconds when stderr is not a terminal).
 
 Examples:
   strata migrate --database-url postgres://new-db/app
   strata mirror --from postgres://old-db/app --to postgres://new-db/app
   strata mirror --from postgres://old-db/app --to postgres://new-db/app --instance tenant-1 --batch 5000")]
     Mirror(MirrorArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(subcommand)]
+    action: Option<MigrateAction>,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply what is pending (what `strata migrate` alone does)
+    Run {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Every migration and SQL function, applied or pending, like `sqlx migrate info`
+    #[command(after_help = "\
+A versioned migration is applied or pending; a SQL function is current, or pending when the
+database lacks it or holds an older definition. Exits 0 either way.
+
+Examples:
+  strata migrate info
+  strata migrate info --output json")]
+    Info {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ListingOutput,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Create (or reuse) the writer and migrator roles and grant them their rights here
+    #[command(after_help = "\
+Roles are server-wide, so `migrate` never creates them; this does, once per database. The writer
+(the application) reads events and pushes them only through Strata's push functions, runs
+projections and caches; it cannot change, delete or directly insert events. The migrator applies
+migrations and administers. Both are NOLOGIN: grant them to your login roles. On a shared server,
+give each database roles of its own names. Later `strata migrate` runs keep their grants current.
+
+Examples:
+  strata roles create
+  strata roles create --writer billing_writer --migrator billing_migrator
+  psql -c 'GRANT billing_writer TO billing_service'")]
+    Create {
+        /// The application's role
+        #[arg(long, value_name = "ROLE", default_value = "strata_writer")]
+        writer: String,
+        /// The role that migrates and administers
+        #[arg(long, value_name = "ROLE", default_value = "strata_migrator")]
+        migrator: String,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -136,13 +242,20 @@ struct PushArgs {
     /// Validate every line and push nothing
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ListingOutput,
 }
 
 #[derive(Debug, Args)]
 struct QueryArgs {
     /// Only this instance (repeatable)
-    #[arg(long = "instance", value_name = "ID")]
+    #[arg(long = "instance", value_name = "ID", conflicts_with = "all_instances")]
     instances: Vec<String>,
+    /// Read every instance (a query without --instance must say so)
+    #[arg(long)]
+    all_instances: bool,
     /// Not this instance (repeatable)
     #[arg(long = "exclude-instance", value_name = "ID")]
     exclude_instances: Vec<String>,
@@ -161,20 +274,22 @@ struct QueryArgs {
     /// Only this creator (repeatable)
     #[arg(long = "creator", value_name = "CREATOR")]
     creators: Vec<String>,
-    /// Only events positioned strictly after POS
-    #[arg(long, value_name = "POS", allow_negative_numbers = true)]
-    after: Option<strata_event::Position>,
+    /// Only events after a cursor (POS:ORDER, from a JSON line's `cursor`: the next page), or
+    /// strictly after a position (POS: every event of that position is left out)
+    #[arg(long, value_name = "CURSOR|POS", allow_negative_numbers = true, value_parser = query::parse_after)]
+    after: Option<query::After>,
     /// Only events positioned at or before POS
     #[arg(long, value_name = "POS", allow_negative_numbers = true)]
     at_or_before: Option<strata_event::Position>,
     /// Only events with a sequence greater than N
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     sequence_greater_than: Option<u64>,
-    /// Only events created strictly after this RFC 3339 instant (e.g. 2026-01-31T12:00:00Z)
-    #[arg(long, value_name = "TIME")]
+    /// Only events created strictly after TIME, an RFC 3339 instant with its offset (e.g.
+    /// 2026-01-31T12:00:00Z or 2026-01-31T13:00:00+01:00)
+    #[arg(long, value_name = "TIME", value_parser = query::parse_instant)]
     created_after: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only events created strictly before this RFC 3339 instant
-    #[arg(long, value_name = "TIME")]
+    /// Only events created strictly before TIME (RFC 3339, as for --created-after)
+    #[arg(long, value_name = "TIME", value_parser = query::parse_instant)]
     created_before: Option<chrono::DateTime<chrono::Utc>>,
     /// Only events whose payload contains this JSON object (PostgreSQL `@>`)
     #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
@@ -217,30 +332,40 @@ struct QueryArgs {
     /// Keep streaming new events in order as they commit (Ctrl-C stops)
     #[arg(long)]
     follow: bool,
-    /// Output format [default: table on a terminal, json otherwise]
-    #[arg(long, value_enum)]
-    output: Option<OutputFormat>,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ListingOutput,
 }
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
-    /// Per projection and instance: position, events and seconds behind, failed events
+    /// Per projection and instance: position, events and seconds behind, failed events, runtimes
     #[command(after_help = "\
 Projections are listed from projections.registry, which every running runtime fills in at start.
 \"events behind\" counts the events the projection reads after its checkpoint; \"seconds behind\"
-is the age of the oldest of them.
+is the age of the oldest of them. \"runtimes\" counts the live runtimes (a heartbeat within 15 s)
+that run the projection: with none, queued rebuilds, retries and skips wait until one starts.
 
 Examples:
   strata projections status
+  strata projections status --projection users --instance tenant-1
   strata projections status --watch
   strata projections status --output json")]
     Status {
+        /// Only this projection
+        #[arg(long, value_name = "NAME")]
+        projection: Option<String>,
+        /// Only this instance
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
         /// Refresh every 2 seconds (Ctrl-C stops)
         #[arg(long)]
         watch: bool,
-        /// Output format [default: table on a terminal, json otherwise]
-        #[arg(long, value_enum)]
-        output: Option<OutputFormat>,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ListingOutput,
     },
     /// Failed events: list, retry or skip
     #[command(subcommand)]
@@ -263,12 +388,39 @@ Examples:
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
     },
     /// Operator requests no runtime has taken yet
     Requests {
-        /// Output format [default: table on a terminal, json otherwise]
-        #[arg(long, value_enum)]
-        output: Option<OutputFormat>,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ListingOutput,
+    },
+    /// Forget a projection: its registration, checkpoints, failed events and queued requests
+    #[command(after_help = "\
+For a projection whose code is gone (or an experiment): status stops listing it. Its read-model
+tables are the application's; drop them yourself. Refused while a live runtime still runs the
+projection (it would register it again), unless --force.
+
+Examples:
+  strata projections unregister old_report --yes")]
+    Unregister {
+        /// The projection's name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        /// Even while a live runtime runs the projection
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
     },
 }
 
@@ -283,9 +435,10 @@ Examples:
         /// Only this projection
         #[arg(long, value_name = "NAME")]
         projection: Option<String>,
-        /// Output format [default: table on a terminal, json otherwise]
-        #[arg(long, value_enum)]
-        output: Option<OutputFormat>,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ListingOutput,
     },
     /// Apply a failed event again (after a fix) and forget the failure
     #[command(after_help = "\
@@ -299,7 +452,7 @@ Example:
     /// Give up on a failed event for good
     #[command(after_help = "\
 Queues a request in projections.requests; a running runtime that has the projection carries it
-out within about a second.
+out within about a second. Once skipped, the event no longer makes catch-ups fail.
 
 Example:
   strata projections failed skip --projection users --instance tenant-1 \\
@@ -327,6 +480,10 @@ struct FailedEventArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     yes: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +507,10 @@ Examples:
         /// Remove entries last read at least this long ago (e.g. 10m)
         #[arg(long, value_name = "AGE", value_parser = cache::parse_age)]
         last_use_age: Option<std::time::Duration>,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
     },
     /// Delete every entry of a cache
     #[command(after_help = "\
@@ -364,6 +525,10 @@ Example:
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
     },
 }
 
@@ -385,6 +550,8 @@ struct MirrorArgs {
     /// destination's runtimes have not registered yet
     #[arg(long = "side-effects", value_name = "PROJECTION")]
     side_effects: Vec<String>,
+    #[command(flatten)]
+    output: ReportOutput,
 }
 
 /// An error caused by how the command was called: exit code 2, like clap's own.
@@ -440,13 +607,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let url = cli.database_url;
     match cli.command {
-        Command::Migrate => connect::migrate(&url).await,
-        Command::Push(args) => push::run(&url, args).await,
-        Command::Query(args) => query::run(&url, *args).await,
-        Command::Projections(command) => projections::run(&url, command).await,
-        Command::Cache(command) => cache::run(&url, command).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Roles(command) => roles::run(command).await,
+        Command::Push(args) => push::run(args).await,
+        Command::Query(args) => query::run(*args).await,
+        Command::Projections(command) => projections::run(command).await,
+        Command::Cache(command) => cache::run(command).await,
         Command::Mirror(args) => mirror::run(args).await,
     }
 }

@@ -8,17 +8,17 @@
 //! (`ON CONFLICT DO NOTHING`) makes even a replayed batch harmless.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
-use strata_event::{Event, InstanceId, Position};
+use serde::Serialize;
+use strata_event::{Cursor, Event, InstanceId, Position};
 use strata_postgres::{MirrorKey, PgStore};
 use strata_query::{Query, QueryBuilder};
 use strata_store::EventStore;
 
 use crate::connect::{connect, database_key, redact};
-use crate::output::write_table;
+use crate::output::{report, write_table};
+use crate::progress::Progress;
 use crate::{MirrorArgs, usage};
 
 /// Test hook: exit abruptly (no cleanup, like a kill) after this many batches have committed, so
@@ -67,7 +67,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
                 redact(&args.to)
             )
         })?;
-    let mut cursor: Option<(Position, u32)> = progress.as_ref().map(|p| p.cursor);
+    let mut cursor: Option<Cursor> = progress.as_ref().map(|p| p.cursor);
 
     // Side-effect projections: those the destination's runtimes registered as such, plus those
     // named on the command line (a runtime that has not started there yet has not registered).
@@ -112,14 +112,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         );
     }
 
-    let bar = ProgressBar::new(remaining);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, ETA {eta})",
-        )
-        .context("progress bar template")?,
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut bar = Progress::start("events", Some(remaining));
     let abort_after: Option<u64> = std::env::var(ABORT_AFTER_BATCHES_ENV)
         .ok()
         .and_then(|value| value.parse().ok());
@@ -143,14 +136,14 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
             )?;
         read += events.len() as u64;
         batches += 1;
-        bar.inc(events.len() as u64);
+        bar.add(events.len() as u64);
         if abort_after == Some(batches) {
             bar.abandon();
             eprintln!("{ABORT_AFTER_BATCHES_ENV}: exiting abruptly after {batches} batches");
             std::process::exit(137);
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     eprintln!(
         "copied {inserted} events in {batches} batches ({} already present)",
         read - inserted
@@ -184,28 +177,101 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         .await
         .context("copying unique constraints")?;
     eprintln!("unique constraints: {} copied", constraints.len());
+    let mut moved = 0;
     if !side_effects.is_empty() {
-        let moved = strata_postgres::skip_to_head(&destination, &side_effects, &scope)
+        moved = strata_postgres::skip_to_head(&destination, &side_effects, &scope)
             .await
             .context("moving side-effect projections to the mirrored head")?;
         eprintln!("side-effect projections: {moved} checkpoints moved to the mirrored head");
     }
-    verify(&source, &destination, &scope, horizon).await
+    let counts = count_both(&source, &destination, &scope, horizon).await?;
+    let outcome = Mirrored {
+        copied: inserted,
+        already_present: read - inserted,
+        batches,
+        unique_constraints: constraints.len(),
+        checkpoints_moved: moved,
+        instances: counts,
+    };
+    report(args.output.output, &outcome, || {
+        let rows: Vec<Vec<String>> = outcome
+            .instances
+            .iter()
+            .map(|counts| {
+                vec![
+                    counts.instance_id.clone(),
+                    counts.source.to_string(),
+                    counts.destination.to_string(),
+                    if counts.source == counts.destination {
+                        "ok"
+                    } else {
+                        "DIFFERS"
+                    }
+                    .to_owned(),
+                ]
+            })
+            .collect();
+        let mut text = Vec::new();
+        let _ = write_table(
+            &mut text,
+            &["INSTANCE", "SOURCE", "DESTINATION", "CHECK"],
+            &rows,
+        );
+        String::from_utf8_lossy(&text).trim_end().to_owned()
+    })?;
+    let differing: Vec<&str> = outcome
+        .instances
+        .iter()
+        .filter(|counts| counts.source != counts.destination)
+        .map(|counts| counts.instance_id.as_str())
+        .collect();
+    if !differing.is_empty() {
+        anyhow::bail!(
+            "event counts differ in {} instance(s): {}; if the destination has fewer, run the \
+             mirror again; if it has more, it received events from elsewhere",
+            differing.len(),
+            differing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What `strata mirror --output json` prints.
+#[derive(Debug, Serialize)]
+struct Mirrored {
+    /// Events inserted by this run.
+    copied: u64,
+    /// Events read from the source that the destination already had.
+    already_present: u64,
+    batches: u64,
+    unique_constraints: usize,
+    /// Checkpoints of side-effect projections moved to the mirrored head.
+    checkpoints_moved: u64,
+    instances: Vec<InstanceCounts>,
+}
+
+/// The event count of one instance on both sides.
+#[derive(Debug, Serialize)]
+struct InstanceCounts {
+    instance_id: String,
+    source: u64,
+    destination: u64,
 }
 
 /// The source read: the instance filter, below `horizon`, after `cursor`, in order.
 fn page(
     filter: &Option<Vec<InstanceId>>,
     horizon: Position,
-    cursor: Option<(Position, u32)>,
+    cursor: Option<Cursor>,
     limit: Option<u32>,
 ) -> anyhow::Result<Query> {
-    let mut builder: QueryBuilder = Query::builder().position_before(horizon);
-    if let Some(list) = filter {
-        builder = builder.instances(list.iter().map(InstanceId::as_str));
-    }
-    if let Some((position, in_tx_order)) = cursor {
-        builder = builder.resume_after(position, in_tx_order);
+    let mut builder: QueryBuilder = match filter {
+        Some(list) => Query::builder().instances(list.iter().map(InstanceId::as_str)),
+        None => Query::builder().all_instances(),
+    };
+    builder = builder.position_before(horizon);
+    if let Some(cursor) = cursor {
+        builder = builder.resume_after(cursor);
     }
     if let Some(limit) = limit {
         builder = builder.limit(limit);
@@ -215,13 +281,13 @@ fn page(
         .context("building the mirror's source query")
 }
 
-/// Prints the event count of every instance on both sides; fails when they differ.
-async fn verify(
+/// The event count of every instance of `scope` on both sides.
+async fn count_both(
     source: &PgStore,
     destination: &PgStore,
     scope: &[InstanceId],
     horizon: Position,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<InstanceCounts>> {
     // The source is counted below the horizon this run copied up to; later commits are the next
     // run's work.
     let source_counts = strata_postgres::event_counts(source, Some(scope), Some(horizon))
@@ -236,39 +302,12 @@ async fn verify(
             .find(|(id, _)| id == instance)
             .map_or(0, |(_, count)| *count)
     };
-    let mut differing = Vec::new();
-    let rows: Vec<Vec<String>> = scope
+    Ok(scope
         .iter()
-        .map(|instance| {
-            let (from, to) = (
-                count(&source_counts, instance),
-                count(&destination_counts, instance),
-            );
-            if from != to {
-                differing.push(instance.as_str().to_owned());
-            }
-            vec![
-                instance.to_string(),
-                from.to_string(),
-                to.to_string(),
-                if from == to { "ok" } else { "DIFFERS" }.to_owned(),
-            ]
+        .map(|instance| InstanceCounts {
+            instance_id: instance.to_string(),
+            source: count(&source_counts, instance),
+            destination: count(&destination_counts, instance),
         })
-        .collect();
-    let mut out = std::io::stdout().lock();
-    write_table(
-        &mut out,
-        &["INSTANCE", "SOURCE", "DESTINATION", "CHECK"],
-        &rows,
-    )
-    .context("writing to stdout")?;
-    if !differing.is_empty() {
-        anyhow::bail!(
-            "event counts differ in {} instance(s): {}; if the destination has fewer, run the \
-             mirror again; if it has more, it received events from elsewhere",
-            differing.len(),
-            differing.join(", ")
-        );
-    }
-    Ok(())
+        .collect())
 }

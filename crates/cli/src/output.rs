@@ -11,7 +11,7 @@ use crate::usage;
 pub(crate) enum OutputFormat {
     /// One JSON object per line.
     Json,
-    /// An aligned table.
+    /// For people: an aligned table, or sentences.
     Table,
 }
 
@@ -77,6 +77,23 @@ pub(crate) fn print_listing<L: serde::Serialize>(
             let rows: Vec<Vec<String>> = lines.iter().map(row).collect();
             write_table(&mut out, headers, &rows).context("writing to stdout")?;
         }
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
+/// Prints what a command did: `text` (sentences, one per line) for a person, or `value` as one JSON
+/// line for a program.
+pub(crate) fn report(
+    format: OutputFormat,
+    value: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        OutputFormat::Json => write_json_line(&mut out, value)?,
+        OutputFormat::Table => writeln!(out, "{}", text()).context("writing to stdout")?,
     }
     out.flush().context("writing to stdout")?;
     Ok(())

@@ -18,8 +18,10 @@ use strata_query::{Query, QueryBuilder, SubQuery};
 use strata_store::EventStore;
 
 use crate::connect::connect;
-use crate::output::{OutputFormat, confirm, print_listing, shorten, write_json_line, write_table};
-use crate::{FailedCommand, FailedEventArgs, ProjectionsCommand, usage};
+use crate::output::{
+    OutputFormat, confirm, print_listing, report, shorten, write_json_line, write_table,
+};
+use crate::{Database, FailedCommand, FailedEventArgs, ProjectionsCommand, ReportOutput, usage};
 
 /// How often `status --watch` refreshes.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -35,6 +37,8 @@ struct StatusLine {
     events_behind: u64,
     seconds_behind: f64,
     failed_events: u64,
+    /// Live runtimes (a heartbeat within the last 15 s) that run the projection.
+    runtimes_alive: usize,
     has_side_effects: bool,
 }
 
@@ -50,6 +54,8 @@ struct FailedLine {
     failure_count: u32,
     error: String,
     last_failed_at: String,
+    /// An operator gave up on it: catch-ups no longer report it.
+    skipped_by_operator: bool,
 }
 
 /// One line of `projections requests`.
@@ -64,13 +70,26 @@ struct RequestLine {
     requested_at: String,
 }
 
-pub(crate) async fn run(url: &str, command: ProjectionsCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
     match command {
-        ProjectionsCommand::Status { watch, output } => {
-            let format = OutputFormat::resolve(output);
-            let store = connect(url).await?;
+        ProjectionsCommand::Status {
+            projection,
+            instance,
+            watch,
+            database,
+            output,
+        } => {
+            let format = OutputFormat::resolve(output.output);
+            let filter = StatusFilter {
+                projection,
+                instance: instance
+                    .map(InstanceId::new)
+                    .transpose()
+                    .map_err(|err| usage(err.to_string()))?,
+            };
+            let store = connect(&database.database_url).await?;
             if !watch {
-                return print_status(&store, format).await;
+                return print_status(&store, &filter, format).await;
             }
             loop {
                 if format == OutputFormat::Table {
@@ -82,34 +101,103 @@ pub(crate) async fn run(url: &str, command: ProjectionsCommand) -> anyhow::Resul
                         WATCH_EVERY.as_secs()
                     );
                 }
-                print_status(&store, format).await?;
+                print_status(&store, &filter, format).await?;
                 tokio::time::sleep(WATCH_EVERY).await;
             }
         }
-        ProjectionsCommand::Failed(FailedCommand::List { projection, output }) => {
-            let store = connect(url).await?;
-            list_failed(&store, projection.as_deref(), OutputFormat::resolve(output)).await
+        ProjectionsCommand::Failed(FailedCommand::List {
+            projection,
+            database,
+            output,
+        }) => {
+            let store = connect(&database.database_url).await?;
+            list_failed(
+                &store,
+                projection.as_deref(),
+                OutputFormat::resolve(output.output),
+            )
+            .await
         }
         ProjectionsCommand::Failed(FailedCommand::Retry(args)) => {
-            request_for_failed(url, args, Kind::Retry).await
+            request_for_failed(args, Kind::Retry).await
         }
         ProjectionsCommand::Failed(FailedCommand::Skip(args)) => {
-            request_for_failed(url, args, Kind::Skip).await
+            request_for_failed(args, Kind::Skip).await
         }
         ProjectionsCommand::Rebuild {
             name,
             instance,
             yes,
-        } => rebuild(url, &name, instance.as_deref(), yes).await,
-        ProjectionsCommand::Requests { output } => {
-            let store = connect(url).await?;
-            list_requests(&store, OutputFormat::resolve(output)).await
+            database,
+            output,
+        } => rebuild(&database, &name, instance.as_deref(), yes, &output).await,
+        ProjectionsCommand::Requests { database, output } => {
+            let store = connect(&database.database_url).await?;
+            list_requests(&store, OutputFormat::resolve(output.output)).await
         }
+        ProjectionsCommand::Unregister {
+            name,
+            yes,
+            force,
+            database,
+            output,
+        } => unregister(&database, &name, yes, force, &output).await,
     }
 }
 
-async fn print_status(store: &PgStore, format: OutputFormat) -> anyhow::Result<()> {
-    let lines = status(store).await?;
+/// `status --projection/--instance`.
+#[derive(Debug)]
+struct StatusFilter {
+    projection: Option<String>,
+    instance: Option<InstanceId>,
+}
+
+/// What a command that queues requests reports.
+#[derive(Debug, Serialize)]
+struct Queued {
+    projection: String,
+    /// `rebuild`, `retry` or `skip`.
+    kind: &'static str,
+    /// Requests queued.
+    queued: u64,
+    /// Live runtimes that run the projection and so will carry the requests out.
+    runtimes_alive: usize,
+}
+
+/// Live runtimes that run `projection`.
+async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
+    Ok(strata_postgres::live_runtimes(store)
+        .await
+        .context("reading the runtimes' heartbeats")?
+        .iter()
+        .filter(|runtime| runtime.projections.iter().any(|name| name == projection))
+        .count())
+}
+
+/// The sentence a queueing command ends with: who will carry the request out.
+fn who_carries_it_out(queued: &Queued) -> String {
+    match queued.runtimes_alive {
+        0 => format!(
+            "no live runtime runs {:?} now: the request waits until one starts (`strata \
+             projections status` shows the runtimes)",
+            queued.projection
+        ),
+        alive => format!(
+            "{alive} live runtime(s) run {:?}: one carries it out within about a second",
+            queued.projection
+        ),
+    }
+}
+
+async fn print_status(
+    store: &PgStore,
+    filter: &StatusFilter,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let runtimes = strata_postgres::live_runtimes(store)
+        .await
+        .context("reading the runtimes' heartbeats")?;
+    let lines = status(store, filter, &runtimes).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {
@@ -139,6 +227,7 @@ async fn print_status(store: &PgStore, format: OutputFormat) -> anyhow::Result<(
                         line.events_behind.to_string(),
                         format!("{:.1}", line.seconds_behind),
                         line.failed_events.to_string(),
+                        line.runtimes_alive.to_string(),
                         if line.has_side_effects { "yes" } else { "no" }.to_owned(),
                     ]
                 })
@@ -153,9 +242,29 @@ async fn print_status(store: &PgStore, format: OutputFormat) -> anyhow::Result<(
                         "EVENTS BEHIND",
                         "SECONDS BEHIND",
                         "FAILED",
+                        "RUNTIMES",
                         "SIDE EFFECTS",
                     ],
                     &rows,
+                )
+                .context("writing to stdout")?;
+            }
+            writeln!(out).context("writing to stdout")?;
+            if runtimes.is_empty() {
+                writeln!(
+                    out,
+                    "no runtime is alive: queued rebuilds, retries and skips wait until one starts"
+                )
+                .context("writing to stdout")?;
+            }
+            for runtime in &runtimes {
+                writeln!(
+                    out,
+                    "runtime alive: {} pid {} (last seen {} s ago), running {}",
+                    runtime.host,
+                    runtime.pid,
+                    (Utc::now() - runtime.last_seen_at).num_seconds().max(0),
+                    runtime.projections.join(", ")
                 )
                 .context("writing to stdout")?;
             }
@@ -167,7 +276,11 @@ async fn print_status(store: &PgStore, format: OutputFormat) -> anyhow::Result<(
 
 /// Per registered projection and per instance it has events or a checkpoint in: where it stands.
 /// The same computation as `ProjectionRuntime::status`, from the registry instead of the code.
-async fn status(store: &PgStore) -> anyhow::Result<Vec<StatusLine>> {
+async fn status(
+    store: &PgStore,
+    filter: &StatusFilter,
+    runtimes: &[strata_postgres::LiveRuntime],
+) -> anyhow::Result<Vec<StatusLine>> {
     let backend = PgProjections::new(store.pools().projection().clone()).without_listening();
     let registry = strata_postgres::registered_projections(store)
         .await
@@ -180,20 +293,42 @@ async fn status(store: &PgStore) -> anyhow::Result<Vec<StatusLine>> {
         .failed_events(None)
         .await
         .context("reading failed events")?;
+    if let Some(name) = &filter.projection
+        && !registry.iter().any(|projection| &projection.name == name)
+    {
+        anyhow::bail!("no projection named {name:?} is registered");
+    }
     let mut lines = Vec::new();
     for projection in &registry {
-        let mut instances: BTreeSet<InstanceId> = store
-            .instance_ids(&build_reads(projection, reads_query(projection, None))?)
-            .await
-            .context("listing a projection's instances")?
-            .into_iter()
-            .collect();
-        instances.extend(
-            states
-                .iter()
-                .filter(|state| state.projection == projection.name)
-                .map(|state| state.instance_id.clone()),
-        );
+        if filter
+            .projection
+            .as_ref()
+            .is_some_and(|name| name != &projection.name)
+        {
+            continue;
+        }
+        let instances: BTreeSet<InstanceId> = match &filter.instance {
+            Some(instance) => BTreeSet::from([instance.clone()]),
+            None => {
+                let mut instances: BTreeSet<InstanceId> = store
+                    .instance_ids(&build_reads(projection, reads_query(projection, None))?)
+                    .await
+                    .context("listing a projection's instances")?
+                    .into_iter()
+                    .collect();
+                instances.extend(
+                    states
+                        .iter()
+                        .filter(|state| state.projection == projection.name)
+                        .map(|state| state.instance_id.clone()),
+                );
+                instances
+            }
+        };
+        let runtimes_alive = runtimes
+            .iter()
+            .filter(|runtime| runtime.projections.contains(&projection.name))
+            .count();
         for instance in instances {
             let state = states
                 .iter()
@@ -201,7 +336,7 @@ async fn status(store: &PgStore) -> anyhow::Result<Vec<StatusLine>> {
             let behind = || {
                 let builder = reads_query(projection, Some(&instance));
                 match state {
-                    Some(state) => builder.resume_after(state.position, state.in_tx_order),
+                    Some(state) => builder.resume_after(state.cursor()),
                     None => builder,
                 }
             };
@@ -233,6 +368,7 @@ async fn status(store: &PgStore) -> anyhow::Result<Vec<StatusLine>> {
                         f.projection == projection.name && f.aggregate.instance_id == instance
                     })
                     .count() as u64,
+                runtimes_alive,
                 has_side_effects: projection.has_side_effects,
             });
         }
@@ -244,7 +380,7 @@ async fn status(store: &PgStore) -> anyhow::Result<Vec<StatusLine>> {
 fn reads_query(projection: &RegisteredProjection, instance: Option<&InstanceId>) -> QueryBuilder {
     let builder = match instance {
         Some(instance) => Query::builder().instance(instance.as_str()),
-        None => Query::builder(),
+        None => Query::builder().all_instances(),
     };
     projection
         .reads
@@ -289,6 +425,7 @@ async fn list_failed(
             last_failed_at: failed
                 .last_failed_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            skipped_by_operator: failed.skipped_by_operator,
         })
         .collect();
     print_listing(
@@ -326,10 +463,10 @@ enum Kind {
     Skip,
 }
 
-async fn request_for_failed(url: &str, args: FailedEventArgs, kind: Kind) -> anyhow::Result<()> {
+async fn request_for_failed(args: FailedEventArgs, kind: Kind) -> anyhow::Result<()> {
     let aggregate = AggregateRef::new(&args.instance, &args.aggregate_type, &args.aggregate_id)
         .map_err(|err| usage(err.to_string()))?;
-    let store = connect(url).await?;
+    let store = connect(&args.database.database_url).await?;
     let backend = PgProjections::new(store.pools().projection().clone()).without_listening();
     let known = backend
         .failed_events(Some(&args.projection))
@@ -353,27 +490,41 @@ async fn request_for_failed(url: &str, args: FailedEventArgs, kind: Kind) -> any
         aggregate,
         sequence: args.sequence,
     };
-    let (verb, request) = match kind {
-        Kind::Retry => ("retry", OperatorRequest::Retry(key)),
-        Kind::Skip => ("skip (give up on)", OperatorRequest::Skip(key)),
+    let (verb, kind, request) = match kind {
+        Kind::Retry => ("retry", "retry", OperatorRequest::Retry(key)),
+        Kind::Skip => ("skip (give up on)", "skip", OperatorRequest::Skip(key)),
     };
     confirm(&format!("{verb} the {event}?"), args.yes)?;
-    strata_postgres::request_projection_work(&store, &[request])
+    let queued = strata_postgres::request_projection_work(&store, &[request])
         .await
         .context("queueing the request")?;
-    println!(
-        "queued: {verb} the {event}; a running runtime that has the projection carries it out \
-         within about a second (`strata projections failed list` shows when it is gone)"
-    );
-    Ok(())
+    let queued = Queued {
+        runtimes_alive: runtimes_running(&store, &args.projection).await?,
+        projection: args.projection,
+        kind,
+        queued,
+    };
+    report(args.output.output, &queued, || {
+        format!(
+            "queued: {verb} the {event}; {} (`strata projections failed list` shows when it is \
+             gone)",
+            who_carries_it_out(&queued)
+        )
+    })
 }
 
-async fn rebuild(url: &str, name: &str, instance: Option<&str>, yes: bool) -> anyhow::Result<()> {
+async fn rebuild(
+    database: &Database,
+    name: &str,
+    instance: Option<&str>,
+    yes: bool,
+    output: &ReportOutput,
+) -> anyhow::Result<()> {
     let instance = instance
         .map(InstanceId::new)
         .transpose()
         .map_err(|err| usage(err.to_string()))?;
-    let store = connect(url).await?;
+    let store = connect(&database.database_url).await?;
     let registry = strata_postgres::registered_projections(&store)
         .await
         .context("reading projections.registry (run `strata migrate` if it is missing)")?;
@@ -439,11 +590,74 @@ async fn rebuild(url: &str, name: &str, instance: Option<&str>, yes: bool) -> an
     let queued = strata_postgres::request_projection_work(&store, &requests)
         .await
         .context("queueing the rebuild")?;
-    println!(
-        "queued {queued} rebuild request(s) for {name:?}; a running runtime that has the projection \
-         carries them out within about a second (watch with `strata projections status --watch`)"
-    );
-    Ok(())
+    let queued = Queued {
+        projection: name.to_owned(),
+        kind: "rebuild",
+        queued,
+        runtimes_alive: runtimes_running(&store, name).await?,
+    };
+    report(output.output, &queued, || {
+        format!(
+            "queued {} rebuild request(s) for {name:?}; {} (watch with `strata projections status \
+             --watch`)",
+            queued.queued,
+            who_carries_it_out(&queued)
+        )
+    })
+}
+
+/// What `strata projections unregister --output json` prints.
+#[derive(Debug, Serialize)]
+struct UnregisteredLine<'a> {
+    projection: &'a str,
+    registered: bool,
+    checkpoints: u64,
+    failed_events: u64,
+    requests: u64,
+}
+
+async fn unregister(
+    database: &Database,
+    name: &str,
+    yes: bool,
+    force: bool,
+    output: &ReportOutput,
+) -> anyhow::Result<()> {
+    let store = connect(&database.database_url).await?;
+    let running = runtimes_running(&store, name).await?;
+    if running > 0 && !force {
+        anyhow::bail!(
+            "{running} live runtime(s) run {name:?} and would register it again: stop them first, \
+             or pass --force"
+        );
+    }
+    confirm(
+        &format!(
+            "forget projection {name:?} (its registration, checkpoints, failed events and queued \
+             requests; its read-model tables stay)?"
+        ),
+        yes,
+    )?;
+    let removed = strata_postgres::unregister_projection(store.pools().push(), name)
+        .await
+        .context("unregistering the projection")?;
+    if !removed.registered && removed.checkpoints == 0 && removed.failed_events == 0 {
+        anyhow::bail!("no projection named {name:?} is registered or has a checkpoint");
+    }
+    let line = UnregisteredLine {
+        projection: name,
+        registered: removed.registered,
+        checkpoints: removed.checkpoints,
+        failed_events: removed.failed_events,
+        requests: removed.requests,
+    };
+    report(output.output, &line, || {
+        format!(
+            "unregistered {name:?}: removed {} checkpoint(s), {} failed event(s) and {} queued \
+             request(s); drop its read-model tables in your own migrations",
+            removed.checkpoints, removed.failed_events, removed.requests
+        )
+    })
 }
 
 async fn list_requests(store: &PgStore, format: OutputFormat) -> anyhow::Result<()> {

@@ -4,12 +4,13 @@ use std::io::{BufRead, BufReader, Write};
 
 use anyhow::Context;
 use serde::Serialize;
-use strata_event::{Command, Event};
+use strata_event::{Command, Cursor, Event};
 use strata_store::{Error, EventStore};
 
 use crate::PushArgs;
 use crate::connect::connect;
-use crate::output::write_json_line;
+use crate::output::{OutputFormat, write_json_line};
+use crate::progress::Progress;
 
 /// What is printed for each stored event.
 #[derive(Debug, Serialize)]
@@ -23,9 +24,13 @@ struct Stored<'a> {
     /// A string: positions are exact decimals that a float would round.
     position: String,
     in_tx_order: u32,
+    /// `position:in_tx_order`, for `strata query --after`.
+    cursor: Cursor,
 }
 
-pub(crate) async fn run(url: &str, args: PushArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
+    let url = &args.database.database_url;
+    let format = OutputFormat::resolve(args.output.output);
     let input: Box<dyn BufRead> = match &args.file {
         None => Box::new(BufReader::new(std::io::stdin())),
         Some(path) if path.as_os_str() == "-" => Box::new(BufReader::new(std::io::stdin())),
@@ -45,6 +50,7 @@ pub(crate) async fn run(url: &str, args: PushArgs) -> anyhow::Result<()> {
     let mut stored_events = 0usize;
     let mut stored_lines = 0usize;
     let mut checked = 0usize;
+    let mut progress = Progress::start("lines", None);
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("reading line {number}"))?;
@@ -62,18 +68,23 @@ pub(crate) async fn run(url: &str, args: PushArgs) -> anyhow::Result<()> {
         checked += 1;
         batch.push((number, command));
         if batch.len() == batch_size {
+            let lines = batch.len() as u64;
             if let Some(store) = &store {
-                push_batch(store, &mut batch, &mut out, &mut stored_events).await?;
+                push_batch(store, &mut batch, &mut out, format, &mut stored_events).await?;
             }
             stored_lines += batch.len();
             batch.clear();
+            progress.add(lines);
         }
     }
     if !batch.is_empty()
         && let Some(store) = &store
     {
-        push_batch(store, &mut batch, &mut out, &mut stored_events).await?;
+        let lines = batch.len() as u64;
+        push_batch(store, &mut batch, &mut out, format, &mut stored_events).await?;
+        progress.add(lines);
     }
+    progress.finish();
     out.flush().context("writing to stdout")?;
     if store.is_none() {
         eprintln!("{checked} commands are valid; nothing was pushed (--check)");
@@ -86,6 +97,7 @@ async fn push_batch(
     store: &impl EventStore,
     batch: &mut Vec<(usize, Command)>,
     out: &mut impl Write,
+    format: OutputFormat,
     stored_events: &mut usize,
 ) -> anyhow::Result<()> {
     let lines: Vec<usize> = batch.iter().map(|(line, _)| *line).collect();
@@ -115,19 +127,33 @@ async fn push_batch(
     };
     // Events come back in command order, one per command.
     for (event, line) in events.iter().zip(lines) {
-        write_json_line(
-            out,
-            &Stored {
-                line,
-                instance_id: event.aggregate.instance_id.as_str(),
-                aggregate_type: event.aggregate.aggregate_type.as_str(),
-                aggregate_id: event.aggregate.aggregate_id.as_str(),
-                event_type: event.event_type.as_str(),
-                sequence: event.sequence,
-                position: event.position.to_string(),
-                in_tx_order: event.in_tx_order,
-            },
-        )?;
+        match format {
+            OutputFormat::Json => write_json_line(
+                out,
+                &Stored {
+                    line,
+                    instance_id: event.aggregate.instance_id.as_str(),
+                    aggregate_type: event.aggregate.aggregate_type.as_str(),
+                    aggregate_id: event.aggregate.aggregate_id.as_str(),
+                    event_type: event.event_type.as_str(),
+                    sequence: event.sequence,
+                    position: event.position.to_string(),
+                    in_tx_order: event.in_tx_order,
+                    cursor: event.cursor(),
+                },
+            )?,
+            OutputFormat::Table => writeln!(
+                out,
+                "line {line}: {} {}/{} sequence {} {} at {}",
+                event.aggregate.instance_id,
+                event.aggregate.aggregate_type,
+                event.aggregate.aggregate_id,
+                event.sequence,
+                event.event_type,
+                event.cursor()
+            )
+            .context("writing to stdout")?,
+        }
     }
     *stored_events += events.len();
     Ok(())

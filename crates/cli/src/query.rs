@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use strata_event::{Event, Position};
+use serde::Serialize;
+use strata_event::{Cursor, Event, Position};
 use strata_postgres::PgStore;
-use strata_query::{Query, QueryBuilder};
+use strata_query::{Query, QueryBuilder, QueryError};
 use strata_store::EventStore;
 
 use crate::connect::connect;
@@ -33,11 +34,63 @@ const TABLE_HEADERS: [&str; 10] = [
     "PAYLOAD",
 ];
 
-pub(crate) async fn run(url: &str, args: QueryArgs) -> anyhow::Result<()> {
+/// What `--after` took: a cursor (resume after that event) or a bare position (after every event
+/// of that position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    Cursor(Cursor),
+    Position(Position),
+}
+
+/// Reads `--after`: `POS:ORDER` is a cursor, `POS` a position.
+pub(crate) fn parse_after(text: &str) -> Result<After, String> {
+    if text.contains(':') {
+        return text
+            .parse()
+            .map(After::Cursor)
+            .map_err(|err: strata_event::CursorError| err.to_string());
+    }
+    text.parse()
+        .map(After::Position)
+        .map_err(|err: strata_event::PositionError| err.to_string())
+}
+
+/// Reads `--created-after` and `--created-before`.
+pub(crate) fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|instant| instant.to_utc())
+        .map_err(|err| {
+            format!(
+                "{text:?} is not an RFC 3339 instant ({err}): give a date, a time and an offset, \
+                 e.g. 2026-01-31T12:00:00Z or 2026-01-31T13:00:00+01:00"
+            )
+        })
+}
+
+/// One JSON line of `strata query`: the event, and its cursor for `--after`.
+#[derive(Debug, Serialize)]
+struct EventLine<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    /// `position:in_tx_order`: pass it to `--after` to read on after this event.
+    cursor: Cursor,
+}
+
+fn write_event_line(out: &mut impl Write, event: &Event) -> anyhow::Result<()> {
+    write_json_line(
+        out,
+        &EventLine {
+            event,
+            cursor: event.cursor(),
+        },
+    )
+}
+
+pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     // Validate the flags before connecting: bad usage is reported as such, with or without a server.
     build(builder(&args))?;
-    let format = OutputFormat::resolve(args.output);
-    let store = connect(url).await?;
+    let format = OutputFormat::resolve(args.output.output);
+    let store = connect(&args.database.database_url).await?;
     if args.follow {
         return follow(&store, &args, format).await;
     }
@@ -49,7 +102,7 @@ pub(crate) async fn run(url: &str, args: QueryArgs) -> anyhow::Result<()> {
             // Streamed: memory stays flat however many events match.
             let mut events = store.stream(&query);
             while let Some(event) = events.try_next().await.context("reading events")? {
-                write_json_line(&mut out, &event)?;
+                write_event_line(&mut out, &event)?;
             }
         }
         OutputFormat::Table => {
@@ -68,7 +121,7 @@ pub(crate) async fn run(url: &str, args: QueryArgs) -> anyhow::Result<()> {
 /// the cursor never moves past an event whose transaction has yet to commit. Reading up to the
 /// newest visible position instead would skip such late commits for good.
 async fn follow(store: &PgStore, args: &QueryArgs, format: OutputFormat) -> anyhow::Result<()> {
-    let mut cursor: Option<(Position, u32)> = None;
+    let mut cursor: Option<Cursor> = None;
     let mut printed_header = false;
     loop {
         let horizon = store
@@ -77,8 +130,8 @@ async fn follow(store: &PgStore, args: &QueryArgs, format: OutputFormat) -> anyh
             .context("reading the commit horizon")?;
         loop {
             let mut page = builder(args).position_before(horizon).limit(FOLLOW_PAGE);
-            if let Some((position, in_tx_order)) = cursor {
-                page = page.resume_after(position, in_tx_order);
+            if let Some(cursor) = cursor {
+                page = page.resume_after(cursor);
             }
             let events = store.query(&build(page)?).await.context("reading events")?;
             let stdout = std::io::stdout();
@@ -86,7 +139,7 @@ async fn follow(store: &PgStore, args: &QueryArgs, format: OutputFormat) -> anyh
             match format {
                 OutputFormat::Json => {
                     for event in &events {
-                        write_json_line(&mut out, event)?;
+                        write_event_line(&mut out, event)?;
                     }
                 }
                 OutputFormat::Table => {
@@ -121,8 +174,12 @@ async fn follow(store: &PgStore, args: &QueryArgs, format: OutputFormat) -> anyh
 
 /// The query the flags describe (without `--follow`'s own bounds).
 fn builder(args: &QueryArgs) -> QueryBuilder {
-    let mut builder = Query::builder()
-        .instances(args.instances.iter().map(String::as_str))
+    let mut builder = if args.all_instances {
+        Query::builder().all_instances()
+    } else {
+        Query::builder().instances(args.instances.iter().map(String::as_str))
+    };
+    builder = builder
         .exclude_instances(args.exclude_instances.iter().map(String::as_str))
         .aggregate_types(args.aggregate_types.iter().map(String::as_str))
         .aggregate_ids(args.aggregate_ids.iter().map(String::as_str))
@@ -133,8 +190,10 @@ fn builder(args: &QueryArgs) -> QueryBuilder {
     for creator in &args.creators {
         builder = builder.creator(creator.as_str());
     }
-    if let Some(position) = args.after {
-        builder = builder.position_after(position);
+    match args.after {
+        Some(After::Cursor(cursor)) => builder = builder.resume_after(cursor),
+        Some(After::Position(position)) => builder = builder.position_after(position),
+        None => {}
     }
     if let Some(position) = args.at_or_before {
         builder = builder.position_at_or_before(position);
@@ -170,9 +229,13 @@ fn builder(args: &QueryArgs) -> QueryBuilder {
 }
 
 fn build(builder: QueryBuilder) -> anyhow::Result<Query> {
-    builder
-        .build()
-        .map_err(|err| usage(format!("invalid query: {err}")))
+    builder.build().map_err(|err| match err {
+        QueryError::NoInstance => usage(
+            "name the instance(s) to read with --instance, or read every instance with \
+             --all-instances",
+        ),
+        err => usage(format!("invalid query: {err}")),
+    })
 }
 
 fn table_row(event: &Event) -> Vec<String> {

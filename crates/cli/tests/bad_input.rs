@@ -104,7 +104,7 @@ async fn every_bad_push_line_exits_1_names_its_line_and_writes_nothing() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("line 2"), "{}", stderr(&output));
 
-    let all = Query::builder().build().expect("query");
+    let all = Query::all();
     assert_eq!(
         store.count(&all).await.expect("count"),
         0,
@@ -117,40 +117,86 @@ async fn every_bad_query_flag_exits_2_and_names_the_flag() {
     let database = TestDatabase::create().await;
     let url = url(&database);
     let table: &[(&[&str], &str)] = &[
-        (&["query", "--limit", "0"], "limit"),
-        (&["query", "--limit", "-1"], "limit"),
-        (&["query", "--limit", "99999999999999999999"], "limit"),
-        (&["query", "--offset", "-5"], "offset"),
-        (&["query", "--after", "NaN"], "after"),
-        (&["query", "--after", "-1"], "after"),
-        (&["query", "--after", "1e400"], "after"),
+        (&["query", "--all-instances", "--limit", "0"], "limit"),
+        (&["query", "--all-instances", "--limit", "-1"], "limit"),
         (
             &[
                 "query",
+                "--all-instances",
+                "--limit",
+                "99999999999999999999",
+            ],
+            "limit",
+        ),
+        (&["query", "--all-instances", "--offset", "-5"], "offset"),
+        (&["query", "--all-instances", "--after", "NaN"], "after"),
+        (&["query", "--all-instances", "--after", "-1"], "after"),
+        (&["query", "--all-instances", "--after", "1e400"], "after"),
+        (
+            &[
+                "query",
+                "--all-instances",
                 "--at-or-before",
                 "99999999999999999999999999999999",
             ],
             "at-or-before",
         ),
         (&["query", "--instance", ""], "instance"),
-        (&["query", "--aggregate-type", "has space"], "aggregate"),
+        (
+            &["query", "--all-instances", "--aggregate-type", "has space"],
+            "aggregate",
+        ),
         (
             &[
                 "query",
+                "--all-instances",
                 "--event-type",
                 "x'; DROP TABLE eventstore.events; --",
             ],
             "event",
         ),
-        (&["query", "--created-after", "yesterday"], "created-after"),
-        (&["query", "--sequence-greater-than", "-3"], "sequence"),
-        (&["query", "--payload-contains", "{not json"], "payload"),
-        (&["query", "--payload-contains", "[1]"], "payload"),
         (
-            &["query", "--exclude-aggregates-with-type", "user"],
+            &["query", "--all-instances", "--created-after", "yesterday"],
+            "created-after",
+        ),
+        (
+            &["query", "--all-instances", "--sequence-greater-than", "-3"],
+            "sequence",
+        ),
+        (
+            &[
+                "query",
+                "--all-instances",
+                "--payload-contains",
+                "{not json",
+            ],
+            "payload",
+        ),
+        (
+            &["query", "--all-instances", "--payload-contains", "[1]"],
+            "payload",
+        ),
+        (
+            &[
+                "query",
+                "--all-instances",
+                "--exclude-aggregates-with-type",
+                "user",
+            ],
             "exclude",
         ),
-        (&["query", "--output", "xml"], "output"),
+        (&["query", "--all-instances", "--output", "xml"], "output"),
+        (&["query", "--event-type", "user.added"], "--instance"),
+        (
+            &["query", "--all-instances", "--instance", "t1"],
+            "instance",
+        ),
+        (&["query", "--all-instances", "--after", "12:x"], "after"),
+        (&["query", "--all-instances", "--after", "12:-1"], "after"),
+        (
+            &["query", "--all-instances", "--created-after", "2026-01-31"],
+            "rfc 3339",
+        ),
         (
             &["projections", "rebuild", "Bad Name", "--yes"],
             "projection",

@@ -59,6 +59,7 @@ async fn pushed_lines_come_back_from_query_as_json_lines() {
         &url,
         &[
             "query",
+            "--all-instances",
             "--payload-contains",
             r#"{"n": 3}"#,
             "--event-type",
@@ -75,6 +76,7 @@ async fn pushed_lines_come_back_from_query_as_json_lines() {
         &url,
         &[
             "query",
+            "--all-instances",
             "--after",
             stored[1]["position"].as_str().unwrap(),
             "--exclude-instance",
@@ -87,7 +89,15 @@ async fn pushed_lines_come_back_from_query_as_json_lines() {
 
     let table = strata(
         &url,
-        &["query", "--output", "table", "--descending", "--limit", "2"],
+        &[
+            "query",
+            "--all-instances",
+            "--output",
+            "table",
+            "--descending",
+            "--limit",
+            "2",
+        ],
         None,
     );
     assert_success(&table);
@@ -119,7 +129,7 @@ async fn a_bad_line_names_its_number_exits_1_and_writes_nothing_of_its_batch() {
         message.contains("nothing from lines 1-2 was pushed"),
         "{message}"
     );
-    let all = Query::builder().build().unwrap();
+    let all = Query::all();
     assert_eq!(
         store.count(&all).await.unwrap(),
         0,
@@ -152,20 +162,33 @@ async fn a_bad_line_names_its_number_exits_1_and_writes_nothing_of_its_batch() {
 async fn bad_usage_exits_2() {
     let database = TestDatabase::create().await;
     let url = url(&database);
-    let zero = strata(&url, &["query", "--limit", "0"], None);
+    let zero = strata(&url, &["query", "--all-instances", "--limit", "0"], None);
     assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
     assert!(stderr(&zero).contains("limit"), "{}", stderr(&zero));
-    let not_object = strata(&url, &["query", "--payload-contains", "[1]"], None);
+    let not_object = strata(
+        &url,
+        &["query", "--all-instances", "--payload-contains", "[1]"],
+        None,
+    );
     assert_eq!(not_object.status.code(), Some(2));
     let exclusion = strata(
         &url,
-        &["query", "--exclude-aggregates-with-type", "user"],
+        &[
+            "query",
+            "--all-instances",
+            "--exclude-aggregates-with-type",
+            "user",
+        ],
         None,
     );
     assert_eq!(exclusion.status.code(), Some(2), "{}", stderr(&exclusion));
     let unknown = strata(&url, &["frobnicate"], None);
     assert_eq!(unknown.status.code(), Some(2));
-    let unreachable = strata("postgres://postgres@127.0.0.1:1/nowhere", &["query"], None);
+    let unreachable = strata(
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &["query", "--all-instances"],
+        None,
+    );
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(
         stderr(&unreachable).contains("cannot connect to postgres://postgres@127.0.0.1:1/nowhere"),
@@ -174,7 +197,7 @@ async fn bad_usage_exits_2() {
     );
     // The server's own message, once: each layer of the error repeats its cause's text.
     let missing = url.replace(&database.name, "strata_no_such_database");
-    let missing = strata(&missing, &["query"], None);
+    let missing = strata(&missing, &["query", "--all-instances"], None);
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(
         stderr(&missing).matches("does not exist").count(),
@@ -182,6 +205,79 @@ async fn bad_usage_exits_2() {
         "{}",
         stderr(&missing)
     );
+}
+
+/// Events of one push share a position: paging by position alone lost them, paging by the
+/// `cursor` of each JSON line reaches every one, in order.
+#[tokio::test]
+async fn paging_with_the_cursor_reaches_events_that_share_a_position() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let input: Vec<String> = (1..=4)
+        .map(|n| command_line("tenant-1", "u-1", "user.changed", n))
+        .collect();
+    let pushed = strata(&url, &["push", "--batch", "4"], Some(&input.join("\n")));
+    assert_success(&pushed);
+    let stored: Vec<serde_json::Value> = stdout(&pushed)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        stored
+            .iter()
+            .all(|event| event["position"] == stored[0]["position"]),
+        "one push, one position"
+    );
+
+    let page = |after: Option<&str>| -> Vec<serde_json::Value> {
+        let mut args = vec!["query", "--instance", "tenant-1", "--limit", "2"];
+        if let Some(after) = after {
+            args.extend(["--after", after]);
+        }
+        let output = strata(&url, &args, None);
+        assert_success(&output);
+        stdout(&output)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let events = page(after.as_deref());
+        let Some(last) = events.last() else {
+            break;
+        };
+        after = Some(last["cursor"].as_str().unwrap().to_owned());
+        seen.extend(
+            events
+                .iter()
+                .map(|event| event["sequence"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4]);
+    assert_eq!(
+        stored[3]["cursor"],
+        stored[0]["position"]
+            .as_str()
+            .map(|p| format!("{p}:3"))
+            .unwrap(),
+        "push prints each event's cursor too"
+    );
+    // A bare position still means "after every event of that position".
+    let after_position = strata(
+        &url,
+        &[
+            "query",
+            "--instance",
+            "tenant-1",
+            "--after",
+            stored[0]["position"].as_str().unwrap(),
+        ],
+        None,
+    );
+    assert_success(&after_position);
+    assert_eq!(stdout(&after_position).lines().count(), 0);
 }
 
 #[tokio::test]

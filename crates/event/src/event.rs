@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::cursor::Cursor;
 use crate::ids::{AggregateRef, Creator, EventType, Owner};
 use crate::payload::Payload;
 use crate::position::Position;
@@ -72,8 +73,9 @@ impl Event {
         })
     }
 
-    /// The `(position, in_tx_order)` pair that orders this event among all others.
-    pub fn cursor(&self) -> (Position, u32) {
-        (self.position, self.in_tx_order)
+    /// The event's place in the store's total order: resume a read after it with
+    /// `Query::resumed_after(event.cursor())`.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.position, self.in_tx_order)
     }
 }

@@ -14,7 +14,8 @@
 //! - [`Event`] is what a store returns: the command's content plus the `sequence` the store assigned
 //!   within the aggregate, the global [`Position`] and `in_tx_order`, and `created_at`.
 //! - [`Position`] wraps a [`rust_decimal::Decimal`]; it never passes through a float, so 19-digit values
-//!   such as `1725257931223002628` survive every conversion exactly.
+//!   such as `1725257931223002628` survive every conversion exactly. A [`Cursor`] adds the event's
+//!   `in_tx_order`: the event's place in the store's total order, for resuming a read after it.
 //! - [`InstanceId`], [`AggregateType`], [`AggregateId`], [`EventType`], [`Creator`] and [`Owner`] are
 //!   validated strings; [`AggregateRef`] names one aggregate.
 //! - [`Payload`] holds the event's JSON; [`Event::payload`] decodes it into your type and, when that
@@ -58,6 +59,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod command;
+mod cursor;
 mod error;
 mod event;
 mod ids;
@@ -65,6 +67,7 @@ mod payload;
 mod position;
 
 pub use crate::command::{Command, CommandBuilder, UniqueConstraintOp};
+pub use crate::cursor::{Cursor, CursorError};
 pub use crate::error::ValidationError;
 pub use crate::event::{Event, PayloadError};
 pub use crate::ids::{

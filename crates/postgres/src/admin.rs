@@ -7,13 +7,14 @@
 //! Checkpoints and failed events are read through [`crate::PgProjections`], which already has
 //! that SQL.
 //!
-//! Cache administration calls the functions of migration `..._cache.sql` (`cache.prune`,
-//! `cache.truncate`), the same ones the cache connector uses, so the CLI and the connector cannot
+//! Cache administration calls the SQL functions `cache.prune` and `cache.truncate`
+//! (`migrations/functions/`), the same ones the cache connector uses, so the CLI and the connector cannot
 //! disagree on what pruning means.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use strata_projection::OperatorRequest;
 use strata_store::{Error, Result};
 
@@ -152,6 +153,87 @@ pub async fn pending_projection_requests(store: &PgStore) -> Result<Vec<PendingR
     .fetch_all(store.pools().query())
     .await
     .map_err(|err| from_sqlx("reading projection requests", err))
+}
+
+/// What [`unregister_projection`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unregistered {
+    /// Whether the projection was registered.
+    pub registered: bool,
+    /// Checkpoints removed (one per instance it ran in).
+    pub checkpoints: u64,
+    /// Failed events removed.
+    pub failed_events: u64,
+    /// Queued operator requests removed.
+    pub requests: u64,
+}
+
+/// Forgets a projection, in one transaction: its registration, its checkpoints, its failed events
+/// and its queued requests. Its read-model tables are the application's: drop them in the
+/// application's own migrations. A runtime that still runs the projection registers it again when
+/// it next starts, and moves new checkpoints meanwhile: stop those runtimes first (see
+/// [`live_runtimes`]).
+pub async fn unregister_projection(pool: &PgPool, projection: &str) -> Result<Unregistered> {
+    let failed = |err| from_sqlx("unregistering a projection", err);
+    let mut tx = pool.begin().await.map_err(failed)?;
+    let mut removed = Unregistered::default();
+    for (table, count) in [
+        ("projections.registry", None),
+        ("projections.current_states", Some(&mut removed.checkpoints)),
+        (
+            "projections.failed_events",
+            Some(&mut removed.failed_events),
+        ),
+        ("projections.requests", Some(&mut removed.requests)),
+    ] {
+        let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE projection_name = $1"))
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?
+            .rows_affected();
+        match count {
+            Some(count) => *count = deleted,
+            None => removed.registered = deleted > 0,
+        }
+    }
+    tx.commit().await.map_err(failed)?;
+    Ok(removed)
+}
+
+/// A projection runtime that recorded a heartbeat recently enough to count as alive.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LiveRuntime {
+    /// Its id: host, process id and start time.
+    pub runtime_id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i32,
+    /// The projections it runs.
+    pub projections: Vec<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A runtime whose last heartbeat is older than this is taken for dead: runtimes beat every five
+/// seconds, so this allows three missed beats.
+pub const RUNTIME_ALIVE_WITHIN: Duration = Duration::from_secs(15);
+
+/// The runtimes alive on this database (heartbeat within [`RUNTIME_ALIVE_WITHIN`]), by host and
+/// process: who will carry out queued operator requests.
+pub async fn live_runtimes(store: &PgStore) -> Result<Vec<LiveRuntime>> {
+    sqlx::query_as(
+        "SELECT runtime_id, host, pid, projections, started_at, last_seen_at \
+         FROM projections.runtimes WHERE last_seen_at > now() - make_interval(secs => $1) \
+         ORDER BY host, pid, started_at",
+    )
+    .bind(RUNTIME_ALIVE_WITHIN.as_secs_f64())
+    .fetch_all(store.pools().query())
+    .await
+    .map_err(|err| from_sqlx("reading the live runtimes", err))
 }
 
 /// Removes a cache's expired objects: created at least `max_age` ago, or last used at least

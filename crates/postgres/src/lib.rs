@@ -43,14 +43,19 @@ mod mirror;
 mod projection;
 mod push;
 mod read;
+mod roles;
 mod store;
 
 pub use crate::admin::{
-    PendingRequest, RegisteredProjection, pending_projection_requests, prune_cache,
-    registered_projections, request_projection_work, truncate_cache,
+    LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
+    live_runtimes, pending_projection_requests, prune_cache, registered_projections,
+    request_projection_work, truncate_cache, unregister_projection,
 };
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
-pub use crate::migrate::{AppliedMigration, MIGRATOR, migrate};
+pub use crate::migrate::{
+    AppliedMigration, FUNCTIONS, FunctionState, MIGRATOR, Migrated, MigrationState,
+    MigrationStatus, SqlFunction, migrate, migration_status,
+};
 pub use crate::mirror::{
     MirrorKey, MirrorProgress, UniqueConstraintRow, copy_mirror_batch, event_counts,
     mirror_progress, replace_unique_constraints, skip_to_head, unique_constraints,
@@ -59,4 +64,5 @@ pub use crate::projection::{PgLease, PgProjections};
 pub use crate::read::{
     BindValue, RenderedQuery, render_instance_heads, render_instance_ids, render_query,
 };
+pub use crate::roles::{RoleKind, RoleNames, RoleSetUp, set_up_roles};
 pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

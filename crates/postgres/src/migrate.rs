@@ -1,18 +1,71 @@
-//! The embedded migrations and the one call that applies them (shared by `cargo xtask migrate`, the
-//! CLI and the tests).
+//! The embedded schema and the one call that applies it (shared by `cargo xtask migrate`, the CLI
+//! and the tests): versioned migrations for tables, indexes and grants, then every SQL function
+//! from its own file, re-applied when its text changed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use strata_store::Error;
 
 use crate::error::from_sqlx;
 
-/// Every migration in the workspace's `migrations/` folder, embedded at compile time.
+/// Every versioned migration in the workspace's `migrations/` folder, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// A migration that [`migrate`] applied.
+/// One SQL function's definition: a file of `migrations/functions/` with a
+/// `CREATE OR REPLACE FUNCTION` (and the grants that go with it), embedded at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlFunction {
+    /// The file's name, `schema.function.sql`.
+    pub file: &'static str,
+    /// Its text.
+    pub sql: &'static str,
+}
+
+impl SqlFunction {
+    /// A checksum of the text: [`migrate`] applies the file again when it differs from the one
+    /// recorded in `eventstore.applied_functions`.
+    pub fn checksum(&self) -> String {
+        format!("{:016x}", fnv1a(self.sql.as_bytes()))
+    }
+}
+
+macro_rules! sql_functions {
+    ($($file:literal),* $(,)?) => {
+        &[$(SqlFunction {
+            file: $file,
+            sql: include_str!(concat!("../../../migrations/functions/", $file)),
+        }),*]
+    };
+}
+
+/// Every function file of `migrations/functions/`, applied in this order by [`migrate`] after the
+/// versioned migrations. A test fails when a file of that folder is missing here.
+pub static FUNCTIONS: &[SqlFunction] = sql_functions![
+    "cache.create_partitions.sql",
+    "cache.delete_keys.sql",
+    "cache.invalidate.sql",
+    "cache.prune.sql",
+    "cache.set_object.sql",
+    "cache.truncate.sql",
+    "cache.valid_name.sql",
+    "eventstore.aggregate_lock_key.sql",
+    "eventstore.append_events.sql",
+    "eventstore.begin_push.sql",
+    "eventstore.commit_horizon.sql",
+    "eventstore.current_sequence.sql",
+    "eventstore.grant_roles.sql",
+    "eventstore.push.sql",
+    "eventstore.push_one.sql",
+    "eventstore.remove_instance.sql",
+    "eventstore.set_up_roles.sql",
+    "eventstore.unique_lock_key.sql",
+    "projections.lease_key.sql",
+];
+
+/// A versioned migration that [`migrate`] applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
     /// Its version (the file name's number).
@@ -21,9 +74,73 @@ pub struct AppliedMigration {
     pub description: String,
 }
 
-/// Applies the migrations the database does not have yet and returns them; re-running returns an
-/// empty list. Concurrent callers are serialised by sqlx's advisory lock.
-pub async fn migrate(pool: &PgPool) -> Result<Vec<AppliedMigration>, Error> {
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migrated {
+    /// The versioned migrations it applied, oldest first; empty when the database had them all.
+    pub migrations: Vec<AppliedMigration>,
+    /// The function files it (re-)applied because they were new or their text changed.
+    pub functions: Vec<&'static str>,
+}
+
+impl Migrated {
+    /// Whether the database was already up to date.
+    pub fn is_empty(&self) -> bool {
+        self.migrations.is_empty() && self.functions.is_empty()
+    }
+}
+
+/// Where a database stands against the schema this build embeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// Every versioned migration this build knows, oldest first, with when it was applied.
+    pub migrations: Vec<MigrationState>,
+    /// Versions the database recorded that this build does not know (a newer build migrated it,
+    /// or its history was squashed): `migrate` refuses to run until that is sorted out.
+    pub unknown_versions: Vec<i64>,
+    /// Every function file, with whether the database has its current text.
+    pub functions: Vec<FunctionState>,
+}
+
+impl MigrationStatus {
+    /// Whether `migrate` would change nothing.
+    pub fn is_current(&self) -> bool {
+        self.unknown_versions.is_empty()
+            && self.migrations.iter().all(|m| m.applied_at.is_some())
+            && self.functions.iter().all(|f| f.current)
+    }
+}
+
+/// One versioned migration in a [`MigrationStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    /// Its version.
+    pub version: i64,
+    /// Its description.
+    pub description: String,
+    /// When it was applied; `None` while pending.
+    pub applied_at: Option<DateTime<Utc>>,
+}
+
+/// One function file in a [`MigrationStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionState {
+    /// The file.
+    pub file: &'static str,
+    /// Whether the database has this text of it; `false` when it is pending or changed.
+    pub current: bool,
+}
+
+/// Serialises function application between concurrent migrators (the versioned migrations have
+/// sqlx's own lock).
+const FUNCTIONS_LOCK_KEY: i64 = 0x5354_5241_5441_4d46;
+
+/// Applies the versioned migrations the database does not have yet, then every function file
+/// that is new or changed, then re-grants the roles `set_up_roles` named (so tables and functions
+/// added since reach them). Re-running changes nothing. Concurrent callers are serialised.
+pub async fn migrate(pool: &PgPool) -> Result<Migrated, Error> {
     let before = applied_versions(pool).await?;
     MIGRATOR.run(pool).await.map_err(|err| match err {
         sqlx::migrate::MigrateError::Execute(inner) => from_sqlx("applying migrations", inner),
@@ -32,28 +149,194 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<AppliedMigration>, Error> {
             source: Some(std::sync::Arc::new(other)),
         },
     })?;
-    Ok(MIGRATOR
-        .iter()
-        .filter(|migration| !before.contains(&migration.version))
-        .map(|migration| AppliedMigration {
-            version: migration.version,
-            description: migration.description.to_string(),
-        })
-        .collect())
+    let functions = apply_functions(pool).await?;
+    Ok(Migrated {
+        migrations: MIGRATOR
+            .iter()
+            .filter(|migration| !before.contains_key(&migration.version))
+            .map(|migration| AppliedMigration {
+                version: migration.version,
+                description: migration.description.to_string(),
+            })
+            .collect(),
+        functions,
+    })
 }
 
-async fn applied_versions(pool: &PgPool) -> Result<HashSet<i64>, Error> {
+/// Where the database stands: applied and pending migrations, and function files whose current
+/// text it lacks. Reads only.
+pub async fn migration_status(pool: &PgPool) -> Result<MigrationStatus, Error> {
+    let applied = applied_versions(pool).await?;
+    let known: HashSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
+    let mut unknown_versions: Vec<i64> = applied
+        .keys()
+        .copied()
+        .filter(|version| !known.contains(version))
+        .collect();
+    unknown_versions.sort_unstable();
+    let recorded = recorded_checksums(pool).await?;
+    Ok(MigrationStatus {
+        migrations: MIGRATOR
+            .iter()
+            .map(|migration| MigrationState {
+                version: migration.version,
+                description: migration.description.to_string(),
+                applied_at: applied.get(&migration.version).copied(),
+            })
+            .collect(),
+        unknown_versions,
+        functions: FUNCTIONS
+            .iter()
+            .map(|function| FunctionState {
+                file: function.file,
+                current: recorded.get(function.file) == Some(&function.checksum()),
+            })
+            .collect(),
+    })
+}
+
+async fn apply_functions(pool: &PgPool) -> Result<Vec<&'static str>, Error> {
+    let failed = |err| from_sqlx("applying SQL functions", err);
+    let mut tx = pool.begin().await.map_err(failed)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FUNCTIONS_LOCK_KEY)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    // Bodies refer to each other and to tables; checked when first called, not in file order.
+    sqlx::query("SET LOCAL check_function_bodies = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    let recorded: HashMap<String, String> =
+        sqlx::query_as("SELECT file, checksum FROM eventstore.applied_functions")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(failed)?
+            .into_iter()
+            .collect();
+    let mut applied = Vec::new();
+    for function in FUNCTIONS {
+        let checksum = function.checksum();
+        if recorded.get(function.file) == Some(&checksum) {
+            continue;
+        }
+        sqlx::raw_sql(function.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| from_sqlx(&format!("applying {}", function.file), err))?;
+        sqlx::query(
+            "INSERT INTO eventstore.applied_functions (file, checksum, applied_at) \
+             VALUES ($1, $2, now()) \
+             ON CONFLICT (file) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()",
+        )
+        .bind(function.file)
+        .bind(&checksum)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        applied.push(function.file);
+    }
+    sqlx::query("SELECT eventstore.grant_roles()")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
+    Ok(applied)
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<HashMap<i64, DateTime<Utc>>, Error> {
+    let failed = |err| from_sqlx("reading applied migrations", err);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(pool)
         .await
-        .map_err(|err| from_sqlx("reading applied migrations", err))?;
+        .map_err(failed)?;
     if !exists {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+    let versions: Vec<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT version, installed_on FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
             .await
-            .map_err(|err| from_sqlx("reading applied migrations", err))?;
+            .map_err(failed)?;
     Ok(versions.into_iter().collect())
+}
+
+async fn recorded_checksums(pool: &PgPool) -> Result<HashMap<String, String>, Error> {
+    let failed = |err| from_sqlx("reading applied functions", err);
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('eventstore.applied_functions') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .map_err(failed)?;
+    if !exists {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT file, checksum FROM eventstore.applied_functions")
+            .fetch_all(pool)
+            .await
+            .map_err(failed)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// FNV-1a, 64 bits: stable across builds and Rust versions, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_function_file_is_embedded_and_defines_its_function() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/functions");
+        let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+            .expect("the functions folder")
+            .map(|entry| {
+                entry
+                    .expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = FUNCTIONS.iter().map(|function| function.file).collect();
+        assert_eq!(
+            on_disk, embedded,
+            "FUNCTIONS must list migrations/functions/"
+        );
+        for function in FUNCTIONS {
+            let name = function.file.trim_end_matches(".sql");
+            assert!(
+                function
+                    .sql
+                    .contains(&format!("CREATE OR REPLACE FUNCTION {name}(")),
+                "{} must define {name} with CREATE OR REPLACE",
+                function.file
+            );
+        }
+    }
+
+    #[test]
+    fn no_versioned_migration_defines_a_function_the_files_define() {
+        for migration in MIGRATOR.iter() {
+            for function in FUNCTIONS {
+                let name = function.file.trim_end_matches(".sql");
+                assert!(
+                    !migration.sql.contains(&format!("FUNCTION {name}(")),
+                    "migration {} defines {name}, which {} defines",
+                    migration.version,
+                    function.file
+                );
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use strata_event::{Event, InstanceId, Position};
+use strata_event::{Cursor, Event, InstanceId, Position};
 use strata_store::{Error, Result};
 
 use crate::error::from_sqlx;
@@ -21,7 +21,7 @@ use crate::store::{PUSH_CHANNEL, PgStore};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorProgress {
     /// The source `(position, in_tx_order)` of the last event copied.
-    pub cursor: (Position, u32),
+    pub cursor: Cursor,
     /// Events inserted so far by every run of this mirror (already present ones not counted).
     pub events_copied: u64,
     /// When a batch last committed.
@@ -64,7 +64,7 @@ pub async fn mirror_progress(
     .map_err(|err| from_sqlx("reading the mirror's progress", err))?;
     row.map(|(position, in_tx_order, events_copied, updated_at)| {
         Ok(MirrorProgress {
-            cursor: (
+            cursor: Cursor::new(
                 Position::new(position).map_err(|err| corrupt("mirror position", err))?,
                 u32::try_from(in_tx_order).map_err(|err| corrupt("mirror in_tx_order", err))?,
             ),

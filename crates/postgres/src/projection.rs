@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgArguments, PgListener};
 use sqlx::{Arguments, PgPool, Postgres, Transaction};
-use strata_event::{AggregateId, AggregateRef, AggregateType, InstanceId, Position};
+use strata_event::{AggregateId, AggregateRef, AggregateType, Cursor, InstanceId, Position};
 use strata_projection::{
-    BatchOutcome, Column, CurrentState, FailedEvent, FailedEventKey, OperatorRequest,
-    ProjectionBackend, ProjectionError, Reads, ReducedEvent, SqlValue, Statement, is_identifier,
+    BatchOutcome, Checkpoint, Column, CurrentState, FailedEvent, FailedEventKey, NextFailure,
+    OperatorRequest, ProjectionBackend, ProjectionError, Reads, ReducedEvent, RuntimeHeartbeat,
+    SqlValue, Statement, is_identifier,
 };
 use tokio::sync::mpsc;
 
@@ -53,7 +54,6 @@ pub struct PgLease {
     instance: InstanceId,
     /// What [`ProjectionBackend::checkpoint`] read, for the fast path's fallback.
     checkpoint: Option<(Decimal, i32)>,
-    horizon: Option<Position>,
 }
 
 fn store_error(context: &str, err: sqlx::Error) -> ProjectionError {
@@ -106,7 +106,7 @@ impl PgProjections {
 /// a bound one would be typed `text`) and JSON cast to `jsonb`.
 fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
     // The same check, and message, as the in-memory read model's, before anything else.
-    statement.check_names()?;
+    statement.check()?;
     let mut arguments = PgArguments::default();
     let mut count = 0;
     let mut value = |value: &SqlValue| -> Result<String, String> {
@@ -128,13 +128,7 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
         count += 1;
         Ok(format!("${count}"))
     };
-    let identifier = |name: &str| {
-        if is_identifier(name) {
-            Ok(name.to_owned())
-        } else {
-            Err(format!("{name:?} is not a valid table or column name"))
-        }
-    };
+    let identifier = quoted_identifier;
     let conditions = |filter: &[(&'static str, SqlValue)],
                       value: &mut dyn FnMut(&SqlValue) -> Result<String, String>|
      -> Result<String, String> {
@@ -184,6 +178,49 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
                 keys.join(", ")
             )
         }
+        Statement::Increment {
+            table,
+            key,
+            amounts,
+            values,
+        } => {
+            let columns = key
+                .iter()
+                .chain(amounts)
+                .chain(values)
+                .map(|(column, _)| identifier(column))
+                .collect::<Result<Vec<_>, _>>()?;
+            let placeholders = key
+                .iter()
+                .chain(amounts)
+                .chain(values)
+                .map(|(_, v)| value(v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let keys = key
+                .iter()
+                .map(|(column, _)| identifier(column))
+                .collect::<Result<Vec<_>, _>>()?;
+            let additions = amounts.iter().map(|(column, _)| {
+                identifier(column)
+                    .map(|c| format!("{c} = COALESCE(existing.{c}, 0) + EXCLUDED.{c}"))
+            });
+            let sets = values
+                .iter()
+                .map(|(column, _)| identifier(column).map(|c| format!("{c} = EXCLUDED.{c}")));
+            let actions = additions.chain(sets).collect::<Result<Vec<_>, _>>()?;
+            let action = if actions.is_empty() {
+                "NOTHING".to_owned()
+            } else {
+                format!("UPDATE SET {}", actions.join(", "))
+            };
+            format!(
+                "INSERT INTO {} AS existing ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+                identifier(table)?,
+                columns.join(", "),
+                placeholders.join(", "),
+                keys.join(", ")
+            )
+        }
         Statement::Update {
             table,
             values,
@@ -216,6 +253,20 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
         other => return Err(format!("unsupported statement {other:?}")),
     };
     Ok((sql, arguments))
+}
+
+/// `name` (a table, optionally `schema.table`, or a column) as a quoted SQL identifier, after the
+/// same check as every backend's: quoting keeps reserved words such as `order` or `user` usable,
+/// and the check (lowercase letters, digits, `_`) keeps quoting from changing what a name means.
+fn quoted_identifier(name: &str) -> Result<String, String> {
+    if !is_identifier(name) {
+        return Err(format!("{name:?} is not a valid table or column name"));
+    }
+    Ok(name
+        .split('.')
+        .map(|part| format!("\"{part}\""))
+        .collect::<Vec<_>>()
+        .join("."))
 }
 
 /// Most rows one merged upsert carries (PostgreSQL allows 65 535 bind parameters per statement).
@@ -547,85 +598,92 @@ async fn savepoint(
         .map_err(|err| store_error("managing a savepoint", err))
 }
 
-type StateRow = (
-    String,
-    String,
-    Decimal,
-    i32,
-    String,
-    String,
-    i64,
-    DateTime<Utc>,
-);
-type FailedRow = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Decimal,
-    i32,
-    i32,
-    String,
-    DateTime<Utc>,
-);
+/// A row of `projections.current_states`.
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    instance_id: String,
+    projection_name: String,
+    position: Decimal,
+    in_tx_order: i32,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of `projections.failed_events`.
+#[derive(sqlx::FromRow)]
+struct FailedRow {
+    instance_id: String,
+    projection_name: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    position: Decimal,
+    in_tx_order: i32,
+    failure_count: i32,
+    error: String,
+    last_failed_at: DateTime<Utc>,
+    skipped_by_operator: bool,
+}
+
+/// What [`ProjectionBackend::checkpoint`] reads in one round trip.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    position: Option<Decimal>,
+    in_tx_order: Option<i32>,
+    horizon: Decimal,
+    next_failure_count: Option<i32>,
+    next_failed_at: Option<DateTime<Utc>>,
+}
+
+fn aggregate_ref(
+    instance_id: InstanceId,
+    aggregate_type: String,
+    aggregate_id: String,
+) -> Result<AggregateRef, ProjectionError> {
+    Ok(AggregateRef {
+        instance_id,
+        aggregate_type: AggregateType::new(aggregate_type)
+            .map_err(|err| corrupt("aggregate type", err))?,
+        aggregate_id: AggregateId::new(aggregate_id).map_err(|err| corrupt("aggregate id", err))?,
+    })
+}
 
 fn decode_state(row: StateRow) -> Result<CurrentState, ProjectionError> {
-    let (instance, projection, position, in_tx_order, aggregate_type, aggregate_id, sequence, at) =
-        row;
-    let instance_id = InstanceId::new(instance).map_err(|err| corrupt("instance id", err))?;
+    let instance_id =
+        InstanceId::new(row.instance_id).map_err(|err| corrupt("instance id", err))?;
     Ok(CurrentState {
-        projection,
-        aggregate: AggregateRef {
-            instance_id: instance_id.clone(),
-            aggregate_type: AggregateType::new(aggregate_type)
-                .map_err(|err| corrupt("aggregate type", err))?,
-            aggregate_id: AggregateId::new(aggregate_id)
-                .map_err(|err| corrupt("aggregate id", err))?,
-        },
+        projection: row.projection_name,
+        aggregate: aggregate_ref(instance_id.clone(), row.aggregate_type, row.aggregate_id)?,
         instance_id,
-        position: Position::new(position).map_err(|err| corrupt("position", err))?,
-        in_tx_order: in_tx_order as u32,
-        sequence: sequence as u64,
-        updated_at: at,
+        position: Position::new(row.position).map_err(|err| corrupt("position", err))?,
+        in_tx_order: row.in_tx_order as u32,
+        sequence: row.sequence as u64,
+        updated_at: row.updated_at,
     })
 }
 
 fn decode_failed(row: FailedRow) -> Result<FailedEvent, ProjectionError> {
-    let (
-        instance,
-        projection,
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        position,
-        order,
-        count,
-        error,
-        at,
-    ) = row;
+    let instance_id =
+        InstanceId::new(row.instance_id).map_err(|err| corrupt("instance id", err))?;
     Ok(FailedEvent {
-        projection,
-        aggregate: AggregateRef {
-            instance_id: InstanceId::new(instance).map_err(|err| corrupt("instance id", err))?,
-            aggregate_type: AggregateType::new(aggregate_type)
-                .map_err(|err| corrupt("aggregate type", err))?,
-            aggregate_id: AggregateId::new(aggregate_id)
-                .map_err(|err| corrupt("aggregate id", err))?,
-        },
-        sequence: sequence as u64,
-        position: Position::new(position).map_err(|err| corrupt("position", err))?,
-        in_tx_order: order as u32,
-        failure_count: count.max(0) as u32,
-        error,
-        last_failed_at: at,
+        projection: row.projection_name,
+        aggregate: aggregate_ref(instance_id, row.aggregate_type, row.aggregate_id)?,
+        sequence: row.sequence as u64,
+        position: Position::new(row.position).map_err(|err| corrupt("position", err))?,
+        in_tx_order: row.in_tx_order as u32,
+        failure_count: row.failure_count.max(0) as u32,
+        error: row.error,
+        last_failed_at: row.last_failed_at,
+        skipped_by_operator: row.skipped_by_operator,
     })
 }
 
 const STATE_COLUMNS: &str = "instance_id, projection_name, position, in_tx_order, aggregate_type, \
      aggregate_id, sequence, updated_at";
 const FAILED_COLUMNS: &str = "instance_id, projection_name, aggregate_type, aggregate_id, sequence, \
-     position, in_tx_order, failure_count, error, last_failed_at";
+     position, in_tx_order, failure_count, error, last_failed_at, skipped_by_operator";
 
 impl ProjectionBackend for PgProjections {
     type Lease = PgLease;
@@ -644,9 +702,9 @@ impl ProjectionBackend for PgProjections {
         // batch keeps the session's own setting (which may ask for more than a local flush, e.g.
         // `remote_apply` with a synchronous standby).
         let locked: bool = sqlx::query_scalar(if self.commits_durably(projection) {
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0))"
+            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2))"
         } else {
-            "SELECT pg_try_advisory_xact_lock(hashtextextended('projection' || chr(31) || $1 || chr(31) || $2, 0)) \
+            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2)) \
                     AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
         })
         .bind(projection)
@@ -663,41 +721,53 @@ impl ProjectionBackend for PgProjections {
             projection: projection.to_owned(),
             instance: instance.clone(),
             checkpoint: None,
-            horizon: None,
         }))
     }
 
-    async fn checkpoint(
-        &self,
-        lease: &mut PgLease,
-    ) -> Result<Option<(Position, u32)>, ProjectionError> {
-        // The horizon comes along in the same round trip; it is read after the lock, before the
-        // events, which is all the runtime needs of it.
-        let (position, order, horizon): (Option<Decimal>, Option<i32>, Decimal) = sqlx::query_as(
-            "SELECT (SELECT position FROM projections.current_states \
-                     WHERE instance_id = $1 AND projection_name = $2), \
-                    (SELECT in_tx_order FROM projections.current_states \
-                     WHERE instance_id = $1 AND projection_name = $2), \
-                    pg_snapshot_xmin(pg_current_snapshot())::text::numeric",
+    async fn checkpoint(&self, lease: &mut PgLease) -> Result<Checkpoint, ProjectionError> {
+        // One round trip: the checkpoint, the failure recorded for the next event (failures with
+        // attempts left sit right after the checkpoint), and the horizon, read after the lock and
+        // before the events, which is all the runtime needs of it.
+        let row: CheckpointRow = sqlx::query_as(
+            "SELECT state.position, state.in_tx_order, eventstore.commit_horizon() AS horizon, \
+                    next.failure_count AS next_failure_count, \
+                    next.last_failed_at AS next_failed_at \
+             FROM (SELECT) AS one \
+             LEFT JOIN projections.current_states state \
+                    ON state.instance_id = $1 AND state.projection_name = $2 \
+             LEFT JOIN LATERAL ( \
+                 SELECT failure_count, last_failed_at FROM projections.failed_events failed \
+                 WHERE failed.instance_id = $1 AND failed.projection_name = $2 \
+                   AND (state.position IS NULL \
+                        OR (failed.position, failed.in_tx_order) \
+                           > (state.position, state.in_tx_order)) \
+                 ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
+             ) AS next ON true",
         )
         .bind(lease.instance.as_str())
         .bind(&lease.projection)
         .fetch_one(&mut *lease.tx)
         .await
         .map_err(|err| store_error("reading a checkpoint", err))?;
-        lease.horizon = Some(Position::new(horizon).map_err(|err| corrupt("horizon", err))?);
-        let row = position.zip(order);
-        lease.checkpoint = row;
-        row.map(|(position, order)| {
-            Position::new(position)
-                .map(|position| (position, order as u32))
-                .map_err(|err| corrupt("position", err))
+        let cursor = row.position.zip(row.in_tx_order);
+        lease.checkpoint = cursor;
+        Ok(Checkpoint {
+            cursor: cursor
+                .map(|(position, order)| {
+                    Position::new(position)
+                        .map(|position| Cursor::new(position, order as u32))
+                        .map_err(|err| corrupt("position", err))
+                })
+                .transpose()?,
+            horizon: Some(Position::new(row.horizon).map_err(|err| corrupt("horizon", err))?),
+            next_failure: row
+                .next_failure_count
+                .zip(row.next_failed_at)
+                .map(|(count, at)| NextFailure {
+                    failure_count: count.max(0) as u32,
+                    last_failed_at: at,
+                }),
         })
-        .transpose()
-    }
-
-    fn lease_horizon(&self, lease: &PgLease) -> Option<Position> {
-        lease.horizon
     }
 
     async fn apply(
@@ -819,7 +889,8 @@ impl ProjectionBackend for PgProjections {
         max_failure_count: u32,
     ) -> Result<(), ProjectionError> {
         sqlx::query(
-            "UPDATE projections.failed_events SET failure_count = GREATEST(failure_count, $6) \
+            "UPDATE projections.failed_events SET failure_count = GREATEST(failure_count, $6), \
+             skipped_by_operator = true \
              WHERE instance_id = $1 AND projection_name = $2 AND aggregate_type = $3 \
              AND aggregate_id = $4 AND sequence = $5",
         )
@@ -882,6 +953,59 @@ impl ProjectionBackend for PgProjections {
         .await
         .map_err(|err| store_error("reading failed events", err))?;
         rows.into_iter().map(decode_failed).collect()
+    }
+
+    async fn failed_events_in(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        let rows: Vec<FailedRow> = sqlx::query_as(&format!(
+            "SELECT {FAILED_COLUMNS} FROM projections.failed_events \
+             WHERE instance_id = $1 AND projection_name = $2 ORDER BY position, in_tx_order"
+        ))
+        .bind(instance.as_str())
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading failed events", err))?;
+        rows.into_iter().map(decode_failed).collect()
+    }
+
+    async fn unregister(&self, projection: &str) -> Result<(), ProjectionError> {
+        crate::admin::unregister_projection(&self.pool, projection)
+            .await
+            .map(drop)
+            .map_err(ProjectionError::Store)
+    }
+
+    async fn heartbeat(&self, runtime: &RuntimeHeartbeat) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO projections.runtimes \
+             (runtime_id, host, pid, projections, started_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, now()) \
+             ON CONFLICT (runtime_id) DO UPDATE SET last_seen_at = now(), \
+             projections = EXCLUDED.projections",
+        )
+        .bind(&runtime.runtime_id)
+        .bind(&runtime.host)
+        .bind(i32::try_from(runtime.pid).unwrap_or(i32::MAX))
+        .bind(&runtime.projections)
+        .bind(runtime.started_at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("recording a runtime heartbeat", err))
+    }
+
+    async fn runtime_stopped(&self, runtime_id: &str) {
+        let removed = sqlx::query("DELETE FROM projections.runtimes WHERE runtime_id = $1")
+            .bind(runtime_id)
+            .execute(&self.pool)
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "could not remove the runtime's heartbeat");
+        }
     }
 
     async fn register(
@@ -1156,13 +1280,14 @@ async fn record_failure(
     error: &str,
 ) -> Result<(), ProjectionError> {
     let event = &reduced.event;
-    sqlx::query(&format!(
-        "INSERT INTO projections.failed_events ({FAILED_COLUMNS}) \
+    sqlx::query(
+        "INSERT INTO projections.failed_events (instance_id, projection_name, aggregate_type, \
+         aggregate_id, sequence, position, in_tx_order, failure_count, error, last_failed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
          ON CONFLICT (instance_id, projection_name, aggregate_type, aggregate_id, sequence) \
          DO UPDATE SET failure_count = EXCLUDED.failure_count, error = EXCLUDED.error, \
-         last_failed_at = now()"
-    ))
+         last_failed_at = now()",
+    )
     .bind(lease.instance.as_str())
     .bind(&lease.projection)
     .bind(event.aggregate.aggregate_type.as_str())
@@ -1222,12 +1347,12 @@ mod tests {
         let (sql, _) = render_rows(rows).expect("render");
         assert_eq!(
             sql,
-            "INSERT INTO users (id, name) SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
+            r#"INSERT INTO "users" ("id", "name") SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
         );
         let (sql, _) = render_rows_values(rows).expect("render");
         assert_eq!(
             sql,
-            "INSERT INTO users (id, name) VALUES ($1, $2), ($3, $4) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"
+            r#"INSERT INTO "users" ("id", "name") VALUES ($1, $2), ($3, $4) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
         );
     }
 

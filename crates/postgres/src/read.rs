@@ -8,7 +8,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
 use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
+    AggregateId, AggregateRef, AggregateType, Creator, Cursor, Event, EventType, InstanceId, Owner,
     Payload, Position,
 };
 use strata_query::{Order, Query, SubQuery};
@@ -36,8 +36,6 @@ pub enum BindValue {
     TextArray(Vec<String>),
     /// A `numeric` value.
     Numeric(Decimal),
-    /// An `integer` value.
-    Integer(i32),
     /// A `bigint` value.
     BigInt(i64),
     /// A `timestamptz` value.
@@ -303,9 +301,15 @@ impl RenderedQuery {
                 inner.join(" AND ")
             ));
         }
-        if let Some((position, in_tx_order)) = query.resume_after() {
+        if let Some(Cursor {
+            position,
+            in_tx_order,
+        }) = query.resume_after()
+        {
             let position = self.bind(BindValue::Numeric(position.as_decimal()));
-            let in_tx_order = self.bind(BindValue::Integer(in_tx_order as i32));
+            // Bound as a bigint: in_tx_order is a u32, beyond the column's integer range at the
+            // top, and the comparison must hold for every value a cursor can carry.
+            let in_tx_order = self.bind(BindValue::BigInt(i64::from(in_tx_order)));
             let comparison = match query.order() {
                 Order::Ascending => ">",
                 Order::Descending => "<",
@@ -330,7 +334,6 @@ impl RenderedQuery {
                 BindValue::Text(value) => statement.bind(value),
                 BindValue::TextArray(values) => statement.bind(values),
                 BindValue::Numeric(value) => statement.bind(value),
-                BindValue::Integer(value) => statement.bind(value),
                 BindValue::BigInt(value) => statement.bind(value),
                 BindValue::Timestamp(value) => statement.bind(value),
                 BindValue::Json(value) => statement.bind(value),

@@ -408,11 +408,10 @@ impl EventStore for PgStore {
     }
 
     async fn commit_horizon(&self) -> Result<Position> {
-        let horizon: Decimal =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric")
-                .fetch_one(self.pools().query())
-                .await
-                .map_err(|err| from_sqlx("reading the commit horizon", err))?;
+        let horizon: Decimal = sqlx::query_scalar("SELECT eventstore.commit_horizon()")
+            .fetch_one(self.pools().query())
+            .await
+            .map_err(|err| from_sqlx("reading the commit horizon", err))?;
         Position::new(horizon).map_err(|err| Error::Backend {
             message: format!("commit horizon is invalid: {err}"),
             source: None,

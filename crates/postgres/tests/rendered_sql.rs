@@ -30,7 +30,7 @@ fn projection_read_pages_by_cursor() {
         .aggregate_types(["user", "org"])
         .event_types(["user.added"])
         .position_after(Position::from(100u64))
-        .resume_after(Position::from(120u64), 2)
+        .resume_after((Position::from(120u64), 2))
         .limit(1000)
         .build()
         .unwrap();
@@ -38,7 +38,7 @@ fn projection_read_pages_by_cursor() {
         &query,
         expect![[r#"
             SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = ANY($2) AND event_type = $3 AND position > $4 AND (position, in_tx_order) > ($5, $6) ORDER BY position, in_tx_order LIMIT $7
-            [Text("instance-1"), TextArray(["user", "org"]), Text("user.added"), Numeric(100), Numeric(120), Integer(2), BigInt(1000)]"#]],
+            [Text("instance-1"), TextArray(["user", "org"]), Text("user.added"), Numeric(100), Numeric(120), BigInt(2), BigInt(1000)]"#]],
     );
 }
 

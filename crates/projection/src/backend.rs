@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use strata_event::{AggregateRef, Event, InstanceId, Position, Sequence};
+use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position, Sequence};
 
 use crate::error::ProjectionError;
 use crate::projection::Reads;
@@ -30,6 +30,13 @@ pub struct CurrentState {
     pub updated_at: DateTime<Utc>,
 }
 
+impl CurrentState {
+    /// The cursor of the last event processed.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.position, self.in_tx_order)
+    }
+}
+
 /// An event a projection could not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedEvent {
@@ -48,6 +55,33 @@ pub struct FailedEvent {
     /// The last error.
     pub error: String,
     /// When it last failed.
+    pub last_failed_at: DateTime<Utc>,
+    /// An operator gave up on it ([`ProjectionRuntime::skip_failed`](crate::ProjectionRuntime::skip_failed)):
+    /// the gap it leaves in the read model is accepted, so
+    /// [`catch_up`](crate::ProjectionRuntime::catch_up) no longer reports it.
+    pub skipped_by_operator: bool,
+}
+
+/// Where a leased pair stands, as [`ProjectionBackend::checkpoint`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The cursor of the last event processed; `None` before the first.
+    pub cursor: Option<Cursor>,
+    /// The commit horizon, when the backend read it in the same round trip (saving the runtime
+    /// one); `None` makes the runtime ask the event store.
+    pub horizon: Option<Position>,
+    /// The failure recorded for the next event, if it failed before and has not been passed:
+    /// the runtime waits out [`ProjectionConfig::retry_failed_after`](crate::ProjectionConfig::retry_failed_after)
+    /// from it before trying that event again.
+    pub next_failure: Option<NextFailure>,
+}
+
+/// The failure recorded for the event a pair stopped before (see [`Checkpoint::next_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextFailure {
+    /// Attempts so far.
+    pub failure_count: u32,
+    /// When it last failed (the backend's clock).
     pub last_failed_at: DateTime<Utc>,
 }
 
@@ -89,6 +123,21 @@ pub struct FailedEventKey {
     pub sequence: Sequence,
 }
 
+/// A running runtime, as [`ProjectionBackend::heartbeat`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeHeartbeat {
+    /// Unique per runtime: host, process id and start time.
+    pub runtime_id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The projections it runs.
+    pub projections: Vec<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
 /// What applying a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -117,19 +166,11 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         instance: &InstanceId,
     ) -> impl Future<Output = Result<Option<Self::Lease>, ProjectionError>> + Send;
 
-    /// The checkpoint of the leased pair, `None` before its first event.
+    /// The checkpoint of the leased pair, with the failure recorded for its next event.
     fn checkpoint(
         &self,
         lease: &mut Self::Lease,
-    ) -> impl Future<Output = Result<Option<(Position, u32)>, ProjectionError>> + Send;
-
-    /// The commit horizon as seen when [`ProjectionBackend::checkpoint`] read the checkpoint, if
-    /// the backend can read both in one go (saving the runtime a round trip); `None` makes the
-    /// runtime ask the event store.
-    fn lease_horizon(&self, lease: &Self::Lease) -> Option<Position> {
-        let _ = lease;
-        None
-    }
+    ) -> impl Future<Output = Result<Checkpoint, ProjectionError>> + Send;
 
     /// Applies `batch` in order and moves the checkpoint past what it processed, atomically, then
     /// ends the lease. Each event's statements apply entirely or not at all. A failing event gets
@@ -162,7 +203,8 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         statements: Vec<Statement>,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
-    /// Sets a failed event's count to `max_failure_count`, so its projection passes it.
+    /// Sets a failed event's count to `max_failure_count`, so its projection passes it, and marks
+    /// it as skipped by an operator.
     fn give_up(
         &self,
         failed: &FailedEvent,
@@ -179,11 +221,54 @@ pub trait ProjectionBackend: Send + Sync + 'static {
     /// Every checkpoint.
     fn states(&self) -> impl Future<Output = Result<Vec<CurrentState>, ProjectionError>> + Send;
 
-    /// Every failed event, of one projection or all.
+    /// Every failed event, of one projection or all, in `(position, in_tx_order)` order per
+    /// projection.
     fn failed_events(
         &self,
         projection: Option<&str>,
     ) -> impl Future<Output = Result<Vec<FailedEvent>, ProjectionError>> + Send;
+
+    /// The failed events of one projection in one instance, in `(position, in_tx_order)` order.
+    /// The default filters [`ProjectionBackend::failed_events`]; a backend should ask for just
+    /// these.
+    fn failed_events_in(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> impl Future<Output = Result<Vec<FailedEvent>, ProjectionError>> + Send {
+        async move {
+            let mut failed = self.failed_events(Some(projection)).await?;
+            failed.retain(|failed| &failed.aggregate.instance_id == instance);
+            Ok(failed)
+        }
+    }
+
+    /// Forgets `projection`: its registration, every checkpoint and failed event, and queued
+    /// operator requests. Its read-model tables are the application's to drop. Optional (the
+    /// default forgets nothing).
+    fn unregister(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = projection;
+        async { Ok(()) }
+    }
+
+    /// Records that the runtime `runtime` is alive and runs `projections`, so operator tools can
+    /// tell whether anyone will carry out their requests. Called every few seconds. Optional.
+    fn heartbeat(
+        &self,
+        runtime: &RuntimeHeartbeat,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = runtime;
+        async { Ok(()) }
+    }
+
+    /// Removes the heartbeat of a runtime that shut down. Optional.
+    fn runtime_stopped(&self, runtime_id: &str) -> impl Future<Output = ()> + Send {
+        let _ = runtime_id;
+        async {}
+    }
 
     /// Records that this process runs `projection` (what it reads, whether it has side effects),
     /// so operator tools can report lag without the projection's code. Optional.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::backend::FailedEvent;
+
 /// A projection operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +31,42 @@ pub enum ProjectionError {
         aggregate: String,
         /// The event's sequence.
         sequence: u64,
+    },
+    /// An event the projection reads, at or before the position a
+    /// [`catch_up`](crate::ProjectionRuntime::catch_up) asked for, was not applied: its reducer
+    /// or statements failed, and it was either skipped after its last attempt (`skipped`) or has
+    /// attempts left that cannot happen before the deadline. The read model lacks the event until
+    /// it is retried successfully or an operator skips it
+    /// ([`skip_failed`](crate::ProjectionRuntime::skip_failed)).
+    #[error(
+        "projection {projection} in instance {instance} {outcome} event {aggregate} sequence {sequence} \
+         (position {position}) after {attempts} attempt(s): {cause}",
+        projection = failed.projection,
+        instance = failed.aggregate.instance_id,
+        outcome = if *skipped { "skipped" } else { "has not yet applied" },
+        aggregate = failed.aggregate,
+        sequence = failed.sequence,
+        position = failed.position,
+        attempts = failed.failure_count,
+        cause = failed.error,
+    )]
+    EventFailed {
+        /// The event's failure record: projection, aggregate (with the instance), sequence,
+        /// position, attempts and the last error.
+        failed: Box<FailedEvent>,
+        /// Whether the runtime gave up on it and moved past it; `false` while attempts are left.
+        skipped: bool,
+    },
+    /// [`shutdown`](crate::ProjectionRuntime::shutdown) waited its deadline and batches were
+    /// still running. They finish or roll back on their own; none is cut halfway.
+    #[error(
+        "the projection runtime did not stop within {deadline:?}: {running} batch(es) still running"
+    )]
+    ShutdownTimeout {
+        /// How long was waited.
+        deadline: Duration,
+        /// Batches still running when it gave up waiting.
+        running: usize,
     },
     /// A catch-up did not finish in time.
     #[error("projection {projection} did not reach the requested position within {timeout:?}")]

@@ -29,7 +29,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use strata_event::{Command, Event};
+//! use strata_event::{Command, Event, InstanceId};
 //! use strata_projection::{
 //!     MemoryProjections, Projection, ProjectionRuntime, Reads, ReduceError, SqlValue, Statement,
 //! };
@@ -48,9 +48,16 @@
 //!         let payload: serde_json::Value = event.payload()?;
 //!         Ok(vec![Statement::upsert(
 //!             "usernames",
-//!             vec![("id", event.aggregate.aggregate_id.as_str().into())],
+//!             vec![
+//!                 ("instance_id", event.aggregate.instance_id.as_str().into()),
+//!                 ("id", event.aggregate.aggregate_id.as_str().into()),
+//!             ],
 //!             vec![("name", payload["name"].as_str().unwrap_or_default().into())],
 //!         )])
+//!     }
+//!     fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+//!         // A rebuild starts the instance's rows afresh.
+//!         vec![Statement::delete("usernames", vec![("instance_id", instance.as_str().into())])]
 //!     }
 //! }
 //!
@@ -91,8 +98,8 @@ mod runtime;
 mod statement;
 
 pub use crate::backend::{
-    BatchOutcome, CurrentState, FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend,
-    ReducedEvent,
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailedEventKey, NextFailure,
+    OperatorRequest, ProjectionBackend, ReducedEvent, RuntimeHeartbeat,
 };
 pub use crate::error::ProjectionError;
 pub use crate::memory::{MemoryLease, MemoryProjections, Row};

@@ -4,9 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use strata_event::{AggregateRef, InstanceId, Position, Sequence};
+use strata_event::{AggregateRef, Cursor, InstanceId, Sequence};
 
-use crate::backend::{BatchOutcome, CurrentState, FailedEvent, ProjectionBackend, ReducedEvent};
+use crate::backend::{
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, NextFailure, ProjectionBackend,
+    ReducedEvent,
+};
 use crate::error::ProjectionError;
 use crate::statement::{Column, SqlValue, Statement};
 
@@ -64,12 +67,66 @@ impl State {
         {
             return Err("raw SQL statements need the PostgreSQL backend".into());
         }
-        // All checked before any is applied, so a refused batch changes nothing.
+        // All checked before any is applied, so a refused batch changes nothing. An increment can
+        // still fail on the values it meets (overflow, a column of another type): then the
+        // statements before it are undone.
         for statement in statements {
-            statement.check_names()?;
+            statement.check()?;
         }
+        let can_fail = statements
+            .iter()
+            .any(|statement| matches!(statement, Statement::Increment { .. }));
+        if !can_fail {
+            return self.apply(statements);
+        }
+        let before: Vec<(&'static str, Option<Vec<Row>>)> = statements
+            .iter()
+            .filter_map(Statement::table)
+            .map(|table| (table, self.tables.get(table).cloned()))
+            .collect();
+        let applied = self.apply(statements);
+        if applied.is_err() {
+            for (table, rows) in before {
+                match rows {
+                    Some(rows) => self.tables.insert(table, rows),
+                    None => self.tables.remove(table),
+                };
+            }
+        }
+        applied
+    }
+
+    fn apply(&mut self, statements: &[Statement]) -> Result<(), String> {
         for statement in statements {
             match statement {
+                Statement::Increment {
+                    table,
+                    key,
+                    amounts,
+                    values,
+                } => {
+                    let rows = self.tables.entry(table).or_default();
+                    match rows.iter_mut().find(|row| matches(row, key)) {
+                        Some(row) => {
+                            for (column, amount) in amounts {
+                                let sum = add(row.get(*column), amount).map_err(|reason| {
+                                    format!("cannot add to {table}.{column}: {reason}")
+                                })?;
+                                row.insert((*column).to_owned(), sum);
+                            }
+                            for (column, value) in values {
+                                row.insert((*column).to_owned(), value.clone());
+                            }
+                        }
+                        None => rows.push(
+                            key.iter()
+                                .chain(amounts)
+                                .chain(values)
+                                .map(|(column, value)| ((*column).to_owned(), value.clone()))
+                                .collect(),
+                        ),
+                    }
+                }
                 Statement::Upsert { table, key, values } => {
                     let rows = self.tables.entry(table).or_default();
                     match rows.iter_mut().find(|row| matches(row, key)) {
@@ -112,6 +169,31 @@ impl State {
     }
 }
 
+/// `current + amount` as PostgreSQL computes `COALESCE(current, 0) + amount` for a column of the
+/// amount's type: `NULL` (or no value) counts as zero, overflow is an error. A `numeric` amount on
+/// a `bigint` value is refused: PostgreSQL would round the amount to the column's type, which the
+/// in-memory read model, having no column types, cannot know.
+fn add(current: Option<&SqlValue>, amount: &SqlValue) -> Result<SqlValue, String> {
+    let overflow = || "the sum is out of range".to_owned();
+    match (current, amount) {
+        (None | Some(SqlValue::Null), amount) => Ok(amount.clone()),
+        (Some(SqlValue::BigInt(a)), SqlValue::BigInt(b)) => {
+            a.checked_add(*b).map(SqlValue::BigInt).ok_or_else(overflow)
+        }
+        (Some(SqlValue::Numeric(a)), SqlValue::Numeric(b)) => a
+            .checked_add(*b)
+            .map(SqlValue::Numeric)
+            .ok_or_else(overflow),
+        (Some(SqlValue::Numeric(a)), SqlValue::BigInt(b)) => a
+            .checked_add(rust_decimal::Decimal::from(*b))
+            .map(SqlValue::Numeric)
+            .ok_or_else(overflow),
+        (Some(current), amount) => Err(format!(
+            "the column holds {current:?}, which {amount:?} cannot be added to"
+        )),
+    }
+}
+
 impl MemoryProjections {
     /// An empty backend.
     pub fn new() -> Self {
@@ -147,14 +229,30 @@ impl ProjectionBackend for MemoryProjections {
         }))
     }
 
-    async fn checkpoint(
-        &self,
-        lease: &mut MemoryLease,
-    ) -> Result<Option<(Position, u32)>, ProjectionError> {
-        Ok(lock(&self.state)
-            .checkpoints
-            .get(&lease.key)
-            .map(|state| (state.position, state.in_tx_order)))
+    async fn checkpoint(&self, lease: &mut MemoryLease) -> Result<Checkpoint, ProjectionError> {
+        let state = lock(&self.state);
+        let cursor = state.checkpoints.get(&lease.key).map(CurrentState::cursor);
+        let (projection, instance) = &lease.key;
+        let next_failure = state
+            .failed
+            .values()
+            .filter(|failed| {
+                &failed.projection == projection
+                    && &failed.aggregate.instance_id == instance
+                    && cursor.is_none_or(|cursor| {
+                        Cursor::new(failed.position, failed.in_tx_order) > cursor
+                    })
+            })
+            .min_by_key(|failed| (failed.position, failed.in_tx_order))
+            .map(|failed| NextFailure {
+                failure_count: failed.failure_count,
+                last_failed_at: failed.last_failed_at,
+            });
+        Ok(Checkpoint {
+            cursor,
+            horizon: None,
+            next_failure,
+        })
     }
 
     async fn apply(
@@ -189,6 +287,7 @@ impl ProjectionBackend for MemoryProjections {
                             failure_count: 0,
                             error: String::new(),
                             last_failed_at: Utc::now(),
+                            skipped_by_operator: false,
                         });
                     // A count already at the limit (given up by an operator) is left alone.
                     if entry.failure_count < max_failure_count {
@@ -277,6 +376,7 @@ impl ProjectionBackend for MemoryProjections {
         );
         if let Some(entry) = state.failed.get_mut(&key) {
             entry.failure_count = entry.failure_count.max(max_failure_count);
+            entry.skipped_by_operator = true;
         }
         Ok(())
     }
@@ -304,11 +404,26 @@ impl ProjectionBackend for MemoryProjections {
         &self,
         projection: Option<&str>,
     ) -> Result<Vec<FailedEvent>, ProjectionError> {
-        Ok(lock(&self.state)
+        let mut failed: Vec<FailedEvent> = lock(&self.state)
             .failed
             .values()
             .filter(|failed| projection.is_none_or(|name| failed.projection == name))
             .cloned()
-            .collect())
+            .collect();
+        failed.sort_by(|a, b| {
+            (&a.projection, a.position, a.in_tx_order).cmp(&(
+                &b.projection,
+                b.position,
+                b.in_tx_order,
+            ))
+        });
+        Ok(failed)
+    }
+
+    async fn unregister(&self, projection: &str) -> Result<(), ProjectionError> {
+        let mut state = lock(&self.state);
+        state.checkpoints.retain(|(name, _), _| name != projection);
+        state.failed.retain(|(name, _, _), _| name != projection);
+        Ok(())
     }
 }

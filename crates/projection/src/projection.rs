@@ -26,11 +26,38 @@ pub trait Projection: Send + Sync + 'static {
     /// retried, then recorded as a failed event (see [`ProjectionConfig::max_failure_count`]).
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError>;
 
-    /// Statements that remove this projection's rows of `instance`, run when it is rebuilt.
-    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
-        let _ = instance;
-        Vec::new()
-    }
+    /// Statements that remove this projection's rows of `instance`: a rebuild runs them, in the
+    /// same transaction that forgets the checkpoint, and then replays every event. Required,
+    /// because only the projection knows its tables, and a rebuild that kept the old rows would
+    /// count every counter twice.
+    ///
+    /// Usually one delete per table, by the instance column:
+    ///
+    /// ```
+    /// # use strata_event::InstanceId;
+    /// # use strata_projection::Statement;
+    /// # fn reset(instance: &InstanceId) -> Vec<Statement> {
+    /// vec![Statement::delete("users", vec![("instance_id", instance.as_str().into())])]
+    /// # }
+    /// # let _ = reset;
+    /// ```
+    ///
+    /// Return no statements only when replaying over the old rows gives the same read model
+    /// (every statement an upsert or delete of whole rows). A projection without `reset` does
+    /// not compile:
+    ///
+    /// ```compile_fail,E0046
+    /// # use strata_event::Event;
+    /// # use strata_projection::{Projection, Reads, ReduceError, Statement};
+    /// struct Counter;
+    ///
+    /// impl Projection for Counter {
+    ///     fn name(&self) -> &str { "counter" }
+    ///     fn reads(&self) -> Reads { Reads::new().aggregate("user") }
+    ///     fn reduce(&self, _: &Event) -> Result<Vec<Statement>, ReduceError> { Ok(vec![]) }
+    /// }
+    /// ```
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement>;
 
     /// Whether applying this projection causes effects outside its read model (sending e-mails,
     /// calling webhooks). Such projections are never replayed on a mirrored copy of the store:
@@ -134,7 +161,7 @@ impl Reads {
     /// A query builder selecting these events in every instance.
     pub(crate) fn query_all_instances(&self) -> QueryBuilder {
         self.entries.iter().fold(
-            Query::builder(),
+            Query::builder().all_instances(),
             |builder, (aggregate_type, event_types)| {
                 builder.or(SubQuery::builder()
                     .aggregate_types([aggregate_type.as_str()])

@@ -1,13 +1,13 @@
 //! The runtime: triggers, a bounded worker pool, gap-free batches, failures, rebuilds and status.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
-use strata_event::{AggregateRef, Event, InstanceId, Position};
+use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position};
 use strata_query::Query;
 use strata_store::EventStore;
 use tokio::sync::{Notify, Semaphore, broadcast};
@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::backend::{
-    FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend, ReducedEvent,
+    Checkpoint, CurrentState, FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend,
+    ReducedEvent, RuntimeHeartbeat,
 };
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ProjectionConfig, Reads, ReduceError, is_projection_name};
@@ -61,8 +62,8 @@ pub struct ProjectionStatus {
     pub projection: String,
     /// The instance.
     pub instance_id: InstanceId,
-    /// The `(position, in_tx_order)` reached, `None` before the first event.
-    pub position: Option<(Position, u32)>,
+    /// The cursor of the last event processed, `None` before the first event.
+    pub position: Option<Cursor>,
     /// Events the projection reads that it has not processed yet.
     pub events_behind: u64,
     /// Age of the oldest unprocessed event, 0 when up to date.
@@ -113,7 +114,17 @@ struct Inner<S, B> {
     /// Signalled after every batch, for catch-up waiters.
     progress: Notify,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`ProjectionRuntime::shutdown`]: runs stop after their current batch.
+    stopping: AtomicBool,
+    /// Runs holding a permit (a batch may be in flight), and a signal when one ends, for shutdown.
+    active_runs: AtomicUsize,
+    run_ended: Notify,
+    /// What this runtime's heartbeat says about it.
+    heartbeat: RuntimeHeartbeat,
 }
+
+/// How often a runtime records that it is alive ([`ProjectionBackend::heartbeat`]).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// Registers projections and starts a [`ProjectionRuntime`].
 pub struct RuntimeBuilder<S, B> {
@@ -196,6 +207,8 @@ where
                 reason: "max_parallel_triggers must be at least 1".into(),
             });
         }
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
         let inner = Arc::new(Inner {
             permits: Semaphore::new(self.config.max_parallel_triggers),
             store: self.store,
@@ -210,6 +223,10 @@ where
             complete_below: Mutex::default(),
             progress: Notify::new(),
             background: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            active_runs: AtomicUsize::new(0),
+            run_ended: Notify::new(),
+            heartbeat: RuntimeHeartbeat::of_this_process(&names),
         });
         let runtime = ProjectionRuntime { inner };
         for registered in &runtime.inner.projections {
@@ -284,7 +301,7 @@ enum BatchStep {
 /// Reusing them is as safe as fetching: they are every matching event after `after` below a
 /// horizon read after the run began, and below a horizon the set of events is final.
 struct Fetched {
-    after: Option<(Position, u32)>,
+    after: Option<Cursor>,
     /// The horizon the events were read below.
     horizon: Position,
     /// Shared: every member of a group reads the same events, so they are counted, not copied.
@@ -295,12 +312,7 @@ struct Fetched {
 
 impl Fetched {
     /// What a fetch of at most `limit` events after `after` below `horizon` returned.
-    fn new(
-        after: Option<(Position, u32)>,
-        horizon: Position,
-        events: Vec<Arc<Event>>,
-        limit: u32,
-    ) -> Self {
+    fn new(after: Option<Cursor>, horizon: Position, events: Vec<Arc<Event>>, limit: u32) -> Self {
         Fetched {
             after,
             horizon,
@@ -311,11 +323,7 @@ impl Fetched {
 
     /// The events after `cursor`, at most `limit`, and whether they reach the horizon; `None`
     /// when this fetch does not cover `cursor` (it started later, or ended before it).
-    fn after_cursor(
-        &self,
-        cursor: Option<(Position, u32)>,
-        limit: u32,
-    ) -> Option<(Vec<Arc<Event>>, bool)> {
+    fn after_cursor(&self, cursor: Option<Cursor>, limit: u32) -> Option<(Vec<Arc<Event>>, bool)> {
         let covers_start = match (self.after, cursor) {
             (None, _) => true,
             (Some(_), None) => false,
@@ -326,7 +334,7 @@ impl Fetched {
         }
         let start = cursor.map_or(0, |cursor| {
             self.events
-                .partition_point(|event| (event.position, event.in_tx_order) <= cursor)
+                .partition_point(|event| event.cursor() <= cursor)
         });
         let rest = &self.events[start..];
         if rest.is_empty() && !self.complete {
@@ -342,8 +350,11 @@ enum PairRun {
     Done,
     /// Another worker holds the pair.
     Busy,
-    /// An event failed with attempts left; retry after the projection's `retry_failed_after`.
-    Stalled,
+    /// The next event failed and has attempts left: it is tried again at `retry_at`, the
+    /// projection's `retry_failed_after` after its last failure.
+    Stalled { retry_at: Instant },
+    /// The runtime is shutting down; the run stopped between batches.
+    Stopped,
 }
 
 impl<S, B> ProjectionRuntime<S, B>
@@ -399,6 +410,24 @@ where
                 loop {
                     ticks.tick().await;
                     runtime.serve_operator_requests().await;
+                }
+            }));
+        }
+        {
+            let runtime = self.clone();
+            background.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(err) = runtime
+                        .inner
+                        .backend
+                        .heartbeat(&runtime.inner.heartbeat)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "could not record the runtime's heartbeat");
+                    }
                 }
             }));
         }
@@ -469,11 +498,57 @@ where
             })
     }
 
-    /// Stops the triggers. Batches already running finish; nothing new starts from a trigger.
-    pub fn shutdown(&self) {
+    /// Stops the runtime gracefully and waits, at most `deadline`, until every batch it was
+    /// running has finished: triggers, ticks and operator-request polling stop at once, queued
+    /// runs are dropped, and a run in progress (a trigger's or a `catch_up`'s) stops after its
+    /// current batch, which commits (with its `after_commit` hook) or rolls back whole; no batch
+    /// is cut halfway, and each lease ends with its batch. Later calls (`catch_up`, `rebuild`…)
+    /// return [`ProjectionError::Stopped`].
+    ///
+    /// Fails with [`ProjectionError::ShutdownTimeout`] when batches still run at the deadline:
+    /// they finish on their own, or roll back if the process exits first (a batch is one
+    /// transaction, so either way nothing is half-applied).
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), ProjectionError> {
+        self.inner.stopping.store(true, Ordering::SeqCst);
         for task in lock(&self.inner.background).drain(..) {
             task.abort();
         }
+        // Runs waiting for a permit give up; new ones cannot start.
+        self.inner.permits.close();
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                let ended = self.inner.run_ended.notified();
+                if self.inner.active_runs.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        })
+        .await;
+        self.inner
+            .backend
+            .runtime_stopped(&self.inner.heartbeat.runtime_id)
+            .await;
+        self.inner.progress.notify_waiters();
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ProjectionError::ShutdownTimeout {
+                deadline,
+                running: self.inner.active_runs.load(Ordering::SeqCst),
+            }),
+        }
+    }
+
+    /// Takes a permit to run batches and counts the run as active until the returned guard is
+    /// dropped; `None` once the runtime is shutting down.
+    async fn start_run(&self) -> Option<ActiveRun<'_>> {
+        let permit = self.inner.permits.acquire().await.ok()?;
+        self.inner.active_runs.fetch_add(1, Ordering::SeqCst);
+        Some(ActiveRun {
+            _permit: permit,
+            active_runs: &self.inner.active_runs,
+            run_ended: &self.inner.run_ended,
+        })
     }
 
     fn trigger_instances(&self, instances: &[InstanceId]) {
@@ -536,6 +611,9 @@ where
     /// running, makes it run once more when it is done (no trigger is lost, and the two runs never
     /// compete for the lease).
     fn schedule(&self, index: usize, instance: InstanceId) {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let ticket = {
             let mut pairs = lock(&self.inner.pairs);
             match pairs.get_mut(&(index, instance.clone())) {
@@ -574,7 +652,7 @@ where
             if !coalesce.is_zero() {
                 tokio::time::sleep(coalesce).await;
             }
-            let Ok(permit) = self.inner.permits.acquire().await else {
+            let Some(run) = self.start_run().await else {
                 let mut pairs = lock(&self.inner.pairs);
                 if pairs.get(&key) == Some(&PairState::Queued { ticket }) {
                     pairs.remove(&key);
@@ -601,19 +679,18 @@ where
                 members
             };
             let outcomes = self.run_group(&members, &key.1).await;
-            drop(permit);
+            drop(run);
             for (member, outcome) in members.iter().copied().zip(outcomes) {
                 match outcome {
-                    Ok(PairRun::Stalled) => {
-                        let wait = self.inner.projections[member].config.retry_failed_after;
+                    Ok(PairRun::Stalled { retry_at }) => {
                         let retry = self.clone();
                         let instance = key.1.clone();
                         tokio::spawn(async move {
-                            tokio::time::sleep(wait).await;
+                            tokio::time::sleep_until(retry_at.into()).await;
                             retry.schedule(member, instance);
                         });
                     }
-                    Ok(PairRun::Done | PairRun::Busy) => {}
+                    Ok(PairRun::Done | PairRun::Busy | PairRun::Stopped) => {}
                     Err(err) => {
                         let name = self.inner.projections[member].projection.name();
                         tracing::warn!(projection = %name, instance = %key.1, error = %err, "projection batch failed; retrying at the next trigger");
@@ -656,7 +733,7 @@ where
         &self,
         index: usize,
         instance: &InstanceId,
-        cursor: Option<(Position, u32)>,
+        cursor: Option<Cursor>,
         horizon: Position,
         limit: u32,
     ) -> Result<Vec<Arc<Event>>, ProjectionError> {
@@ -665,8 +742,8 @@ where
             .query(instance)
             .position_before(horizon)
             .limit(limit);
-        if let Some((position, in_tx_order)) = cursor {
-            query = query.resume_after(position, in_tx_order);
+        if let Some(cursor) = cursor {
+            query = query.resume_after(cursor);
         }
         let events = self.inner.store.query(&query.build()?).await?;
         Ok(events.into_iter().map(Arc::new).collect())
@@ -682,6 +759,9 @@ where
         let mut bulk_limit = self.inner.projections[index].config.bulk_limit;
         let mut fetched = None;
         loop {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return Ok(PairRun::Stopped);
+            }
             if let BatchStep::Finished(run) = self
                 .run_batch(index, instance, &mut bulk_limit, &mut fetched, false)
                 .await?
@@ -715,6 +795,10 @@ where
             let share = active > 1;
             for (slot, &member) in members.iter().enumerate() {
                 if outcomes[slot].is_some() {
+                    continue;
+                }
+                if self.inner.stopping.load(Ordering::SeqCst) {
+                    outcomes[slot] = Some(Ok(PairRun::Stopped));
                     continue;
                 }
                 // A reducer or hook is the caller's code and may panic; the pair must not stay
@@ -765,13 +849,34 @@ where
         let Some(mut lease) = self.inner.backend.try_lease(name, instance).await? else {
             return Ok(BatchStep::Finished(PairRun::Busy));
         };
-        let cursor = match self.inner.backend.checkpoint(&mut lease).await {
-            Ok(cursor) => cursor,
+        let Checkpoint {
+            cursor,
+            horizon: known_horizon,
+            next_failure,
+        } = match self.inner.backend.checkpoint(&mut lease).await {
+            Ok(checkpoint) => checkpoint,
             Err(err) => {
                 self.inner.backend.release(lease).await;
                 return Err(err);
             }
         };
+        // The next event failed before with attempts left: it is tried again only once the
+        // projection's retry_failed_after has passed since that failure, whoever triggers the run
+        // (a push, a tick, a catch_up, another process), so its attempts are spread as configured.
+        if let Some(failure) = next_failure
+            && failure.failure_count < registered.config.max_failure_count
+        {
+            let retry_at = failure.last_failed_at
+                + chrono::Duration::from_std(registered.config.retry_failed_after)
+                    .unwrap_or(chrono::Duration::MAX);
+            let wait = (retry_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                self.inner.backend.release(lease).await;
+                return Ok(BatchStep::Finished(PairRun::Stalled {
+                    retry_at: Instant::now() + wait,
+                }));
+            }
+        }
         let reused = fetched.as_ref().and_then(|fetched| {
             fetched
                 .after_cursor(cursor, *bulk_limit)
@@ -783,7 +888,6 @@ where
                 // The horizon is read before the events: below it no transaction is still
                 // running, so no event can appear behind the cursor once it has moved past
                 // (docs/position.md).
-                let known_horizon = self.inner.backend.lease_horizon(&lease);
                 let limit = *bulk_limit;
                 let events = async {
                     let horizon = match known_horizon {
@@ -839,7 +943,7 @@ where
         let ahead = (!complete && !shared)
             .then(|| batch.last())
             .flatten()
-            .map(|last| (last.event.position, last.event.in_tx_order));
+            .map(|last| last.event.cursor());
         let limit = *bulk_limit;
         let read_ahead = async {
             match ahead {
@@ -909,7 +1013,9 @@ where
         // Wakes catch_up waiters: the batch and its hook are done.
         drop(applying);
         if outcome.stalled {
-            return Ok(BatchStep::Finished(PairRun::Stalled));
+            return Ok(BatchStep::Finished(PairRun::Stalled {
+                retry_at: Instant::now() + registered.config.retry_failed_after,
+            }));
         }
         if complete {
             return Ok(BatchStep::Finished(PairRun::Done));
@@ -918,6 +1024,9 @@ where
     }
 
     fn index(&self, projection: &str) -> Result<usize, ProjectionError> {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(ProjectionError::Stopped);
+        }
         self.inner
             .by_name
             .get(projection)
@@ -925,9 +1034,18 @@ where
             .ok_or_else(|| ProjectionError::UnknownProjection(projection.to_owned()))
     }
 
-    /// Brings `projection` in `instance` to at least `position` (read-your-writes: pass the position
-    /// of your push), working on it in this task if needed, then returns. Fails with
-    /// [`ProjectionError::Timeout`] when that takes longer than `timeout`.
+    /// Brings `projection` in `instance` to at least `position` (read-your-writes: pass the
+    /// position of your push), working on it in this task if needed, then returns `Ok` when every
+    /// event the projection reads up to `position` has been applied.
+    ///
+    /// An event that fails is retried on the projection's schedule
+    /// ([`ProjectionConfig::retry_failed_after`] between attempts, whoever triggers them), and
+    /// this call waits for those retries while its `timeout` allows. It fails with
+    /// [`ProjectionError::EventFailed`], naming the event and its last error, when such an event
+    /// (at or before `position`) was skipped after its last attempt, or still has attempts left
+    /// that cannot happen before the timeout; an event an operator skipped no longer counts. It
+    /// fails with [`ProjectionError::Timeout`] when the projection simply did not get there in
+    /// time, and with [`ProjectionError::Stopped`] once the runtime is shutting down.
     pub async fn catch_up(
         &self,
         projection: &str,
@@ -942,11 +1060,17 @@ where
             timeout,
         };
         loop {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return Err(ProjectionError::Stopped);
+            }
             // Created before the checks, so progress made while they run still wakes it.
             let progressed = self.inner.progress.notified();
             if self.reached(index, instance, position).await? {
                 if !self.applying(index, instance) {
-                    return Ok(());
+                    return match self.failure_up_to(index, instance, position).await? {
+                        Some(failed) => Err(failed),
+                        None => Ok(()),
+                    };
                 }
                 // A batch of this pair committed here but its after_commit hook is still running.
                 tokio::time::timeout_at(deadline.into(), progressed)
@@ -954,31 +1078,63 @@ where
                     .map_err(|_| timed_out())?;
                 continue;
             }
-            let permit = tokio::time::timeout_at(deadline.into(), self.inner.permits.acquire())
+            let run = tokio::time::timeout_at(deadline.into(), self.start_run())
                 .await
                 .map_err(|_| timed_out())?
-                .map_err(|_| ProjectionError::Stopped)?;
-            let run = self.run_pair(index, instance).await;
-            drop(permit);
-            match run? {
-                PairRun::Done => {}
-                // Someone else is on it (or an event stalls it): wait for progress, briefly.
-                PairRun::Busy | PairRun::Stalled => {
-                    let pause = tokio::time::sleep(Duration::from_millis(20));
-                    tokio::select! {
-                        _ = progressed => {}
-                        _ = pause => {}
-                    }
+                .ok_or(ProjectionError::Stopped)?;
+            let outcome = self.run_pair(index, instance).await;
+            drop(run);
+            let resume_at = match outcome? {
+                PairRun::Done => None,
+                // Someone else is on it: wait for progress, briefly.
+                PairRun::Busy => Some(Instant::now() + Duration::from_millis(20)),
+                // The next event's retry comes too late for this call: say which event it is.
+                PairRun::Stalled { retry_at } if retry_at >= deadline => {
+                    let failed = self.failure_up_to(index, instance, position).await?;
+                    return Err(failed.unwrap_or_else(timed_out));
+                }
+                PairRun::Stalled { retry_at } => Some(retry_at),
+                PairRun::Stopped => return Err(ProjectionError::Stopped),
+            };
+            if let Some(resume_at) = resume_at {
+                tokio::select! {
+                    _ = progressed => {}
+                    _ = tokio::time::sleep_until(resume_at.min(deadline).into()) => {}
                 }
             }
             if Instant::now() >= deadline {
-                return if self.reached(index, instance, position).await? {
-                    Ok(())
-                } else {
-                    Err(timed_out())
+                let reached = self.reached(index, instance, position).await?;
+                return match self.failure_up_to(index, instance, position).await? {
+                    Some(failed) => Err(failed),
+                    None if reached => Ok(()),
+                    None => Err(timed_out()),
                 };
             }
         }
+    }
+
+    /// The first event the pair failed on, at or before `position`, that no operator has skipped,
+    /// as the error `catch_up` returns for it.
+    async fn failure_up_to(
+        &self,
+        index: usize,
+        instance: &InstanceId,
+        position: Position,
+    ) -> Result<Option<ProjectionError>, ProjectionError> {
+        let registered = &self.inner.projections[index];
+        let failed = self
+            .inner
+            .backend
+            .failed_events_in(registered.projection.name(), instance)
+            .await?;
+        Ok(failed
+            .into_iter()
+            .filter(|failed| failed.position <= position && !failed.skipped_by_operator)
+            .min_by_key(|failed| (failed.position, failed.in_tx_order))
+            .map(|failed| ProjectionError::EventFailed {
+                skipped: failed.failure_count >= registered.config.max_failure_count,
+                failed: Box::new(failed),
+            }))
     }
 
     /// Whether a batch of the pair is being applied in this process (see `Inner::applying`).
@@ -1016,7 +1172,7 @@ where
             .position_at_or_before(position)
             .limit(1);
         if let Some(state) = state {
-            pending = pending.resume_after(state.position, state.in_tx_order);
+            pending = pending.resume_after(state.cursor());
         }
         Ok(self.inner.store.query(&pending.build()?).await?.is_empty())
     }
@@ -1036,7 +1192,7 @@ where
                 let behind = || {
                     let builder = registered.reads.query(&instance);
                     match state {
-                        Some(state) => builder.resume_after(state.position, state.in_tx_order),
+                        Some(state) => builder.resume_after(state.cursor()),
                         None => builder,
                     }
                 };
@@ -1057,7 +1213,7 @@ where
                 };
                 statuses.push(ProjectionStatus {
                     projection: name.to_owned(),
-                    position: state.map(|state| (state.position, state.in_tx_order)),
+                    position: state.map(CurrentState::cursor),
                     events_behind,
                     seconds_behind,
                     failed_events: failed
@@ -1249,6 +1405,52 @@ impl Drop for Applying<'_> {
     }
 }
 
+/// A run holding one of the runtime's permits; dropping it ends the run for
+/// [`ProjectionRuntime::shutdown`].
+struct ActiveRun<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    active_runs: &'a AtomicUsize,
+    run_ended: &'a Notify,
+}
+
+impl Drop for ActiveRun<'_> {
+    fn drop(&mut self) {
+        self.active_runs.fetch_sub(1, Ordering::SeqCst);
+        self.run_ended.notify_waiters();
+    }
+}
+
+impl RuntimeHeartbeat {
+    /// This process's runtime, running `projections`.
+    fn of_this_process(projections: &[String]) -> Self {
+        let started_at = Utc::now();
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|host| !host.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|host| host.trim().to_owned())
+            })
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let pid = std::process::id();
+        // Several runtimes may share a process: the start instant and a counter tell them apart.
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        RuntimeHeartbeat {
+            runtime_id: format!(
+                "{host}/{pid}/{}/{number}",
+                started_at.timestamp_nanos_opt().unwrap_or_default()
+            ),
+            host,
+            pid,
+            projections: projections.to_vec(),
+            started_at,
+        }
+    }
+}
+
 /// Reduces `event`, turning a panic in the reducer (the caller's code) into a [`ReduceError`], so
 /// a reducer that panics on some event takes the failure path (retried, recorded, skipped)
 /// instead of stopping its projection at that event for ever.
@@ -1295,7 +1497,7 @@ mod tests {
 
     fn fetched(after: Option<(u64, u32)>, events: &[(u64, u32)], complete: bool) -> Fetched {
         Fetched {
-            after: after.map(|(position, order)| (Position::from(position), order)),
+            after: after.map(|(position, order)| Cursor::new(Position::from(position), order)),
             horizon: Position::from(100),
             events: events
                 .iter()
@@ -1320,8 +1522,8 @@ mod tests {
         })
     }
 
-    fn at(position: u64, order: u32) -> Option<(Position, u32)> {
-        Some((Position::from(position), order))
+    fn at(position: u64, order: u32) -> Option<Cursor> {
+        Some(Cursor::new(Position::from(position), order))
     }
 
     #[test]

@@ -84,6 +84,23 @@ pub enum Statement {
         /// The other columns.
         values: Vec<Column>,
     },
+    /// Add `amounts` to numeric columns of the row identified by `key`, inserting the row (with
+    /// the amounts as its values) when there is none, and set `values` as an upsert would: a
+    /// counter. A column that is `NULL` counts as zero. A negative amount decrements. Amounts are
+    /// [`SqlValue::BigInt`] for `bigint` (or `integer`) columns and [`SqlValue::Numeric`] for
+    /// `numeric` ones; PostgreSQL raises on overflow, and so does the in-memory read model.
+    /// PostgreSQL: `INSERT … ON CONFLICT (key columns) DO UPDATE SET c = COALESCE(c, 0) +
+    /// EXCLUDED.c`, so the key columns need a unique index, as for an upsert.
+    Increment {
+        /// The table.
+        table: &'static str,
+        /// The columns identifying the row.
+        key: Vec<Column>,
+        /// The numeric columns to add to, and by how much.
+        amounts: Vec<Column>,
+        /// Other columns to set.
+        values: Vec<Column>,
+    },
     /// Set `values` on every row matching all of `filter`.
     Update {
         /// The table.
@@ -115,6 +132,27 @@ impl Statement {
     pub fn upsert(table: &'static str, key: Vec<Column>, values: Vec<Column>) -> Statement {
         Statement::Upsert { table, key, values }
     }
+    /// Adds `amounts` to the row of `table` identified by `key`, inserting it when missing (see
+    /// [`Statement::Increment`]; build the variant itself to set other columns too):
+    ///
+    /// ```
+    /// use strata_projection::Statement;
+    ///
+    /// let signed_up = Statement::increment(
+    ///     "signups_per_org",
+    ///     vec![("org_id", "org-1".into())],
+    ///     vec![("signups", 1i64.into())],
+    /// );
+    /// # let _ = signed_up;
+    /// ```
+    pub fn increment(table: &'static str, key: Vec<Column>, amounts: Vec<Column>) -> Statement {
+        Statement::Increment {
+            table,
+            key,
+            amounts,
+            values: Vec::new(),
+        }
+    }
     /// An update of `values` on the rows of `table` matching `filter`.
     pub fn update(table: &'static str, values: Vec<Column>, filter: Vec<Column>) -> Statement {
         Statement::Update {
@@ -136,17 +174,40 @@ impl Statement {
     pub fn table(&self) -> Option<&'static str> {
         match self {
             Statement::Upsert { table, .. }
+            | Statement::Increment { table, .. }
             | Statement::Update { table, .. }
             | Statement::Delete { table, .. } => Some(table),
             Statement::Sql { .. } => None,
         }
     }
 
-    /// Checks the table and column names against [`is_identifier`], as every backend does before
-    /// applying a statement, so a name PostgreSQL would refuse is refused in memory too.
+    /// Checks what every backend checks before applying a statement, so what PostgreSQL would
+    /// refuse is refused in memory too: the names ([`Statement::check_names`]), and that an
+    /// increment's amounts are numbers.
+    pub fn check(&self) -> Result<(), String> {
+        self.check_names()?;
+        if let Statement::Increment { amounts, .. } = self
+            && let Some((column, value)) = amounts
+                .iter()
+                .find(|(_, value)| !matches!(value, SqlValue::BigInt(_) | SqlValue::Numeric(_)))
+        {
+            return Err(format!(
+                "cannot add {value:?} to {column:?}: increments take BigInt or Numeric amounts"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the table and column names against [`is_identifier`].
     pub fn check_names(&self) -> Result<(), String> {
         let (table, columns): (&str, Vec<&Column>) = match self {
             Statement::Upsert { table, key, values } => (table, key.iter().chain(values).collect()),
+            Statement::Increment {
+                table,
+                key,
+                amounts,
+                values,
+            } => (table, key.iter().chain(amounts).chain(values).collect()),
             Statement::Update {
                 table,
                 values,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use strata_event::{
-    AggregateId, AggregateType, Creator, EventType, InstanceId, Owner, Position, Sequence,
+    AggregateId, AggregateType, Creator, Cursor, EventType, InstanceId, Owner, Position, Sequence,
     ValidationError,
 };
 
@@ -15,6 +15,7 @@ use crate::query::{Exclusion, MAX_LIMIT, Order, Query, SubQuery};
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct QueryBuilder {
     instance_ids: Vec<String>,
+    all_instances: bool,
     excluded_instance_ids: Vec<String>,
     owners: Vec<String>,
     creators: Vec<String>,
@@ -28,7 +29,7 @@ pub struct QueryBuilder {
     created_before: Option<DateTime<Utc>>,
     payload_contains: Option<serde_json::Value>,
     exclusion: Option<(Vec<String>, Vec<String>)>,
-    resume_after: Option<(Position, u32)>,
+    resume_after: Option<Cursor>,
     limit: Option<i128>,
     offset: Option<i128>,
     order: Order,
@@ -138,9 +139,17 @@ impl QueryBuilder {
         self.instance_ids.push(instance_id.into());
         self
     }
-    /// Only events of any of these instances.
+    /// Only events of any of these instances (adds to the instance list). `build` refuses a query
+    /// whose list stays empty, unless it [spans all instances](QueryBuilder::all_instances).
     pub fn instances<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
         self.instance_ids.extend(strings(ids));
+        self
+    }
+    /// Reads every instance (except [excluded ones](QueryBuilder::exclude_instances)). Every
+    /// query names its instances or says this: a query that forgot its tenant is refused by
+    /// `build` ([`QueryError::NoInstance`]) instead of reading every tenant's events.
+    pub fn all_instances(mut self) -> Self {
+        self.all_instances = true;
         self
     }
     /// Never events of these instances.
@@ -232,9 +241,10 @@ impl QueryBuilder {
         ));
         self
     }
-    /// Resume strictly after `(position, in_tx_order)` in the query's order (keyset pagination).
-    pub fn resume_after(mut self, position: Position, in_tx_order: u32) -> Self {
-        self.resume_after = Some((position, in_tx_order));
+    /// Resume strictly after `cursor` in the query's order (keyset pagination): the
+    /// [`Cursor`] of the last event read (`event.cursor()`), or a `(position, in_tx_order)` pair.
+    pub fn resume_after(mut self, cursor: impl Into<Cursor>) -> Self {
+        self.resume_after = Some(cursor.into());
         self
     }
     /// Return at most `limit` events; `build` refuses zero, negative and values above
@@ -262,6 +272,11 @@ impl QueryBuilder {
 
     /// Validates every value and returns the query.
     pub fn build(self) -> Result<Query, QueryError> {
+        match (self.instance_ids.is_empty(), self.all_instances) {
+            (true, false) => return Err(QueryError::NoInstance),
+            (false, true) => return Err(QueryError::InstancesAndAllInstances),
+            _ => {}
+        }
         let limit = match self.limit {
             None => None,
             Some(limit) if (1..=i128::from(MAX_LIMIT)).contains(&limit) => Some(limit as u64),
@@ -306,6 +321,7 @@ impl QueryBuilder {
         };
         Ok(Query {
             instance_ids: all(self.instance_ids, InstanceId::new)?,
+            all_instances: self.all_instances,
             excluded_instance_ids: all(self.excluded_instance_ids, InstanceId::new)?,
             owners: all(self.owners, Owner::new)?,
             creators: all(self.creators, Creator::new)?,
@@ -341,47 +357,111 @@ mod tests {
     fn limits_and_offsets_take_any_integer() {
         let page: usize = 50;
         let query = Query::builder()
+            .all_instances()
             .limit(page)
             .offset(page * 2)
             .build()
             .expect("usize");
         assert_eq!((query.limit, query.offset), (Some(50), 100));
-        assert!(Query::builder().limit(-1i8).build().is_err());
-        assert!(Query::builder().limit(u128::MAX).build().is_err());
-        assert!(Query::builder().offset(isize::MIN).build().is_err());
+        assert!(
+            Query::builder()
+                .all_instances()
+                .limit(-1i8)
+                .build()
+                .is_err()
+        );
+        assert!(
+            Query::builder()
+                .all_instances()
+                .limit(u128::MAX)
+                .build()
+                .is_err()
+        );
+        assert!(
+            Query::builder()
+                .all_instances()
+                .offset(isize::MIN)
+                .build()
+                .is_err()
+        );
     }
 
     #[test]
     fn refuses_bad_limits_offsets_and_ids() {
         for limit in [0i128, -1, i128::from(MAX_LIMIT) + 1] {
             assert_eq!(
-                Query::builder().limit(limit).build(),
+                Query::builder().all_instances().limit(limit).build(),
                 Err(QueryError::Limit(limit))
             );
         }
-        assert!(Query::builder().limit(MAX_LIMIT).build().is_ok());
+        assert!(
+            Query::builder()
+                .all_instances()
+                .limit(MAX_LIMIT)
+                .build()
+                .is_ok()
+        );
         assert_eq!(
-            Query::builder().offset(-1).build(),
+            Query::builder().all_instances().offset(-1).build(),
             Err(QueryError::Offset(-1))
         );
         assert!(matches!(
-            Query::builder().aggregate_ids(["a", ""]).build(),
+            Query::builder()
+                .all_instances()
+                .aggregate_ids(["a", ""])
+                .build(),
             Err(QueryError::Invalid(ValidationError::Empty { .. }))
         ));
         assert!(matches!(
-            Query::builder().event_types(["Bad Type"]).build(),
+            Query::builder()
+                .all_instances()
+                .event_types(["Bad Type"])
+                .build(),
             Err(QueryError::Invalid(ValidationError::Grammar { .. }))
         ));
         assert!(matches!(
             Query::builder()
+                .all_instances()
                 .or(SubQuery::builder().aggregate_types(["no spaces allowed"]))
                 .build(),
             Err(QueryError::Invalid(ValidationError::Grammar { .. }))
         ));
         assert!(matches!(
-            Query::builder().exclude_instances([""]).build(),
+            Query::builder()
+                .all_instances()
+                .exclude_instances([""])
+                .build(),
             Err(QueryError::Invalid(ValidationError::Empty { .. }))
         ));
+    }
+
+    #[test]
+    fn a_query_names_its_instances_or_says_it_spans_all() {
+        assert_eq!(
+            Query::builder().event_types(["user.added"]).build(),
+            Err(QueryError::NoInstance)
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(
+            Query::builder().instances(none).build(),
+            Err(QueryError::NoInstance)
+        );
+        assert_eq!(
+            Query::builder().all_instances().instance("t1").build(),
+            Err(QueryError::InstancesAndAllInstances)
+        );
+        let all = Query::builder()
+            .all_instances()
+            .exclude_instances(["t2"])
+            .build()
+            .expect("all but one");
+        assert!(all.spans_all_instances() && all.instance_ids().is_empty());
+        let one = Query::builder().instance("t1").build().expect("one");
+        assert!(!one.spans_all_instances());
+        assert_eq!(
+            Query::all(),
+            Query::builder().all_instances().build().expect("all")
+        );
     }
 
     #[test]
@@ -389,6 +469,7 @@ mod tests {
         let no_types: [&str; 0] = [];
         assert_eq!(
             Query::builder()
+                .all_instances()
                 .exclude_aggregates_with(["user"], no_types)
                 .build(),
             Err(QueryError::ExclusionWithoutEventTypes)
@@ -399,7 +480,10 @@ mod tests {
     fn refuses_a_payload_filter_that_is_not_an_object() {
         for filter in [json!([1]), json!("x"), json!(null), json!(1)] {
             assert!(matches!(
-                Query::builder().payload_contains(filter).build(),
+                Query::builder()
+                    .all_instances()
+                    .payload_contains(filter)
+                    .build(),
                 Err(QueryError::PayloadFilter(_))
             ));
         }

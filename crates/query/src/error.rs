@@ -9,6 +9,16 @@ use crate::MAX_LIMIT;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum QueryError {
+    /// The query names no instance and does not say it spans all of them: refused so that a
+    /// forgotten tenant filter never reads every tenant's events.
+    #[error(
+        "a query must name its instance(s) with `instance`/`instances`, or read every instance \
+         with `all_instances`"
+    )]
+    NoInstance,
+    /// The query names instances and also says it spans all of them.
+    #[error("a query cannot both name instances and read all instances")]
+    InstancesAndAllInstances,
     /// A value in the query is not a valid id or type.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -12,6 +12,7 @@
 //! | builder method | keeps events… |
 //! | --- | --- |
 //! | [`instance`](QueryBuilder::instance), [`instances`](QueryBuilder::instances) | of these instances (tenants) |
+//! | [`all_instances`](QueryBuilder::all_instances) | of every instance (say so explicitly) |
 //! | [`exclude_instances`](QueryBuilder::exclude_instances) | not of these instances |
 //! | [`owner`](QueryBuilder::owner), [`creator`](QueryBuilder::creator) | of these resource owners / creators |
 //! | [`aggregate_types`](QueryBuilder::aggregate_types), [`aggregate_ids`](QueryBuilder::aggregate_ids), [`event_types`](QueryBuilder::event_types) | of these aggregates / event types |
@@ -25,9 +26,13 @@
 //! Then [`order`](QueryBuilder::order) by `(position, in_tx_order)`, [`resume_after`](QueryBuilder::resume_after)
 //! a cursor (keyset pagination), [`offset`](QueryBuilder::offset) and [`limit`](QueryBuilder::limit).
 //!
-//! `build()` validates every value and returns a typed [`QueryError`] for bad input: an empty id in a
-//! list, a zero or negative limit, an exclusion without event types, a payload filter that is not an
-//! object.
+//! Every query is scoped by tenant: it names its instance(s), or says with
+//! [`all_instances`](QueryBuilder::all_instances) that it reads them all. A query that forgot its
+//! tenant is refused ([`QueryError::NoInstance`]) rather than read across every tenant.
+//!
+//! `build()` validates every value and returns a typed [`QueryError`] for bad input: no instance, an
+//! empty id in a list, a zero or negative limit, an exclusion without event types, a payload filter
+//! that is not an object.
 //!
 //! ```
 //! use strata_query::{Order, Query, SubQuery};
@@ -51,7 +56,11 @@
 //!     .build()?;
 //! assert_eq!(query.any_of().len(), 2);
 //!
-//! assert!(Query::builder().limit(0).build().is_err());
+//! assert!(Query::builder().instance("instance-1").limit(0).build().is_err());
+//! // Forgetting the tenant is an error, not a read of every tenant.
+//! assert!(Query::builder().event_types(["user.added"]).build().is_err());
+//! let everywhere = Query::builder().all_instances().event_types(["user.added"]).build()?;
+//! assert!(everywhere.spans_all_instances());
 //! # Ok::<(), strata_query::QueryError>(())
 //! ```
 

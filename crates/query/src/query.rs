@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
+    AggregateId, AggregateRef, AggregateType, Creator, Cursor, Event, EventType, InstanceId, Owner,
     Position, Sequence,
 };
 
@@ -29,11 +29,15 @@ pub enum Order {
 /// Which events to read. Empty filters match everything; each list filter means "any of"; all
 /// filters combine with AND, except [`SubQuery`]s, which combine with each other by OR.
 ///
+/// Every query is scoped by tenant: it names its instances, or says it spans all of them
+/// ([`QueryBuilder::all_instances`]), so no read crosses instances by omission.
+///
 /// Build one with [`Query::builder`]. The value is backend-neutral: [`Query::matches`] and
 /// [`Query::excluded_aggregates`] define what it selects, and every backend agrees with them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Query {
     pub(crate) instance_ids: Vec<InstanceId>,
+    pub(crate) all_instances: bool,
     pub(crate) excluded_instance_ids: Vec<InstanceId>,
     pub(crate) owners: Vec<Owner>,
     pub(crate) creators: Vec<Creator>,
@@ -47,7 +51,7 @@ pub struct Query {
     pub(crate) created_before: Option<DateTime<Utc>>,
     pub(crate) payload_contains: Option<serde_json::Value>,
     pub(crate) exclusion: Option<Exclusion>,
-    pub(crate) resume_after: Option<(Position, u32)>,
+    pub(crate) resume_after: Option<Cursor>,
     pub(crate) limit: Option<u64>,
     pub(crate) offset: u64,
     pub(crate) order: Order,
@@ -127,19 +131,59 @@ impl Query {
     /// Every event of one aggregate, in sequence order.
     pub fn aggregate(aggregate: &AggregateRef) -> Query {
         Query {
-            instance_ids: vec![aggregate.instance_id.clone()],
             filter: SubQuery {
                 aggregate_types: vec![aggregate.aggregate_type.clone()],
                 aggregate_ids: vec![aggregate.aggregate_id.clone()],
                 event_types: Vec::new(),
             },
-            ..Query::default()
+            ..Query::of_instances(vec![aggregate.instance_id.clone()])
         }
     }
 
-    /// Instances to read from; empty means all.
+    /// Every event of every instance, oldest first: what a whole-store reader (a mirror, an
+    /// export) starts from.
+    pub fn all() -> Query {
+        Query {
+            all_instances: true,
+            ..Query::of_instances(Vec::new())
+        }
+    }
+
+    /// Every event of `instance_ids`, with no other filter (the caller sets `all_instances` when
+    /// the list is empty).
+    pub(crate) fn of_instances(instance_ids: Vec<InstanceId>) -> Query {
+        Query {
+            instance_ids,
+            all_instances: false,
+            excluded_instance_ids: Vec::new(),
+            owners: Vec::new(),
+            creators: Vec::new(),
+            filter: SubQuery::default(),
+            any_of: Vec::new(),
+            position_after: None,
+            position_at_or_before: None,
+            position_before: None,
+            sequence_greater_than: None,
+            created_after: None,
+            created_before: None,
+            payload_contains: None,
+            exclusion: None,
+            resume_after: None,
+            limit: None,
+            offset: 0,
+            order: Order::Ascending,
+        }
+    }
+
+    /// The instances to read from; empty when the query [spans all
+    /// instances](Query::spans_all_instances).
     pub fn instance_ids(&self) -> &[InstanceId] {
         &self.instance_ids
+    }
+    /// Whether the query reads every instance (except [excluded
+    /// ones](Query::excluded_instance_ids)), as [`QueryBuilder::all_instances`] asked.
+    pub fn spans_all_instances(&self) -> bool {
+        self.all_instances
     }
     /// Instances never to read from.
     pub fn excluded_instance_ids(&self) -> &[InstanceId] {
@@ -201,9 +245,8 @@ impl Query {
     pub fn exclusion(&self) -> Option<&Exclusion> {
         self.exclusion.as_ref()
     }
-    /// Only events strictly after this `(position, in_tx_order)` in the query's order: the cursor
-    /// for keyset pagination.
-    pub fn resume_after(&self) -> Option<(Position, u32)> {
+    /// Only events strictly after this cursor in the query's order: keyset pagination.
+    pub fn resume_after(&self) -> Option<Cursor> {
         self.resume_after
     }
     /// At most this many events.
@@ -220,10 +263,11 @@ impl Query {
         self.order
     }
 
-    /// A copy of this query that resumes after `cursor`: the next page.
-    pub fn resumed_after(&self, cursor: (Position, u32)) -> Query {
+    /// A copy of this query that resumes after `cursor` (an event's [`Event::cursor`], or a
+    /// `(position, in_tx_order)` pair): the next page.
+    pub fn resumed_after(&self, cursor: impl Into<Cursor>) -> Query {
         Query {
-            resume_after: Some(cursor),
+            resume_after: Some(cursor.into()),
             ..self.clone()
         }
     }

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use strata_event::{AggregateRef, Command, CommandBuilder, Event, Position};
+use strata_event::{AggregateRef, Command, CommandBuilder, Cursor, Event, Position};
 use strata_query::Query;
 
 use crate::{Error, ErrorKind, EventStore};
@@ -73,11 +73,11 @@ fn aggregate(aggregate_id: &str) -> AggregateRef {
 }
 
 async fn all_events<S: EventStore>(store: &S) -> Vec<Event> {
-    store.query(&Query::default()).await.unwrap()
+    store.query(&Query::all()).await.unwrap()
 }
 
 fn assert_total_order(events: &[Event]) {
-    let cursors: Vec<(Position, u32)> = events.iter().map(Event::cursor).collect();
+    let cursors: Vec<Cursor> = events.iter().map(Event::cursor).collect();
     let mut sorted = cursors.clone();
     sorted.sort();
     sorted.dedup();
@@ -463,16 +463,22 @@ pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
     let all = all_events(store).await;
     assert_eq!(all.len(), 12);
 
-    let users = Query::builder().aggregate_types(["user"]).build().unwrap();
+    let users = Query::builder()
+        .all_instances()
+        .aggregate_types(["user"])
+        .build()
+        .unwrap();
     assert_eq!(store.query(&users).await.unwrap().len(), 6);
 
     let changed = Query::builder()
+        .all_instances()
         .event_types(["user.changed", "org.changed"])
         .build()
         .unwrap();
     assert_eq!(store.query(&changed).await.unwrap().len(), 9);
 
     let u0 = Query::builder()
+        .all_instances()
         .aggregate_types(["user"])
         .aggregate_ids(["u0", "u1"])
         .build()
@@ -482,7 +488,13 @@ pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
     assert!(got.iter().all(|e| e.aggregate.aggregate_id != "u2"));
 
     let desc = store
-        .query(&Query::builder().descending().build().unwrap())
+        .query(
+            &Query::builder()
+                .all_instances()
+                .descending()
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     let mut reversed = all.clone();
@@ -490,12 +502,20 @@ pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
     assert_eq!(desc, reversed);
 
     let limited = store
-        .query(&Query::builder().descending().limit(3).build().unwrap())
+        .query(
+            &Query::builder()
+                .all_instances()
+                .descending()
+                .limit(3)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(limited, reversed[..3]);
 
     let after = Query::builder()
+        .all_instances()
         .position_after(all[3].position)
         .build()
         .unwrap();
@@ -508,7 +528,7 @@ pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
 
     // Keyset pagination in pages of 5 visits every event exactly once, in both orders.
     for order_desc in [false, true] {
-        let mut builder = Query::builder().limit(5);
+        let mut builder = Query::builder().all_instances().limit(5);
         if order_desc {
             builder = builder.descending();
         }
@@ -552,6 +572,15 @@ pub async fn queries_never_cross_instances<S: EventStore>(store: &S) {
     assert!(got.iter().all(|e| e.aggregate.instance_id != "instance-b"));
     let aggregate_b = AggregateRef::new("instance-b", "user", "same-id").unwrap();
     assert_eq!(store.current_sequence(&aggregate_b).await.unwrap(), 1);
+    // A query that names no instance is refused; reading them all is said explicitly.
+    let unscoped = Query::builder().aggregate_types(["user"]).build();
+    assert_eq!(unscoped, Err(strata_query::QueryError::NoInstance));
+    let everywhere = Query::builder()
+        .all_instances()
+        .aggregate_types(["user"])
+        .build()
+        .unwrap();
+    assert_eq!(store.query(&everywhere).await.unwrap().len(), 3);
 }
 
 /// `instance_heads`: every instance with events, sorted by id, each with its latest position.
@@ -590,10 +619,7 @@ pub async fn instance_heads_give_each_instance_its_latest_position<S: EventStore
 
 /// `latest_position` follows the filter; `current_sequence` is 0 for an unknown aggregate.
 pub async fn latest_position_and_current_sequence<S: EventStore>(store: &S) {
-    assert_eq!(
-        store.latest_position(&Query::default()).await.unwrap(),
-        None
-    );
+    assert_eq!(store.latest_position(&Query::all()).await.unwrap(), None);
     assert_eq!(
         store.current_sequence(&aggregate("nobody")).await.unwrap(),
         0
@@ -613,10 +639,14 @@ pub async fn latest_position_and_current_sequence<S: EventStore>(store: &S) {
         .await
         .unwrap();
     assert_eq!(
-        store.latest_position(&Query::default()).await.unwrap(),
+        store.latest_position(&Query::all()).await.unwrap(),
         Some(second[0].position)
     );
-    let users = Query::builder().aggregate_types(["user"]).build().unwrap();
+    let users = Query::builder()
+        .all_instances()
+        .aggregate_types(["user"])
+        .build()
+        .unwrap();
     assert_eq!(
         store.latest_position(&users).await.unwrap(),
         Some(first[0].position)
@@ -762,7 +792,7 @@ pub async fn concurrent_overlapping_pushes_do_not_deadlock<S: EventStore>(store:
     let events = all_events(*store).await;
     assert_eq!(events.len(), 48 * 4);
     assert_total_order(&events);
-    let distinct: HashSet<(Position, u32)> = events.iter().map(Event::cursor).collect();
+    let distinct: HashSet<Cursor> = events.iter().map(Event::cursor).collect();
     assert_eq!(distinct.len(), events.len());
 }
 
@@ -830,7 +860,11 @@ pub async fn bad_input_is_refused_and_changes_nothing<S: EventStore>(store: &S) 
     let err = store.push(vec![bob("u4"), bob("u5")]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UniqueConstraintViolation, "{err}");
 
-    let err = Query::builder().limit(-1).build().unwrap_err();
+    let err = Query::builder()
+        .all_instances()
+        .limit(-1)
+        .build()
+        .unwrap_err();
     assert_eq!(crate::Error::from(err).kind(), ErrorKind::InvalidInput);
 
     assert_eq!(

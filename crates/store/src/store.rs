@@ -51,7 +51,7 @@ pub trait EventStore: Send + Sync {
     fn instance_heads(&self) -> impl Future<Output = Result<Vec<(InstanceId, Position)>>> + Send {
         async move {
             let mut heads = Vec::new();
-            for instance in self.instance_ids(&Query::default()).await? {
+            for instance in self.instance_ids(&Query::all()).await? {
                 let in_instance = Query::builder().instance(instance.as_str()).build()?;
                 if let Some(head) = self.latest_position(&in_instance).await? {
                     heads.push((instance, head));

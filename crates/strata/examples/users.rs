@@ -119,6 +119,14 @@ impl Projection for ActiveUsers {
             _ => Vec::new(),
         })
     }
+
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        // A rebuild starts from an empty read model of the instance.
+        vec![Statement::delete(
+            "example_users",
+            vec![("instance_id", instance.as_str().into())],
+        )]
+    }
 }
 
 /// The command side: each function checks the user's state and pushes what happened.
@@ -224,10 +232,14 @@ where
     println!("u-2 signed up as alice");
 
     println!("\nthe event log of instance {instance}:");
+    println!(
+        "  (sequence: the event's number within its user; position/in_tx_order: its place in\n   \
+         the store's total order, where the events of one push share a position)"
+    );
     let everything = Query::builder().instance(instance).build()?;
     for event in store.query(&everything).await? {
         println!(
-            "  {:<4} #{} {:<20} position {} ({})",
+            "  {:<4} sequence {}  {:<20} position {}/{}",
             event.aggregate.aggregate_id.as_str(),
             event.sequence,
             event.event_type.as_str(),
@@ -275,7 +287,7 @@ async fn main() -> Result<()> {
             let applied = strata::postgres::migrate(store.pools().push()).await?;
             println!(
                 "storage: PostgreSQL (DATABASE_URL), {} migration(s) applied\n",
-                applied.len()
+                applied.migrations.len()
             );
             // The read model's table is the application's; a real service creates it in its own
             // migrations.
@@ -298,6 +310,7 @@ async fn main() -> Result<()> {
             .fetch_all(store.pools().query())
             .await?;
             print_read_model(rows);
+            clean_up(&store, &runtime, &instance).await?;
         }
         Err(_) => {
             println!("storage: in memory (set DATABASE_URL to use PostgreSQL)\n");
@@ -321,6 +334,30 @@ async fn main() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Leaves the database as the run found it: stops the runtime (waiting for its batches),
+/// forgets the projection, drops its table and removes this run's instance.
+async fn clean_up<B: ProjectionBackend + Clone>(
+    store: &strata::postgres::PgStore,
+    runtime: &ProjectionRuntime<strata::postgres::PgStore, B>,
+    instance: &str,
+) -> Result<()> {
+    runtime.shutdown(Duration::from_secs(10)).await?;
+    strata::postgres::unregister_projection(store.pools().push(), "example_users").await?;
+    sqlx::query("DROP TABLE IF EXISTS example_users")
+        .execute(store.pools().push())
+        .await?;
+    let removed = match store.remove_instance(&InstanceId::new(instance)?).await {
+        Ok(removed) => format!("its {removed} events"),
+        // Removing events is administration: a role without it keeps them.
+        Err(err) => format!("not its events ({err})"),
+    };
+    println!(
+        "\ncleaned up: the runtime stopped, the projection was unregistered, example_users was \
+         dropped, and instance {instance} lost {removed}"
+    );
     Ok(())
 }
 

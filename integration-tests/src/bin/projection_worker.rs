@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use strata_event::Event;
+use strata_event::{Event, InstanceId};
 use strata_postgres::{PgConfig, PgProjections, PgStore, PoolConfig};
 use strata_projection::{
     Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue,
@@ -44,6 +44,16 @@ impl Projection for Counting {
             statements.push(Statement::sql("SELECT pg_sleep(0.002)", vec![]));
         }
         Ok(statements)
+    }
+
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "public.applied",
+            vec![
+                ("projection", self.name.as_str().into()),
+                ("instance_id", instance.as_str().into()),
+            ],
+        )]
     }
 
     fn config(&self) -> ProjectionConfig {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use strata_event::Event;
+use strata_event::{Event, InstanceId};
 use strata_postgres::{PgConfig, PgProjections, PgStore};
 use strata_projection::{
     Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue,
@@ -44,6 +44,12 @@ impl Projection for Model {
             ],
         )])
     }
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "bench_model",
+            vec![("instance_id", instance.as_str().into())],
+        )]
+    }
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig {
             bulk_limit: BULK,
@@ -73,12 +79,13 @@ pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
     let instances = store
         .instance_ids(
             &strata_query::Query::builder()
+                .all_instances()
                 .aggregate_types(["session"])
                 .build()?,
         )
         .await?;
     let latest = store
-        .latest_position(&strata_query::Query::builder().build()?)
+        .latest_position(&strata_query::Query::all())
         .await?
         .context("events loaded")?;
 
@@ -101,7 +108,7 @@ pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
         errors: 0,
     }
     .events_row("strata", "P1", 1, started.elapsed());
-    runtime.shutdown();
+    runtime.shutdown(Duration::from_secs(30)).await?;
 
     let started = Instant::now();
     let applied = raw_catch_up(pool).await?;
@@ -203,6 +210,12 @@ impl Projection for Arrivals {
             vec![("created_at", event.created_at.into())],
         )])
     }
+    fn reset(&self, _: &InstanceId) -> Vec<Statement> {
+        vec![Statement::delete(
+            "arrivals",
+            vec![("projection", SqlValue::from(self.name.as_str()))],
+        )]
+    }
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig {
             bulk_limit: BULK,
@@ -262,6 +275,10 @@ impl Projection for Latest {
             vec![("aggregate_id", event.aggregate.aggregate_id.as_str().into())],
             vec![("sequence", event.sequence.into())],
         )])
+    }
+    fn reset(&self, _: &InstanceId) -> Vec<Statement> {
+        // One instance per run: the table holds nothing else.
+        vec![Statement::delete(self.table, Vec::new())]
     }
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig {
@@ -324,7 +341,7 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
         let runtime = builder.start().await?;
         // Ready once every projection has caught up with what earlier workloads wrote: P2 and
         // W1P measure projections keeping up with live pushes, not a backlog (P1 measures that).
-        let everything = strata_query::Query::builder().build()?;
+        let everything = strata_query::Query::all();
         if let Some(latest) = store.latest_position(&everything).await? {
             let instances = store.instance_ids(&everything).await?;
             for instance in &instances {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use strata_event::{AggregateRef, Command, Position};
+use strata_event::{AggregateRef, Command, Cursor};
 use strata_postgres::PgStore;
 use strata_query::Query;
 use strata_store::EventStore;
@@ -186,11 +186,11 @@ async fn r2_strata(store: &PgStore, passes: u32) -> Result<Row> {
     let mut samples = Samples::default();
     let started = Instant::now();
     for _ in 0..passes {
-        let mut cursor: Option<(Position, u32)> = None;
+        let mut cursor: Option<Cursor> = None;
         loop {
-            let mut query = Query::builder().limit(PAGE);
-            if let Some((position, order)) = cursor {
-                query = query.resume_after(position, order);
+            let mut query = Query::builder().all_instances().limit(PAGE);
+            if let Some(cursor) = cursor {
+                query = query.resume_after(cursor);
             }
             let began = Instant::now();
             let page = store.query(&query.build()?).await?;

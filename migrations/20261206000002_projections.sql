@@ -1,7 +1,8 @@
--- Projection bookkeeping: how far each projection got per instance, and the events it gave up on.
+-- Projection bookkeeping: how far each projection got per instance, the events it gave up on, the
+-- registry operator tools read, operator requests, and the heartbeats of running runtimes.
 -- Read-model tables belong to the application (its own migrations); only the bookkeeping is here.
 --
--- Invariant (ARCHITECTURE.md): every primary key starts with instance_id.
+-- Invariant (ARCHITECTURE.md): every primary key of tenant data starts with instance_id.
 
 CREATE SCHEMA IF NOT EXISTS projections;
 
@@ -29,14 +30,16 @@ CREATE TABLE projections.failed_events (
     failure_count   INTEGER     NOT NULL,
     error           TEXT        NOT NULL,
     last_failed_at  TIMESTAMPTZ NOT NULL,
+    -- An operator gave up on the event (`strata projections failed skip`): the gap in the read
+    -- model is accepted, and catch-ups stop reporting it.
+    skipped_by_operator BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (instance_id, projection_name, aggregate_type, aggregate_id, sequence)
 );
 
 CREATE INDEX failed_events_by_projection ON projections.failed_events (projection_name);
 
 -- Which projections exist and what they read, written by every runtime at start, so operator tools
--- can report lag without the projections' code. A small reference table, not per instance: the
--- instance_id-first invariant applies to tenant data (ARCHITECTURE.md).
+-- can report lag without the projections' code. A small reference table, not per instance.
 CREATE TABLE projections.registry (
     projection_name  TEXT        PRIMARY KEY,
     -- [[aggregate type, [event types]]…]; empty event types mean every event of that aggregate.
@@ -57,3 +60,17 @@ CREATE TABLE projections.requests (
     requested_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (instance_id, id)
 );
+
+-- Running runtimes, refreshed every few seconds, so `strata projections status` can say whether
+-- anyone is alive to carry out queued requests. A reference table, not per instance.
+CREATE TABLE projections.runtimes (
+    runtime_id     TEXT        PRIMARY KEY,
+    -- Host and process id, for people.
+    host           TEXT        NOT NULL,
+    pid            INTEGER     NOT NULL,
+    projections    TEXT[]      NOT NULL,
+    started_at     TIMESTAMPTZ NOT NULL,
+    last_seen_at   TIMESTAMPTZ NOT NULL
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA projections FROM PUBLIC;

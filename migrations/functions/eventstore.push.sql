@@ -1,55 +1,17 @@
--- Leaner push paths: eventstore.push_one for a lone command, and eventstore.push without SET
--- clauses.
+-- Pushes a group of independent pushes in one statement (one round trip, one transaction).
 --
--- 1. eventstore.push_one: a push of one command with no expected sequence and no unique constraint
--- (a lone request on a quiet store, and the calls that carry one push under light load), with
--- plain parameters instead of fifteen arrays.
+-- Commands arrive as parallel arrays; p_push gives each command's push (0, 1, 2… in order, the
+-- commands of one push contiguous). Unique-constraint operations arrive the same way (u_*), with
+-- u_op 'add', 'remove' or 'clear' (remove all of the instance).
 --
--- Its body is push's lone-command path (20261202000001), which now calls it, so both number
--- events the same way: the aggregate's advisory lock, the position taken under it, the next
--- sequence from the plan-proof lookup, one INSERT. Decoding fifteen one-element arrays and
--- building the seven-column row set cost more than that work's own statements: pgbench, 8 clients,
--- synchronous commit, three alternating rounds: push with one-element array parameters
--- 7 290-7 570 calls/s, push_one 7 960-8 270.
+-- Every push gets its own outcome: either one row per command (sequence, in_tx_order, position,
+-- created_at) or one error row ('conflict' with [command index, expected, actual], 'unique' with
+-- [operation index]). A failed push leaves nothing behind; the others are stored. Anything else
+-- that goes wrong raises and fails the whole call, which the client then splits.
 --
--- 2. eventstore.push without SET clauses: the planner settings that keep its unique-constraint
--- statements to index probes in nested loops (20261202000001) are set only on the path that runs
--- those statements, transaction-local.
---
--- A function with SET clauses is called through a wrapper that saves, sets and restores the
--- settings on every call, so the lone-command and fast paths, which run no such statement and carry
--- most pushes, paid for them anyway. pgbench, 8 clients, synchronous commit, alternating runs:
--- one-command calls 6 800-7 530 before, 7 570-7 780 after; four-command calls 3 870-3 950
--- before, 3 950-4 080 after (four rounds each).
---
--- Settings made with set_config(…, true) last until the transaction ends. Strata sends each push
--- call as a statement of its own, so they end with the call; append_events, which the fast path
--- calls, no longer runs under them, and needs none (it joins nothing, and its sequence lookup
--- has a shape only the primary key can serve).
-
-CREATE FUNCTION eventstore.push_one(
-    p_instance TEXT, p_aggregate_type TEXT, p_aggregate_id TEXT, p_event_type TEXT,
-    p_revision INTEGER, p_creator TEXT, p_owner TEXT, p_payload TEXT
-) RETURNS TABLE (r_sequence BIGINT, r_position NUMERIC, r_created_at TIMESTAMPTZ)
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock(
-        eventstore.aggregate_lock_key(p_instance, p_aggregate_type, p_aggregate_id));
-    -- Taken under the lock: a later push to the aggregate gets a later transaction id.
-    r_position := pg_current_xact_id()::text::numeric;
-    r_created_at := now();
-    INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
-                                   event_type, revision, created_at, creator, owner, payload,
-                                   position, in_tx_order)
-    VALUES (p_instance, p_aggregate_type, p_aggregate_id,
-            eventstore.current_sequence(p_instance, p_aggregate_type, p_aggregate_id) + 1,
-            p_event_type, p_revision, r_created_at, p_creator, p_owner, p_payload::jsonb,
-            r_position, 0)
-    RETURNING sequence INTO r_sequence;
-    RETURN NEXT;
-END
-$$;
-
+-- SECURITY DEFINER with a fixed search_path: the application role may not insert into
+-- eventstore.events or eventstore.unique_constraints itself, so events enter only through the
+-- push functions, with sequences and positions they compute (docs/schema.md, "Roles").
 CREATE OR REPLACE FUNCTION eventstore.push(
     p_push INTEGER[], p_instance TEXT[], p_aggregate_type TEXT[], p_aggregate_id TEXT[],
     p_event_type TEXT[], p_revision INTEGER[], p_creator TEXT[], p_owner TEXT[], p_payload TEXT[],
@@ -60,6 +22,8 @@ CREATE OR REPLACE FUNCTION eventstore.push(
     r_created_at TIMESTAMPTZ, r_error TEXT, r_error_args BIGINT[]
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_position  NUMERIC;
@@ -81,6 +45,8 @@ BEGIN
         RETURN;
     END IF;
 
+    PERFORM eventstore.begin_push();
+
     -- Lock every aggregate and every unique value the call touches, in key order, so two calls that
     -- share keys queue instead of deadlocking. Sequences are then computed under the lock, so
     -- concurrent writers to one aggregate never collide and never retry.
@@ -89,7 +55,7 @@ BEGIN
         SELECT eventstore.aggregate_lock_key(i, t, a) AS k
         FROM unnest(p_instance, p_aggregate_type, p_aggregate_id) AS x(i, t, a)
         UNION
-        SELECT hashtextextended('unique' || chr(31) || i || chr(31) || t || chr(31) || v, 0)
+        SELECT eventstore.unique_lock_key(i, t, v)
         FROM unnest(u_op, u_instance, u_type, u_value) AS y(op, i, t, v)
         WHERE op <> 'clear'
     ) keys
@@ -111,8 +77,8 @@ BEGIN
 
     -- Only this path runs statements on eventstore.unique_constraints and the expected-sequence
     -- check: they may only probe indexes in nested loops, whatever the statistics said when the
-    -- session first planned them (20261202000001). For the rest of this transaction, which is the
-    -- push call's own.
+    -- session first planned them. Set here for the rest of the transaction, which is the push
+    -- call's own, rather than as SET clauses, which every call would pay for.
     PERFORM set_config('enable_seqscan', 'off', true),
             set_config('enable_hashjoin', 'off', true),
             set_config('enable_mergejoin', 'off', true);
@@ -181,3 +147,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+REVOKE ALL ON FUNCTION eventstore.push(
+    INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], BIGINT[],
+    INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[]
+) FROM PUBLIC;

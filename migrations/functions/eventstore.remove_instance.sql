@@ -1,0 +1,16 @@
+-- The one administrative way to delete events: remove an instance with all its unique constraints.
+CREATE OR REPLACE FUNCTION eventstore.remove_instance(p_instance_id TEXT) RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    removed BIGINT;
+BEGIN
+    PERFORM set_config('strata.removing_instance', 'on', true);
+    DELETE FROM eventstore.events WHERE instance_id = p_instance_id;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
+    PERFORM set_config('strata.removing_instance', 'off', true);
+    RETURN removed;
+END
+$$;
+
+REVOKE ALL ON FUNCTION eventstore.remove_instance(TEXT) FROM PUBLIC;
