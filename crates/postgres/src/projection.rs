@@ -52,8 +52,10 @@ pub struct PgLease {
     tx: Transaction<'static, Postgres>,
     projection: String,
     instance: InstanceId,
-    /// What [`ProjectionBackend::checkpoint`] read, for the fast path's fallback.
+    /// What [`ProjectionBackend::checkpoint`] read (the cursor and the next event's failure),
+    /// so the fast path's fallback can tell whether another worker moved on meanwhile.
     checkpoint: Option<(Decimal, i32)>,
+    next_failure: Option<(i32, DateTime<Utc>)>,
 }
 
 fn store_error(context: &str, err: sqlx::Error) -> ProjectionError {
@@ -721,6 +723,7 @@ impl ProjectionBackend for PgProjections {
             projection: projection.to_owned(),
             instance: instance.clone(),
             checkpoint: None,
+            next_failure: None,
         }))
     }
 
@@ -751,6 +754,7 @@ impl ProjectionBackend for PgProjections {
         .map_err(|err| store_error("reading a checkpoint", err))?;
         let cursor = row.position.zip(row.in_tx_order);
         lease.checkpoint = cursor;
+        lease.next_failure = row.next_failure_count.zip(row.next_failed_at);
         Ok(Checkpoint {
             cursor: cursor
                 .map(|(position, order)| {
@@ -778,48 +782,51 @@ impl ProjectionBackend for PgProjections {
     ) -> Result<BatchOutcome, ProjectionError> {
         // Fast path: every statement of the batch (runs of upserts merged), then the checkpoint, in
         // as few round trips as possible and without savepoints. Only when something fails is the
-        // batch redone event by event to find and record the culprit.
-        if batch.iter().all(|reduced| reduced.statements.is_ok()) {
-            let statements = batch
-                .iter()
-                .filter_map(|reduced| reduced.statements.as_ref().ok())
-                .flatten();
-            if execute_merged(&mut lease.tx, merge_upserts(statements))
-                .await
-                .is_ok()
-            {
-                if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                    // A batch starting at an event that failed before (with attempts left) has now
-                    // applied it: its failure record goes with the checkpoint move.
-                    move_checkpoint(&mut lease, &last.event, Some(&first.event)).await?;
-                }
-                lease
-                    .tx
-                    .commit()
-                    .await
-                    .map_err(|err| store_error("committing a projection batch", err))?;
-                return Ok(BatchOutcome {
-                    processed: batch.len(),
-                    ..BatchOutcome::default()
-                });
+        // batch redone event by event to find and record the culprit. A reducer that failed
+        // leaves nothing to try: that batch goes event by event at once, on the same lease.
+        if batch.iter().any(|reduced| reduced.statements.is_err()) {
+            return apply_event_by_event(lease, batch, max_failure_count).await;
+        }
+        let statements = batch
+            .iter()
+            .filter_map(|reduced| reduced.statements.as_ref().ok())
+            .flatten();
+        if execute_merged(&mut lease.tx, merge_upserts(statements))
+            .await
+            .is_ok()
+        {
+            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                // A batch starting at an event that failed before (with attempts left) has now
+                // applied it: its failure record goes with the checkpoint move.
+                move_checkpoint(&mut lease, &last.event, Some(&first.event)).await?;
             }
+            lease
+                .tx
+                .commit()
+                .await
+                .map_err(|err| store_error("committing a projection batch", err))?;
+            return Ok(BatchOutcome {
+                processed: batch.len(),
+                ..BatchOutcome::default()
+            });
         }
         // The failed statement aborted the transaction, and with it the lease's lock. Take the
-        // lease again; if someone else has it, or has moved the checkpoint meanwhile, this batch is
-        // stale and the next run starts from the new checkpoint.
+        // lease again; if someone else has it, or has meanwhile moved the checkpoint or recorded
+        // another attempt at the next event, this batch is stale and the next run starts afresh
+        // (so no attempt skips the retry schedule).
         let PgLease {
             tx,
             projection,
             instance,
             checkpoint,
-            ..
+            next_failure,
         } = lease;
         let _ = tx.rollback().await;
         let Some(mut lease) = self.try_lease(&projection, &instance).await? else {
             return Ok(BatchOutcome::default());
         };
         self.checkpoint(&mut lease).await?;
-        if lease.checkpoint != checkpoint {
+        if lease.checkpoint != checkpoint || lease.next_failure != next_failure {
             self.release(lease).await;
             return Ok(BatchOutcome::default());
         }

@@ -91,6 +91,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod memory;
 mod projection;

@@ -200,6 +200,11 @@ impl MemoryProjections {
         Self::default()
     }
 
+    /// How many (projection, instance) leases are held right now, for tests and diagnostics.
+    pub fn leases_held(&self) -> usize {
+        lock(&self.state).leased.len()
+    }
+
     /// The rows of a read-model table, in insertion order.
     pub fn rows(&self, table: &str) -> Vec<Row> {
         lock(&self.state)

@@ -4,7 +4,7 @@
 //! Run them all with [`conformance_tests!`](crate::conformance_tests), which writes one `#[tokio::test]`
 //! per case around a factory expression:
 //!
-//! ```ignore
+//! ```text
 //! strata_store::conformance_tests!(async { strata_store::MemoryStore::new() });
 //! ```
 //!
@@ -20,7 +20,8 @@ use strata_query::Query;
 
 use crate::{Error, ErrorKind, EventStore};
 
-/// Writes one `#[tokio::test]` per conformance case. `$make` is an expression evaluating to a future
+/// Writes one `#[tokio::test]` per conformance case (a unit test fails when a case is missing from
+/// the list below). `$make` is an expression evaluating to a future
 /// that yields a fresh store; it is evaluated once per test.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -39,6 +40,7 @@ macro_rules! conformance_tests {
             positions_give_a_total_order,
             queries_filter_order_limit_and_page,
             queries_never_cross_instances,
+            cursors_resume_after_any_in_tx_order,
             latest_position_and_current_sequence,
             instance_heads_give_each_instance_its_latest_position,
             commit_horizon_is_past_every_visible_event,
@@ -545,6 +547,45 @@ pub async fn queries_filter_order_limit_and_page<S: EventStore>(store: &S) {
     }
 }
 
+/// A cursor carries any `u32` order: resuming after the largest orders (beyond PostgreSQL's
+/// `integer`) skips every event of the cursor's position in ascending order and keeps them all in
+/// descending order, alike on every backend.
+pub async fn cursors_resume_after_any_in_tx_order<S: EventStore>(store: &S) {
+    let stored = store
+        .push(vec![
+            command("u1", "user.added").build().unwrap(),
+            command("u2", "user.added").build().unwrap(),
+            command("u3", "user.added").build().unwrap(),
+        ])
+        .await
+        .unwrap();
+    let position = stored[0].position;
+    let everything = Query::builder().instance(INSTANCE).build().unwrap();
+    let descending = Query::builder()
+        .instance(INSTANCE)
+        .descending()
+        .build()
+        .unwrap();
+    for order in [i32::MAX as u32, i32::MAX as u32 + 1, u32::MAX] {
+        let after = everything.resumed_after((position, order));
+        assert!(
+            store.query(&after).await.unwrap().is_empty(),
+            "ascending after ({position}, {order})"
+        );
+        let before = descending.resumed_after((position, order));
+        assert_eq!(
+            store.query(&before).await.unwrap().len(),
+            3,
+            "descending after ({position}, {order})"
+        );
+        assert!(
+            !everything
+                .resumed_after((position, order))
+                .matches(&stored[2])
+        );
+    }
+}
+
 /// A query for one instance never returns another instance's events.
 pub async fn queries_never_cross_instances<S: EventStore>(store: &S) {
     for instance in ["instance-a", "instance-b", "instance-c"] {
@@ -874,4 +915,30 @@ pub async fn bad_input_is_refused_and_changes_nothing<S: EventStore>(store: &S) 
     );
     // The refused pushes left no unique value behind: bob is still free.
     store.push(vec![bob("u6")]).await.unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_case_is_listed() {
+        let source = include_str!("conformance.rs");
+        let list = source
+            .split("@cases $make;")
+            .nth(1)
+            .and_then(|rest| rest.split(");").next())
+            .expect("the case list of conformance_tests!");
+        let mut listed: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
+        let mut defined: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .filter_map(|rest| rest.split('<').next())
+            .collect();
+        listed.sort_unstable();
+        defined.sort_unstable();
+        assert_eq!(defined, listed, "conformance_tests! must list every case");
+    }
 }
