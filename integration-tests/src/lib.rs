@@ -63,6 +63,24 @@ impl TestDatabase {
         }
     }
 
+    /// Creates a fresh, empty database: no schema, no migrations.
+    pub async fn create_empty() -> TestDatabase {
+        let admin_options = PgConnectOptions::from_str(&admin_url()).expect("DATABASE_URL parses");
+        let mut admin = PgConnection::connect_with(&admin_options)
+            .await
+            .expect("the test server answers");
+        let name = unique_database_name();
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create an empty database");
+        admin.close().await.ok();
+        TestDatabase {
+            options: admin_options.database(&name),
+            name,
+        }
+    }
+
     async fn try_create() -> Result<TestDatabase, sqlx::Error> {
         let admin_options = PgConnectOptions::from_str(&admin_url())?;
         let mut admin = PgConnection::connect_with(&admin_options).await?;

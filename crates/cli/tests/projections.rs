@@ -7,7 +7,7 @@ mod support;
 use strata_event::{Command, InstanceId};
 use strata_integration_tests::TestDatabase;
 use strata_postgres::{PgProjections, pending_projection_requests};
-use strata_projection::{ProjectionBackend, Reads, ReducedEvent};
+use strata_projection::{ProjectionBackend, Reads, ReducedEvent, RuntimeHeartbeat};
 use strata_store::EventStore;
 use support::{assert_success, stderr, stdout, strata};
 
@@ -193,4 +193,88 @@ async fn rebuild_retry_and_skip_queue_request_rows() {
     let listed = strata(&url, &["projections", "requests", "--output", "json"], None);
     assert_success(&listed);
     assert_eq!(stdout(&listed).lines().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_filters_shows_live_runtimes_and_unregister_forgets() {
+    let (database, url) = setup().await;
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let output = strata(&url, args, None);
+        assert_success(&output);
+        stdout(&output)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let one = json(&[
+        "projections",
+        "status",
+        "--projection",
+        "users",
+        "--instance",
+        "tenant-b",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["instance_id"], "tenant-b");
+    assert_eq!(one[0]["runtimes_alive"], 0);
+    let unknown = strata(
+        &url,
+        &["projections", "status", "--projection", "nope"],
+        None,
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    let table = strata(&url, &["projections", "status", "--output", "table"], None);
+    assert!(
+        stdout(&table).contains("no runtime is alive"),
+        "{}",
+        stdout(&table)
+    );
+
+    // A runtime's heartbeat: it runs `users`.
+    let backend = PgProjections::new(database.pool(1)).without_listening();
+    backend
+        .heartbeat(&RuntimeHeartbeat {
+            runtime_id: "host-1/42/0/0".into(),
+            host: "host-1".into(),
+            pid: 42,
+            projections: vec!["users".into()],
+            started_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let lines = json(&["projections", "status", "--output", "json"]);
+    assert!(
+        lines.iter().all(|line| line["runtimes_alive"] == 1),
+        "{lines:?}"
+    );
+    let table = strata(&url, &["projections", "status", "--output", "table"], None);
+    assert!(
+        stdout(&table).contains("runtime alive: host-1 pid 42"),
+        "{}",
+        stdout(&table)
+    );
+
+    // Unregistering is refused while a live runtime runs the projection, unless forced.
+    let refused = strata(&url, &["projections", "unregister", "users", "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    let forgotten = json(&[
+        "projections",
+        "unregister",
+        "users",
+        "--yes",
+        "--force",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(forgotten[0]["registered"], true);
+    assert_eq!(forgotten[0]["checkpoints"], 1);
+    assert_eq!(forgotten[0]["failed_events"], 1);
+    assert!(json(&["projections", "status", "--output", "json"]).is_empty());
+    assert!(
+        json(&["projections", "failed", "list", "--output", "json"]).is_empty(),
+        "its failed events are gone"
+    );
 }

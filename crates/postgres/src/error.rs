@@ -35,8 +35,8 @@ pub(crate) fn from_sqlx(context: &str, err: sqlx::Error) -> Error {
         if db.code().is_some_and(|code| matches!(code.as_ref(), "3F000" | "42P01" | "42883")));
     let message = if missing_schema {
         format!(
-            "{context}: {err} (the eventstore schema is missing or outdated: run `cargo xtask migrate` \
-             or call `strata_postgres::migrate` before using the store)"
+            "{context}: {err} (the schema is missing or outdated: run `strata migrate` (or \
+             `cargo xtask migrate`, or call `strata_postgres::migrate`) before using the store)"
         )
     } else {
         format!("{context}: {err}")
