@@ -12,6 +12,8 @@
 //!
 //! This crate is not published and is not an API: it exists for the workspace's own tests.
 
+mod tls;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use strata_postgres::{FUNCTIONS, MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig, RoleNames};
+
+pub use crate::tls::TestCertificates;
 
 /// The server tests use when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -260,7 +264,7 @@ pub async fn push_held_open(
 }
 
 /// A PostgreSQL server of a test's own, in a temporary directory, for tests that must stop or
-/// restart the server (never the shared one). Stopped and deleted on drop.
+/// restart the server or configure it (never the shared one). Stopped and deleted on drop.
 #[derive(Debug)]
 pub struct ThrowawayServer {
     bindir: std::path::PathBuf,
@@ -268,63 +272,116 @@ pub struct ThrowawayServer {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     as_postgres: bool,
+    /// `-c name=value` settings beyond the defaults.
+    settings: Vec<String>,
 }
 
 impl ThrowawayServer {
-    /// Starts a fresh cluster, or returns `None` (saying why on stderr) when PostgreSQL's server
-    /// binaries are not installed.
-    pub fn start() -> Option<ThrowawayServer> {
+    /// Starts a fresh cluster.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL's server binaries are not installed under `/usr/lib/postgresql`, or the
+    /// cluster does not start: the test needs it, and passing without it would prove nothing.
+    pub fn start() -> ThrowawayServer {
+        Self::start_with(Vec::new(), |_| Vec::new())
+    }
+
+    /// Starts a fresh cluster that speaks TLS with a server certificate signed by a certificate
+    /// authority of its own, and returns the certificates (the CA is what clients trust).
+    ///
+    /// # Panics
+    ///
+    /// Like [`ThrowawayServer::start`].
+    pub fn start_with_tls() -> (ThrowawayServer, TestCertificates) {
+        let mut certificates = None;
+        let server = Self::start_with(Vec::new(), |dir| {
+            let generated = TestCertificates::generate(&dir.join("tls"), "server");
+            let settings = vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", generated.server_cert.display()),
+                format!("ssl_key_file={}", generated.server_key.display()),
+            ];
+            certificates = Some(generated);
+            settings
+        });
+        let certificates = certificates.expect("certificates were generated");
+        (server, certificates)
+    }
+
+    /// Starts a cluster with `settings`, plus those `more` returns once the server's folder
+    /// exists (for files the server reads, such as certificates).
+    fn start_with(
+        settings: Vec<String>,
+        more: impl FnOnce(&std::path::Path) -> Vec<String>,
+    ) -> ThrowawayServer {
         let bindir = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
+            .ok()
+            .into_iter()
+            .flatten()
             .flatten()
             .map(|entry| entry.path().join("bin"))
-            .find(|dir| dir.join("initdb").is_file());
-        let Some(bindir) = bindir else {
-            eprintln!("no PostgreSQL server binaries under /usr/lib/postgresql; skipping");
-            return None;
-        };
+            .find(|dir| dir.join("initdb").is_file())
+            .expect(
+                "this test starts a PostgreSQL server of its own and needs the server binaries \
+                 under /usr/lib/postgresql (Debian: apt-get install postgresql)",
+            );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
-            .ok()?;
+            .expect("a free port");
         let dir = std::env::temp_dir().join(format!(
             "strata-test-pg-{}-{}",
             std::process::id(),
             DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::create_dir_all(&dir).expect("a folder for the server");
+        let mut settings = settings;
+        settings.extend(more(&dir));
         let as_postgres = std::process::Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
         if as_postgres {
-            std::process::Command::new("chown")
+            let owned = std::process::Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&dir)
                 .status()
-                .ok()?;
+                .is_ok_and(|status| status.success());
+            assert!(owned, "chown of the server's folder failed");
+        }
+        // PostgreSQL refuses a private key others can read.
+        for key in walk(&dir).filter(|path| path.extension().is_some_and(|ext| ext == "key")) {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("a private key of the server's own");
         }
         let server = ThrowawayServer {
             bindir,
             dir,
             port,
             as_postgres,
+            settings,
         };
         let data = server.dir.join("data");
+        let initialised = server.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        assert!(initialised, "initdb failed (its error is above)");
+        assert!(
+            server.pg_ctl("start"),
+            "the throwaway server did not start: {}",
+            std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default()
+        );
         server
-            .run(
-                "initdb",
-                &[
-                    "-D",
-                    &data.to_string_lossy(),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--no-sync",
-                ],
-            )
-            .then_some(())?;
-        server.pg_ctl("start").then_some(server)
     }
 
     fn run(&self, program: &str, args: &[&str]) -> bool {
@@ -358,11 +415,15 @@ impl ThrowawayServer {
 
     fn pg_ctl(&self, action: &str) -> bool {
         let data = self.dir.join("data");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
+        for setting in &self.settings {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
         let log = self.dir.join("server.log");
         self.run(
             "pg_ctl",
@@ -395,6 +456,23 @@ impl ThrowawayServer {
     pub fn restart(&self) -> bool {
         self.pg_ctl("start")
     }
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> impl Iterator<Item = std::path::PathBuf> {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.into_iter()
 }
 
 impl Drop for ThrowawayServer {

@@ -171,4 +171,20 @@ impl Connectors {
         self.redis = Some(RedisConnection::open(url)?);
         Ok(self)
     }
+
+    /// Adds a Redis server reached over TLS (`rediss://host:port`) whose certificate is signed by
+    /// `root_ca_pem`, a certificate authority in PEM, instead of one the system trusts. Plain
+    /// [`Connectors::with_redis`] takes `rediss://` URLs too, trusting the usual public
+    /// authorities. Connects lazily, like `with_redis`; a certificate that does not verify makes
+    /// every operation a miss, with a warning naming the TLS error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRedisUrl`] when `url` does not parse or `root_ca_pem` holds no certificate.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn with_redis_tls(mut self, url: &str, root_ca_pem: &[u8]) -> Result<Self> {
+        self.redis = Some(RedisConnection::open_tls(url, root_ca_pem)?);
+        Ok(self)
+    }
 }

@@ -163,7 +163,22 @@ impl std::fmt::Debug for RedisConnection {
 
 impl RedisConnection {
     pub(crate) fn open(url: &str) -> Result<Self> {
-        let client = Client::open(url).map_err(Error::InvalidRedisUrl)?;
+        Self::with_client(Client::open(url).map_err(Error::InvalidRedisUrl)?)
+    }
+
+    /// A `rediss://` connection that trusts the certificate authority `root_ca_pem` (PEM).
+    #[cfg(feature = "tls")]
+    pub(crate) fn open_tls(url: &str, root_ca_pem: &[u8]) -> Result<Self> {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_ca_pem.to_vec()),
+        };
+        Self::with_client(
+            Client::build_with_tls(url, certificates).map_err(Error::InvalidRedisUrl)?,
+        )
+    }
+
+    fn with_client(client: Client) -> Result<Self> {
         // Short timeouts and few retries: a cache that waits seconds for a dead Redis is worse
         // than one that misses at once. The manager reconnects in the background after a failure.
         let config = ConnectionManagerConfig::new()
