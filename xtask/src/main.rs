@@ -3,11 +3,15 @@
 //! - `cargo xtask test [args]` finds or starts a PostgreSQL server, runs every test of the
 //!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made.
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
-//! - `cargo xtask ci` is what `.ci/run` calls: format check, clippy, then `test`.
+//! - `cargo xtask examples` runs `examples/users.rs` in memory and on a fresh PostgreSQL database and
+//!   checks that it leaves the database as it found it.
+//! - `cargo xtask ci` runs what `.ci/run` runs, in the same order: format check, clippy, docs with
+//!   warnings as errors, `test`, `examples`.
 //! - `cargo xtask bench [--quick] [--json]` runs the benchmarks beside a raw-SQL baseline.
 //!
 //! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
 
+mod examples;
 mod perf;
 mod server;
 
@@ -22,7 +26,8 @@ usage: cargo xtask <task>
 tasks:
   test [cargo test args]   run every test against a real PostgreSQL (found or started)
   migrate                  apply the migrations to DATABASE_URL (default: local server)
-  ci                       fmt check, clippy -D warnings, then test
+  examples                 run examples/users.rs in memory and on PostgreSQL, check its clean-up
+  ci                       what .ci/run does: fmt, clippy, docs, test, examples
   bench [--quick] [--json] benchmarks with a raw-SQL baseline from the same run
 ";
 
@@ -33,6 +38,7 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("test") => test(&rest),
         Some("migrate") => migrate(),
+        Some("examples") => examples::run(),
         Some("ci") => ci(),
         Some("bench") if cfg!(debug_assertions) => {
             // Benchmarks of a debug build measure the compiler, not Strata: run it optimised.
@@ -112,20 +118,26 @@ fn migrate() -> Result<()> {
     })
 }
 
+/// When updating this, also update `.ci/run`: they run the same steps.
 fn ci() -> Result<()> {
     run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
     run(Command::new(cargo()).args([
         "clippy",
         "--workspace",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",
     ]))?;
-    test(&[])
+    run(Command::new(cargo())
+        .args(["doc", "--workspace", "--all-features", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    test(&[])?;
+    examples::run()
 }
 
-fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run(command: &mut Command) -> Result<()> {
     eprintln!("xtask: running {command:?}");
     let status = command
         .status()
@@ -136,6 +148,6 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> String {
+pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }

@@ -186,20 +186,20 @@ impl Reads {
     }
 }
 
-/// How a projection runs. Defaults in brackets.
+/// How a projection runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionConfig {
-    /// Events per batch (one transaction) [200].
+    /// Events per batch (one transaction). Default: 200.
     pub bulk_limit: u32,
-    /// Safety-net tick: the projection is checked at least this often even without any trigger
-    /// [10 s].
+    /// Safety-net tick: the projection is checked at least this often even without any trigger.
+    /// Default: 10 s.
     pub requeue_every: Duration,
-    /// After an event failed, wait this long before trying it again [1 s].
+    /// After an event failed, wait this long before trying it again. Default: 1 s.
     pub retry_failed_after: Duration,
-    /// Attempts before an event is recorded as failed for good and skipped [5].
+    /// Attempts before an event is recorded as failed for good and skipped. Default: 5.
     pub max_failure_count: u32,
     /// Longest a batch transaction may take; beyond it the batch is rolled back and retried with
-    /// half as many events [30 s].
+    /// half as many events. Default: 30 s.
     pub transaction_duration: Duration,
 }
 

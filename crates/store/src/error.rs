@@ -6,7 +6,7 @@ use strata_event::{AggregateRef, InstanceId, Sequence, UniqueType, ValidationErr
 use strata_query::QueryError;
 use thiserror::Error;
 
-/// `Result` with Strata's storage [`Error`].
+/// `Result` with Strata's storage [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The cause of a backend failure, shareable because one failed group commit answers many callers.
@@ -78,7 +78,7 @@ pub enum Error {
     },
 }
 
-/// The kind of an [`Error`], for branching without matching every field.
+/// The kind of an [`Error`](enum@Error), for branching without matching every field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -16,6 +16,8 @@
 //!   [`EventStore::query`] or [`EventStore::stream`]; decode payloads with [`Event::payload`].
 //! - **Choose storage** by type: [`MemoryStore`] for tests and embedded use, `PgStore` (feature
 //!   `postgres`) in production. Code written against the [`EventStore`] trait runs on both.
+//! - **Page** through events with a [`Cursor`]: every event has one, and a query resumed after it
+//!   continues with the next event, however many share a position.
 //! - **Project** events into read models with a [`Projection`] run by a [`ProjectionRuntime`]:
 //!   gap-free, exactly-once, shared by any number of processes, with read-your-writes through
 //!   [`ProjectionRuntime::catch_up`]. [`MemoryProjections`] keeps read models in memory;
@@ -71,41 +73,65 @@
 //!
 //! # Features
 //!
-//! - `postgres`: the PostgreSQL backend, [`postgres::PgStore`], its configuration and migrations.
-//!   Off by default, so depending on `strata` alone pulls in no database driver.
-//! - `cache`: the `cache` module, the cache and its connectors. Off by default.
+//! - `postgres`: the PostgreSQL backend: `PgStore`, `PgProjections`, configuration, migrations and
+//!   roles (the [`postgres`] module). Off by default, so depending on `strata` alone pulls in no
+//!   database driver.
+//! - `cache`: the cache and its memory, PostgreSQL and Redis connectors (the `cache` module). Off
+//!   by default.
+//! - `tls`: TLS to PostgreSQL (`sslmode=require`, or `verify-full` with `sslrootcert=`) and, with
+//!   `cache`, to Redis (`rediss://`), through rustls: no system OpenSSL. Off by default.
+//!
+//! Strata enables no dependency feature that changes how your own code behaves; the one it needs
+//! that does (`serde_json`'s `float_roundtrip`) is explained in the README.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
 pub use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Event, EventType,
-    InstanceId, Owner, Payload, PayloadError, Position, PositionError, Revision, Sequence,
-    UniqueConstraintOp, UniqueType, ValidationError,
+    AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Cursor,
+    CursorError, Event, EventType, InstanceId, Owner, Payload, PayloadError, Position,
+    PositionError, Revision, Sequence, UniqueConstraintOp, UniqueType, ValidationError,
 };
 #[doc(inline)]
 pub use strata_projection::{
-    MemoryProjections, Projection, ProjectionConfig, ProjectionError, ProjectionRuntime, Reads,
-    ReduceError, RuntimeConfig, SqlValue, Statement,
+    FailedEvent, MemoryProjections, Projection, ProjectionBackend, ProjectionConfig,
+    ProjectionError, ProjectionRuntime, ProjectionStatus, Reads, ReduceError, RuntimeBuilder,
+    RuntimeConfig, SqlValue, Statement,
 };
 #[doc(inline)]
-pub use strata_query::{Order, Query, QueryBuilder, QueryError};
+pub use strata_query::{Order, Query, QueryBuilder, QueryError, SubQuery, SubQueryBuilder};
 #[doc(inline)]
 pub use strata_store::{Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result};
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
+pub use strata_postgres::{PgConfig, PgProjections, PgStore, migrate};
+
 /// The cache: objects found by several keys, on memory, PostgreSQL or Redis.
 #[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+#[doc(inline)]
 pub use strata_cache as cache;
-/// The event model crate, for what the flat re-exports leave out (limits, payload helpers).
+/// The event model: everything the flat re-exports leave out (limits, payload helpers).
+#[doc(inline)]
 pub use strata_event as event;
-/// The PostgreSQL backend.
+/// The PostgreSQL backend: store, projections, configuration, migrations and roles, and the
+/// operator functions behind the `strata` CLI.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
 pub use strata_postgres as postgres;
-/// The projection runtime: read models kept up to date from events.
+/// The projection runtime: read models kept up to date from events, its backend trait, and the
+/// conformance suite backends run (feature `conformance` of `strata-projection`).
+#[doc(inline)]
 pub use strata_projection as projection;
-/// The query crate.
+/// The query value and its builder.
+#[doc(inline)]
 pub use strata_query as query;
-/// The storage crate: the trait, errors, in-memory backend and the backend conformance suite.
+/// The storage trait, errors, the in-memory backend and the backend conformance suite.
+#[doc(inline)]
 pub use strata_store as store;
