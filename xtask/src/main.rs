@@ -111,8 +111,12 @@ fn migrate() -> Result<()> {
         for migration in &migrated.migrations {
             println!("applied {} {}", migration.version, migration.description);
         }
-        for function in &migrated.functions {
-            println!("applied function {function}");
+        if !migrated.functions.is_empty() {
+            println!(
+                "applied {} SQL function definition(s), new or changed: {}",
+                migrated.functions.len(),
+                migrated.functions.join(", ")
+            );
         }
         Ok(())
     })

@@ -70,12 +70,13 @@ async fn apply(database: &Database, output: &ReportOutput) -> anyhow::Result<()>
             .iter()
             .map(|migration| format!("applied {migration}"))
             .collect();
-        lines.extend(
-            applied
-                .functions
-                .iter()
-                .map(|function| format!("applied function {function}")),
-        );
+        if !applied.functions.is_empty() {
+            lines.push(format!(
+                "applied {} SQL function definition(s), new or changed: {}",
+                applied.functions.len(),
+                applied.functions.join(", ")
+            ));
+        }
         lines.join("\n")
     })
 }
