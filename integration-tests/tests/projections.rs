@@ -374,13 +374,7 @@ async fn a_failing_event_is_retried_recorded_skipped_and_retried_after_the_fix()
     let caught_up = runtime
         .catch_up("users", &tenant, last[0].position, WAIT)
         .await;
-    assert!(
-        matches!(
-            &caught_up,
-            Err(ProjectionError::EventFailed { failed, skipped: true }) if failed.sequence == 2
-        ),
-        "{caught_up:?}"
-    );
+    assert_skipped_poisoned_event(&caught_up);
     let failed = runtime.failed_events(Some("users")).await.expect("failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].failure_count, 3);
@@ -451,13 +445,7 @@ async fn the_same_failure_path_in_memory() {
     let caught_up = runtime
         .catch_up("users", &tenant, last[0].position, WAIT)
         .await;
-    assert!(
-        matches!(
-            &caught_up,
-            Err(ProjectionError::EventFailed { failed, skipped: true }) if failed.sequence == 2
-        ),
-        "{caught_up:?}"
-    );
+    assert_skipped_poisoned_event(&caught_up);
     let failed = runtime.failed_events(None).await.expect("failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].failure_count, 3);
@@ -468,6 +456,17 @@ async fn the_same_failure_path_in_memory() {
         .catch_up("users", &tenant, last[0].position, WAIT)
         .await
         .expect("nothing up to the position is missing any more");
+}
+
+/// `catch_up` reported the poisoned event (sequence 2) as skipped after its last attempt.
+fn assert_skipped_poisoned_event(caught_up: &Result<(), ProjectionError>) {
+    assert!(
+        matches!(
+            caught_up,
+            Err(ProjectionError::EventFailed { failed, skipped: true }) if failed.sequence == 2
+        ),
+        "{caught_up:?}"
+    );
 }
 
 /// Counts events per (projection, instance) into one table.

@@ -39,7 +39,10 @@ fn command_lines(text: &str) -> Vec<String> {
         if let Some(fence) = line.trim_start().strip_prefix("```") {
             block = match block {
                 Some(_) => None,
-                None => Some(matches!(fence.trim(), "" | "sh" | "console" | "bash" | "shell")),
+                None => Some(matches!(
+                    fence.trim(),
+                    "" | "sh" | "console" | "bash" | "shell"
+                )),
             };
             continue;
         }

@@ -149,80 +149,14 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
     };
     let sql = match statement {
         Statement::Upsert { table, key, values } => {
-            let columns = key
-                .iter()
-                .chain(values)
-                .map(|(column, _)| identifier(column))
-                .collect::<Result<Vec<_>, _>>()?;
-            let placeholders = key
-                .iter()
-                .chain(values)
-                .map(|(_, v)| value(v))
-                .collect::<Result<Vec<_>, _>>()?;
-            let keys = key
-                .iter()
-                .map(|(column, _)| identifier(column))
-                .collect::<Result<Vec<_>, _>>()?;
-            let action = if values.is_empty() {
-                "NOTHING".to_owned()
-            } else {
-                let sets = values
-                    .iter()
-                    .map(|(column, _)| identifier(column).map(|c| format!("{c} = EXCLUDED.{c}")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                format!("UPDATE SET {}", sets.join(", "))
-            };
-            format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
-                identifier(table)?,
-                columns.join(", "),
-                placeholders.join(", "),
-                keys.join(", ")
-            )
+            render_insert(table, key, &[], values, &mut value)?
         }
         Statement::Increment {
             table,
             key,
             amounts,
             values,
-        } => {
-            let columns = key
-                .iter()
-                .chain(amounts)
-                .chain(values)
-                .map(|(column, _)| identifier(column))
-                .collect::<Result<Vec<_>, _>>()?;
-            let placeholders = key
-                .iter()
-                .chain(amounts)
-                .chain(values)
-                .map(|(_, v)| value(v))
-                .collect::<Result<Vec<_>, _>>()?;
-            let keys = key
-                .iter()
-                .map(|(column, _)| identifier(column))
-                .collect::<Result<Vec<_>, _>>()?;
-            let additions = amounts.iter().map(|(column, _)| {
-                identifier(column)
-                    .map(|c| format!("{c} = COALESCE(existing.{c}, 0) + EXCLUDED.{c}"))
-            });
-            let sets = values
-                .iter()
-                .map(|(column, _)| identifier(column).map(|c| format!("{c} = EXCLUDED.{c}")));
-            let actions = additions.chain(sets).collect::<Result<Vec<_>, _>>()?;
-            let action = if actions.is_empty() {
-                "NOTHING".to_owned()
-            } else {
-                format!("UPDATE SET {}", actions.join(", "))
-            };
-            format!(
-                "INSERT INTO {} AS existing ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
-                identifier(table)?,
-                columns.join(", "),
-                placeholders.join(", "),
-                keys.join(", ")
-            )
-        }
+        } => render_insert(table, key, amounts, values, &mut value)?,
         Statement::Update {
             table,
             values,
@@ -255,6 +189,48 @@ fn render(statement: &Statement) -> Result<(String, PgArguments), String> {
         other => return Err(format!("unsupported statement {other:?}")),
     };
     Ok((sql, arguments))
+}
+
+/// `INSERT INTO table AS existing (key…, amounts…, values…) VALUES (…) ON CONFLICT (key…) DO …`:
+/// an upsert (no `amounts`) sets `values` on the existing row, an increment also adds its
+/// `amounts` to the existing row's columns (`NULL` counting as zero).
+fn render_insert(
+    table: &str,
+    key: &[Column],
+    amounts: &[Column],
+    values: &[Column],
+    value: &mut dyn FnMut(&SqlValue) -> Result<String, String>,
+) -> Result<String, String> {
+    let all = || key.iter().chain(amounts).chain(values);
+    let columns = all()
+        .map(|(column, _)| quoted_identifier(column))
+        .collect::<Result<Vec<_>, _>>()?;
+    let placeholders = all()
+        .map(|(_, v)| value(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = key
+        .iter()
+        .map(|(column, _)| quoted_identifier(column))
+        .collect::<Result<Vec<_>, _>>()?;
+    let additions = amounts.iter().map(|(column, _)| {
+        quoted_identifier(column).map(|c| format!("{c} = COALESCE(existing.{c}, 0) + EXCLUDED.{c}"))
+    });
+    let sets = values
+        .iter()
+        .map(|(column, _)| quoted_identifier(column).map(|c| format!("{c} = EXCLUDED.{c}")));
+    let actions = additions.chain(sets).collect::<Result<Vec<_>, _>>()?;
+    let action = if actions.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!("UPDATE SET {}", actions.join(", "))
+    };
+    Ok(format!(
+        "INSERT INTO {} AS existing ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        quoted_identifier(table)?,
+        columns.join(", "),
+        placeholders.join(", "),
+        keys.join(", ")
+    ))
 }
 
 /// `name` (a table, optionally `schema.table`, or a column) as a quoted SQL identifier, after the
@@ -1354,12 +1330,12 @@ mod tests {
         let (sql, _) = render_rows(rows).expect("render");
         assert_eq!(
             sql,
-            r#"INSERT INTO "users" ("id", "name") SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
+            r#"INSERT INTO "users" AS existing ("id", "name") SELECT * FROM UNNEST($1::int8[], $2::text[]) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
         );
         let (sql, _) = render_rows_values(rows).expect("render");
         assert_eq!(
             sql,
-            r#"INSERT INTO "users" ("id", "name") VALUES ($1, $2), ($3, $4) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
+            r#"INSERT INTO "users" AS existing ("id", "name") VALUES ($1, $2), ($3, $4) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name""#
         );
     }
 

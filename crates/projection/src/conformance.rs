@@ -150,6 +150,25 @@ impl Docs {
 const DOCS_TABLE: &str = "CREATE TABLE conformance_docs (instance_id TEXT NOT NULL, \
      id TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (instance_id, id))";
 
+/// The `conformance_docs` row of an event's document: its latest event type.
+fn doc_row(event: &Event) -> Statement {
+    Statement::upsert(
+        "conformance_docs",
+        vec![
+            ("instance_id", event.aggregate.instance_id.as_str().into()),
+            ("id", event.aggregate.aggregate_id.as_str().into()),
+        ],
+        vec![("state", event.event_type.as_str().into())],
+    )
+}
+
+fn docs_reset(instance: &InstanceId) -> Vec<Statement> {
+    vec![Statement::delete(
+        "conformance_docs",
+        vec![("instance_id", instance.as_str().into())],
+    )]
+}
+
 impl Projection for Docs {
     fn name(&self) -> &str {
         "docs"
@@ -164,20 +183,10 @@ impl Projection for Docs {
                 return Err(ReduceError::new("poisoned document"));
             }
         }
-        Ok(vec![Statement::upsert(
-            "conformance_docs",
-            vec![
-                ("instance_id", event.aggregate.instance_id.as_str().into()),
-                ("id", event.aggregate.aggregate_id.as_str().into()),
-            ],
-            vec![("state", event.event_type.as_str().into())],
-        )])
+        Ok(vec![doc_row(event)])
     }
     fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
-        vec![Statement::delete(
-            "conformance_docs",
-            vec![("instance_id", instance.as_str().into())],
-        )]
+        docs_reset(instance)
     }
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig {
@@ -535,20 +544,10 @@ impl Projection for Slow {
         Reads::new().aggregate("doc")
     }
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
-        Ok(vec![Statement::upsert(
-            "conformance_docs",
-            vec![
-                ("instance_id", event.aggregate.instance_id.as_str().into()),
-                ("id", event.aggregate.aggregate_id.as_str().into()),
-            ],
-            vec![("state", event.event_type.as_str().into())],
-        )])
+        Ok(vec![doc_row(event)])
     }
     fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
-        vec![Statement::delete(
-            "conformance_docs",
-            vec![("instance_id", instance.as_str().into())],
-        )]
+        docs_reset(instance)
     }
     fn after_commit<'a>(&'a self, _: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -649,27 +648,9 @@ pub async fn unregister_forgets_checkpoints_and_failures<H: Harness>(harness: &H
 mod tests {
     #[test]
     fn every_case_is_listed() {
-        let source = include_str!("conformance.rs");
-        let list = source
-            .split("@cases $make;")
-            .nth(1)
-            .and_then(|rest| rest.split(");").next())
-            .expect("the case list of projection_conformance_tests!");
-        let mut listed: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .collect();
-        let mut defined: Vec<&str> = source
-            .lines()
-            .filter_map(|line| line.strip_prefix("pub async fn "))
-            .filter_map(|rest| rest.split('<').next())
-            .collect();
-        listed.sort_unstable();
-        defined.sort_unstable();
-        assert_eq!(
-            defined, listed,
-            "projection_conformance_tests! must list every case"
+        strata_store::conformance::assert_every_case_listed(
+            include_str!("conformance.rs"),
+            "projection_conformance_tests!",
         );
     }
 }

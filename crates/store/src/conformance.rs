@@ -917,28 +917,35 @@ pub async fn bad_input_is_refused_and_changes_nothing<S: EventStore>(store: &S) 
     store.push(vec![bob("u6")]).await.unwrap();
 }
 
+/// Fails when a `pub async fn` case of a conformance module (`source`, its text) is missing from
+/// the `@cases $make;` list of its test macro (`macro_name`), which would leave the case unrun.
+/// Shared by the conformance suites of the Strata crates.
+#[doc(hidden)]
+pub fn assert_every_case_listed(source: &str, macro_name: &str) {
+    let list = source
+        .split("@cases $make;")
+        .nth(1)
+        .and_then(|rest| rest.split(");").next())
+        .unwrap_or_else(|| panic!("no case list in {macro_name}"));
+    let mut listed: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    let mut defined: Vec<&str> = source
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub async fn "))
+        .filter_map(|rest| rest.split('<').next())
+        .collect();
+    listed.sort_unstable();
+    defined.sort_unstable();
+    assert_eq!(defined, listed, "{macro_name} must list every case");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_case_is_listed() {
-        let source = include_str!("conformance.rs");
-        let list = source
-            .split("@cases $make;")
-            .nth(1)
-            .and_then(|rest| rest.split(");").next())
-            .expect("the case list of conformance_tests!");
-        let mut listed: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|name| !name.is_empty())
-            .collect();
-        let mut defined: Vec<&str> = source
-            .lines()
-            .filter_map(|line| line.strip_prefix("pub async fn "))
-            .filter_map(|rest| rest.split('<').next())
-            .collect();
-        listed.sort_unstable();
-        defined.sort_unstable();
-        assert_eq!(defined, listed, "conformance_tests! must list every case");
+        super::assert_every_case_listed(include_str!("conformance.rs"), "conformance_tests!");
     }
 }
