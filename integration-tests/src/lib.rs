@@ -20,7 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use strata_postgres::{FUNCTIONS, MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig, RoleNames};
+use strata_postgres::admin::RoleNames;
+use strata_postgres::{FUNCTIONS, MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig};
 
 pub use crate::tls::TestCertificates;
 
@@ -38,6 +39,37 @@ static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The admin URL tests connect to.
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// The PostgreSQL program `name` (`initdb`, `pg_dump`…) of the newest version installed under
+/// `/usr/lib/postgresql`, where Debian keeps the server's programs.
+///
+/// # Panics
+///
+/// When it is not installed: a test that needs it would prove nothing without it.
+pub fn postgres_binary(name: &str) -> std::path::PathBuf {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin").join(name))
+        .filter(|program| program.is_file())
+        .collect();
+    // Version folders are numbers: the longest name, then the greatest, is the newest.
+    found.sort_by_key(|program| {
+        let version = program
+            .iter()
+            .nth(4)
+            .map(|v| v.to_string_lossy().into_owned());
+        version.map(|v| (v.len(), v))
+    });
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "this test needs PostgreSQL's `{name}` under /usr/lib/postgresql/<version>/bin \
+             (Debian: apt-get install postgresql)"
+        )
+    })
 }
 
 /// A fresh, migrated database of one test's own.
@@ -173,7 +205,7 @@ async fn ensure_template(
                 .await
                 .map_err(schema_failed)?;
             // The restricted-role tests run as these (the default names).
-            strata_postgres::set_up_roles(&pool, &RoleNames::default())
+            strata_postgres::admin::set_up_roles(&pool, &RoleNames::default())
                 .await
                 .map_err(schema_failed)?;
             pool.close().await;
@@ -315,17 +347,10 @@ impl ThrowawayServer {
         settings: Vec<String>,
         more: impl FnOnce(&std::path::Path) -> Vec<String>,
     ) -> ThrowawayServer {
-        let bindir = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path().join("bin"))
-            .find(|dir| dir.join("initdb").is_file())
-            .expect(
-                "this test starts a PostgreSQL server of its own and needs the server binaries \
-                 under /usr/lib/postgresql (Debian: apt-get install postgresql)",
-            );
+        let bindir = postgres_binary("initdb")
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
@@ -488,7 +513,7 @@ impl Drop for ThrowawayServer {
 
 impl TestDatabase {
     /// A store whose every connection runs as the restricted `strata_writer` role (set up on the
-    /// template by `strata_postgres::set_up_roles`), to show the normal path needs nothing more.
+    /// template by `strata_postgres::admin::set_up_roles`), to show the normal path needs nothing more.
     pub fn restricted_store(&self) -> PgStore {
         let config = test_config();
         let open = |max: u32| {

@@ -47,3 +47,12 @@ mod postgres {
 mod redis {
     strata_cache::conformance_tests!(super::redis_env());
 }
+
+/// A case the macro does not list would never run, on any connector.
+#[test]
+fn every_cache_case_is_listed() {
+    strata_store::conformance::assert_every_case_listed(
+        include_str!("../../crates/cache/src/conformance.rs"),
+        "strata_cache::conformance_tests!",
+    );
+}

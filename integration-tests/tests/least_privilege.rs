@@ -3,7 +3,7 @@
 
 use strata_event::{Command, InstanceId};
 use strata_integration_tests::TestDatabase;
-use strata_postgres::{RoleKind, RoleNames};
+use strata_postgres::admin::{RoleKind, RoleNames};
 use strata_store::{ErrorKind, EventStore};
 
 fn command(aggregate_id: &str) -> strata_event::CommandBuilder {
@@ -187,17 +187,17 @@ async fn roles_exist_only_when_set_up_and_follow_their_names() {
         writer: format!("test_writer_{suffix}"),
         migrator: format!("test_migrator_{suffix}"),
     };
-    let set_up = strata_postgres::set_up_roles(&pool, &names)
+    let set_up = strata_postgres::admin::set_up_roles(&pool, &names)
         .await
         .expect("set up");
     assert_eq!(set_up.len(), 2);
     assert!(set_up.iter().all(|role| role.created), "{set_up:?}");
     assert_eq!(set_up[0].kind, RoleKind::Writer);
-    let again = strata_postgres::set_up_roles(&pool, &names)
+    let again = strata_postgres::admin::set_up_roles(&pool, &names)
         .await
         .expect("again");
     assert!(again.iter().all(|role| !role.created), "{again:?}");
-    let bad = strata_postgres::set_up_roles(
+    let bad = strata_postgres::admin::set_up_roles(
         &pool,
         &RoleNames {
             writer: "Bad Name".into(),
@@ -241,7 +241,7 @@ async fn roles_exist_only_when_set_up_and_follow_their_names() {
         writer: format!("test_writer2_{suffix}"),
         migrator: names.migrator.clone(),
     };
-    strata_postgres::set_up_roles(&pool, &renamed)
+    strata_postgres::admin::set_up_roles(&pool, &renamed)
         .await
         .expect("rename");
     writer.close().await;

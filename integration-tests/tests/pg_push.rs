@@ -252,7 +252,7 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
     // The template already has everything, so a fresh run applies nothing...
     let pool = database.pool(2);
     assert!(migrate(&pool).await.expect("migrate").is_empty());
-    let status = strata_postgres::migration_status(&pool)
+    let status = strata_postgres::admin::migration_status(&pool)
         .await
         .expect("status");
     assert!(status.is_current(), "{status:?}");
@@ -264,7 +264,7 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
     .execute(&pool)
     .await
     .expect("reset");
-    let status = strata_postgres::migration_status(&pool)
+    let status = strata_postgres::admin::migration_status(&pool)
         .await
         .expect("status");
     assert!(status.migrations.iter().all(|m| m.applied_at.is_none()));
@@ -283,7 +283,7 @@ async fn migrate_reports_what_it_applied_and_is_idempotent() {
         .execute(&pool)
         .await
         .expect("forge a stale checksum");
-    let status = strata_postgres::migration_status(&pool)
+    let status = strata_postgres::admin::migration_status(&pool)
         .await
         .expect("status");
     assert!(!status.is_current());

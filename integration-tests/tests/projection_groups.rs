@@ -132,7 +132,7 @@ async fn projections_with_the_same_reads_fetch_each_batch_once_and_each_gets_eve
         ProjectionRuntime::builder(store.clone(), read_models.clone()).config(RuntimeConfig {
             // One run at a time, and long enough a pause that every trigger of the pushes below
             // lands before the first run: the first run then takes all eight along.
-            max_parallel_triggers: 1,
+            max_parallel_batches: 1,
             trigger_coalesce: Duration::from_millis(200),
             ..RuntimeConfig::default()
         });

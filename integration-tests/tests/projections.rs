@@ -537,7 +537,7 @@ async fn many_projections_and_instances_never_exhaust_the_pool() {
         PgProjections::new(store.pools().projection().clone()),
     )
     .config(RuntimeConfig {
-        max_parallel_triggers: 10,
+        max_parallel_batches: 10,
         ..RuntimeConfig::default()
     });
     for n in 0..50 {

@@ -5,8 +5,10 @@
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
 //! - `cargo xtask examples` runs `examples/users.rs` in memory and on a fresh PostgreSQL database and
 //!   checks that it leaves the database as it found it.
-//! - `cargo xtask ci` runs what `.ci/run` runs, in the same order: format check, clippy, docs with
-//!   warnings as errors, `test`, `examples`.
+//! - `cargo xtask ci` runs the steps `.ci/run` runs, in the same order, for running CI locally:
+//!   format check, clippy (also of each cache connector alone), docs with warnings as errors,
+//!   `test`, `examples`. `.ci/run` lists the steps itself rather than calling this, so CI shows
+//!   each command it runs.
 //! - `cargo xtask bench [--quick] [--json]` runs the benchmarks beside a raw-SQL baseline.
 //!
 //! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
@@ -134,6 +136,20 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Each cache connector builds alone (the workspace build has them all on).
+    for connector in ["memory", "postgres", "redis"] {
+        run(Command::new(cargo()).args([
+            "clippy",
+            "--package",
+            "strata-cache",
+            "--no-default-features",
+            "--features",
+            connector,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
     run(Command::new(cargo())
         .args(["doc", "--workspace", "--all-features", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;

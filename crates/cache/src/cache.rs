@@ -6,16 +6,26 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::codec;
 use crate::config::{CacheConfig, ConnectorKind, Connectors};
+#[cfg(not(feature = "memory"))]
+use crate::disabled::MemoryConnector;
+#[cfg(not(feature = "postgres"))]
+use crate::disabled::PgConnector;
+#[cfg(not(feature = "redis"))]
+use crate::disabled::RedisConnector;
 use crate::entry::{self, Entry, Index};
 use crate::error::{Error, Result};
+#[cfg(feature = "memory")]
 use crate::memory::MemoryConnector;
+#[cfg(feature = "postgres")]
 use crate::postgres::PgConnector;
+#[cfg(feature = "redis")]
 use crate::redis::{RedisConnection, RedisConnector};
 
 /// A cache of `V` values, found by any of their keys in any of their indices.
@@ -34,7 +44,11 @@ struct Inner<V: Entry> {
 }
 
 /// Enum dispatch rather than a boxed trait: the memory hit path stays a direct call with no
-/// allocation.
+/// allocation. A connector whose feature is off is a stand-in with no values (`disabled.rs`).
+#[cfg_attr(
+    not(all(feature = "memory", feature = "postgres", feature = "redis")),
+    allow(dead_code) // A connector whose feature is off is never constructed.
+)]
 enum Connector<V> {
     Memory(MemoryConnector<V>),
     Postgres(Arc<PgConnector>),
@@ -72,19 +86,27 @@ impl<V: Entry> Cache<V> {
     /// cannot be reached is not an error: the cache misses until it can.
     pub async fn start(name: &str, config: CacheConfig, connectors: &Connectors) -> Result<Self> {
         match config.connector {
+            #[cfg(feature = "memory")]
             ConnectorKind::Memory => Cache::memory(name, config),
+            #[cfg(feature = "postgres")]
             ConnectorKind::Postgres => match &connectors.postgres {
                 Some(pool) => Cache::postgres(pool.clone(), name, config).await,
                 None => Err(Error::ConnectorNotConfigured {
                     connector: ConnectorKind::Postgres,
                 }),
             },
+            #[cfg(feature = "redis")]
             ConnectorKind::Redis => match &connectors.redis {
                 Some(connection) => Cache::on_redis(connection.clone(), name, config),
                 None => Err(Error::ConnectorNotConfigured {
                     connector: ConnectorKind::Redis,
                 }),
             },
+            #[allow(unreachable_patterns)] // Reached only when a connector's feature is off.
+            connector => {
+                let _ = (name, connectors);
+                Err(Error::ConnectorNotEnabled { connector })
+            }
         }
     }
 
@@ -93,6 +115,8 @@ impl<V: Entry> Cache<V> {
     /// # Errors
     ///
     /// As [`Cache::start`].
+    #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub fn memory(name: &str, config: CacheConfig) -> Result<Self> {
         check::<V>(name, &config)?;
         let connector = MemoryConnector::new(&config, V::Index::ALL.len());
@@ -104,7 +128,7 @@ impl<V: Entry> Cache<V> {
     }
 
     /// A cache in the `cache` schema of the database `pool` is on (migration
-    /// `20261122000003_cache.sql` must have run). Creates the cache's partitions if they do not
+    /// `20261206000003_cache.sql` must have run). Creates the cache's partitions if they do not
     /// exist yet, and starts the pruner if `config.prune_interval` asks for one. `config.connector`
     /// is ignored.
     ///
@@ -114,6 +138,8 @@ impl<V: Entry> Cache<V> {
     /// # Errors
     ///
     /// As [`Cache::start`].
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn postgres(pool: PgPool, name: &str, config: CacheConfig) -> Result<Self> {
         check::<V>(name, &config)?;
         let connector = PgConnector::start(pool, name, &config).await;
@@ -139,10 +165,13 @@ impl<V: Entry> Cache<V> {
     /// # Errors
     ///
     /// As [`Cache::start`], and [`Error::InvalidRedisUrl`].
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(url: &str, name: &str, config: CacheConfig) -> Result<Self> {
         Cache::on_redis(RedisConnection::open(url)?, name, config)
     }
 
+    #[cfg(feature = "redis")]
     fn on_redis(connection: RedisConnection, name: &str, config: CacheConfig) -> Result<Self> {
         check::<V>(name, &config)?;
         let connector = RedisConnector::new(connection, name, &config);
@@ -385,7 +414,10 @@ impl<V: Entry> Cache<V> {
         }
     }
 
-    fn decode<E: std::error::Error>(&self, payload: Result<Option<Vec<u8>>, E>) -> Option<V> {
+    fn decode<E: std::error::Error + 'static>(
+        &self,
+        payload: Result<Option<Vec<u8>>, E>,
+    ) -> Option<V> {
         match payload {
             Ok(Some(payload)) => match codec::decode(&payload) {
                 Ok(value) => Some(value),
@@ -402,7 +434,7 @@ impl<V: Entry> Cache<V> {
         }
     }
 
-    fn warn_on_failure<E: std::error::Error>(
+    fn warn_on_failure<E: std::error::Error + 'static>(
         &self,
         operation: &'static str,
         result: Result<(), E>,
@@ -412,26 +444,14 @@ impl<V: Entry> Cache<V> {
         }
     }
 
-    fn warn(&self, operation: &'static str, err: &dyn std::error::Error) {
-        let mut cause = err.to_string();
-        let mut above = cause.clone();
-        let mut source = err.source();
-        while let Some(inner) = source {
-            // Drivers' errors often repeat their source's text; leave out what the error above
-            // already said.
-            let text = inner.to_string();
-            if !above.contains(&text) {
-                cause.push_str(": ");
-                cause.push_str(&text);
-            }
-            above = text;
-            source = inner.source();
-        }
+    fn warn(&self, operation: &'static str, err: &(dyn std::error::Error + 'static)) {
+        // Recorded as an error value, so the subscriber prints its causes too (the driver's
+        // error under ours, the server's under the driver's).
         tracing::warn!(
             cache = %self.inner.name,
             connector = %self.connector_kind(),
             operation,
-            error = %cause,
+            error = err,
             "cache operation failed; treated as a miss"
         );
     }

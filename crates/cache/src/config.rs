@@ -3,9 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "postgres")]
 use sqlx::PgPool;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "redis")]
 use crate::redis::RedisConnection;
 
 /// Which connector a cache uses.
@@ -126,6 +128,7 @@ impl CacheConfig {
     }
 
     /// How old a stored last-use time may get before a hit rewrites it.
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
     pub(crate) fn touch_after(&self) -> Option<Duration> {
         self.last_use_age.map(|age| {
             age.mul_f64(self.touch_fraction)
@@ -148,13 +151,17 @@ impl CacheConfig {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Connectors {
+    #[cfg(feature = "postgres")]
     pub(crate) postgres: Option<PgPool>,
+    #[cfg(feature = "redis")]
     pub(crate) redis: Option<RedisConnection>,
 }
 
 impl Connectors {
     /// Adds the pool the PostgreSQL connector uses. Give the cache a pool of its own, so a burst
     /// of cache traffic cannot starve the event store's pools (and the reverse).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn with_postgres(mut self, pool: PgPool) -> Self {
         self.postgres = Some(pool);
         self
@@ -167,6 +174,8 @@ impl Connectors {
     /// # Errors
     ///
     /// [`Error::InvalidRedisUrl`] when `url` does not parse.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn with_redis(mut self, url: &str) -> Result<Self> {
         self.redis = Some(RedisConnection::open(url)?);
         Ok(self)
@@ -181,8 +190,8 @@ impl Connectors {
     /// # Errors
     ///
     /// [`Error::InvalidRedisUrl`] when `url` does not parse or `root_ca_pem` holds no certificate.
-    #[cfg(feature = "tls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[cfg(all(feature = "redis", feature = "tls"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "redis", feature = "tls"))))]
     pub fn with_redis_tls(mut self, url: &str, root_ca_pem: &[u8]) -> Result<Self> {
         self.redis = Some(RedisConnection::open_tls(url, root_ca_pem)?);
         Ok(self)

@@ -67,7 +67,18 @@ pub enum Error {
         /// The connector chosen.
         connector: ConnectorKind,
     },
+    /// The configuration chose a connector this build leaves out: turn on the crate feature of
+    /// the same name (`memory`, `postgres` or `redis`).
+    #[error(
+        "the {connector} connector is not compiled in: enable strata-cache's `{connector}` feature"
+    )]
+    ConnectorNotEnabled {
+        /// The connector chosen.
+        connector: ConnectorKind,
+    },
     /// The Redis URL does not parse.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[error("invalid Redis URL")]
     InvalidRedisUrl(#[source] redis::RedisError),
     /// A configuration value is out of range.
@@ -99,8 +110,10 @@ impl Error {
             | Error::KeyWithNul { .. }
             | Error::NoKeys => ErrorKind::InvalidInput,
             Error::ConnectorNotConfigured { .. }
-            | Error::InvalidRedisUrl(_)
+            | Error::ConnectorNotEnabled { .. }
             | Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            #[cfg(feature = "redis")]
+            Error::InvalidRedisUrl(_) => ErrorKind::InvalidConfig,
         }
     }
 }

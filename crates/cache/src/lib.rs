@@ -117,29 +117,46 @@
 //! # }
 //! ```
 //!
-//! The PostgreSQL connector needs the `cache` schema of migration `20261122000003_cache.sql`
+//! The PostgreSQL connector needs the `cache` schema of migration `20261206000003_cache.sql`
 //! (part of `strata_postgres::MIGRATOR`) and a pool of its own; it creates the cache's partitions
 //! at start. `docs/cache.md` compares the connectors and gives measured costs.
 //!
 //! # Features
 //!
+//! Each connector is a feature, so a build compiles only the clients it uses:
+//!
+//! - `memory` (default): the in-process connector, on moka.
+//! - `postgres`: the PostgreSQL connector (sqlx), [`Connectors::with_postgres`], and the
+//!   [`postgres`] module's maintenance of a cache by name (what `strata cache` runs).
+//! - `redis`: the Redis connector (the `redis` crate) and [`Connectors::with_redis`].
+//! - `tls`: TLS for the PostgreSQL and Redis connectors (rustls, no system OpenSSL).
 //! - `conformance`: the `conformance` module and the `conformance_tests!` macro, the suite every
 //!   connector passes; public so the integration tests can run it against PostgreSQL and Redis.
+//!
+//! A configuration naming a connector this build leaves out gets
+//! [`Error::ConnectorNotEnabled`] from [`Cache::start`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(not(any(feature = "memory", feature = "postgres", feature = "redis")))]
+compile_error!("strata-cache needs at least one connector: enable `memory`, `postgres` or `redis`");
+
 mod cache;
 mod codec;
 mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod disabled;
 mod entry;
 mod error;
+#[cfg(feature = "memory")]
 mod memory;
-mod postgres;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use crate::cache::{Cache, CacheInvalidator, Pruner};

@@ -32,9 +32,10 @@ pub(crate) async fn run(command: CacheCommand) -> anyhow::Result<()> {
             output,
         } => {
             let store = connect(&database.database_url).await?;
-            let removed = strata_postgres::prune_cache(&store, &name, max_age, last_use_age)
-                .await
-                .with_context(|| format!("pruning cache {name:?}"))?;
+            let removed =
+                strata_cache::postgres::prune(store.pools().push(), &name, max_age, last_use_age)
+                    .await
+                    .with_context(|| format!("pruning cache {name:?}"))?;
             let outcome = CacheReport {
                 cache: &name,
                 action: "prune",
@@ -57,7 +58,7 @@ pub(crate) async fn run(command: CacheCommand) -> anyhow::Result<()> {
                 ),
                 yes,
             )?;
-            let held = strata_postgres::truncate_cache(&store, &name)
+            let held = strata_cache::postgres::truncate(store.pools().push(), &name)
                 .await
                 .with_context(|| format!("truncating cache {name:?}"))?;
             let outcome = CacheReport {

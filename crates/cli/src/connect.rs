@@ -18,6 +18,8 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<PgStore> {
         group_commit: GroupCommitConfig::default(),
         // Running projection runtimes elsewhere then apply what `strata push` stores at once.
         notify_pushes: true,
+        // The CLI runs no projection: nothing of it needs other processes' pushes.
+        listen_for_pushes: false,
     };
     PgStore::connect(url, config).await.with_context(|| {
         format!(

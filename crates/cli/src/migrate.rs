@@ -83,7 +83,7 @@ async fn apply(database: &Database, output: &ReportOutput) -> anyhow::Result<()>
 
 async fn info(database: &Database, output: &ListingOutput) -> anyhow::Result<()> {
     let store = connect(&database.database_url).await?;
-    let status = strata_postgres::migration_status(store.pools().query())
+    let status = strata_postgres::admin::migration_status(store.pools().query())
         .await
         .context("reading the applied migrations")?;
     let mut lines: Vec<InfoLine> = status

@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use serde::Serialize;
 use strata_event::{Cursor, Event, InstanceId, Position};
-use strata_postgres::{MirrorKey, PgStore};
+use strata_postgres::PgStore;
+use strata_postgres::mirror::MirrorKey;
 use strata_query::{Query, QueryBuilder};
 use strata_store::EventStore;
 
@@ -58,7 +59,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
             None => "*".to_owned(),
         },
     };
-    let progress = strata_postgres::mirror_progress(&destination, &key)
+    let progress = strata_postgres::mirror::progress(&destination, &key)
         .await
         .with_context(|| {
             format!(
@@ -71,13 +72,14 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
 
     // Side-effect projections: those the destination's runtimes registered as such, plus those
     // named on the command line (a runtime that has not started there yet has not registered).
-    let mut side_effects: BTreeSet<String> = strata_postgres::registered_projections(&destination)
-        .await
-        .context("reading the destination's projections.registry")?
-        .into_iter()
-        .filter(|projection| projection.has_side_effects)
-        .map(|projection| projection.name)
-        .collect();
+    let mut side_effects: BTreeSet<String> =
+        strata_postgres::admin::registered_projections(&destination)
+            .await
+            .context("reading the destination's projections.registry")?
+            .into_iter()
+            .filter(|projection| projection.has_side_effects)
+            .map(|projection| projection.name)
+            .collect();
     side_effects.extend(args.side_effects.iter().cloned());
     let side_effects: Vec<String> = side_effects.into_iter().collect();
 
@@ -128,7 +130,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
             break;
         };
         cursor = Some(last.cursor());
-        inserted += strata_postgres::copy_mirror_batch(&destination, &key, &events, &side_effects)
+        inserted += strata_postgres::mirror::copy_batch(&destination, &key, &events, &side_effects)
             .await
             .context(
                 "writing a batch to the destination (nothing of that batch was written; run the \
@@ -161,7 +163,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .collect();
             all.extend(
-                strata_postgres::unique_constraints(&source, None)
+                strata_postgres::mirror::unique_constraints(&source, None)
                     .await
                     .context("reading the source's unique constraints")?
                     .into_iter()
@@ -170,16 +172,16 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
             all.into_iter().collect()
         }
     };
-    let constraints = strata_postgres::unique_constraints(&source, Some(&scope))
+    let constraints = strata_postgres::mirror::unique_constraints(&source, Some(&scope))
         .await
         .context("reading the source's unique constraints")?;
-    strata_postgres::replace_unique_constraints(&destination, &scope, &constraints)
+    strata_postgres::mirror::replace_unique_constraints(&destination, &scope, &constraints)
         .await
         .context("copying unique constraints")?;
     eprintln!("unique constraints: {} copied", constraints.len());
     let mut moved = 0;
     if !side_effects.is_empty() {
-        moved = strata_postgres::skip_to_head(&destination, &side_effects, &scope)
+        moved = strata_postgres::mirror::skip_to_head(&destination, &side_effects, &scope)
             .await
             .context("moving side-effect projections to the mirrored head")?;
         eprintln!("side-effect projections: {moved} checkpoints moved to the mirrored head");
@@ -290,10 +292,10 @@ async fn count_both(
 ) -> anyhow::Result<Vec<InstanceCounts>> {
     // The source is counted below the horizon this run copied up to; later commits are the next
     // run's work.
-    let source_counts = strata_postgres::event_counts(source, Some(scope), Some(horizon))
+    let source_counts = strata_postgres::mirror::event_counts(source, Some(scope), Some(horizon))
         .await
         .context("counting the source's events")?;
-    let destination_counts = strata_postgres::event_counts(destination, Some(scope), None)
+    let destination_counts = strata_postgres::mirror::event_counts(destination, Some(scope), None)
         .await
         .context("counting the destination's events")?;
     let count = |counts: &[(InstanceId, u64)], instance: &InstanceId| {

@@ -12,7 +12,8 @@ use anyhow::Context;
 use chrono::Utc;
 use serde::Serialize;
 use strata_event::{AggregateRef, InstanceId};
-use strata_postgres::{PgProjections, PgStore, RegisteredProjection};
+use strata_postgres::admin::RegisteredProjection;
+use strata_postgres::{PgProjections, PgStore};
 use strata_projection::{FailedEventKey, OperatorRequest, ProjectionBackend};
 use strata_query::{Query, QueryBuilder, SubQuery};
 use strata_store::EventStore;
@@ -166,7 +167,7 @@ struct Queued {
 
 /// Live runtimes that run `projection`.
 async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
-    Ok(strata_postgres::live_runtimes(store)
+    Ok(strata_postgres::admin::live_runtimes(store)
         .await
         .context("reading the runtimes' heartbeats")?
         .iter()
@@ -194,7 +195,7 @@ async fn print_status(
     filter: &StatusFilter,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let runtimes = strata_postgres::live_runtimes(store)
+    let runtimes = strata_postgres::admin::live_runtimes(store)
         .await
         .context("reading the runtimes' heartbeats")?;
     let lines = status(store, filter, &runtimes).await?;
@@ -279,10 +280,10 @@ async fn print_status(
 async fn status(
     store: &PgStore,
     filter: &StatusFilter,
-    runtimes: &[strata_postgres::LiveRuntime],
+    runtimes: &[strata_postgres::admin::LiveRuntime],
 ) -> anyhow::Result<Vec<StatusLine>> {
-    let backend = PgProjections::new(store.pools().projection().clone()).without_listening();
-    let registry = strata_postgres::registered_projections(store)
+    let backend = PgProjections::new(store.pools().projection().clone());
+    let registry = strata_postgres::admin::registered_projections(store)
         .await
         .context("reading projections.registry (run `strata migrate` if it is missing)")?;
     let states = backend
@@ -406,7 +407,7 @@ async fn list_failed(
     projection: Option<&str>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let backend = PgProjections::new(store.pools().projection().clone()).without_listening();
+    let backend = PgProjections::new(store.pools().projection().clone());
     let failed = backend
         .failed_events(projection)
         .await
@@ -467,7 +468,7 @@ async fn request_for_failed(args: FailedEventArgs, kind: Kind) -> anyhow::Result
     let aggregate = AggregateRef::new(&args.instance, &args.aggregate_type, &args.aggregate_id)
         .map_err(|err| usage(err.to_string()))?;
     let store = connect(&args.database.database_url).await?;
-    let backend = PgProjections::new(store.pools().projection().clone()).without_listening();
+    let backend = PgProjections::new(store.pools().projection().clone());
     let known = backend
         .failed_events(Some(&args.projection))
         .await
@@ -495,7 +496,7 @@ async fn request_for_failed(args: FailedEventArgs, kind: Kind) -> anyhow::Result
         Kind::Skip => ("skip (give up on)", "skip", OperatorRequest::Skip(key)),
     };
     confirm(&format!("{verb} the {event}?"), args.yes)?;
-    let queued = strata_postgres::request_projection_work(&store, &[request])
+    let queued = strata_postgres::admin::request_projection_work(&store, &[request])
         .await
         .context("queueing the request")?;
     let queued = Queued {
@@ -525,7 +526,7 @@ async fn rebuild(
         .transpose()
         .map_err(|err| usage(err.to_string()))?;
     let store = connect(&database.database_url).await?;
-    let registry = strata_postgres::registered_projections(&store)
+    let registry = strata_postgres::admin::registered_projections(&store)
         .await
         .context("reading projections.registry (run `strata migrate` if it is missing)")?;
     let Some(projection) = registry.iter().find(|p| p.name == name) else {
@@ -543,8 +544,7 @@ async fn rebuild(
     let instances: Vec<InstanceId> = match instance {
         Some(instance) => vec![instance],
         None => {
-            let backend =
-                PgProjections::new(store.pools().projection().clone()).without_listening();
+            let backend = PgProjections::new(store.pools().projection().clone());
             let mut all: BTreeSet<InstanceId> = store
                 .instance_ids(&build_reads(projection, reads_query(projection, None))?)
                 .await
@@ -587,7 +587,7 @@ async fn rebuild(
             instance_id,
         })
         .collect();
-    let queued = strata_postgres::request_projection_work(&store, &requests)
+    let queued = strata_postgres::admin::request_projection_work(&store, &requests)
         .await
         .context("queueing the rebuild")?;
     let queued = Queued {
@@ -638,7 +638,7 @@ async fn unregister(
         ),
         yes,
     )?;
-    let removed = strata_postgres::unregister_projection(store.pools().push(), name)
+    let removed = strata_postgres::admin::unregister_projection(store.pools().push(), name)
         .await
         .context("unregistering the projection")?;
     if !removed.registered && removed.checkpoints == 0 && removed.failed_events == 0 {
@@ -661,7 +661,7 @@ async fn unregister(
 }
 
 async fn list_requests(store: &PgStore, format: OutputFormat) -> anyhow::Result<()> {
-    let lines: Vec<RequestLine> = strata_postgres::pending_projection_requests(store)
+    let lines: Vec<RequestLine> = strata_postgres::admin::pending_projection_requests(store)
         .await
         .context("reading projections.requests")?
         .into_iter()

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use serde::Serialize;
-use strata_postgres::RoleNames;
+use strata_postgres::admin::RoleNames;
 
 use crate::RolesCommand;
 use crate::connect::{connect, redact};
@@ -25,7 +25,7 @@ pub(crate) async fn run(command: RolesCommand) -> anyhow::Result<()> {
     } = command;
     let url = &database.database_url;
     let store = connect(url).await?;
-    let set_up = strata_postgres::set_up_roles(
+    let set_up = strata_postgres::admin::set_up_roles(
         store.pools().push(),
         &RoleNames { writer, migrator },
     )

@@ -72,7 +72,7 @@ async fn prune_removes_expired_entries_and_truncate_empties_one_cache() {
     let invalid = strata(&url, &["cache", "truncate", "Bad-Name", "--yes"], None);
     assert_eq!(invalid.status.code(), Some(1));
     assert!(
-        stderr(&invalid).contains("not a cache name"),
+        stderr(&invalid).contains("invalid cache name \"Bad-Name\""),
         "{}",
         stderr(&invalid)
     );

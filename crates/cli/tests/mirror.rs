@@ -82,7 +82,7 @@ async fn mirroring_twice_copies_each_event_once_in_order() {
         .await
         .unwrap();
     // A projection with side effects, registered by the destination's runtime before the mirror.
-    let backend = PgProjections::new(to.pool(2)).without_listening();
+    let backend = PgProjections::new(to.pool(2));
     backend
         .register("notifications", &Reads::new().aggregate("user"), true)
         .await

@@ -6,7 +6,8 @@ mod support;
 
 use strata_event::{Command, InstanceId};
 use strata_integration_tests::TestDatabase;
-use strata_postgres::{PgProjections, pending_projection_requests};
+use strata_postgres::PgProjections;
+use strata_postgres::admin::pending_projection_requests;
 use strata_projection::{ProjectionBackend, Reads, ReducedEvent, RuntimeHeartbeat};
 use strata_store::EventStore;
 use support::{assert_success, stderr, stdout, strata};
@@ -29,7 +30,7 @@ async fn setup() -> (TestDatabase, String) {
             .unwrap();
         events.extend(store.push(vec![command]).await.unwrap());
     }
-    let backend = PgProjections::new(database.pool(2)).without_listening();
+    let backend = PgProjections::new(database.pool(2));
     backend
         .register("users", &Reads::new().events("user", ["user.added"]), false)
         .await
@@ -233,7 +234,7 @@ async fn status_filters_shows_live_runtimes_and_unregister_forgets() {
     );
 
     // A runtime's heartbeat: it runs `users`.
-    let backend = PgProjections::new(database.pool(1)).without_listening();
+    let backend = PgProjections::new(database.pool(1));
     backend
         .heartbeat(&RuntimeHeartbeat {
             runtime_id: "host-1/42/0/0".into(),

@@ -51,12 +51,13 @@ pub struct GroupCommitConfig {
     /// Most pushes in one call. Pushes with unique constraints each open a subtransaction, and
     /// PostgreSQL handles up to 64 of those per transaction cheaply. Default `32`.
     pub max_pushes: usize,
-    /// Most commands in one call (a single larger push still goes alone). Default `2000`.
+    /// Most commands in one call (a single larger push still gets a call of its own). Default
+    /// `2000`.
     pub max_commands: usize,
-    /// Pushes of at least this many commands skip the lanes and run as calls of their own, up to
-    /// the push pool's size at once: they already spread one commit over many events, and in a
-    /// lane they would hold up the small pushes queued behind them. Default `64`.
-    pub alone_from: usize,
+    /// Pushes of at least this many commands skip the lanes and are sent in calls of their own,
+    /// up to the push pool's size at once: they already spread one commit over many events, and in
+    /// a lane they would hold up the small pushes queued behind them. Default `64`.
+    pub own_call_from: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -66,7 +67,7 @@ impl Default for GroupCommitConfig {
             lanes: None,
             max_pushes: 32,
             max_commands: 2000,
-            alone_from: 64,
+            own_call_from: 64,
         }
     }
 }
@@ -90,6 +91,11 @@ pub struct PgConfig {
     /// notification queue lock), and notices that pile up while one is sent travel together.
     /// Default: on.
     pub notify_pushes: bool,
+    /// Hear other processes' pushes (`LISTEN` on [`crate::PUSH_CHANNEL`]) while anything subscribes
+    /// to this store's pushes, as a projection runtime does; they arrive beside this process's own.
+    /// The listening connection comes from the projection pool and goes back to it once nobody
+    /// subscribes. Default: on.
+    pub listen_for_pushes: bool,
 }
 
 impl Default for PgConfig {
@@ -100,6 +106,7 @@ impl Default for PgConfig {
             projection_pool: PoolConfig::with_max(4),
             group_commit: GroupCommitConfig::default(),
             notify_pushes: true,
+            listen_for_pushes: true,
         }
     }
 }

@@ -60,6 +60,16 @@ fn is_unavailable_code(code: &str) -> bool {
         )
 }
 
+/// What the database answered broke a promise of the schema (an index out of range, a value the
+/// model refuses, a row missing): [`Error::Backend`] naming `source` (the function or table read)
+/// and `what`. Usually the schema is older or newer than this code.
+pub(crate) fn unexpected_answer(source: &str, what: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        message: format!("unexpected data from {source}: {what} (are the migrations current?)"),
+        source: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;

@@ -11,14 +11,22 @@
 //!   call. Each push still has its own all-or-nothing outcome and its own typed error; an idle store
 //!   adds no wait. See [`GroupCommitConfig`].
 //! - **Positions from transaction ids.** An event's position is the id of the transaction that wrote
-//!   it, so [`EventStore::commit_horizon`](strata_store::EventStore::commit_horizon) is simply
-//!   `pg_snapshot_xmin(pg_current_snapshot())`: below it nothing can still commit. Readers wait for
-//!   nobody and writers for nothing (`docs/position.md`).
+//!   it, so [`EventStore::commit_horizon`](strata_store::EventStore::commit_horizon) is the oldest
+//!   transaction that may still write events (`eventstore.commit_horizon()`): below it nothing can
+//!   still commit. Readers wait for nobody and writers for nothing (`docs/position.md`).
 //! - **Separate pools** for pushing, querying and projection work ([`PgConfig`]), or bring your own
 //!   ([`PgPools`]). Pools Strata opens check a connection with a round trip only after it sat idle
 //!   ([`PoolConfig::check_idle_after`]), not before every call as sqlx does by default; pools you
 //!   bring keep their own settings.
-//! - **Migrations** embedded once as [`MIGRATOR`]; [`migrate`] applies them and reports what it did.
+//! - **Migrations** embedded once as [`MIGRATOR`] (tables, indexes, grants) and [`FUNCTIONS`] (one
+//!   file per SQL function); [`migrate`] applies both and reports what it did.
+//! - **Pushes announced** to other processes with `NOTIFY` on [`PUSH_CHANNEL`], and heard by
+//!   [`PgStore::subscribe_pushes`](strata_store::EventStore::subscribe_pushes) (see
+//!   [`PgConfig::notify_pushes`] and [`PgConfig::listen_for_pushes`]).
+//!
+//! What a service uses is at the root. The [`admin`] and [`mirror`] modules serve the `strata` CLI
+//! (the projection registry, roles, the state of the migrations, copying between stores); a
+//! service does not need them.
 //!
 //! ```no_run
 //! use strata_postgres::{PgConfig, PgStore};
@@ -35,34 +43,26 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-mod admin;
+pub mod admin;
+mod announce;
 mod config;
+mod deprecated;
 mod error;
 mod migrate;
-mod mirror;
+pub mod mirror;
 mod projection;
 mod push;
 mod read;
-mod roles;
 mod store;
 
-pub use crate::admin::{
-    LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
-    live_runtimes, pending_projection_requests, prune_cache, registered_projections,
-    request_projection_work, truncate_cache, unregister_projection,
-};
+pub use crate::announce::PUSH_CHANNEL;
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
-pub use crate::migrate::{
-    AppliedMigration, FUNCTIONS, FunctionState, MIGRATOR, Migrated, MigrationState,
-    MigrationStatus, SqlFunction, migrate, migration_status,
-};
-pub use crate::mirror::{
-    MirrorKey, MirrorProgress, UniqueConstraintRow, copy_mirror_batch, event_counts,
-    mirror_progress, replace_unique_constraints, skip_to_head, unique_constraints,
-};
+pub use crate::migrate::{AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate};
 pub use crate::projection::{PgLease, PgProjections};
-pub use crate::read::{
-    BindValue, RenderedQuery, render_instance_heads, render_instance_ids, render_query,
+pub use crate::store::{PgPools, PgStore};
+
+#[doc(hidden)]
+#[allow(deprecated)]
+pub use crate::deprecated::{
+    MigrationStatus, RoleNames, migration_status, set_up_roles, unregister_projection,
 };
-pub use crate::roles::{RoleKind, RoleNames, RoleSetUp, set_up_roles};
-pub use crate::store::{PUSH_CHANNEL, PgPools, PgStore};

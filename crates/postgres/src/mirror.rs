@@ -1,5 +1,8 @@
 //! The SQL of `strata mirror`: copying events and unique constraints into another store, idempotently.
 //!
+//! This module serves the `strata` CLI; a service does not need it, and its items follow the CLI
+//! and may change between minor versions.
+//!
 //! The source is read through [`strata_store::EventStore`] below its commit horizon; this module
 //! holds only what the trait cannot say: writing copied events with their original sequence and
 //! timestamps, the progress row, unique constraints, per-instance counts and the checkpoints of
@@ -14,8 +17,9 @@ use rust_decimal::Decimal;
 use strata_event::{Cursor, Event, InstanceId, Position};
 use strata_store::{Error, Result};
 
-use crate::error::from_sqlx;
-use crate::store::{PUSH_CHANNEL, PgStore};
+use crate::announce::{PUSH_CHANNEL, notice_payloads};
+use crate::error::{from_sqlx, unexpected_answer};
+use crate::store::PgStore;
 
 /// Where a mirror (one source, one instance filter) stands in a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +53,7 @@ pub struct UniqueConstraintRow {
 }
 
 /// The progress of `key` in the destination, `None` before its first batch.
-pub async fn mirror_progress(
-    destination: &PgStore,
-    key: &MirrorKey,
-) -> Result<Option<MirrorProgress>> {
+pub async fn progress(destination: &PgStore, key: &MirrorKey) -> Result<Option<MirrorProgress>> {
     let row: Option<(Decimal, i32, i64, DateTime<Utc>)> = sqlx::query_as(
         "SELECT position, in_tx_order, events_copied, updated_at FROM eventstore.mirror_progress \
          WHERE source = $1 AND instances = $2",
@@ -82,7 +83,7 @@ pub async fn mirror_progress(
 ///
 /// The destination assigns the positions: one transaction id for the batch, with `in_tx_order`
 /// following the source order. Sequence, revision, created_at, creator, owner and payload are kept.
-pub async fn copy_mirror_batch(
+pub async fn copy_batch(
     destination: &PgStore,
     key: &MirrorKey,
     events: &[Event],
@@ -166,7 +167,7 @@ pub async fn copy_mirror_batch(
     }
     // Delivered at commit: destination runtimes pick the copied events up at once instead of at
     // their next tick. One writer, so the notification queue's lock costs nothing here.
-    for payload in notify_payloads(&instances) {
+    for payload in notice_payloads(instances.iter().copied()) {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(PUSH_CHANNEL)
             .bind(payload)
@@ -347,25 +348,9 @@ async fn move_checkpoints_to_head(
     Ok(moved.rows_affected())
 }
 
-/// Splits instance ids into `NOTIFY` payloads in the format of [`PUSH_CHANNEL`] (one id per line,
-/// under the server's 8000-byte limit).
-fn notify_payloads(instances: &[&str]) -> Vec<String> {
-    let mut payloads: Vec<String> = Vec::new();
-    for instance in instances {
-        match payloads.last_mut() {
-            Some(payload) if payload.len() + instance.len() + 1 < 7_900 => {
-                payload.push('\n');
-                payload.push_str(instance);
-            }
-            _ => payloads.push((*instance).to_owned()),
-        }
-    }
-    payloads
-}
-
 fn corrupt(what: &str, err: impl std::fmt::Display) -> Error {
-    Error::Backend {
-        message: format!("eventstore.mirror_progress holds an invalid {what}: {err}"),
-        source: None,
-    }
+    unexpected_answer(
+        "eventstore.mirror_progress",
+        format_args!("an invalid {what}: {err}"),
+    )
 }

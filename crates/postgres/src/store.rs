@@ -16,11 +16,12 @@ use strata_query::Query;
 use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::announce::{Listener, Notifier};
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::from_sqlx;
 use crate::push::Pusher;
 use crate::read::{
-    EventRow, decode_event, fetch_all, render_count, render_instance_heads, render_instance_ids,
+    EventRow, fetch_all, render_count, render_instance_heads, render_instance_ids,
     render_latest_position, render_query,
 };
 
@@ -130,90 +131,10 @@ pub struct PgStore {
 struct Inner {
     pools: PgPools,
     pusher: Pusher,
+    /// This process's pushes, and other processes' the listener hears.
     pushes: broadcast::Sender<Pushed>,
-    notifier: Option<mpsc::UnboundedSender<Vec<InstanceId>>>,
-}
-
-/// The `LISTEN`/`NOTIFY` channel pushes are announced on. The payload lists the instances written
-/// to, one per line (ids cannot contain control characters).
-pub const PUSH_CHANNEL: &str = "strata_pushed";
-
-/// PostgreSQL refuses notification payloads of 8000 bytes or more.
-const MAX_NOTIFY_PAYLOAD: usize = 7900;
-
-/// Shortest pause between two announcements: notices arriving meanwhile travel together, so a
-/// store under heavy write load sends at most a hundred `NOTIFY`s a second, not one per push. At
-/// 2 ms (five hundred a second) W1 at C = 8 kept 0.83-0.95 of its rate without announcements in
-/// four quick runs, at 10 ms 0.96-1.14 in three; the price is up to 8 ms more latency across
-/// processes (P2 p50/p99 ~4/8-12 ms → ~10/20 ms, against a 100 ms target).
-const NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// Sends the instances of committed pushes as `NOTIFY`s, coalescing whatever queued up meanwhile.
-/// It uses a connection of its own, outside the push pool, so announcing never waits behind (or
-/// holds up) a push.
-async fn run_notifier(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>) {
-    let mut connection: Option<sqlx::PgConnection> = None;
-    while let Some(first) = queue.recv().await {
-        let mut instances: std::collections::BTreeSet<InstanceId> = first.into_iter().collect();
-        while let Ok(more) = queue.try_recv() {
-            instances.extend(more);
-        }
-        let mut payloads = vec![String::new()];
-        for instance in instances {
-            let current = payloads
-                .last_mut()
-                .filter(|payload| payload.len() + instance.as_str().len() + 1 < MAX_NOTIFY_PAYLOAD);
-            match current {
-                Some(payload) => {
-                    if !payload.is_empty() {
-                        payload.push('\n');
-                    }
-                    payload.push_str(instance.as_str());
-                }
-                None => payloads.push(instance.as_str().to_owned()),
-            }
-        }
-        if connection.is_none() {
-            let options = pool.connect_options();
-            match open_notifier_connection(&options).await {
-                Ok(opened) => connection = Some(opened),
-                Err(err) => {
-                    // Other processes still catch up at their next tick; nothing is lost.
-                    tracing::warn!(error = %err, "cannot connect to announce pushes");
-                    continue;
-                }
-            }
-        }
-        if let Some(conn) = connection.as_mut() {
-            for payload in payloads {
-                if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(PUSH_CHANNEL)
-                    .bind(&payload)
-                    .execute(&mut *conn)
-                    .await
-                {
-                    tracing::warn!(error = %err, "could not announce pushes to other processes");
-                    connection = None;
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(NOTIFY_INTERVAL).await;
-    }
-}
-
-/// The notifier's own connection. `NOTIFY` gives its transaction an id, so each one commits with a
-/// WAL flush of its own, competing with the pushes' commits for the disk; a notice needs no
-/// durability (it is delivered at commit, and a lost one is made up by the next tick), so this
-/// connection commits without waiting for the flush.
-async fn open_notifier_connection(
-    options: &sqlx::postgres::PgConnectOptions,
-) -> std::result::Result<sqlx::PgConnection, sqlx::Error> {
-    let mut connection = sqlx::ConnectOptions::connect(options).await?;
-    sqlx::query("SET synchronous_commit = off")
-        .execute(&mut connection)
-        .await?;
-    Ok(connection)
+    notifier: Option<Notifier>,
+    listener: Option<Listener>,
 }
 
 impl PgStore {
@@ -256,17 +177,19 @@ impl PgStore {
         }
         let pool_size = pools.push.options().get_max_connections();
         let pusher = Pusher::start(pools.push.clone(), &config.group_commit, pool_size);
-        let notifier = config.notify_pushes.then(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run_notifier(pools.push.clone(), receiver));
-            sender
-        });
+        let notifier = config
+            .notify_pushes
+            .then(|| Notifier::start(pools.push.connect_options().as_ref().clone()));
+        let listener = config
+            .listen_for_pushes
+            .then(|| Listener::new(pools.projection.clone()));
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pools,
                 pusher,
                 pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
                 notifier,
+                listener,
             }),
         })
     }
@@ -297,7 +220,7 @@ impl EventStore for PgStore {
         let stored = self.inner.pusher.push(commands).await?;
         if let Some(pushed) = Pushed::of(&stored) {
             if let Some(notifier) = &self.inner.notifier {
-                let _ = notifier.send(pushed.instance_ids.clone());
+                notifier.announce(&pushed);
             }
             let _ = self.inner.pushes.send(pushed);
         }
@@ -305,7 +228,11 @@ impl EventStore for PgStore {
     }
 
     fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
-        Some(self.inner.pushes.subscribe())
+        let subscribed = self.inner.pushes.subscribe();
+        if let Some(listener) = &self.inner.listener {
+            listener.ensure_running(&self.inner.pushes);
+        }
+        Some(subscribed)
     }
 
     async fn count(&self, query: &Query) -> Result<u64> {
@@ -330,7 +257,7 @@ impl EventStore for PgStore {
             while let Some(row) = rows.next().await {
                 let event = row
                     .map_err(|err| from_sqlx("streaming events", err))
-                    .and_then(decode_event);
+                    .and_then(EventRow::into_event);
                 let failed = event.is_err();
                 if sender.send(event).await.is_err() || failed {
                     return;

@@ -205,7 +205,7 @@ pub trait ProjectionBackend: Send + Sync + 'static {
 
     /// Sets a failed event's count to `max_failure_count`, so its projection passes it, and marks
     /// it as skipped by an operator.
-    fn give_up(
+    fn skip(
         &self,
         failed: &FailedEvent,
         max_failure_count: u32,
@@ -289,10 +289,5 @@ pub trait ProjectionBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<OperatorRequest>, ProjectionError>> + Send {
         let _ = projections;
         async { Ok(Vec::new()) }
-    }
-
-    /// The instances other processes announced pushes for, when the backend can tell.
-    fn remote_pushes(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<InstanceId>>> {
-        None
     }
 }

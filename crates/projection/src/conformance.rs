@@ -75,6 +75,7 @@ macro_rules! projection_conformance_tests {
             shutdown_waits_for_running_batches_and_releases_leases,
             shutdown_reports_batches_still_running_at_its_deadline,
             unregister_forgets_checkpoints_and_failures,
+            a_panicking_hook_is_reported_and_the_pair_runs_on,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -617,6 +618,65 @@ pub async fn shutdown_reports_batches_still_running_at_its_deadline<H: Harness>(
         assert!(Instant::now() < deadline, "the batch never ended");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A projection whose `after_commit` hook panics once, on its first batch.
+struct PanicsOnce {
+    panicked: AtomicBool,
+}
+
+impl Projection for PanicsOnce {
+    fn name(&self) -> &str {
+        "panics_once"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("doc")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![doc_row(event)])
+    }
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        docs_reset(instance)
+    }
+    fn after_commit<'a>(&'a self, _: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("the conformance suite's hook panics once");
+            }
+        })
+    }
+}
+
+/// A panic in the projection's own code ends that run like an error: `catch_up` reports it as
+/// [`ProjectionError::Panicked`] when it ran the batch itself (or succeeds when a trigger ran it),
+/// no lease stays held, and the pair keeps running later events.
+pub async fn a_panicking_hook_is_reported_and_the_pair_runs_on<H: Harness>(harness: &H) {
+    harness.create_table(DOCS_TABLE).await;
+    let runtime = start(
+        harness,
+        PanicsOnce {
+            panicked: AtomicBool::new(false),
+        },
+    )
+    .await;
+    let first = push_each(&harness.store(), &[("d1", "doc.added")]).await;
+    let caught_up = runtime
+        .catch_up("panics_once", &instance(), first, WAIT)
+        .await;
+    let reported = match &caught_up {
+        Ok(()) => true,
+        Err(ProjectionError::Panicked { projection }) => projection == "panics_once",
+        Err(_) => false,
+    };
+    assert!(reported, "{caught_up:?}");
+    let second = push_each(&harness.store(), &[("d2", "doc.added")]).await;
+    runtime
+        .catch_up("panics_once", &instance(), second, WAIT)
+        .await
+        .expect("the pair runs on after the panic");
+    assert_eq!(harness.rows("conformance_docs").await.len(), 2);
+    assert_eq!(harness.leases_held().await, 0);
+    runtime.shutdown(WAIT).await.expect("stops");
 }
 
 /// Unregistering a projection forgets its checkpoints and failed events.

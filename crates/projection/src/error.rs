@@ -79,6 +79,22 @@ pub enum ProjectionError {
     /// The read model refused a statement (e.g. raw SQL on the in-memory read model).
     #[error("statement refused: {0}")]
     Statement(String),
+    /// The projection's reducer refused an event it was asked to apply again
+    /// ([`retry_failed`](crate::ProjectionRuntime::retry_failed)).
+    #[error("projection {projection} could not reduce the event: {message}")]
+    Reducer {
+        /// The projection.
+        projection: String,
+        /// The reducer's error, or what its panic said.
+        message: String,
+    },
+    /// The projection's code (its reducer or `after_commit` hook) panicked while a batch ran; the
+    /// batch's transaction rolled back, and the pair's run ended.
+    #[error("projection {projection} panicked while running a batch")]
+    Panicked {
+        /// The projection.
+        projection: String,
+    },
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] strata_store::Error),

@@ -16,7 +16,7 @@
 //!   reduces them, and applies the statements and the new checkpoint in **one transaction** (so
 //!   every effect happens exactly once). A lease (an advisory lock on PostgreSQL) keeps two workers
 //!   — in this process or another — off the same pair; a busy pair is simply skipped.
-//! - At most [`RuntimeConfig::max_parallel_triggers`] batches run at once per process.
+//! - At most [`RuntimeConfig::max_parallel_batches`] batches run at once per process.
 //! - Triggers: a push to the local store, pushes announced by other processes, a periodic tick
 //!   ([`ProjectionConfig::requeue_every`]), and [`ProjectionRuntime::catch_up`] for
 //!   read-your-writes.

@@ -368,7 +368,7 @@ impl ProjectionBackend for MemoryProjections {
         Ok(())
     }
 
-    async fn give_up(
+    async fn skip(
         &self,
         failed: &FailedEvent,
         max_failure_count: u32,

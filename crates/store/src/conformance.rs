@@ -1,4 +1,5 @@
-//! The conformance suite: every semantic of spec §3 as a test any backend can run against itself.
+//! The conformance suite: every semantic of the crate docs as a test any backend can run against
+//! itself.
 //!
 //! Each case takes a fresh, empty store and panics (fails the test) when the backend breaks a rule.
 //! Run them all with [`conformance_tests!`](crate::conformance_tests), which writes one `#[tokio::test]`
@@ -918,14 +919,15 @@ pub async fn bad_input_is_refused_and_changes_nothing<S: EventStore>(store: &S) 
 }
 
 /// Fails when a `pub async fn` case of a conformance module (`source`, its text) is missing from
-/// the `@cases $make;` list of its test macro (`macro_name`), which would leave the case unrun.
+/// the `@cases $…;` list of its test macro (`macro_name`), which would leave the case unrun.
 /// Shared by the conformance suites of the Strata crates.
 #[doc(hidden)]
 pub fn assert_every_case_listed(source: &str, macro_name: &str) {
     let list = source
-        .split("@cases $make;")
+        .split("@cases $")
         .nth(1)
-        .and_then(|rest| rest.split(");").next())
+        .and_then(|rest| rest.split_once(';'))
+        .and_then(|(_, rest)| rest.split(");").next())
         .unwrap_or_else(|| panic!("no case list in {macro_name}"));
     let mut listed: Vec<&str> = list
         .split(',')
@@ -935,7 +937,7 @@ pub fn assert_every_case_listed(source: &str, macro_name: &str) {
     let mut defined: Vec<&str> = source
         .lines()
         .filter_map(|line| line.strip_prefix("pub async fn "))
-        .filter_map(|rest| rest.split('<').next())
+        .filter_map(|rest| rest.split(['<', '(']).next())
         .collect();
     listed.sort_unstable();
     defined.sort_unstable();

@@ -1,7 +1,7 @@
 //! The contract between Strata and its storage: the [`EventStore`] trait, the typed [`Error`] every
 //! backend returns, and [`MemoryStore`], an in-memory backend with the same semantics as PostgreSQL.
 //!
-//! This crate knows no database driver. It states what a push and a read must do (spec §3) and
+//! This crate knows no database driver. It states what a push and a read must do (below) and
 //! checks it: the `conformance` feature exposes a suite ([`conformance`] module and the
 //! `conformance_tests!` macro) that every backend runs against itself, so "the same semantics" is a
 //! test, not a promise.

@@ -71,9 +71,10 @@ pub trait EventStore: Send + Sync {
         }
     }
 
-    /// Subscribes to this store's successful pushes, as they commit. Projection runtimes use it to
-    /// run right after a local push; a store that cannot tell returns `None` (the runtime then
-    /// relies on its other triggers).
+    /// Subscribes to this store's successful pushes, as they commit, and to other processes'
+    /// pushes where the store can hear them (PostgreSQL: `LISTEN`). Projection runtimes use it to
+    /// run right after a push; a store that cannot tell returns `None` (the runtime then relies on
+    /// its other triggers).
     fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
         None
     }
@@ -90,13 +91,15 @@ pub trait EventStore: Send + Sync {
     fn commit_horizon(&self) -> impl Future<Output = Result<Position>> + Send;
 }
 
-/// A push that committed: which instances it wrote to and where.
+/// A push that committed: which instances it wrote to and where. A store that hears other
+/// processes' pushes passes them on too (without their position); one with no instances means
+/// notices may have been lost, and a subscriber should check everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
-    /// The instances the push wrote to, without duplicates.
+    /// The instances the push wrote to, without duplicates; empty when notices may have been lost.
     pub instance_ids: Vec<InstanceId>,
-    /// The position of its events.
-    pub position: Position,
+    /// The position of its events, when the push was this process's own.
+    pub position: Option<Position>,
 }
 
 impl Pushed {
@@ -111,7 +114,7 @@ impl Pushed {
         }
         Some(Pushed {
             instance_ids,
-            position: first.position,
+            position: Some(first.position),
         })
     }
 }

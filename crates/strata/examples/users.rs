@@ -345,7 +345,7 @@ async fn clean_up<B: ProjectionBackend + Clone>(
     instance: &str,
 ) -> Result<()> {
     runtime.shutdown(Duration::from_secs(10)).await?;
-    strata::postgres::unregister_projection(store.pools().push(), "example_users").await?;
+    strata::postgres::admin::unregister_projection(store.pools().push(), "example_users").await?;
     sqlx::query("DROP TABLE IF EXISTS example_users")
         .execute(store.pools().push())
         .await?;

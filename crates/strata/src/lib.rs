@@ -76,10 +76,10 @@
 //! - `postgres`: the PostgreSQL backend: `PgStore`, `PgProjections`, configuration, migrations and
 //!   roles (the [`postgres`] module). Off by default, so depending on `strata` alone pulls in no
 //!   database driver.
-//! - `cache`: the cache and its memory, PostgreSQL and Redis connectors (the `cache` module). Off
-//!   by default.
+//! - `cache`: the cache with its memory connector (the `cache` module); `cache-postgres` and
+//!   `cache-redis` add its PostgreSQL and Redis connectors, and their clients. Off by default.
 //! - `tls`: TLS to PostgreSQL (`sslmode=require`, or `verify-full` with `sslrootcert=`) and, with
-//!   `cache`, to Redis (`rediss://`), through rustls: no system OpenSSL. Off by default.
+//!   `cache-redis`, to Redis (`rediss://`), through rustls: no system OpenSSL. Off by default.
 //!
 //! Strata enables no dependency feature that changes how your own code behaves; the one it needs
 //! that does (`serde_json`'s `float_roundtrip`) is explained in the README.
@@ -119,8 +119,8 @@ pub use strata_cache as cache;
 /// The event model: everything the flat re-exports leave out (limits, payload helpers).
 #[doc(inline)]
 pub use strata_event as event;
-/// The PostgreSQL backend: store, projections, configuration, migrations and roles, and the
-/// operator functions behind the `strata` CLI.
+/// The PostgreSQL backend: store, projections, configuration and migrations at its root; roles and
+/// the operator functions behind the `strata` CLI in its `admin` and `mirror` modules.
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[doc(inline)]

@@ -90,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = PgStore::connect(&url, config).await?;
     let backend = PgProjections::new(store.pools().projection().clone());
     let mut builder = ProjectionRuntime::builder(store, backend).config(RuntimeConfig {
-        max_parallel_triggers: 3,
+        max_parallel_batches: 3,
         ..RuntimeConfig::default()
     });
     for n in 0..projections {

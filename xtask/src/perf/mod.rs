@@ -28,21 +28,21 @@ Runs W1 W2 W3 (writes, C = 8 and 32), R1 R2 Q1 (reads over 200 000+ events), P1 
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
 C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
 `C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
---json prints one JSON object per spec §9 row per line on stdout; progress and the rows that are
-not spec rows (W1 with and without NOTIFY) go to stderr. Redis: REDIS_URL, by default
+--json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
+not standard rows (W1 with and without NOTIFY) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
-/// The event workloads, in spec §9's spelling.
+/// The standard event workloads (docs/benchmarks.md, "Workloads").
 const EVENT_WORKLOADS: [&str; 9] = ["W1", "W2", "W3", "R1", "R2", "Q1", "P1", "P2", "W1P"];
 
-/// Whether `name` is a workload spec §9 defines (`--json` prints only these).
-fn is_spec_workload(name: &str) -> bool {
+/// Whether `name` is a standard workload (`--json` prints only these).
+fn is_standard_workload(name: &str) -> bool {
     EVENT_WORKLOADS.contains(&name) || cache::workloads().any(|w| w == name)
 }
 
-/// Whether `row` is one of spec §9's rows: a spec workload, measured on Strata or the raw baseline.
-fn is_spec_row(row: &Row) -> bool {
-    matches!(row.system, "strata" | "raw") && is_spec_workload(&row.workload)
+/// Whether `row` is a standard row: a standard workload, measured on Strata or the raw baseline.
+fn is_standard_row(row: &Row) -> bool {
+    matches!(row.system, "strata" | "raw") && is_standard_workload(&row.workload)
 }
 
 struct Options {
@@ -109,12 +109,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let rows = outcome?;
     if options.json {
-        // Nothing but spec rows on stdout: the NOTIFY comparison and W1P's reference are notes.
-        for row in rows.iter().filter(|row| is_spec_row(row)) {
+        // Nothing but standard rows on stdout: the NOTIFY comparison and W1P's reference are notes.
+        for row in rows.iter().filter(|row| is_standard_row(row)) {
             println!("{}", serde_json::to_string(row)?);
         }
         for line in notify_line(&rows).into_iter().chain(poll_line(&rows)) {
-            eprintln!("bench: not a spec row: {line}");
+            eprintln!("bench: not a standard row: {line}");
         }
     } else {
         print_table(&rows);

@@ -309,7 +309,7 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
         }
         let mut builder =
             ProjectionRuntime::builder(store.clone(), backend).config(RuntimeConfig {
-                max_parallel_triggers: std::env::var("STRATA_BENCH_PARALLEL")
+                max_parallel_batches: std::env::var("STRATA_BENCH_PARALLEL")
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(4),

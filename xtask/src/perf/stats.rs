@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// One line of output: spec §9's JSON format.
+/// One line of output, in the JSON format `docs/benchmarks.md` describes ("JSON rows").
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
     pub(crate) system: &'static str,

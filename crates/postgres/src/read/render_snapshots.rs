@@ -1,10 +1,10 @@
 //! The SQL the backend generates for representative queries. These snapshots are documentation:
 //! they show that every value is a bind parameter and which index each query is shaped for.
-//! Update them with `UPDATE_EXPECT=1 cargo test -p strata-postgres --test rendered_sql`.
+//! Update them with `UPDATE_EXPECT=1 cargo test -p strata-postgres --lib render_snapshots`.
 
+use super::render_query;
 use expect_test::{Expect, expect};
 use strata_event::{AggregateRef, Position};
-use strata_postgres::render_query;
 use strata_query::{Query, SubQuery};
 
 fn check(query: &Query, expected: Expect) {

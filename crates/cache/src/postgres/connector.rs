@@ -1,4 +1,4 @@
-//! The PostgreSQL connector: the `cache` schema of migration `20261122000003_cache.sql`, one
+//! The PostgreSQL connector: the `cache` schema of migration `20261206000003_cache.sql`, one
 //! partition per cache, reached through a pool of the caller's.
 
 use std::sync::Arc;
@@ -14,9 +14,8 @@ use crate::config::CacheConfig;
 ///
 /// It reads the cache's own partitions (`{keys}` and `{objects}`, filled in by
 /// [`partition_sql`]), not the partitioned parents: through a parent, a prepared statement's
-/// generic plan locks every cache's partitions and prunes them again on each execution, which with
-/// eight caches made a hit cost twice a plain primary-key read (pgbench, 5 700 against 11 000 per
-/// second on one connection).
+/// generic plan locks every cache's partitions and prunes them again on each execution, so a hit
+/// would cost more the more caches the database holds (`docs/cache.md`).
 ///
 /// The age conditions are evaluated with the server's clock, so every process agrees on what has
 /// expired.

@@ -1,35 +1,28 @@
-//! Reading: a [`Query`] rendered to SQL with bind parameters only, and rows decoded into events.
+//! A [`Query`] as SQL text whose every value is a bind parameter, shaped for the indexes of
+//! `eventstore.events` (the snapshots in `render_snapshots.rs` show each shape).
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::Postgres;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
-use sqlx::{PgPool, Postgres};
-use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Creator, Cursor, Event, EventType, InstanceId, Owner,
-    Payload, Position,
-};
+use strata_event::Cursor;
 use strata_query::{Order, Query, SubQuery};
-use strata_store::{Error, Result};
-
-use crate::error::from_sqlx;
 
 /// A query rendered for PostgreSQL: SQL text whose every value is a bind parameter, and the values.
-/// Public so its shape can be inspected and snapshot-tested; [`crate::PgStore`] runs it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RenderedQuery {
+pub(crate) struct RenderedQuery {
     /// The SQL text with `$1`, `$2`… placeholders.
-    pub sql: String,
+    pub(crate) sql: String,
     /// The values for the placeholders, in order.
-    pub binds: Vec<BindValue>,
+    pub(crate) binds: Vec<BindValue>,
 }
 
 /// One bind parameter of a [`RenderedQuery`].
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum BindValue {
+pub(crate) enum BindValue {
     /// A `text` value.
     Text(String),
     /// A `text[]` value.
@@ -44,26 +37,12 @@ pub enum BindValue {
     Json(String),
 }
 
-const EVENT_COLUMNS: &str = "instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
+/// The columns of an event, in the order [`super::EventRow`] decodes them.
+pub(crate) const EVENT_COLUMNS: &str = "instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
      created_at, creator, owner, payload::text, position, in_tx_order";
 
-pub(crate) type EventRow = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    i32,
-    DateTime<Utc>,
-    String,
-    String,
-    Option<String>,
-    Decimal,
-    i32,
-);
-
 /// Renders the `SELECT` for `query`. Identifiers are fixed text; every value is a placeholder.
-pub fn render_query(query: &Query) -> RenderedQuery {
+pub(crate) fn render_query(query: &Query) -> RenderedQuery {
     let mut rendered = RenderedQuery::new(format!("SELECT {EVENT_COLUMNS} FROM eventstore.events"));
     rendered.push_filters(query);
     let direction = match query.order() {
@@ -105,17 +84,15 @@ pub(crate) fn render_count(query: &Query) -> RenderedQuery {
     rendered
 }
 
-/// Renders `SELECT DISTINCT instance_id` over what `query` selects (order, offset and limit
-/// ignored).
-/// The instances that have events matching `query` (the projection runtime's tick asks this for
-/// each projection).
+/// Renders the instances that have events matching `query` (order, offset and limit ignored; the
+/// projection runtime's tick asks this for each projection).
 ///
 /// PostgreSQL 15 has no skip scan, so `SELECT DISTINCT instance_id … WHERE …` reads every matching
 /// event. Instead this walks the instances through the primary key (`instance_id` first), one
 /// index probe per instance, and keeps those where an event matches — itself one probe of the
 /// projection indexes for the usual filters. The cost follows the number of instances, not the
 /// number of events.
-pub fn render_instance_ids(query: &Query) -> RenderedQuery {
+pub(crate) fn render_instance_ids(query: &Query) -> RenderedQuery {
     let mut rendered = RenderedQuery::new(format!(
         "{INSTANCE_WALK} SELECT instances.id FROM instances WHERE instances.id IS NOT NULL \
          AND EXISTS (SELECT 1 FROM eventstore.events"
@@ -143,7 +120,7 @@ const INSTANCE_WALK: &str = "WITH RECURSIVE instances(id) AS ( \
 
 /// Every instance with the position of its latest event: the walk, and for each instance one
 /// backward probe of `events_instance_position`.
-pub fn render_instance_heads() -> String {
+pub(crate) fn render_instance_heads() -> String {
     format!(
         "{INSTANCE_WALK} SELECT instances.id, \
          (SELECT max(position) FROM eventstore.events WHERE instance_id = instances.id) \
@@ -341,57 +318,4 @@ impl RenderedQuery {
         }
         statement
     }
-}
-
-/// Turns a row into an event.
-pub(crate) fn decode_event(row: EventRow) -> Result<Event> {
-    let (
-        instance_id,
-        aggregate_type,
-        aggregate_id,
-        sequence,
-        event_type,
-        revision,
-        created_at,
-        creator,
-        owner,
-        payload,
-        position,
-        in_tx_order,
-    ) = row;
-    // Every stored value passed the model's validation on the way in (events are append-only and
-    // written only by the push function), so reading them back skips it: decoding is the hot path
-    // of every read, and re-validating cost about a third of R1's time.
-    Ok(Event {
-        aggregate: AggregateRef {
-            instance_id: InstanceId::from_stored(instance_id),
-            aggregate_type: AggregateType::from_stored(aggregate_type),
-            aggregate_id: AggregateId::from_stored(aggregate_id),
-        },
-        event_type: EventType::from_stored(event_type),
-        sequence: sequence as u64,
-        revision: u16::try_from(revision).map_err(|_| Error::Backend {
-            message: format!("a stored event has revision {revision}, outside 0..=65535"),
-            source: None,
-        })?,
-        created_at,
-        creator: Creator::from_stored(creator),
-        owner: Owner::from_stored(owner),
-        position: Position::new(position).map_err(|err| Error::Backend {
-            message: format!("a stored event has an invalid position: {err}"),
-            source: None,
-        })?,
-        in_tx_order: in_tx_order as u32,
-        raw_payload: payload.map(Payload::from_trusted_json).unwrap_or_default(),
-    })
-}
-
-pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>> {
-    let rendered = render_query(query);
-    let rows: Vec<EventRow> = rendered
-        .to_query_as()
-        .fetch_all(pool)
-        .await
-        .map_err(|err| from_sqlx("querying events", err))?;
-    rows.into_iter().map(decode_event).collect()
 }

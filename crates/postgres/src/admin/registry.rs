@@ -1,15 +1,10 @@
-//! Operator queries behind the `strata` CLI: the projection registry, operator requests, and
-//! cache administration.
+//! The projection registry, operator requests and live runtimes, as the CLI reads and writes them.
 //!
 //! The CLI does not have the projections' code, so it never runs one: it reads what running
 //! runtimes registered (`projections.registry`) and asks them for work by inserting rows into
 //! `projections.requests`, which every runtime polls and carries out (`docs/projections.md`).
 //! Checkpoints and failed events are read through [`crate::PgProjections`], which already has
 //! that SQL.
-//!
-//! Cache administration calls the SQL functions `cache.prune` and `cache.truncate`
-//! (`migrations/functions/`), the same ones the cache connector uses, so the CLI and the connector cannot
-//! disagree on what pruning means.
 
 use std::time::Duration;
 
@@ -234,92 +229,4 @@ pub async fn live_runtimes(store: &PgStore) -> Result<Vec<LiveRuntime>> {
     .fetch_all(store.pools().query())
     .await
     .map_err(|err| from_sqlx("reading the live runtimes", err))
-}
-
-/// Removes a cache's expired objects: created at least `max_age` ago, or last used at least
-/// `last_use_age` ago (`None`: the cache has no such age), plus objects without keys and keys
-/// without objects (what a crash mid-write can leave). Returns how many objects went.
-///
-/// Refuses ([`Error::InvalidInput`]) a name that is not a cache name or a cache that does not
-/// exist here (its partitions are created when the connector first starts it).
-pub async fn prune_cache(
-    store: &PgStore,
-    cache_name: &str,
-    max_age: Option<Duration>,
-    last_use_age: Option<Duration>,
-) -> Result<u64> {
-    check_cache_exists(store, cache_name).await?;
-    let seconds = |age: Option<Duration>| age.map(|age| age.as_secs_f64());
-    let removed: i64 = sqlx::query_scalar(
-        "SELECT cache.prune($1, make_interval(secs => $2), make_interval(secs => $3))",
-    )
-    .bind(cache_name)
-    .bind(seconds(max_age))
-    .bind(seconds(last_use_age))
-    .fetch_one(store.pools().push())
-    .await
-    .map_err(|err| from_sqlx("pruning a cache", err))?;
-    Ok(u64::try_from(removed).unwrap_or_default())
-}
-
-/// Empties a cache (a `TRUNCATE` of its own partitions; other caches are untouched) and returns
-/// how many objects it held. Refuses unknown caches like [`prune_cache`].
-pub async fn truncate_cache(store: &PgStore, cache_name: &str) -> Result<u64> {
-    check_cache_exists(store, cache_name).await?;
-    let mut tx = store
-        .pools()
-        .push()
-        .begin()
-        .await
-        .map_err(|err| from_sqlx("starting to truncate a cache", err))?;
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM cache.objects WHERE cache_name = $1")
-        .bind(cache_name)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|err| from_sqlx("counting a cache's objects", err))?;
-    sqlx::query("SELECT cache.truncate($1)")
-        .bind(cache_name)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| from_sqlx("truncating a cache", err))?;
-    tx.commit()
-        .await
-        .map_err(|err| from_sqlx("committing a cache truncation", err))?;
-    Ok(u64::try_from(held).unwrap_or_default())
-}
-
-async fn check_cache_exists(store: &PgStore, cache_name: &str) -> Result<()> {
-    // Two statements: the second names cache functions, which PostgreSQL resolves when it parses
-    // the statement, so it can only be sent once the first has shown the schema exists.
-    let migrated: bool =
-        sqlx::query_scalar("SELECT to_regprocedure('cache.valid_name(text)') IS NOT NULL")
-            .fetch_one(store.pools().query())
-            .await
-            .map_err(|err| from_sqlx("looking up the cache schema", err))?;
-    if !migrated {
-        return Err(Error::invalid_input(
-            "this database has no cache schema: run the migrations (`strata migrate`)",
-        ));
-    }
-    let (valid, exists): (bool, bool) = sqlx::query_as(
-        "SELECT cache.valid_name($1), \
-                to_regclass(format('cache.%I', 'objects_' || $1)) IS NOT NULL",
-    )
-    .bind(cache_name)
-    .fetch_one(store.pools().query())
-    .await
-    .map_err(|err| from_sqlx("looking up a cache", err))?;
-    if !valid {
-        return Err(Error::invalid_input(format!(
-            "{cache_name:?} is not a cache name: lowercase letters, digits and `_`, starting \
-             with a letter, at most 48 characters"
-        )));
-    }
-    if !exists {
-        return Err(Error::invalid_input(format!(
-            "there is no cache named {cache_name:?} in this database (a cache's tables are \
-             created when the application first starts it)"
-        )));
-    }
-    Ok(())
 }

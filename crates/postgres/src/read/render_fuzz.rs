@@ -2,10 +2,10 @@
 //! a typed error, and a rendered query never carries an input value in its SQL text — every value
 //! is a bind parameter, and the placeholders match the binds.
 //!
-//! `PROPTEST_CASES=100000 cargo test -p strata-postgres --test fuzz_render` runs it longer.
+//! `PROPTEST_CASES=100000 cargo test -p strata-postgres --lib render_fuzz` runs it longer.
 
+use super::render_query;
 use proptest::prelude::*;
-use strata_postgres::render_query;
 use strata_query::{Query, SubQuery};
 
 /// Input values carry a marker that must never show up in the SQL text.

@@ -1,0 +1,21 @@
+//! What operators' tools need beyond a service's API: the projection registry and operator
+//! requests, live runtimes, least-privilege roles and the state of the migrations.
+//!
+//! This module serves the `strata` CLI and tools like it; a service does not need it. Its items
+//! follow the CLI and may change between minor versions.
+//!
+//! - `registry.rs`: projections registered by runtimes, work requested of them, unregistering
+//!   a projection, the runtimes alive now.
+//! - `roles.rs`: creating the writer and migrator roles, which is never a side effect of
+//!   migrating.
+
+mod registry;
+mod roles;
+
+pub use self::registry::{
+    LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
+    live_runtimes, pending_projection_requests, registered_projections, request_projection_work,
+    unregister_projection,
+};
+pub use self::roles::{RoleKind, RoleNames, RoleSetUp, set_up_roles};
+pub use crate::migrate::{FunctionState, MigrationState, MigrationStatus, migration_status};

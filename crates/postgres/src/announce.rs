@@ -1,0 +1,205 @@
+//! Announcing pushes across processes: both sides of `NOTIFY strata_pushed`.
+//!
+//! A process that pushes announces the instances it wrote to after the push commits ([`Notifier`]);
+//! a process that listens ([`Listener`]) turns the notices into [`Pushed`] values on the store's
+//! push channel, beside its own pushes, so a projection runtime (or anything subscribed with
+//! [`EventStore::subscribe_pushes`](strata_store::EventStore::subscribe_pushes)) wakes for pushes
+//! of every process alike.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use strata_event::InstanceId;
+use strata_store::Pushed;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+/// The `LISTEN`/`NOTIFY` channel pushes are announced on. The payload lists the instances written
+/// to, one per line (ids cannot contain control characters).
+pub const PUSH_CHANNEL: &str = "strata_pushed";
+
+/// PostgreSQL refuses notification payloads of 8000 bytes or more.
+const MAX_NOTIFY_PAYLOAD: usize = 7900;
+
+/// Shortest pause between two announcements: notices arriving meanwhile travel together, so a
+/// store under heavy write load sends at most a hundred `NOTIFY`s a second, not one per push, at
+/// the price of up to that much latency across processes (`docs/benchmarks.md`, NOTIFY).
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often an idle listener checks whether anyone still subscribes.
+const SUBSCRIBERS_CHECK: Duration = Duration::from_secs(1);
+
+/// The payloads announcing `instances`: one line each, split where a payload would grow too large.
+pub(crate) fn notice_payloads<'a>(instances: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut payloads: Vec<String> = Vec::new();
+    for instance in instances {
+        match payloads.last_mut() {
+            Some(payload) if payload.len() + instance.len() + 1 < MAX_NOTIFY_PAYLOAD => {
+                payload.push('\n');
+                payload.push_str(instance);
+            }
+            _ => payloads.push(instance.to_owned()),
+        }
+    }
+    payloads
+}
+
+/// Sends the instances of committed pushes as `NOTIFY`s, coalescing whatever queued up meanwhile,
+/// on a connection of its own outside the push pool, so announcing never waits behind (or holds up)
+/// a push. Never inside the push's transaction: a `NOTIFY` there takes the notification queue's
+/// lock at commit and serialises every writer.
+#[derive(Debug, Clone)]
+pub(crate) struct Notifier {
+    queue: mpsc::UnboundedSender<Vec<InstanceId>>,
+}
+
+impl Notifier {
+    /// Starts the notifier's task; it connects with `options` when it first has something to say.
+    pub(crate) fn start(options: PgConnectOptions) -> Notifier {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run_notifier(options, receiver));
+        Notifier { queue }
+    }
+
+    /// Queues an announcement of a push that committed.
+    pub(crate) fn announce(&self, pushed: &Pushed) {
+        let _ = self.queue.send(pushed.instance_ids.clone());
+    }
+}
+
+async fn run_notifier(
+    options: PgConnectOptions,
+    mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>,
+) {
+    let mut connection: Option<sqlx::PgConnection> = None;
+    while let Some(first) = queue.recv().await {
+        let mut instances: BTreeSet<InstanceId> = first.into_iter().collect();
+        while let Ok(more) = queue.try_recv() {
+            instances.extend(more);
+        }
+        if connection.is_none() {
+            match open_notifier_connection(&options).await {
+                Ok(opened) => connection = Some(opened),
+                Err(err) => {
+                    // Other processes still catch up at their next tick; nothing is lost.
+                    tracing::warn!(error = %err, "cannot connect to announce pushes");
+                    continue;
+                }
+            }
+        }
+        if let Some(conn) = connection.as_mut() {
+            for payload in notice_payloads(instances.iter().map(InstanceId::as_str)) {
+                if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(PUSH_CHANNEL)
+                    .bind(&payload)
+                    .execute(&mut *conn)
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not announce pushes to other processes");
+                    connection = None;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
+    }
+}
+
+/// The notifier's own connection. `NOTIFY` gives its transaction an id, so each one commits with a
+/// WAL flush of its own, competing with the pushes' commits for the disk; a notice needs no
+/// durability (it is delivered at commit, and a lost one is made up by the next tick), so this
+/// connection commits without waiting for the flush.
+async fn open_notifier_connection(
+    options: &PgConnectOptions,
+) -> Result<sqlx::PgConnection, sqlx::Error> {
+    let mut connection = sqlx::ConnectOptions::connect(options).await?;
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut connection)
+        .await?;
+    Ok(connection)
+}
+
+/// Listens for other processes' pushes on one connection of `pool` while anyone subscribes to the
+/// store's pushes, and forwards them to the store's push channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Listener {
+    pool: PgPool,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Listener {
+    pub(crate) fn new(pool: PgPool) -> Listener {
+        Listener {
+            pool,
+            task: Arc::default(),
+        }
+    }
+
+    /// Makes sure a listening task runs for `pushes` (it stops, giving its connection back, once
+    /// nobody subscribes any more).
+    pub(crate) fn ensure_running(&self, pushes: &broadcast::Sender<Pushed>) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        *task = Some(tokio::spawn(listen(self.pool.clone(), pushes.clone())));
+    }
+}
+
+async fn listen(pool: PgPool, pushes: broadcast::Sender<Pushed>) {
+    let mut listener = loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(PUSH_CHANNEL).await {
+                Ok(()) => break listener,
+                Err(err) => tracing::warn!(error = %err, "cannot LISTEN for pushes; retrying"),
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot connect to LISTEN for pushes; retrying")
+            }
+        }
+        if pushes.receiver_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    loop {
+        // Stops, and gives its connection back to the pool, soon after the last subscriber is
+        // gone, not at the next notice: on a quiet store that could be never.
+        let received = tokio::select! {
+            received = listener.try_recv() => received,
+            () = tokio::time::sleep(SUBSCRIBERS_CHECK) => {
+                if pushes.receiver_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        let instance_ids = match received {
+            Ok(Some(notification)) => notification
+                .payload()
+                .lines()
+                .filter_map(|line| InstanceId::new(line).ok())
+                .collect(),
+            // The connection dropped and notices may have been missed: no instances asks every
+            // subscriber to check everything. The listener reconnects on the next call.
+            Ok(None) => Vec::new(),
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN connection failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+        };
+        if pushes
+            .send(Pushed {
+                instance_ids,
+                position: None,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! [`PgProjections`]: read models, checkpoints and failed events in PostgreSQL, with a lease per
+//! (projection, instance) that is a transaction holding an advisory lock.
+//!
+//! This file is the backend; `render.rs` turns statements into SQL, `failures.rs` is the slow
+//! path of a batch that failed, `rows.rs` decodes the bookkeeping tables.
+
+mod failures;
+mod render;
+mod rows;
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use sqlx::{PgPool, Postgres, Transaction};
+use strata_event::{Cursor, InstanceId};
+use strata_projection::{
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, NextFailure, OperatorRequest,
+    ProjectionBackend, ProjectionError, Reads, ReducedEvent, RuntimeHeartbeat, Statement,
+};
+
+use crate::error::{from_sqlx, unexpected_answer};
+use crate::projection::failures::apply_event_by_event;
+use crate::projection::render::{execute, execute_merged};
+use crate::projection::rows::{
+    CheckpointRow, FAILED_COLUMNS, FailedRow, RequestRow, STATE_COLUMNS, StateRow, decode_failed,
+    decode_state,
+};
+
+/// Projection storage on PostgreSQL. Give it the store's projection pool
+/// (`store.pools().projection()`), so projection work can never take the connections pushes and
+/// queries need. Cheap to clone.
+///
+/// # Commits
+///
+/// A batch commits without waiting for its WAL record to reach the disk
+/// (`synchronous_commit = off` for that transaction only): a batch that waits for its flush
+/// holds its pair, and the next batch, for that long, so under write load read models would lag
+/// by the disk's flush latency (`docs/benchmarks.md`, P2). Nothing is lost that matters: the read model and its checkpoint are one
+/// transaction, so a crash loses both together (at most the last `3 × wal_writer_delay`, 0.6 s
+/// by default) and the projection applies those events again, exactly once. Events themselves
+/// always commit durably. Two cases ask for durable commits instead: projections that declare
+/// [side effects](strata_projection::Projection::has_side_effects), whose
+/// `after_commit` hook must not run for a batch a crash could undo, and every projection once
+/// [`PgProjections::durable_commits`] is set.
+#[derive(Debug, Clone)]
+pub struct PgProjections {
+    pool: PgPool,
+    durable_commits: bool,
+    /// Projections registered with side effects: their batches always commit durably.
+    durable_projections: Arc<RwLock<HashSet<String>>>,
+}
+
+/// The lease of one (projection, instance): an open transaction holding a transaction-scoped
+/// advisory lock. Committing or rolling back ends it; so does a crash, with the session.
+#[derive(Debug)]
+pub struct PgLease {
+    tx: Transaction<'static, Postgres>,
+    projection: String,
+    instance: InstanceId,
+    /// What [`ProjectionBackend::checkpoint`] read (the cursor and the next event's failure),
+    /// so the fast path's fallback can tell whether another worker moved on meanwhile.
+    read_cursor: Option<Cursor>,
+    read_next_failure: Option<NextFailure>,
+}
+
+pub(crate) fn store_error(context: &str, err: sqlx::Error) -> ProjectionError {
+    ProjectionError::Store(from_sqlx(context, err))
+}
+
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Store(unexpected_answer(
+        "the projection bookkeeping",
+        format_args!("an invalid {what}: {err}"),
+    ))
+}
+
+impl PgProjections {
+    /// Projection storage on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        PgProjections {
+            pool,
+            durable_commits: false,
+            durable_projections: Arc::default(),
+        }
+    }
+
+    /// Every batch waits for its commit to be flushed to disk, as pushes do (see
+    /// [Commits](PgProjections#commits) for why that is not the default).
+    pub fn durable_commits(mut self) -> Self {
+        self.durable_commits = true;
+        self
+    }
+
+    fn commits_durably(&self, projection: &str) -> bool {
+        self.durable_commits
+            || self
+                .durable_projections
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(projection)
+    }
+}
+
+impl ProjectionBackend for PgProjections {
+    type Lease = PgLease;
+
+    async fn try_lease(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<PgLease>, ProjectionError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|err| store_error("starting a projection batch", err))?;
+        // The commit mode is set in the same round trip, for this transaction only. A durable
+        // batch keeps the session's own setting (which may ask for more than a local flush, e.g.
+        // `remote_apply` with a synchronous standby).
+        let locked: bool = sqlx::query_scalar(if self.commits_durably(projection) {
+            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2))"
+        } else {
+            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2)) \
+                    AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+        })
+        .bind(projection)
+        .bind(instance.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|err| store_error("taking a projection lease", err))?;
+        if !locked {
+            let _ = tx.rollback().await;
+            return Ok(None);
+        }
+        Ok(Some(PgLease {
+            tx,
+            projection: projection.to_owned(),
+            instance: instance.clone(),
+            read_cursor: None,
+            read_next_failure: None,
+        }))
+    }
+
+    async fn checkpoint(&self, lease: &mut PgLease) -> Result<Checkpoint, ProjectionError> {
+        // One round trip: the checkpoint, the failure recorded for the next event (failures with
+        // attempts left sit right after the checkpoint), and the horizon, read after the lock and
+        // before the events, which is all the runtime needs of it.
+        let row: CheckpointRow = sqlx::query_as(
+            "SELECT state.position, state.in_tx_order, eventstore.commit_horizon() AS horizon, \
+                    next.failure_count AS next_failure_count, \
+                    next.last_failed_at AS next_failed_at \
+             FROM (SELECT) AS one \
+             LEFT JOIN projections.current_states state \
+                    ON state.instance_id = $1 AND state.projection_name = $2 \
+             LEFT JOIN LATERAL ( \
+                 SELECT failure_count, last_failed_at FROM projections.failed_events failed \
+                 WHERE failed.instance_id = $1 AND failed.projection_name = $2 \
+                   AND (state.position IS NULL \
+                        OR (failed.position, failed.in_tx_order) \
+                           > (state.position, state.in_tx_order)) \
+                 ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
+             ) AS next ON true",
+        )
+        .bind(lease.instance.as_str())
+        .bind(&lease.projection)
+        .fetch_one(&mut *lease.tx)
+        .await
+        .map_err(|err| store_error("reading a checkpoint", err))?;
+        let checkpoint = row.decode()?;
+        lease.read_cursor = checkpoint.cursor;
+        lease.read_next_failure = checkpoint.next_failure.clone();
+        Ok(checkpoint)
+    }
+
+    async fn apply(
+        &self,
+        mut lease: PgLease,
+        batch: Vec<ReducedEvent>,
+        max_failure_count: u32,
+    ) -> Result<BatchOutcome, ProjectionError> {
+        // Fast path: every statement of the batch (runs of upserts merged), then the checkpoint, in
+        // as few round trips as possible and without savepoints. Only when something fails is the
+        // batch redone event by event to find and record the culprit. A reducer that failed
+        // leaves nothing to try: that batch goes event by event at once, on the same lease.
+        if batch.iter().any(|reduced| reduced.statements.is_err()) {
+            return apply_event_by_event(lease, batch, max_failure_count).await;
+        }
+        let statements: Vec<&Statement> = batch
+            .iter()
+            .filter_map(|reduced| reduced.statements.as_ref().ok())
+            .flatten()
+            .collect();
+        if execute_merged(&mut lease.tx, &statements).await.is_ok() {
+            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                // A batch starting at an event that failed before (with attempts left) has now
+                // applied it: its failure record goes with the checkpoint move.
+                move_checkpoint(&mut lease, &last.event, Some(&first.event)).await?;
+            }
+            lease
+                .tx
+                .commit()
+                .await
+                .map_err(|err| store_error("committing a projection batch", err))?;
+            return Ok(BatchOutcome {
+                processed: batch.len(),
+                ..BatchOutcome::default()
+            });
+        }
+        // The failed statement aborted the transaction, and with it the lease's lock. Take the
+        // lease again; if someone else has it, or has meanwhile moved the checkpoint or recorded
+        // another attempt at the next event, this batch is stale and the next run starts afresh
+        // (so no attempt skips the retry schedule).
+        let PgLease {
+            tx,
+            projection,
+            instance,
+            read_cursor,
+            read_next_failure,
+        } = lease;
+        let _ = tx.rollback().await;
+        let Some(mut lease) = self.try_lease(&projection, &instance).await? else {
+            return Ok(BatchOutcome::default());
+        };
+        self.checkpoint(&mut lease).await?;
+        if lease.read_cursor != read_cursor || lease.read_next_failure != read_next_failure {
+            self.release(lease).await;
+            return Ok(BatchOutcome::default());
+        }
+        apply_event_by_event(lease, batch, max_failure_count).await
+    }
+
+    async fn release(&self, lease: PgLease) {
+        let _ = lease.tx.rollback().await;
+    }
+
+    async fn reset(
+        &self,
+        mut lease: PgLease,
+        statements: Vec<Statement>,
+    ) -> Result<(), ProjectionError> {
+        execute(&mut lease.tx, &statements)
+            .await
+            .map_err(ProjectionError::Statement)?;
+        for table in ["projections.current_states", "projections.failed_events"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE instance_id = $1 AND projection_name = $2"
+            ))
+            .bind(lease.instance.as_str())
+            .bind(&lease.projection)
+            .execute(&mut *lease.tx)
+            .await
+            .map_err(|err| store_error("resetting a projection", err))?;
+        }
+        lease
+            .tx
+            .commit()
+            .await
+            .map_err(|err| store_error("committing a projection reset", err))
+    }
+
+    async fn apply_retried(
+        &self,
+        mut lease: PgLease,
+        failed: &FailedEvent,
+        statements: Vec<Statement>,
+    ) -> Result<(), ProjectionError> {
+        execute(&mut lease.tx, &statements)
+            .await
+            .map_err(ProjectionError::Statement)?;
+        sqlx::query(
+            "DELETE FROM projections.failed_events WHERE instance_id = $1 AND projection_name = $2 \
+             AND aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5",
+        )
+        .bind(failed.aggregate.instance_id.as_str())
+        .bind(&failed.projection)
+        .bind(failed.aggregate.aggregate_type.as_str())
+        .bind(failed.aggregate.aggregate_id.as_str())
+        .bind(failed.sequence as i64)
+        .execute(&mut *lease.tx)
+        .await
+        .map_err(|err| store_error("forgetting a failed event", err))?;
+        lease
+            .tx
+            .commit()
+            .await
+            .map_err(|err| store_error("committing a retried event", err))
+    }
+
+    async fn skip(
+        &self,
+        failed: &FailedEvent,
+        max_failure_count: u32,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "UPDATE projections.failed_events SET failure_count = GREATEST(failure_count, $6), \
+             skipped_by_operator = true \
+             WHERE instance_id = $1 AND projection_name = $2 AND aggregate_type = $3 \
+             AND aggregate_id = $4 AND sequence = $5",
+        )
+        .bind(failed.aggregate.instance_id.as_str())
+        .bind(&failed.projection)
+        .bind(failed.aggregate.aggregate_type.as_str())
+        .bind(failed.aggregate.aggregate_id.as_str())
+        .bind(failed.sequence as i64)
+        .bind(i32::try_from(max_failure_count).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("skipping a failed event", err))
+    }
+
+    async fn state(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<CurrentState>, ProjectionError> {
+        let row: Option<StateRow> = sqlx::query_as(&format!(
+            "SELECT {STATE_COLUMNS} FROM projections.current_states \
+             WHERE instance_id = $1 AND projection_name = $2"
+        ))
+        .bind(instance.as_str())
+        .bind(projection)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| store_error("reading a projection state", err))?;
+        row.map(decode_state).transpose()
+    }
+
+    async fn states(&self) -> Result<Vec<CurrentState>, ProjectionError> {
+        let rows: Vec<StateRow> = sqlx::query_as(&format!(
+            "SELECT {STATE_COLUMNS} FROM projections.current_states"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading projection states", err))?;
+        let mut states = rows
+            .into_iter()
+            .map(decode_state)
+            .collect::<Result<Vec<_>, _>>()?;
+        states
+            .sort_by(|a, b| (&a.projection, &a.instance_id).cmp(&(&b.projection, &b.instance_id)));
+        Ok(states)
+    }
+
+    async fn failed_events(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        let rows: Vec<FailedRow> = sqlx::query_as(&format!(
+            "SELECT {FAILED_COLUMNS} FROM projections.failed_events \
+             WHERE $1::text IS NULL OR projection_name = $1 \
+             ORDER BY projection_name, position, in_tx_order"
+        ))
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading failed events", err))?;
+        rows.into_iter().map(decode_failed).collect()
+    }
+
+    async fn failed_events_in(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        let rows: Vec<FailedRow> = sqlx::query_as(&format!(
+            "SELECT {FAILED_COLUMNS} FROM projections.failed_events \
+             WHERE instance_id = $1 AND projection_name = $2 ORDER BY position, in_tx_order"
+        ))
+        .bind(instance.as_str())
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("reading failed events", err))?;
+        rows.into_iter().map(decode_failed).collect()
+    }
+
+    async fn unregister(&self, projection: &str) -> Result<(), ProjectionError> {
+        crate::admin::unregister_projection(&self.pool, projection)
+            .await
+            .map(drop)
+            .map_err(ProjectionError::Store)
+    }
+
+    async fn heartbeat(&self, runtime: &RuntimeHeartbeat) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO projections.runtimes \
+             (runtime_id, host, pid, projections, started_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, now()) \
+             ON CONFLICT (runtime_id) DO UPDATE SET last_seen_at = now(), \
+             projections = EXCLUDED.projections",
+        )
+        .bind(&runtime.runtime_id)
+        .bind(&runtime.host)
+        .bind(i32::try_from(runtime.pid).unwrap_or(i32::MAX))
+        .bind(&runtime.projections)
+        .bind(runtime.started_at)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("recording a runtime heartbeat", err))
+    }
+
+    async fn runtime_stopped(&self, runtime_id: &str) {
+        let removed = sqlx::query("DELETE FROM projections.runtimes WHERE runtime_id = $1")
+            .bind(runtime_id)
+            .execute(&self.pool)
+            .await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "could not remove the runtime's heartbeat");
+        }
+    }
+
+    async fn register(
+        &self,
+        projection: &str,
+        reads: &Reads,
+        has_side_effects: bool,
+    ) -> Result<(), ProjectionError> {
+        if has_side_effects {
+            self.durable_projections
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(projection.to_owned());
+        }
+        let reads = serde_json::to_string(reads.entries()).map_err(|err| corrupt("reads", err))?;
+        sqlx::query(
+            "INSERT INTO projections.registry (projection_name, reads, has_side_effects, registered_at) \
+             VALUES ($1, $2::jsonb, $3, now()) ON CONFLICT (projection_name) DO UPDATE \
+             SET reads = EXCLUDED.reads, has_side_effects = EXCLUDED.has_side_effects, \
+             registered_at = now()",
+        )
+        .bind(projection)
+        .bind(reads)
+        .bind(has_side_effects)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|err| store_error("registering a projection", err))
+    }
+
+    async fn take_requests(
+        &self,
+        projections: &[String],
+    ) -> Result<Vec<OperatorRequest>, ProjectionError> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "DELETE FROM projections.requests WHERE projection_name = ANY($1) \
+             RETURNING instance_id, projection_name, kind, aggregate_type, aggregate_id, sequence",
+        )
+        .bind(projections)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| store_error("taking operator requests", err))?;
+        rows.into_iter().map(RequestRow::decode).collect()
+    }
+}
+
+/// Moves the checkpoint to `last`, and forgets a failure recorded for `retried` (an event that
+/// failed before with attempts left), in one statement.
+pub(crate) async fn move_checkpoint(
+    lease: &mut PgLease,
+    last: &strata_event::Event,
+    retried: Option<&strata_event::Event>,
+) -> Result<(), ProjectionError> {
+    let (retried_type, retried_id, retried_sequence) = match retried {
+        Some(event) => (
+            Some(event.aggregate.aggregate_type.as_str()),
+            Some(event.aggregate.aggregate_id.as_str()),
+            Some(event.sequence as i64),
+        ),
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "WITH forgotten AS (DELETE FROM projections.failed_events WHERE instance_id = $1 \
+             AND projection_name = $2 AND aggregate_type = $8 AND aggregate_id = $9 AND sequence = $10) \
+         INSERT INTO projections.current_states (instance_id, projection_name, position, \
+         in_tx_order, aggregate_type, aggregate_id, sequence, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+         ON CONFLICT (instance_id, projection_name) DO UPDATE SET position = EXCLUDED.position, \
+         in_tx_order = EXCLUDED.in_tx_order, aggregate_type = EXCLUDED.aggregate_type, \
+         aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence, updated_at = now()",
+    )
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(last.position.as_decimal())
+    .bind(last.in_tx_order as i32)
+    .bind(last.aggregate.aggregate_type.as_str())
+    .bind(last.aggregate.aggregate_id.as_str())
+    .bind(last.sequence as i64)
+    .bind(retried_type)
+    .bind(retried_id)
+    .bind(retried_sequence)
+    .execute(&mut *lease.tx)
+    .await
+    .map(drop)
+    .map_err(|err| store_error("moving a checkpoint", err))
+}

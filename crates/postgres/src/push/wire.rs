@@ -1,0 +1,332 @@
+//! One call of `eventstore.push`: pushes encoded as parallel arrays (or, for a push of a single
+//! plain command, the parameters of `eventstore.push_one`), and the rows that come back decoded
+//! into each push's events or typed error.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use strata_event::{Command, Event, Position, UniqueConstraintOp};
+use strata_store::{Error, Result};
+
+use crate::error::{from_sqlx, unexpected_answer};
+
+/// Sends `commands` as a call of their own and returns their outcome.
+pub(crate) async fn push_in_own_call(pool: &PgPool, commands: Vec<Command>) -> Result<Vec<Event>> {
+    let mut outcomes = call(pool, std::slice::from_ref(&commands)).await?;
+    outcomes.pop().unwrap_or_else(|| Err(missing_outcome()))
+}
+
+/// Calls `eventstore.push` once for all `pushes` (or `eventstore.push_one` for a
+/// [`single_plain_command`]) and returns each push's outcome in order. The outer error means the
+/// call itself failed and nothing of it was stored (or, for [`Error::Unavailable`], that the
+/// outcome is unknown).
+pub(crate) async fn call(
+    pool: &PgPool,
+    pushes: &[Vec<Command>],
+) -> Result<Vec<Result<Vec<Event>>>> {
+    if let Some(command) = single_plain_command(pushes) {
+        return Ok(vec![Ok(vec![call_push_one(pool, command).await?])]);
+    }
+    let commands: Vec<&Command> = pushes.iter().flatten().collect();
+    let mut push_of_command = Vec::with_capacity(commands.len());
+    for (index, push) in pushes.iter().enumerate() {
+        push_of_command.extend(std::iter::repeat_n(index as i32, push.len()));
+    }
+    let unique_ops = UniqueOp::of(pushes);
+    let unique = UniqueColumns::encode(&unique_ops);
+
+    let column = |f: fn(&Command) -> &str| commands.iter().map(|c| f(c)).collect::<Vec<&str>>();
+    let rows: Vec<PushRow> = sqlx::query_as(PUSH_SQL)
+        .bind(&push_of_command)
+        .bind(column(|c| c.aggregate().instance_id.as_str()))
+        .bind(column(|c| c.aggregate().aggregate_type.as_str()))
+        .bind(column(|c| c.aggregate().aggregate_id.as_str()))
+        .bind(column(|c| c.event_type().as_str()))
+        .bind(
+            commands
+                .iter()
+                .map(|c| i32::from(c.revision()))
+                .collect::<Vec<i32>>(),
+        )
+        .bind(column(|c| c.creator().as_str()))
+        .bind(column(|c| c.owner().as_str()))
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.payload().json())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|c| c.expected_sequence().map(|s| s as i64))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(unique.push)
+        .bind(unique.op)
+        .bind(unique.instance_id)
+        .bind(unique.unique_type)
+        .bind(unique.value)
+        .fetch_all(pool)
+        .await
+        .map_err(|err| from_sqlx("pushing events", err))?;
+
+    let mut outcomes: Vec<Result<Vec<Event>>> = pushes
+        .iter()
+        .map(|push| Ok(Vec::with_capacity(push.len())))
+        .collect();
+    for row in rows {
+        let Some(outcome) = outcomes.get_mut(row.push as usize) else {
+            return Err(corrupt("push index out of range"));
+        };
+        if let Some(code) = row.error {
+            *outcome = Err(decode_push_error(
+                &code,
+                row.error_args.as_deref(),
+                &commands,
+                &unique_ops,
+            )?);
+            continue;
+        }
+        let (Some(sequence), Some(in_tx_order), Some(position), Some(created_at)) =
+            (row.sequence, row.in_tx_order, row.position, row.created_at)
+        else {
+            return Err(corrupt("a stored event without sequence or position"));
+        };
+        let command = commands
+            .get(in_tx_order as usize)
+            .ok_or_else(|| corrupt("in_tx_order out of range"))?;
+        let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;
+        if let Ok(events) = outcome {
+            events.push(stored(
+                command,
+                sequence,
+                in_tx_order as u32,
+                position,
+                created_at,
+            ));
+        }
+    }
+    for (outcome, push) in outcomes.iter().zip(pushes) {
+        if let Ok(events) = outcome
+            && events.len() != push.len()
+        {
+            return Err(corrupt(
+                "a push came back with a different number of events",
+            ));
+        }
+    }
+    Ok(outcomes)
+}
+
+const PUSH_SQL: &str = "SELECT r_push, r_sequence, r_in_tx_order, r_position, r_created_at, r_error, r_error_args \
+     FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+const PUSH_ONE_SQL: &str = "SELECT r_sequence, r_position, r_created_at \
+     FROM eventstore.push_one($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// A row of [`PUSH_SQL`]: a stored event, or a push's error.
+#[derive(Debug)]
+struct PushRow {
+    /// Index of the push (in the call) the row is about.
+    push: i32,
+    sequence: Option<i64>,
+    /// Index of the command (over the whole call) the event was made from.
+    in_tx_order: Option<i32>,
+    position: Option<Decimal>,
+    created_at: Option<DateTime<Utc>>,
+    /// `conflict` or `unique` when the push failed; nothing of it was stored.
+    error: Option<String>,
+    /// The error's details: see [`decode_push_error`].
+    error_args: Option<Vec<i64>>,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for PushRow {
+    /// By index, in [`PUSH_SQL`]'s column order: every push decodes its rows here.
+    fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(PushRow {
+            push: row.try_get(0)?,
+            sequence: row.try_get(1)?,
+            in_tx_order: row.try_get(2)?,
+            position: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            error: row.try_get(5)?,
+            error_args: row.try_get(6)?,
+        })
+    }
+}
+
+/// The command of a call that is one push of one command with no expected sequence and no unique
+/// constraint: what `eventstore.push_one` stores, with plain parameters instead of fifteen arrays.
+fn single_plain_command(pushes: &[Vec<Command>]) -> Option<&Command> {
+    let [push] = pushes else {
+        return None;
+    };
+    let [command] = push.as_slice() else {
+        return None;
+    };
+    (command.expected_sequence().is_none() && command.unique_constraints().is_empty())
+        .then_some(command)
+}
+
+/// `eventstore.push_one` for a [`single_plain_command`].
+async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
+    let (sequence, position, created_at): (i64, Decimal, DateTime<Utc>) =
+        sqlx::query_as(PUSH_ONE_SQL)
+            .bind(command.aggregate().instance_id.as_str())
+            .bind(command.aggregate().aggregate_type.as_str())
+            .bind(command.aggregate().aggregate_id.as_str())
+            .bind(command.event_type().as_str())
+            .bind(i32::from(command.revision()))
+            .bind(command.creator().as_str())
+            .bind(command.owner().as_str())
+            .bind(command.payload().json())
+            .fetch_one(pool)
+            .await
+            .map_err(|err| from_sqlx("pushing events", err))?;
+    let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;
+    Ok(stored(command, sequence, 0, position, created_at))
+}
+
+/// The event `command` became, from what the database assigned it.
+fn stored(
+    command: &Command,
+    sequence: i64,
+    in_tx_order: u32,
+    position: Position,
+    created_at: DateTime<Utc>,
+) -> Event {
+    Event {
+        aggregate: command.aggregate().clone(),
+        event_type: command.event_type().clone(),
+        sequence: sequence as u64,
+        revision: command.revision(),
+        created_at,
+        creator: command.creator().clone(),
+        owner: command.owner().clone(),
+        position,
+        in_tx_order,
+        raw_payload: command.payload().clone(),
+    }
+}
+
+/// One unique-constraint operation of a call, with the push and the command it belongs to. Their
+/// order is the order `eventstore.push` applies them in, and its `unique` errors name one by index.
+struct UniqueOp<'a> {
+    push: i32,
+    command: &'a Command,
+    op: &'a UniqueConstraintOp,
+}
+
+impl<'a> UniqueOp<'a> {
+    fn of(pushes: &'a [Vec<Command>]) -> Vec<UniqueOp<'a>> {
+        pushes
+            .iter()
+            .enumerate()
+            .flat_map(|(index, push)| {
+                push.iter().flat_map(move |command| {
+                    command.unique_constraints().iter().map(move |op| UniqueOp {
+                        push: index as i32,
+                        command,
+                        op,
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`UniqueOp`]s as the five parallel arrays `eventstore.push` takes.
+#[derive(Default)]
+struct UniqueColumns<'a> {
+    push: Vec<i32>,
+    /// `add`, `remove` or `clear` (every constraint of the instance).
+    op: Vec<&'static str>,
+    instance_id: Vec<&'a str>,
+    unique_type: Vec<&'a str>,
+    value: Vec<&'a str>,
+}
+
+impl<'a> UniqueColumns<'a> {
+    fn encode(ops: &[UniqueOp<'a>]) -> UniqueColumns<'a> {
+        let mut columns = UniqueColumns::default();
+        for unique in ops {
+            let (op, unique_type, value) = match unique.op {
+                UniqueConstraintOp::Add {
+                    unique_type, value, ..
+                } => ("add", unique_type.as_str(), value.as_str()),
+                UniqueConstraintOp::Remove { unique_type, value } => {
+                    ("remove", unique_type.as_str(), value.as_str())
+                }
+                UniqueConstraintOp::RemoveAllOfInstance => ("clear", "", ""),
+            };
+            columns.push.push(unique.push);
+            columns.op.push(op);
+            columns
+                .instance_id
+                .push(unique.command.aggregate().instance_id.as_str());
+            columns.unique_type.push(unique_type);
+            columns.value.push(value);
+        }
+        columns
+    }
+}
+
+/// The typed error of a push that `eventstore.push` refused with `code`:
+/// `conflict` with `[command index, expected sequence, actual sequence]`, or `unique` with
+/// `[unique operation index]`.
+fn decode_push_error(
+    code: &str,
+    args: Option<&[i64]>,
+    commands: &[&Command],
+    unique_ops: &[UniqueOp<'_>],
+) -> Result<Error> {
+    let index = |i: usize| -> Result<usize> {
+        args.and_then(|args| args.get(i))
+            .and_then(|&value| usize::try_from(value).ok())
+            .ok_or_else(|| corrupt("an error row without its arguments"))
+    };
+    match code {
+        "conflict" => {
+            let command = commands
+                .get(index(0)?)
+                .ok_or_else(|| corrupt("conflict on an unknown command"))?;
+            Ok(Error::Conflict {
+                aggregate: command.aggregate().clone(),
+                expected: index(1)? as u64,
+                actual: index(2)? as u64,
+            })
+        }
+        "unique" => {
+            let Some(UniqueOp {
+                command,
+                op:
+                    UniqueConstraintOp::Add {
+                        unique_type,
+                        value,
+                        error_message_id,
+                    },
+                ..
+            }) = unique_ops.get(index(0)?)
+            else {
+                return Err(corrupt("unique violation on an unknown operation"));
+            };
+            Ok(Error::UniqueConstraintViolation {
+                instance_id: command.aggregate().instance_id.clone(),
+                unique_type: unique_type.clone(),
+                value: value.clone(),
+                error_message_id: error_message_id.clone(),
+            })
+        }
+        other => Err(corrupt(&format!("unknown push error code {other:?}"))),
+    }
+}
+
+fn missing_outcome() -> Error {
+    corrupt("no outcome for a push")
+}
+
+fn corrupt(what: &str) -> Error {
+    unexpected_answer("eventstore.push", what)
+}

@@ -1,0 +1,115 @@
+//! Reading events: a [`Query`] rendered to SQL (`render.rs`), and the rows decoded into events.
+
+#[cfg(test)]
+mod index_plans;
+mod render;
+#[cfg(test)]
+mod render_fuzz;
+#[cfg(test)]
+mod render_snapshots;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use strata_event::{
+    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
+    Payload, Position,
+};
+use strata_query::Query;
+use strata_store::Result;
+
+use crate::error::{from_sqlx, unexpected_answer};
+
+#[cfg(test)]
+pub(crate) use self::render::{BindValue, RenderedQuery};
+pub(crate) use self::render::{
+    render_count, render_instance_heads, render_instance_ids, render_latest_position, render_query,
+};
+
+/// Every event `query` selects, in its order.
+pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>> {
+    let rendered = render_query(query);
+    let rows: Vec<EventRow> = rendered
+        .to_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(|err| from_sqlx("querying events", err))?;
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+/// A row of `eventstore.events`, as [`render::EVENT_COLUMNS`] selects it.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    instance_id: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    revision: i32,
+    created_at: DateTime<Utc>,
+    creator: String,
+    owner: String,
+    /// The JSON payload as text, `NULL` for none.
+    payload: Option<String>,
+    position: Decimal,
+    in_tx_order: i32,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for EventRow {
+    /// By index, in [`render::EVENT_COLUMNS`]' order: every read decodes each of its rows here,
+    /// and a lookup by name costs a hash of the column name per value.
+    fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(EventRow {
+            instance_id: row.try_get(0)?,
+            aggregate_type: row.try_get(1)?,
+            aggregate_id: row.try_get(2)?,
+            sequence: row.try_get(3)?,
+            event_type: row.try_get(4)?,
+            revision: row.try_get(5)?,
+            created_at: row.try_get(6)?,
+            creator: row.try_get(7)?,
+            owner: row.try_get(8)?,
+            payload: row.try_get(9)?,
+            position: row.try_get(10)?,
+            in_tx_order: row.try_get(11)?,
+        })
+    }
+}
+
+impl EventRow {
+    /// The event this row stores.
+    pub(crate) fn into_event(self) -> Result<Event> {
+        // Every stored value passed the model's validation on the way in (events are append-only
+        // and written only by the push function), so reading them back skips it: decoding is the
+        // hot path of every read, and validating again would cost about a third of it.
+        let revision = u16::try_from(self.revision).map_err(|_| {
+            unexpected_answer(
+                "eventstore.events",
+                format_args!("revision {} outside 0..=65535", self.revision),
+            )
+        })?;
+        let position = Position::new(self.position).map_err(|err| {
+            unexpected_answer("eventstore.events", format_args!("position: {err}"))
+        })?;
+        Ok(Event {
+            aggregate: AggregateRef {
+                instance_id: InstanceId::from_stored(self.instance_id),
+                aggregate_type: AggregateType::from_stored(self.aggregate_type),
+                aggregate_id: AggregateId::from_stored(self.aggregate_id),
+            },
+            event_type: EventType::from_stored(self.event_type),
+            sequence: self.sequence as u64,
+            revision,
+            created_at: self.created_at,
+            creator: Creator::from_stored(self.creator),
+            owner: Owner::from_stored(self.owner),
+            position,
+            in_tx_order: self.in_tx_order as u32,
+            raw_payload: self
+                .payload
+                .map(Payload::from_trusted_json)
+                .unwrap_or_default(),
+        })
+    }
+}

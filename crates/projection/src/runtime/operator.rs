@@ -1,0 +1,201 @@
+//! What operators ask for: rebuilds and failed events, from the API or queued by the CLI.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use strata_event::InstanceId;
+use strata_query::Query;
+use strata_store::EventStore;
+
+use crate::backend::{FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend};
+use crate::error::ProjectionError;
+
+use crate::runtime::batch::reduce_guarded;
+use crate::runtime::{PairKey, ProjectionRuntime, lock};
+
+impl<S, B> ProjectionRuntime<S, B>
+where
+    S: EventStore + Clone + 'static,
+    B: ProjectionBackend + Clone,
+{
+    /// Resets `projection` (in one instance, or in all) and replays it from the first event, while
+    /// every other projection keeps running.
+    pub async fn rebuild(
+        &self,
+        projection: &str,
+        instance: Option<&InstanceId>,
+    ) -> Result<(), ProjectionError> {
+        let index = self.index(projection)?;
+        let registered = &self.inner.projections[index];
+        let instances: Vec<InstanceId> = match instance {
+            Some(instance) => vec![instance.clone()],
+            None => {
+                let query = registered.reads.query_all_instances().build()?;
+                let mut all: HashSet<InstanceId> = self
+                    .inner
+                    .store
+                    .instance_ids(&query)
+                    .await?
+                    .into_iter()
+                    .collect();
+                all.extend(
+                    self.inner
+                        .backend
+                        .states()
+                        .await?
+                        .into_iter()
+                        .filter(|state| state.projection == projection)
+                        .map(|state| state.instance_id),
+                );
+                all.into_iter().collect()
+            }
+        };
+        for instance in instances {
+            let lease = self.wait_for_lease(projection, &instance).await?;
+            self.inner
+                .backend
+                .reset(lease, registered.projection.reset(&instance))
+                .await?;
+            // The checkpoint went back: what was complete is not any more.
+            lock(&self.inner.complete_below).remove(&PairKey::new(index, &instance));
+            self.schedule(PairKey { index, instance });
+        }
+        Ok(())
+    }
+
+    /// Failed events, of one projection or all.
+    pub async fn failed_events(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<FailedEvent>, ProjectionError> {
+        if let Some(name) = projection {
+            self.index(name)?;
+        }
+        self.inner.backend.failed_events(projection).await
+    }
+
+    /// Re-reduces and applies a failed event now (after a fix), and forgets the failure. The
+    /// projection has moved on meanwhile, so the event is applied out of order, as in ZITADEL.
+    pub async fn retry_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        let index = self.index(&failed.projection)?;
+        let registered = &self.inner.projections[index];
+        let query = Query::builder()
+            .instance(failed.aggregate.instance_id.as_str())
+            .aggregate_types([failed.aggregate.aggregate_type.as_str()])
+            .aggregate_ids([failed.aggregate.aggregate_id.as_str()])
+            .sequence_greater_than(failed.sequence.saturating_sub(1))
+            .limit(1)
+            .build()?;
+        let unknown = || ProjectionError::UnknownFailedEvent {
+            projection: failed.projection.clone(),
+            aggregate: failed.aggregate.to_string(),
+            sequence: failed.sequence,
+        };
+        let event = self
+            .inner
+            .store
+            .query(&query)
+            .await?
+            .into_iter()
+            .find(|event| event.sequence == failed.sequence)
+            .ok_or_else(unknown)?;
+        let statements = reduce_guarded(registered.projection.as_ref(), &event).map_err(|err| {
+            ProjectionError::Reducer {
+                projection: failed.projection.clone(),
+                message: err.to_string(),
+            }
+        })?;
+        let lease = self
+            .wait_for_lease(&failed.projection, &failed.aggregate.instance_id)
+            .await?;
+        self.inner
+            .backend
+            .apply_retried(lease, failed, statements)
+            .await?;
+        registered
+            .projection
+            .after_commit(std::slice::from_ref(&event.aggregate))
+            .await;
+        Ok(())
+    }
+
+    /// Gives up on a failed event now: its projection passes it without further attempts.
+    pub async fn skip_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        let index = self.index(&failed.projection)?;
+        let max = self.inner.projections[index].config.max_failure_count;
+        self.inner.backend.skip(failed, max).await?;
+        self.schedule(PairKey {
+            index,
+            instance: failed.aggregate.instance_id.clone(),
+        });
+        Ok(())
+    }
+
+    pub(super) async fn serve_operator_requests(&self) {
+        let names: Vec<String> = self.inner.by_name.keys().cloned().collect();
+        let requests = match self.inner.backend.take_requests(&names).await {
+            Ok(requests) => requests,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read operator requests");
+                return;
+            }
+        };
+        for request in requests {
+            let outcome = match &request {
+                OperatorRequest::Rebuild {
+                    projection,
+                    instance_id,
+                } => self.rebuild(projection, Some(instance_id)).await,
+                OperatorRequest::Retry(key) => match self.find_failed(key).await {
+                    Ok(failed) => self.retry_failed(&failed).await,
+                    Err(err) => Err(err),
+                },
+                OperatorRequest::Skip(key) => match self.find_failed(key).await {
+                    Ok(failed) => self.skip_failed(&failed).await,
+                    Err(err) => Err(err),
+                },
+            };
+            match outcome {
+                Ok(()) => tracing::info!(?request, "operator request carried out"),
+                Err(err) => tracing::warn!(?request, error = %err, "operator request failed"),
+            }
+        }
+    }
+
+    pub(super) async fn find_failed(
+        &self,
+        key: &FailedEventKey,
+    ) -> Result<FailedEvent, ProjectionError> {
+        self.inner
+            .backend
+            .failed_events(Some(&key.projection))
+            .await?
+            .into_iter()
+            .find(|failed| failed.aggregate == key.aggregate && failed.sequence == key.sequence)
+            .ok_or_else(|| ProjectionError::UnknownFailedEvent {
+                projection: key.projection.clone(),
+                aggregate: key.aggregate.to_string(),
+                sequence: key.sequence,
+            })
+    }
+
+    pub(super) async fn wait_for_lease(
+        &self,
+        projection: &str,
+        instance: &InstanceId,
+    ) -> Result<B::Lease, ProjectionError> {
+        let deadline = Instant::now() + self.inner.config.lease_wait;
+        loop {
+            if let Some(lease) = self.inner.backend.try_lease(projection, instance).await? {
+                return Ok(lease);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProjectionError::Timeout {
+                    projection: projection.to_owned(),
+                    timeout: self.inner.config.lease_wait,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
