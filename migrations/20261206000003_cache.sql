@@ -1,4 +1,4 @@
--- The cache (spec §6): objects and the string keys that find them, one partition per cache.
+-- The cache (docs/cache.md): objects and the string keys that find them, one partition per cache.
 --
 -- Both tables are UNLOGGED: cache data need not survive a crash, and skipping the WAL is the point
 -- (PostgreSQL empties unlogged tables after a crash, which for a cache is just a cold start). Both

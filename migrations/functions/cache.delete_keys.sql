@@ -9,7 +9,7 @@ AS $$
 DECLARE
     touched BIGINT[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(1128350536, hashtext(p_cache_name));
+    PERFORM cache.lock_for_writing(p_cache_name);
     WITH gone AS (
         DELETE FROM cache.string_keys k
         WHERE k.cache_name = p_cache_name

@@ -7,7 +7,7 @@ AS $$
 DECLARE
     removed BIGINT;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1128350536, hashtext(p_cache_name));
+    PERFORM cache.lock_for_writing(p_cache_name);
     WITH expired AS (
         DELETE FROM cache.objects o
         WHERE o.cache_name = p_cache_name

@@ -19,7 +19,7 @@ AS $$
 DECLARE
     new_id BIGINT;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1128350536, hashtext(p_cache_name));
+    PERFORM cache.lock_for_writing(p_cache_name);
     WITH previous AS (
         SELECT DISTINCT k.object_id
         FROM cache.string_keys k

@@ -47,6 +47,7 @@ pub static FUNCTIONS: &[SqlFunction] = sql_functions![
     "cache.create_partitions.sql",
     "cache.delete_keys.sql",
     "cache.invalidate.sql",
+    "cache.lock_for_writing.sql",
     "cache.prune.sql",
     "cache.set_object.sql",
     "cache.truncate.sql",

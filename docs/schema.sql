@@ -1,0 +1,1308 @@
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: cache; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA cache;
+
+
+--
+-- Name: eventstore; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA eventstore;
+
+
+--
+-- Name: projections; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA projections;
+
+
+--
+-- Name: create_partitions(text); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.create_partitions(p_cache_name text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    partition TEXT;
+    parent TEXT;
+    grant_row RECORD;
+BEGIN
+    IF p_cache_name IS NULL OR NOT cache.valid_name(p_cache_name) THEN
+        RAISE EXCEPTION 'invalid cache name %', p_cache_name USING ERRCODE = '22023';
+    END IF;
+    IF NOT has_table_privilege(session_user, 'cache.objects', 'INSERT') THEN
+        RAISE EXCEPTION 'permission denied to create cache partitions' USING ERRCODE = '42501';
+    END IF;
+    -- The common case (the cache existed before this process started) takes no lock at all.
+    IF to_regclass(format('cache.%I', 'objects_' || p_cache_name)) IS NOT NULL
+        AND to_regclass(format('cache.%I', 'string_keys_' || p_cache_name)) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- Class 'CACH' (0x43414348); object 0 is "partition DDL", distinct from the per-cache write locks.
+    PERFORM pg_advisory_xact_lock(1128350536, 0);
+    FOREACH parent IN ARRAY ARRAY['objects', 'string_keys'] LOOP
+        partition := parent || '_' || p_cache_name;
+        IF to_regclass(format('cache.%I', partition)) IS NULL THEN
+            EXECUTE format(
+                'CREATE UNLOGGED TABLE cache.%I PARTITION OF cache.%I FOR VALUES IN (%L)',
+                partition, parent, p_cache_name
+            );
+            FOR grant_row IN
+                SELECT acl.privilege_type, acl.grantee
+                FROM pg_class c, aclexplode(c.relacl) acl
+                WHERE c.oid = format('cache.%I', parent)::regclass AND acl.grantee <> 0
+            LOOP
+                EXECUTE format(
+                    'GRANT %s ON cache.%I TO %I',
+                    grant_row.privilege_type, partition, pg_get_userbyid(grant_row.grantee)
+                );
+            END LOOP;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: delete_keys(text, text, text[]); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.delete_keys(p_cache_name text, p_index_name text, p_index_keys text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    touched BIGINT[];
+BEGIN
+    PERFORM cache.lock_for_writing(p_cache_name);
+    WITH gone AS (
+        DELETE FROM cache.string_keys k
+        WHERE k.cache_name = p_cache_name
+            AND k.index_name = p_index_name
+            AND k.index_key = ANY (p_index_keys)
+        RETURNING k.object_id
+    )
+    SELECT array_agg(DISTINCT object_id) INTO touched FROM gone;
+    IF touched IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM cache.objects o
+    WHERE o.cache_name = p_cache_name
+        AND o.id = ANY (touched)
+        AND NOT EXISTS (
+            SELECT 1 FROM cache.string_keys k
+            WHERE k.cache_name = p_cache_name AND k.object_id = o.id
+        );
+END
+$$;
+
+
+--
+-- Name: invalidate(text, text, text[]); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.invalidate(p_cache_name text, p_index_name text, p_index_keys text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+BEGIN
+    PERFORM cache.lock_for_writing(p_cache_name);
+    WITH previous AS (
+        SELECT DISTINCT k.object_id
+        FROM cache.string_keys k
+        WHERE k.cache_name = p_cache_name
+            AND k.index_name = p_index_name
+            AND k.index_key = ANY (p_index_keys)
+    ), gone_keys AS (
+        DELETE FROM cache.string_keys k
+        USING previous
+        WHERE k.cache_name = p_cache_name AND k.object_id = previous.object_id
+    )
+    DELETE FROM cache.objects o
+    USING previous
+    WHERE o.cache_name = p_cache_name AND o.id = previous.object_id;
+END
+$$;
+
+
+--
+-- Name: lock_for_writing(text); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.lock_for_writing(p_cache_name text) RETURNS void
+    LANGUAGE sql
+    AS $$ SELECT pg_advisory_xact_lock(1128350536, hashtext(p_cache_name)) $$;
+
+
+--
+-- Name: prune(text, interval, interval); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.prune(p_cache_name text, p_max_age interval, p_last_use_age interval) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    removed BIGINT;
+BEGIN
+    PERFORM cache.lock_for_writing(p_cache_name);
+    WITH expired AS (
+        DELETE FROM cache.objects o
+        WHERE o.cache_name = p_cache_name
+            AND (
+                (p_max_age IS NOT NULL AND o.created_at <= now() - p_max_age)
+                OR (p_last_use_age IS NOT NULL AND o.last_used_at <= now() - p_last_use_age)
+                OR NOT EXISTS (
+                    SELECT 1 FROM cache.string_keys k
+                    WHERE k.cache_name = p_cache_name AND k.object_id = o.id
+                )
+            )
+        RETURNING o.id
+    )
+    SELECT count(*) INTO removed FROM expired;
+
+    DELETE FROM cache.string_keys k
+    WHERE k.cache_name = p_cache_name
+        AND NOT EXISTS (
+            SELECT 1 FROM cache.objects o
+            WHERE o.cache_name = p_cache_name AND o.id = k.object_id
+        );
+    RETURN removed;
+END
+$$;
+
+
+--
+-- Name: set_object(text, text[], text[], bytea); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.set_object(p_cache_name text, p_index_names text[], p_index_keys text[], p_payload bytea) RETURNS void
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+    new_id BIGINT;
+BEGIN
+    PERFORM cache.lock_for_writing(p_cache_name);
+    WITH previous AS (
+        SELECT DISTINCT k.object_id
+        FROM cache.string_keys k
+        JOIN unnest(p_index_names, p_index_keys) AS u(index_name, index_key)
+            ON k.index_name = u.index_name AND k.index_key = u.index_key
+        WHERE k.cache_name = p_cache_name
+    ), gone_keys AS (
+        DELETE FROM cache.string_keys k
+        USING previous
+        WHERE k.cache_name = p_cache_name AND k.object_id = previous.object_id
+    )
+    DELETE FROM cache.objects o
+    USING previous
+    WHERE o.cache_name = p_cache_name AND o.id = previous.object_id;
+
+    INSERT INTO cache.objects (cache_name, payload)
+    VALUES (p_cache_name, p_payload)
+    RETURNING id INTO new_id;
+
+    INSERT INTO cache.string_keys (cache_name, index_name, index_key, object_id)
+    SELECT DISTINCT p_cache_name, u.index_name, u.index_key, new_id
+    FROM unnest(p_index_names, p_index_keys) AS u(index_name, index_key);
+END
+$$;
+
+
+--
+-- Name: truncate(text); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.truncate(p_cache_name text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF p_cache_name IS NULL OR NOT cache.valid_name(p_cache_name) THEN
+        RAISE EXCEPTION 'invalid cache name %', p_cache_name USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format(
+        'TRUNCATE cache.%I, cache.%I',
+        'string_keys_' || p_cache_name, 'objects_' || p_cache_name
+    );
+END
+$$;
+
+
+--
+-- Name: valid_name(text); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.valid_name(p_cache_name text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT
+    AS $_$ SELECT p_cache_name ~ '^[a-z][a-z0-9_]{0,47}$' $_$;
+
+
+--
+-- Name: aggregate_lock_key(text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.aggregate_lock_key(p_instance text, p_aggregate_type text, p_aggregate_id text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended(((((p_instance || chr(31)) || p_aggregate_type) || chr(31)) || p_aggregate_id), (0)::bigint);
+
+
+--
+-- Name: append_events(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], integer, integer, numeric, timestamp with time zone); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer)
+    LANGUAGE plpgsql
+    AS $$
+-- PL/pgSQL rather than SQL: a PL/pgSQL function keeps its statement's plan for the session, where a
+-- SQL function is planned again on every call, which costs as much as a small push itself.
+BEGIN
+    -- No joins on purpose: the planner cannot see how many elements the arrays hold and, guessing
+    -- low, would pick nested loops that turn a 5 000-event push quadratic. Each aggregate's current
+    -- sequence is looked up once (on its first command, by primary key) and spread over its other
+    -- commands with a window; the push a row belongs to is read back from p_push by in_tx_order.
+    RETURN QUERY
+    WITH cmd AS (
+        SELECT (ord - 1)::INTEGER AS ord, i, t, a, e, r, c, o, pl,
+               row_number() OVER (PARTITION BY i, t, a ORDER BY ord) AS nth
+        FROM unnest(p_push, p_instance, p_aggregate_type, p_aggregate_id, p_event_type,
+                    p_revision, p_creator, p_owner, p_payload)
+             WITH ORDINALITY AS x(push, i, t, a, e, r, c, o, pl, ord)
+        WHERE push BETWEEN p_from AND p_to
+    ), looked_up AS (
+        SELECT cmd.*,
+               CASE WHEN cmd.nth = 1 THEN eventstore.current_sequence(cmd.i, cmd.t, cmd.a)
+               END AS current_sequence
+        FROM cmd
+    ), numbered AS (
+        SELECT looked_up.*,
+               max(looked_up.current_sequence) OVER (PARTITION BY i, t, a) + looked_up.nth AS next_sequence
+        FROM looked_up
+    ), inserted AS (
+        INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
+                                       event_type, revision, created_at, creator, owner, payload,
+                                       position, in_tx_order)
+        SELECT n.i, n.t, n.a, n.next_sequence, n.e, n.r, p_now, n.c, n.o, n.pl::jsonb, p_position, n.ord
+        FROM numbered n
+        RETURNING sequence, in_tx_order
+    )
+    SELECT p_push[inserted.in_tx_order + 1], inserted.sequence, inserted.in_tx_order
+    FROM inserted
+    ORDER BY inserted.in_tx_order;
+END
+$$;
+
+
+--
+-- Name: begin_push(); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.begin_push() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_xid xid8 := pg_current_xact_id_if_assigned();
+BEGIN
+    IF v_xid IS NULL THEN
+        LOCK TABLE eventstore.events IN ROW EXCLUSIVE MODE;
+        RETURN;
+    END IF;
+    -- The rare case, checked before this function takes the lock itself.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted
+          AND relation = 'eventstore.events'::regclass
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND mode = 'RowExclusiveLock'
+    ) OR EXISTS (
+        SELECT 1 FROM eventstore.events WHERE position = v_xid::text::numeric
+    ) THEN
+        RAISE EXCEPTION 'a push must be the first write of its transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'push in a transaction of its own, as Strata''s client does (docs/position.md)';
+    END IF;
+END
+$$;
+
+
+--
+-- Name: commit_horizon(); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.commit_horizon() RETURNS numeric
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_snapshot pg_snapshot := pg_current_snapshot();
+    v_writing  NUMERIC;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RETURN pg_snapshot_xmin(v_snapshot)::text::numeric;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_snapshot_xip(v_snapshot)) THEN
+        RETURN pg_snapshot_xmax(v_snapshot)::text::numeric;
+    END IF;
+    -- pg_locks is read once: each read of it copies the whole lock table.
+    WITH locks AS MATERIALIZED (
+        SELECT locktype, database, relation, transactionid, virtualtransaction, mode, granted
+        FROM pg_catalog.pg_locks
+    ), writers AS (
+        SELECT own.transactionid::text::numeric AS xid32
+        FROM locks events_lock
+        JOIN locks own ON own.virtualtransaction = events_lock.virtualtransaction
+        WHERE events_lock.locktype = 'relation' AND events_lock.granted
+          AND events_lock.relation = 'eventstore.events'::regclass
+          AND events_lock.database = (SELECT oid FROM pg_catalog.pg_database
+                                      WHERE datname = current_database())
+          AND events_lock.mode = 'RowExclusiveLock'
+          AND own.locktype = 'transactionid' AND own.mode = 'ExclusiveLock' AND own.granted
+    )
+    SELECT min(running::text::numeric) INTO v_writing
+    FROM pg_snapshot_xip(v_snapshot) AS running
+    -- pg_locks shows 32-bit ids; xid8 carries the epoch above them.
+    WHERE running::text::numeric % 4294967296 IN (SELECT xid32 FROM writers);
+    RETURN coalesce(v_writing, pg_snapshot_xmax(v_snapshot)::text::numeric);
+END
+$$;
+
+
+--
+-- Name: current_sequence(text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.current_sequence(p_instance text, p_aggregate_type text, p_aggregate_id text) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_last RECORD;
+BEGIN
+    SELECT ev.instance_id, ev.aggregate_type, ev.aggregate_id, ev.sequence INTO v_last
+    FROM eventstore.events ev
+    WHERE (ev.instance_id, ev.aggregate_type, ev.aggregate_id, ev.sequence)
+          <= (p_instance, p_aggregate_type, p_aggregate_id, 9223372036854775807)
+    ORDER BY ev.instance_id DESC, ev.aggregate_type DESC, ev.aggregate_id DESC, ev.sequence DESC
+    LIMIT 1;
+    IF FOUND AND v_last.instance_id = p_instance AND v_last.aggregate_type = p_aggregate_type
+       AND v_last.aggregate_id = p_aggregate_id THEN
+        RETURN v_last.sequence;
+    END IF;
+    RETURN 0;
+END
+$$;
+
+
+--
+-- Name: grant_roles(); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.grant_roles() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_writer   TEXT;
+    v_migrator TEXT;
+BEGIN
+    SELECT r.role_name INTO v_writer FROM eventstore.roles r
+    WHERE r.kind = 'writer' AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.role_name);
+    SELECT r.role_name INTO v_migrator FROM eventstore.roles r
+    WHERE r.kind = 'migrator' AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r.role_name);
+
+    IF v_writer IS NOT NULL THEN
+        EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), v_writer);
+        EXECUTE format('GRANT USAGE ON SCHEMA eventstore, projections, cache TO %I', v_writer);
+        EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER '
+                       'ON ALL TABLES IN SCHEMA eventstore FROM %I', v_writer);
+        EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints TO %I',
+                       v_writer);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION '
+                       'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
+                       'TEXT[], TEXT[], TEXT[], BIGINT[], INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[]), '
+                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT) '
+                       'TO %I', v_writer);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
+                       'TO %I', v_writer);
+        EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA projections TO %I', v_writer);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA cache '
+                       'TO %I', v_writer);
+    END IF;
+
+    IF v_migrator IS NOT NULL THEN
+        EXECUTE format('GRANT CONNECT, CREATE ON DATABASE %I TO %I', current_database(), v_migrator);
+        EXECUTE format('GRANT ALL ON SCHEMA eventstore, projections, cache TO %I', v_migrator);
+        EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA eventstore, projections, cache TO %I',
+                       v_migrator);
+        EXECUTE format('GRANT ALL ON ALL SEQUENCES IN SCHEMA projections, cache TO %I', v_migrator);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION eventstore.remove_instance(TEXT) TO %I',
+                       v_migrator);
+    END IF;
+END
+$$;
+
+
+--
+-- Name: push(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], bigint[], integer[], text[], text[], text[], text[]); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer, r_position numeric, r_created_at timestamp with time zone, r_error text, r_error_args bigint[])
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_position  NUMERIC;
+    v_now       TIMESTAMPTZ := now();
+    v_last_push INTEGER := coalesce(p_push[array_upper(p_push, 1)], -1);
+    v_push      INTEGER;
+    v_conflict  RECORD;
+    v_add       RECORD;
+    v_failed_op BIGINT;
+BEGIN
+    -- One command, no expectation, no unique constraint: eventstore.push_one, the one definition
+    -- of that path.
+    IF cardinality(p_push) = 1 AND cardinality(u_push) = 0 AND p_expected[1] IS NULL THEN
+        RETURN QUERY
+        SELECT 0, one.r_sequence, 0, one.r_position, one.r_created_at, NULL::TEXT, NULL::BIGINT[]
+        FROM eventstore.push_one(p_instance[1], p_aggregate_type[1], p_aggregate_id[1],
+                                 p_event_type[1], p_revision[1], p_creator[1], p_owner[1],
+                                 p_payload[1]) one;
+        RETURN;
+    END IF;
+
+    PERFORM eventstore.begin_push();
+
+    -- Lock every aggregate and every unique value the call touches, in key order, so two calls that
+    -- share keys queue instead of deadlocking. Sequences are then computed under the lock, so
+    -- concurrent writers to one aggregate never collide and never retry.
+    PERFORM pg_advisory_xact_lock(k)
+    FROM (
+        SELECT eventstore.aggregate_lock_key(i, t, a) AS k
+        FROM unnest(p_instance, p_aggregate_type, p_aggregate_id) AS x(i, t, a)
+        UNION
+        SELECT eventstore.unique_lock_key(i, t, v)
+        FROM unnest(u_op, u_instance, u_type, u_value) AS y(op, i, t, v)
+        WHERE op <> 'clear'
+    ) keys
+    ORDER BY k;
+
+    -- The position is this transaction's id, taken only now that the locks are held: a later push to
+    -- the same aggregate is assigned a later id, so position order agrees with sequence order.
+    v_position := pg_current_xact_id()::text::numeric;
+
+    IF cardinality(u_push) = 0 AND NOT EXISTS (SELECT 1 FROM unnest(p_expected) e WHERE e IS NOT NULL) THEN
+        -- Fast path: nothing can fail per push, so all pushes go in as one statement.
+        RETURN QUERY
+        SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
+        FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
+                                      p_event_type, p_revision, p_creator, p_owner, p_payload,
+                                      0, v_last_push, v_position, v_now) a;
+        RETURN;
+    END IF;
+
+    -- Only this path runs statements on eventstore.unique_constraints and the expected-sequence
+    -- check: they may only probe indexes in nested loops, whatever the statistics said when the
+    -- session first planned them. Set here for the rest of the transaction, which is the push
+    -- call's own, rather than as SET clauses, which every call would pay for.
+    PERFORM set_config('enable_seqscan', 'off', true),
+            set_config('enable_hashjoin', 'off', true),
+            set_config('enable_mergejoin', 'off', true);
+
+    FOR v_push IN 0 .. v_last_push LOOP
+        -- Expected sequences compare with the aggregate before this push.
+        SELECT c.ord, c.expected, cur.seq INTO v_conflict
+        FROM unnest(p_push, p_instance, p_aggregate_type, p_aggregate_id, p_expected)
+             WITH ORDINALITY AS c(push, i, t, a, expected, ord)
+        CROSS JOIN LATERAL (
+            SELECT eventstore.current_sequence(c.i, c.t, c.a) AS seq
+        ) cur
+        WHERE c.push = v_push AND c.expected IS NOT NULL AND c.expected <> cur.seq
+        ORDER BY c.ord
+        LIMIT 1;
+        IF FOUND THEN
+            r_push := v_push; r_error := 'conflict';
+            r_error_args := ARRAY[v_conflict.ord - 1, v_conflict.expected, v_conflict.seq];
+            r_sequence := NULL; r_in_tx_order := NULL; r_position := NULL; r_created_at := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
+        IF v_push = ANY(u_push) THEN
+            -- A subtransaction, so a clash undoes this push's removals and earlier additions only.
+            BEGIN
+                DELETE FROM eventstore.unique_constraints uc
+                USING unnest(u_push, u_op, u_instance, u_type, u_value) AS r(push, op, i, t, v)
+                WHERE r.push = v_push AND r.op = 'remove'
+                  AND uc.instance_id = r.i AND uc.unique_type = r.t AND uc.unique_field = r.v;
+                DELETE FROM eventstore.unique_constraints uc
+                USING unnest(u_push, u_op, u_instance) AS r(push, op, i)
+                WHERE r.push = v_push AND r.op = 'clear' AND uc.instance_id = r.i;
+                FOR v_add IN
+                    SELECT r.ord, r.i, r.t, r.v
+                    FROM unnest(u_push, u_op, u_instance, u_type, u_value)
+                         WITH ORDINALITY AS r(push, op, i, t, v, ord)
+                    WHERE r.push = v_push AND r.op = 'add'
+                    ORDER BY r.ord
+                LOOP
+                    INSERT INTO eventstore.unique_constraints (instance_id, unique_type, unique_field)
+                    VALUES (v_add.i, v_add.t, v_add.v)
+                    ON CONFLICT DO NOTHING;
+                    IF NOT FOUND THEN
+                        v_failed_op := v_add.ord - 1;
+                        RAISE EXCEPTION USING ERRCODE = 'SU001';
+                    END IF;
+                END LOOP;
+                RETURN QUERY
+                SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
+                FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
+                                              p_event_type, p_revision, p_creator, p_owner, p_payload,
+                                              v_push, v_push, v_position, v_now) a;
+            EXCEPTION WHEN SQLSTATE 'SU001' THEN
+                r_push := v_push; r_error := 'unique'; r_error_args := ARRAY[v_failed_op];
+                r_sequence := NULL; r_in_tx_order := NULL; r_position := NULL; r_created_at := NULL;
+                RETURN NEXT;
+            END;
+        ELSE
+            RETURN QUERY
+            SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
+            FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
+                                          p_event_type, p_revision, p_creator, p_owner, p_payload,
+                                          v_push, v_push, v_position, v_now) a;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: push_one(text, text, text, text, integer, text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) RETURNS TABLE(r_sequence bigint, r_position numeric, r_created_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM eventstore.begin_push();
+    PERFORM pg_advisory_xact_lock(
+        eventstore.aggregate_lock_key(p_instance, p_aggregate_type, p_aggregate_id));
+    -- Taken under the lock: a later push to the aggregate gets a later transaction id.
+    r_position := pg_current_xact_id()::text::numeric;
+    r_created_at := now();
+    INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
+                                   event_type, revision, created_at, creator, owner, payload,
+                                   position, in_tx_order)
+    VALUES (p_instance, p_aggregate_type, p_aggregate_id,
+            eventstore.current_sequence(p_instance, p_aggregate_type, p_aggregate_id) + 1,
+            p_event_type, p_revision, r_created_at, p_creator, p_owner, p_payload::jsonb,
+            r_position, 0)
+    RETURNING sequence INTO r_sequence;
+    RETURN NEXT;
+END
+$$;
+
+
+--
+-- Name: refuse_event_change(); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.refuse_event_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('strata.removing_instance', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'eventstore.events is append-only: % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'events can only be removed with eventstore.remove_instance(instance_id)';
+END
+$$;
+
+
+--
+-- Name: remove_instance(text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.remove_instance(p_instance_id text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    removed BIGINT;
+BEGIN
+    PERFORM set_config('strata.removing_instance', 'on', true);
+    DELETE FROM eventstore.events WHERE instance_id = p_instance_id;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
+    PERFORM set_config('strata.removing_instance', 'off', true);
+    RETURN removed;
+END
+$$;
+
+
+--
+-- Name: set_up_roles(text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.set_up_roles(p_writer text, p_migrator text) RETURNS TABLE(r_kind text, r_role_name text, r_created boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_previous TEXT;
+BEGIN
+    IF p_writer = p_migrator THEN
+        RAISE EXCEPTION 'the writer and the migrator must be different roles'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR r_kind, r_role_name IN VALUES ('writer', p_writer), ('migrator', p_migrator) LOOP
+        r_created := false;
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r_role_name) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r_role_name);
+                r_created := true;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                -- Another database's set-up created it a moment ago.
+                NULL;
+            END;
+        END IF;
+        SELECT role_name INTO v_previous FROM eventstore.roles WHERE kind = r_kind;
+        IF v_previous IS NOT NULL AND v_previous <> r_role_name
+           AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_previous) THEN
+            EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA eventstore, projections, cache FROM %I',
+                           v_previous);
+            EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA projections, cache FROM %I',
+                           v_previous);
+            EXECUTE format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventstore FROM %I', v_previous);
+            EXECUTE format('REVOKE ALL ON SCHEMA eventstore, projections, cache FROM %I', v_previous);
+            EXECUTE format('REVOKE ALL ON DATABASE %I FROM %I', current_database(), v_previous);
+        END IF;
+        INSERT INTO eventstore.roles (kind, role_name) VALUES (r_kind, r_role_name)
+        ON CONFLICT (kind) DO UPDATE SET role_name = EXCLUDED.role_name;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM eventstore.grant_roles();
+END
+$$;
+
+
+--
+-- Name: unique_lock_key(text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.unique_lock_key(p_instance text, p_unique_type text, p_value text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended((((((('unique'::text || chr(31)) || p_instance) || chr(31)) || p_unique_type) || chr(31)) || p_value), (0)::bigint);
+
+
+--
+-- Name: lease_key(text, text); Type: FUNCTION; Schema: projections; Owner: -
+--
+
+CREATE FUNCTION projections.lease_key(p_projection text, p_instance text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended((((('projection'::text || chr(31)) || p_projection) || chr(31)) || p_instance), (0)::bigint);
+
+
+--
+-- Name: object_ids; Type: SEQUENCE; Schema: cache; Owner: -
+--
+
+CREATE UNLOGGED SEQUENCE cache.object_ids
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+SET default_tablespace = '';
+
+--
+-- Name: objects; Type: TABLE; Schema: cache; Owner: -
+--
+
+CREATE UNLOGGED TABLE cache.objects (
+    cache_name text NOT NULL,
+    id bigint DEFAULT nextval('cache.object_ids'::regclass) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone DEFAULT now() NOT NULL,
+    payload bytea NOT NULL
+)
+PARTITION BY LIST (cache_name);
+
+
+--
+-- Name: string_keys; Type: TABLE; Schema: cache; Owner: -
+--
+
+CREATE UNLOGGED TABLE cache.string_keys (
+    cache_name text NOT NULL,
+    index_name text NOT NULL,
+    index_key text NOT NULL,
+    object_id bigint NOT NULL
+)
+PARTITION BY LIST (cache_name);
+
+
+SET default_table_access_method = heap;
+
+--
+-- Name: applied_functions; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.applied_functions (
+    file text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: events; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.events (
+    instance_id text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    sequence bigint NOT NULL,
+    event_type text NOT NULL,
+    revision integer NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    creator text NOT NULL,
+    owner text NOT NULL,
+    payload jsonb,
+    "position" numeric NOT NULL,
+    in_tx_order integer NOT NULL
+);
+
+
+--
+-- Name: COLUMN events."position"; Type: COMMENT; Schema: eventstore; Owner: -
+--
+
+COMMENT ON COLUMN eventstore.events."position" IS 'xid8 of the writing transaction; read only below eventstore.commit_horizon() to never skip a late commit';
+
+
+--
+-- Name: mirror_progress; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.mirror_progress (
+    source text NOT NULL,
+    instances text NOT NULL,
+    "position" numeric NOT NULL,
+    in_tx_order integer NOT NULL,
+    events_copied bigint NOT NULL,
+    updated_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: roles; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.roles (
+    kind text NOT NULL,
+    role_name text NOT NULL,
+    CONSTRAINT roles_kind_check CHECK ((kind = ANY (ARRAY['writer'::text, 'migrator'::text])))
+);
+
+
+--
+-- Name: unique_constraints; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.unique_constraints (
+    instance_id text NOT NULL,
+    unique_type text NOT NULL,
+    unique_field text NOT NULL
+);
+
+
+--
+-- Name: current_states; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.current_states (
+    instance_id text NOT NULL,
+    projection_name text NOT NULL,
+    "position" numeric NOT NULL,
+    in_tx_order integer NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    sequence bigint NOT NULL,
+    updated_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: failed_events; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.failed_events (
+    instance_id text NOT NULL,
+    projection_name text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    sequence bigint NOT NULL,
+    "position" numeric NOT NULL,
+    in_tx_order integer NOT NULL,
+    failure_count integer NOT NULL,
+    error text NOT NULL,
+    last_failed_at timestamp with time zone NOT NULL,
+    skipped_by_operator boolean DEFAULT false NOT NULL
+);
+
+
+--
+-- Name: registry; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.registry (
+    projection_name text NOT NULL,
+    reads jsonb NOT NULL,
+    has_side_effects boolean NOT NULL,
+    registered_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: requests; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.requests (
+    instance_id text NOT NULL,
+    id bigint NOT NULL,
+    projection_name text NOT NULL,
+    kind text NOT NULL,
+    aggregate_type text,
+    aggregate_id text,
+    sequence bigint,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT requests_kind_check CHECK ((kind = ANY (ARRAY['rebuild'::text, 'retry'::text, 'skip'::text])))
+);
+
+
+--
+-- Name: requests_id_seq; Type: SEQUENCE; Schema: projections; Owner: -
+--
+
+CREATE SEQUENCE projections.requests_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: requests_id_seq; Type: SEQUENCE OWNED BY; Schema: projections; Owner: -
+--
+
+ALTER SEQUENCE projections.requests_id_seq OWNED BY projections.requests.id;
+
+
+--
+-- Name: runtimes; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.runtimes (
+    runtime_id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    projections text[] NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_seen_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: _sqlx_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public._sqlx_migrations (
+    version bigint NOT NULL,
+    description text NOT NULL,
+    installed_on timestamp with time zone DEFAULT now() NOT NULL,
+    success boolean NOT NULL,
+    checksum bytea NOT NULL,
+    execution_time bigint NOT NULL
+);
+
+
+--
+-- Name: requests id; Type: DEFAULT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.requests ALTER COLUMN id SET DEFAULT nextval('projections.requests_id_seq'::regclass);
+
+
+--
+-- Name: objects objects_pkey; Type: CONSTRAINT; Schema: cache; Owner: -
+--
+
+ALTER TABLE ONLY cache.objects
+    ADD CONSTRAINT objects_pkey PRIMARY KEY (cache_name, id);
+
+
+--
+-- Name: string_keys string_keys_pkey; Type: CONSTRAINT; Schema: cache; Owner: -
+--
+
+ALTER TABLE ONLY cache.string_keys
+    ADD CONSTRAINT string_keys_pkey PRIMARY KEY (cache_name, index_name, index_key);
+
+
+--
+-- Name: applied_functions applied_functions_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.applied_functions
+    ADD CONSTRAINT applied_functions_pkey PRIMARY KEY (file);
+
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (instance_id, aggregate_type, aggregate_id, sequence);
+
+
+--
+-- Name: mirror_progress mirror_progress_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.mirror_progress
+    ADD CONSTRAINT mirror_progress_pkey PRIMARY KEY (source, instances);
+
+
+--
+-- Name: roles roles_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.roles
+    ADD CONSTRAINT roles_pkey PRIMARY KEY (kind);
+
+
+--
+-- Name: unique_constraints unique_constraints_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.unique_constraints
+    ADD CONSTRAINT unique_constraints_pkey PRIMARY KEY (instance_id, unique_type, unique_field);
+
+
+--
+-- Name: current_states current_states_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.current_states
+    ADD CONSTRAINT current_states_pkey PRIMARY KEY (instance_id, projection_name);
+
+
+--
+-- Name: failed_events failed_events_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.failed_events
+    ADD CONSTRAINT failed_events_pkey PRIMARY KEY (instance_id, projection_name, aggregate_type, aggregate_id, sequence);
+
+
+--
+-- Name: registry registry_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.registry
+    ADD CONSTRAINT registry_pkey PRIMARY KEY (projection_name);
+
+
+--
+-- Name: requests requests_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.requests
+    ADD CONSTRAINT requests_pkey PRIMARY KEY (instance_id, id);
+
+
+--
+-- Name: runtimes runtimes_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.runtimes
+    ADD CONSTRAINT runtimes_pkey PRIMARY KEY (runtime_id);
+
+
+--
+-- Name: _sqlx_migrations _sqlx_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public._sqlx_migrations
+    ADD CONSTRAINT _sqlx_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: string_keys_object; Type: INDEX; Schema: cache; Owner: -
+--
+
+CREATE INDEX string_keys_object ON ONLY cache.string_keys USING btree (cache_name, object_id);
+
+
+--
+-- Name: events_aggregate_type_position; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_aggregate_type_position ON eventstore.events USING btree (instance_id, aggregate_type, "position", in_tx_order);
+
+
+--
+-- Name: events_instance_position; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_instance_position ON eventstore.events USING btree (instance_id, "position", in_tx_order);
+
+
+--
+-- Name: events_position; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_position ON eventstore.events USING btree ("position", in_tx_order);
+
+
+--
+-- Name: events_projection; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_projection ON eventstore.events USING btree (instance_id, aggregate_type, event_type, "position", in_tx_order);
+
+
+--
+-- Name: failed_events_by_projection; Type: INDEX; Schema: projections; Owner: -
+--
+
+CREATE INDEX failed_events_by_projection ON projections.failed_events USING btree (projection_name);
+
+
+--
+-- Name: events events_append_only; Type: TRIGGER; Schema: eventstore; Owner: -
+--
+
+CREATE TRIGGER events_append_only BEFORE DELETE OR UPDATE ON eventstore.events FOR EACH ROW EXECUTE FUNCTION eventstore.refuse_event_change();
+
+
+--
+-- Name: events events_no_truncate; Type: TRIGGER; Schema: eventstore; Owner: -
+--
+
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON eventstore.events FOR EACH STATEMENT EXECUTE FUNCTION eventstore.refuse_event_change();
+
+
+--
+-- Name: SCHEMA cache; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA cache TO strata_writer;
+GRANT ALL ON SCHEMA cache TO strata_migrator;
+
+
+--
+-- Name: SCHEMA eventstore; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA eventstore TO strata_writer;
+GRANT ALL ON SCHEMA eventstore TO strata_migrator;
+
+
+--
+-- Name: SCHEMA projections; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA projections TO strata_writer;
+GRANT ALL ON SCHEMA projections TO strata_migrator;
+
+
+--
+-- Name: FUNCTION append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION begin_push(); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.begin_push() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION grant_roles(); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.grant_roles() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) TO strata_writer;
+
+
+--
+-- Name: FUNCTION push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) TO strata_writer;
+
+
+--
+-- Name: FUNCTION remove_instance(p_instance_id text); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.remove_instance(p_instance_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.remove_instance(p_instance_id text) TO strata_migrator;
+
+
+--
+-- Name: FUNCTION set_up_roles(p_writer text, p_migrator text); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.set_up_roles(p_writer text, p_migrator text) FROM PUBLIC;
+
+
+--
+-- Name: SEQUENCE object_ids; Type: ACL; Schema: cache; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE cache.object_ids TO PUBLIC;
+GRANT ALL ON SEQUENCE cache.object_ids TO strata_migrator;
+
+
+--
+-- Name: TABLE objects; Type: ACL; Schema: cache; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,TRUNCATE,UPDATE ON TABLE cache.objects TO strata_writer;
+GRANT ALL ON TABLE cache.objects TO strata_migrator;
+
+
+--
+-- Name: TABLE string_keys; Type: ACL; Schema: cache; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,TRUNCATE,UPDATE ON TABLE cache.string_keys TO strata_writer;
+GRANT ALL ON TABLE cache.string_keys TO strata_migrator;
+
+
+--
+-- Name: TABLE applied_functions; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.applied_functions TO strata_migrator;
+
+
+--
+-- Name: TABLE events; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT SELECT ON TABLE eventstore.events TO strata_writer;
+GRANT ALL ON TABLE eventstore.events TO strata_migrator;
+
+
+--
+-- Name: TABLE mirror_progress; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.mirror_progress TO strata_migrator;
+
+
+--
+-- Name: TABLE roles; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.roles TO strata_migrator;
+
+
+--
+-- Name: TABLE unique_constraints; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT SELECT ON TABLE eventstore.unique_constraints TO strata_writer;
+GRANT ALL ON TABLE eventstore.unique_constraints TO strata_migrator;
+
+
+--
+-- Name: TABLE current_states; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.current_states TO strata_writer;
+GRANT ALL ON TABLE projections.current_states TO strata_migrator;
+
+
+--
+-- Name: TABLE failed_events; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.failed_events TO strata_writer;
+GRANT ALL ON TABLE projections.failed_events TO strata_migrator;
+
+
+--
+-- Name: TABLE registry; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.registry TO strata_writer;
+GRANT ALL ON TABLE projections.registry TO strata_migrator;
+
+
+--
+-- Name: TABLE requests; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.requests TO strata_writer;
+GRANT ALL ON TABLE projections.requests TO strata_migrator;
+
+
+--
+-- Name: SEQUENCE requests_id_seq; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE projections.requests_id_seq TO strata_writer;
+GRANT ALL ON SEQUENCE projections.requests_id_seq TO strata_migrator;
+
+
+--
+-- Name: TABLE runtimes; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.runtimes TO strata_writer;
+GRANT ALL ON TABLE projections.runtimes TO strata_migrator;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+
