@@ -37,6 +37,15 @@ CREATE SCHEMA projections;
 
 
 --
+-- Name: advisory_lock(integer); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.advisory_lock(p_object integer) RETURNS void
+    LANGUAGE sql
+    AS $$ SELECT pg_advisory_xact_lock(1128350536, p_object) $$;
+
+
+--
 -- Name: create_partitions(text); Type: FUNCTION; Schema: cache; Owner: -
 --
 
@@ -60,8 +69,8 @@ BEGIN
         AND to_regclass(format('cache.%I', 'string_keys_' || p_cache_name)) IS NOT NULL THEN
         RETURN;
     END IF;
-    -- Class 'CACH' (0x43414348); object 0 is "partition DDL", distinct from the per-cache write locks.
-    PERFORM pg_advisory_xact_lock(1128350536, 0);
+    -- Object 0: partition DDL, one creator at a time.
+    PERFORM cache.advisory_lock(0);
     FOREACH parent IN ARRAY ARRAY['objects', 'string_keys'] LOOP
         partition := parent || '_' || p_cache_name;
         IF to_regclass(format('cache.%I', partition)) IS NULL THEN
@@ -153,7 +162,7 @@ $$;
 
 CREATE FUNCTION cache.lock_for_writing(p_cache_name text) RETURNS void
     LANGUAGE sql
-    AS $$ SELECT pg_advisory_xact_lock(1128350536, hashtext(p_cache_name)) $$;
+    AS $$ SELECT cache.advisory_lock(hashtext(p_cache_name)) $$;
 
 
 --

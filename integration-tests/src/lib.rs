@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use strata_postgres::admin::RoleNames;
-use strata_postgres::{FUNCTIONS, MIGRATOR, PgConfig, PgPools, PgStore, PoolConfig};
+use strata_postgres::{PgConfig, PgPools, PgStore, PoolConfig};
 
 pub use crate::tls::TestCertificates;
 
@@ -175,7 +175,10 @@ async fn ensure_template(
     admin: &mut PgConnection,
     admin_options: &PgConnectOptions,
 ) -> Result<String, sqlx::Error> {
-    let template = format!("{TEST_DATABASE_PREFIX}template_{:016x}", migrations_hash());
+    let template = format!(
+        "{TEST_DATABASE_PREFIX}template_{}",
+        strata_postgres::schema_checksum()
+    );
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(TEMPLATE_LOCK_KEY)
         .execute(&mut *admin)
@@ -221,27 +224,6 @@ async fn ensure_template(
         .execute(&mut *admin)
         .await?;
     result
-}
-
-/// A hash of the whole embedded schema: the versioned migrations and every function file.
-fn migrations_hash() -> u64 {
-    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let migrations = MIGRATOR.iter().flat_map(|migration| {
-        migration
-            .version
-            .to_le_bytes()
-            .into_iter()
-            .chain(migration.checksum.iter().copied())
-    });
-    let functions = FUNCTIONS
-        .iter()
-        .flat_map(|function| function.file.bytes().chain(function.sql.bytes()));
-    for byte in migrations.chain(functions) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 fn unique_database_name() -> String {

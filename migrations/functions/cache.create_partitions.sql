@@ -25,8 +25,8 @@ BEGIN
         AND to_regclass(format('cache.%I', 'string_keys_' || p_cache_name)) IS NOT NULL THEN
         RETURN;
     END IF;
-    -- Class 'CACH' (0x43414348); object 0 is "partition DDL", distinct from the per-cache write locks.
-    PERFORM pg_advisory_xact_lock(1128350536, 0);
+    -- Object 0: partition DDL, one creator at a time.
+    PERFORM cache.advisory_lock(0);
     FOREACH parent IN ARRAY ARRAY['objects', 'string_keys'] LOOP
         partition := parent || '_' || p_cache_name;
         IF to_regclass(format('cache.%I', partition)) IS NULL THEN

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the workspace's tasks, written in Rust so they run wherever cargo does.
 //!
 //! - `cargo xtask test [args]` finds or starts a PostgreSQL server, runs every test of the
-//!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made.
+//!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made;
+//!   without args it also runs the cache's tests with its default features alone (memory only).
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
 //! - `cargo xtask examples` runs `examples/users.rs` in memory and on a fresh PostgreSQL database and
 //!   checks that it leaves the database as it found it.
@@ -84,6 +85,11 @@ fn test(cargo_args: &[String]) -> Result<()> {
     }
     if !status.success() {
         bail!("tests failed");
+    }
+    if cargo_args.is_empty() {
+        // The workspace build turns every cache connector on; the cache's own tests also run
+        // with its default features alone, as a service that uses only the memory cache builds it.
+        run(Command::new(cargo()).args(["test", "--package", "strata-cache"]))?;
     }
     Ok(())
 }

@@ -139,7 +139,8 @@ impl CacheConfig {
 
 /// The resources the connectors run on, shared by every cache started from them.
 ///
-/// ```no_run
+#[cfg_attr(all(feature = "postgres", feature = "redis"), doc = "```no_run")]
+#[cfg_attr(not(all(feature = "postgres", feature = "redis")), doc = "```ignore")]
 /// # #![allow(dead_code)] // Shows the calls only.
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), strata_cache::Error> {
 /// let connectors = strata_cache::Connectors::default()

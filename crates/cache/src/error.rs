@@ -67,10 +67,13 @@ pub enum Error {
         /// The connector chosen.
         connector: ConnectorKind,
     },
-    /// The configuration chose a connector this build leaves out: turn on the crate feature of
-    /// the same name (`memory`, `postgres` or `redis`).
+    /// The configuration chose a connector this build leaves out: turn on strata-cache's feature
+    /// of the same name (`memory`, `postgres` or `redis`), which the `strata` crate calls `cache`,
+    /// `cache-postgres` and `cache-redis`.
     #[error(
-        "the {connector} connector is not compiled in: enable strata-cache's `{connector}` feature"
+        "the {connector} connector is not compiled in: enable strata-cache's `{connector}` feature \
+         ({})",
+        umbrella_feature(*connector)
     )]
     ConnectorNotEnabled {
         /// The connector chosen.
@@ -87,6 +90,15 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+/// The feature of the `strata` crate that turns `connector` on.
+fn umbrella_feature(connector: ConnectorKind) -> &'static str {
+    match connector {
+        ConnectorKind::Memory => "`cache` of the strata crate",
+        ConnectorKind::Postgres => "`cache-postgres` of the strata crate",
+        ConnectorKind::Redis => "`cache-redis` of the strata crate",
+    }
 }
 
 /// What kind of mistake an [`Error`](enum@Error) is, so callers can branch without matching every variant.

@@ -105,7 +105,8 @@
 //!
 //! Benchmarks and services build each connector in one line (`config` is a [`CacheConfig`]):
 //!
-//! ```no_run
+#![cfg_attr(all(feature = "postgres", feature = "redis"), doc = "```no_run")]
+#![cfg_attr(not(all(feature = "postgres", feature = "redis")), doc = "```ignore")]
 //! # #![allow(dead_code)] // Shows the calls only.
 //! # use strata_cache::{Cache, CacheConfig, Entry};
 //! # async fn build<V: Entry>(pool: sqlx::PgPool, config: CacheConfig) -> Result<(), strata_cache::Error> {

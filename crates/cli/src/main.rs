@@ -627,7 +627,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The error and its causes, `: `-separated like `{:#}`, leaving out a cause whose text the
 /// error above it already holds: the store's errors repeat the driver's message, and the driver's
-/// error repeats the server's, so `{:#}` printed the server's message three times.
+/// error repeats the server's, so `{:#}` would print the server's message several times.
 fn without_repeats(err: &anyhow::Error) -> String {
     let mut line = String::new();
     let mut above = String::new();

@@ -7,11 +7,12 @@
 //! of every process alike.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{PgPool, Postgres, Transaction};
 use strata_event::InstanceId;
 use strata_store::Pushed;
 use tokio::sync::{broadcast, mpsc};
@@ -33,7 +34,7 @@ const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
 const SUBSCRIBERS_CHECK: Duration = Duration::from_secs(1);
 
 /// The payloads announcing `instances`: one line each, split where a payload would grow too large.
-pub(crate) fn notice_payloads<'a>(instances: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+fn notice_payloads<'a>(instances: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut payloads: Vec<String> = Vec::new();
     for instance in instances {
         match payloads.last_mut() {
@@ -54,14 +55,18 @@ pub(crate) fn notice_payloads<'a>(instances: impl IntoIterator<Item = &'a str>) 
 #[derive(Debug, Clone)]
 pub(crate) struct Notifier {
     queue: mpsc::UnboundedSender<Vec<InstanceId>>,
+    /// The server process of the notifier's connection (0 before it connects), so this store's
+    /// [`Listener`] can tell its own notices, whose pushes it already delivered, from others'.
+    backend_pid: Arc<AtomicI32>,
 }
 
 impl Notifier {
     /// Starts the notifier's task; it connects with `options` when it first has something to say.
     pub(crate) fn start(options: PgConnectOptions) -> Notifier {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run_notifier(options, receiver));
-        Notifier { queue }
+        let backend_pid = Arc::new(AtomicI32::new(0));
+        tokio::spawn(run_notifier(options, receiver, Arc::clone(&backend_pid)));
+        Notifier { queue, backend_pid }
     }
 
     /// Queues an announcement of a push that committed.
@@ -73,6 +78,7 @@ impl Notifier {
 async fn run_notifier(
     options: PgConnectOptions,
     mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>,
+    backend_pid: Arc<AtomicI32>,
 ) {
     let mut connection: Option<sqlx::PgConnection> = None;
     while let Some(first) = queue.recv().await {
@@ -82,7 +88,10 @@ async fn run_notifier(
         }
         if connection.is_none() {
             match open_notifier_connection(&options).await {
-                Ok(opened) => connection = Some(opened),
+                Ok((opened, pid)) => {
+                    backend_pid.store(pid, Ordering::Relaxed);
+                    connection = Some(opened);
+                }
                 Err(err) => {
                     // Other processes still catch up at their next tick; nothing is lost.
                     tracing::warn!(error = %err, "cannot connect to announce pushes");
@@ -114,12 +123,31 @@ async fn run_notifier(
 /// connection commits without waiting for the flush.
 async fn open_notifier_connection(
     options: &PgConnectOptions,
-) -> Result<sqlx::PgConnection, sqlx::Error> {
+) -> Result<(sqlx::PgConnection, i32), sqlx::Error> {
     let mut connection = sqlx::ConnectOptions::connect(options).await?;
-    sqlx::query("SET synchronous_commit = off")
-        .execute(&mut connection)
-        .await?;
-    Ok(connection)
+    let (pid,): (i32,) = sqlx::query_as(
+        "SELECT pg_backend_pid() FROM set_config('synchronous_commit', 'off', false)",
+    )
+    .fetch_one(&mut connection)
+    .await?;
+    Ok((connection, pid))
+}
+
+/// Announces `instances` from inside `tx`, delivered when it commits: for a single writer such as
+/// the mirror, whose batches are few and large, so the notification queue's lock costs nothing.
+/// Pushes use a [`Notifier`] instead.
+pub(crate) async fn announce_in_transaction(
+    tx: &mut Transaction<'_, Postgres>,
+    instances: &[&str],
+) -> Result<(), sqlx::Error> {
+    for payload in notice_payloads(instances.iter().copied()) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PUSH_CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Listens for other processes' pushes on one connection of `pool` while anyone subscribes to the
@@ -127,29 +155,72 @@ async fn open_notifier_connection(
 #[derive(Debug, Clone)]
 pub(crate) struct Listener {
     pool: PgPool,
+    /// The listening task while one runs. The task clears it itself, under the lock, when it
+    /// stops for want of subscribers, so a subscriber that arrives meanwhile starts a new one.
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The server process of this store's [`Notifier`], whose notices are skipped.
+    own_notifier: Option<Arc<AtomicI32>>,
 }
 
 impl Listener {
-    pub(crate) fn new(pool: PgPool) -> Listener {
+    pub(crate) fn new(pool: PgPool, notifier: Option<&Notifier>) -> Listener {
         Listener {
             pool,
             task: Arc::default(),
+            own_notifier: notifier.map(|notifier| Arc::clone(&notifier.backend_pid)),
         }
     }
 
     /// Makes sure a listening task runs for `pushes` (it stops, giving its connection back, once
-    /// nobody subscribes any more).
+    /// nobody subscribes any more). Call it after subscribing.
     pub(crate) fn ensure_running(&self, pushes: &broadcast::Sender<Pushed>) {
-        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut task = lock(&self.task);
         if task.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
-        *task = Some(tokio::spawn(listen(self.pool.clone(), pushes.clone())));
+        let run = Listening {
+            pushes: pushes.clone(),
+            task: Arc::clone(&self.task),
+            own_notifier: self.own_notifier.clone(),
+        };
+        *task = Some(tokio::spawn(listen(self.pool.clone(), run)));
     }
 }
 
-async fn listen(pool: PgPool, pushes: broadcast::Sender<Pushed>) {
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a listening task works with.
+struct Listening {
+    pushes: broadcast::Sender<Pushed>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    own_notifier: Option<Arc<AtomicI32>>,
+}
+
+impl Listening {
+    /// Whether nobody subscribes; if so the task is forgotten, under the same lock
+    /// [`Listener::ensure_running`] takes, so a subscriber that arrives after this check starts a
+    /// new task instead of relying on this one.
+    fn nobody_listens(&self) -> bool {
+        let mut task = lock(&self.task);
+        if self.pushes.receiver_count() > 0 {
+            return false;
+        }
+        *task = None;
+        true
+    }
+
+    /// Whether a notice came from this store's own notifier, whose pushes were delivered locally.
+    fn is_own(&self, notice_pid: u32) -> bool {
+        self.own_notifier.as_ref().is_some_and(|pid| {
+            let pid = pid.load(Ordering::Relaxed);
+            pid != 0 && i64::from(pid) == i64::from(notice_pid)
+        })
+    }
+}
+
+async fn listen(pool: PgPool, run: Listening) {
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(PUSH_CHANNEL).await {
@@ -160,7 +231,7 @@ async fn listen(pool: PgPool, pushes: broadcast::Sender<Pushed>) {
                 tracing::warn!(error = %err, "cannot connect to LISTEN for pushes; retrying")
             }
         }
-        if pushes.receiver_count() == 0 {
+        if run.nobody_listens() {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -171,13 +242,14 @@ async fn listen(pool: PgPool, pushes: broadcast::Sender<Pushed>) {
         let received = tokio::select! {
             received = listener.try_recv() => received,
             () = tokio::time::sleep(SUBSCRIBERS_CHECK) => {
-                if pushes.receiver_count() == 0 {
+                if run.nobody_listens() {
                     return;
                 }
                 continue;
             }
         };
         let instance_ids = match received {
+            Ok(Some(notification)) if run.is_own(notification.process_id()) => continue,
             Ok(Some(notification)) => notification
                 .payload()
                 .lines()
@@ -192,13 +264,11 @@ async fn listen(pool: PgPool, pushes: broadcast::Sender<Pushed>) {
                 Vec::new()
             }
         };
-        if pushes
-            .send(Pushed {
-                instance_ids,
-                position: None,
-            })
-            .is_err()
-        {
+        let pushed = Pushed {
+            instance_ids,
+            position: None,
+        };
+        if run.pushes.send(pushed).is_err() && run.nobody_listens() {
             return;
         }
     }

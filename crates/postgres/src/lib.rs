@@ -57,12 +57,15 @@ mod store;
 
 pub use crate::announce::PUSH_CHANNEL;
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
-pub use crate::migrate::{AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate};
+pub use crate::migrate::{
+    AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
+};
 pub use crate::projection::{PgLease, PgProjections};
 pub use crate::store::{PgPools, PgStore};
 
 #[doc(hidden)]
 #[allow(deprecated)]
 pub use crate::deprecated::{
-    MigrationStatus, RoleNames, migration_status, set_up_roles, unregister_projection,
+    MigrationStatus, RoleNames, copy_mirror_batch, migration_status, mirror_progress, set_up_roles,
+    unregister_projection,
 };

@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 use strata_event::{Cursor, Event, InstanceId, Position};
 use strata_store::{Error, Result};
 
-use crate::announce::{PUSH_CHANNEL, notice_payloads};
+use crate::announce::announce_in_transaction;
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::store::PgStore;
 
@@ -54,7 +54,15 @@ pub struct UniqueConstraintRow {
 
 /// The progress of `key` in the destination, `None` before its first batch.
 pub async fn progress(destination: &PgStore, key: &MirrorKey) -> Result<Option<MirrorProgress>> {
-    let row: Option<(Decimal, i32, i64, DateTime<Utc>)> = sqlx::query_as(
+    /// The row of `eventstore.mirror_progress` for one mirror.
+    #[derive(sqlx::FromRow)]
+    struct ProgressRow {
+        position: Decimal,
+        in_tx_order: i32,
+        events_copied: i64,
+        updated_at: DateTime<Utc>,
+    }
+    let row: Option<ProgressRow> = sqlx::query_as(
         "SELECT position, in_tx_order, events_copied, updated_at FROM eventstore.mirror_progress \
          WHERE source = $1 AND instances = $2",
     )
@@ -63,14 +71,14 @@ pub async fn progress(destination: &PgStore, key: &MirrorKey) -> Result<Option<M
     .fetch_optional(destination.pools().query())
     .await
     .map_err(|err| from_sqlx("reading the mirror's progress", err))?;
-    row.map(|(position, in_tx_order, events_copied, updated_at)| {
+    row.map(|row| {
         Ok(MirrorProgress {
             cursor: Cursor::new(
-                Position::new(position).map_err(|err| corrupt("mirror position", err))?,
-                u32::try_from(in_tx_order).map_err(|err| corrupt("mirror in_tx_order", err))?,
+                Position::new(row.position).map_err(|err| corrupt("mirror position", err))?,
+                u32::try_from(row.in_tx_order).map_err(|err| corrupt("mirror in_tx_order", err))?,
             ),
-            events_copied: u64::try_from(events_copied).unwrap_or_default(),
-            updated_at,
+            events_copied: u64::try_from(row.events_copied).unwrap_or_default(),
+            updated_at: row.updated_at,
         })
     })
     .transpose()
@@ -167,14 +175,9 @@ pub async fn copy_batch(
     }
     // Delivered at commit: destination runtimes pick the copied events up at once instead of at
     // their next tick. One writer, so the notification queue's lock costs nothing here.
-    for payload in notice_payloads(instances.iter().copied()) {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(PUSH_CHANNEL)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| from_sqlx("announcing a mirror batch", err))?;
-    }
+    announce_in_transaction(&mut tx, &instances)
+        .await
+        .map_err(|err| from_sqlx("announcing a mirror batch", err))?;
     tx.commit()
         .await
         .map_err(|err| from_sqlx("committing a mirror batch", err))?;

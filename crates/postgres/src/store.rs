@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::announce::{Listener, Notifier};
 use crate::config::{PgConfig, PoolConfig};
-use crate::error::from_sqlx;
+use crate::error::{from_sqlx, unexpected_answer};
 use crate::push::Pusher;
 use crate::read::{
     EventRow, fetch_all, render_count, render_instance_heads, render_instance_ids,
@@ -182,7 +182,7 @@ impl PgStore {
             .then(|| Notifier::start(pools.push.connect_options().as_ref().clone()));
         let listener = config
             .listen_for_pushes
-            .then(|| Listener::new(pools.projection.clone()));
+            .then(|| Listener::new(pools.projection.clone(), notifier.as_ref()));
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pools,
@@ -316,7 +316,7 @@ impl EventStore for PgStore {
             }
         }
         // Sorted here, by bytes, so the order does not depend on the database's collation.
-        heads.sort_by(|a, b| a.0.cmp(&b.0));
+        heads.sort_by(|(a, _), (b, _)| a.cmp(b));
         Ok(heads)
     }
 
@@ -339,10 +339,8 @@ impl EventStore for PgStore {
             .fetch_one(self.pools().query())
             .await
             .map_err(|err| from_sqlx("reading the commit horizon", err))?;
-        Position::new(horizon).map_err(|err| Error::Backend {
-            message: format!("commit horizon is invalid: {err}"),
-            source: None,
-        })
+        Position::new(horizon)
+            .map_err(|err| unexpected_answer("eventstore.commit_horizon", format_args!("{err}")))
     }
 }
 
@@ -371,16 +369,13 @@ where
 
 /// A position read back from the events table.
 fn stored_position(value: Decimal) -> Result<Position> {
-    Position::new(value).map_err(|err| Error::Backend {
-        message: format!("stored position is invalid: {err}"),
-        source: None,
-    })
+    Position::new(value)
+        .map_err(|err| unexpected_answer("eventstore.events", format_args!("a position: {err}")))
 }
 
 /// An instance id read back from the events table.
 fn stored_instance_id(id: String) -> Result<InstanceId> {
-    InstanceId::new(id).map_err(|err| Error::Backend {
-        message: format!("a stored instance id breaks the event model: {err}"),
-        source: None,
+    InstanceId::new(id).map_err(|err| {
+        unexpected_answer("eventstore.events", format_args!("an instance id: {err}"))
     })
 }

@@ -1,5 +1,5 @@
-//! Code written against the root paths of items that moved to `admin` still compiles (with a
-//! deprecation warning) for one release.
+//! Code written against the old names of items that moved to `admin` or `mirror`, or became
+//! configuration, still compiles (with a deprecation warning) for one release.
 
 #![allow(deprecated)]
 
@@ -13,4 +13,7 @@ fn moved_items_keep_their_old_root_paths() {
     let _ = strata_postgres::set_up_roles;
     let _ = strata_postgres::migration_status;
     let _ = strata_postgres::unregister_projection;
+    let _ = strata_postgres::copy_mirror_batch;
+    let _ = strata_postgres::mirror_progress;
+    let _ = strata_postgres::PgProjections::without_listening;
 }

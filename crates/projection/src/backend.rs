@@ -112,6 +112,16 @@ pub enum OperatorRequest {
     Skip(FailedEventKey),
 }
 
+impl OperatorRequest {
+    /// The projection the request is for.
+    pub fn projection(&self) -> &str {
+        match self {
+            OperatorRequest::Rebuild { projection, .. } => projection,
+            OperatorRequest::Retry(key) | OperatorRequest::Skip(key) => &key.projection,
+        }
+    }
+}
+
 /// Names one failed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedEventKey {

@@ -530,16 +530,18 @@ pub async fn reserved_words_name_tables_and_columns<H: Harness>(harness: &H) {
     );
 }
 
-/// A projection whose `after_commit` hook takes `hold` and reports when it starts and ends.
-struct Slow {
-    hold: Duration,
-    started: Arc<Notify>,
-    finished: Arc<AtomicBool>,
+/// The document projection with `hook` as its `after_commit`.
+struct Hooked<F> {
+    name: &'static str,
+    hook: F,
 }
 
-impl Projection for Slow {
+impl<F> Projection for Hooked<F>
+where
+    F: Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+{
     fn name(&self) -> &str {
-        "slow"
+        self.name
     }
     fn reads(&self) -> Reads {
         Reads::new().aggregate("doc")
@@ -551,15 +553,12 @@ impl Projection for Slow {
         docs_reset(instance)
     }
     fn after_commit<'a>(&'a self, _: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            self.started.notify_one();
-            tokio::time::sleep(self.hold).await;
-            self.finished.store(true, Ordering::SeqCst);
-        })
+        (self.hook)()
     }
 }
 
-/// Starts `Slow` and pushes one event; returns once its batch is in its hook.
+/// Starts `slow`, whose hook takes `hold` and says when it starts and ends, and pushes one event;
+/// returns once its batch is in its hook.
 async fn slow_batch_running<H: Harness>(
     harness: &H,
     hold: Duration,
@@ -567,15 +566,18 @@ async fn slow_batch_running<H: Harness>(
     harness.create_table(DOCS_TABLE).await;
     let started = Arc::new(Notify::new());
     let finished = Arc::new(AtomicBool::new(false));
-    let runtime = start(
-        harness,
-        Slow {
-            hold,
-            started: Arc::clone(&started),
-            finished: Arc::clone(&finished),
-        },
-    )
-    .await;
+    let hook = {
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+        move || -> BoxFuture<'static, ()> {
+            let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+            Box::pin(async move {
+                started.notify_one();
+                tokio::time::sleep(hold).await;
+                finished.store(true, Ordering::SeqCst);
+            })
+        }
+    };
+    let runtime = start(harness, Hooked { name: "slow", hook }).await;
     push_each(&harness.store(), &[("d1", "doc.added")]).await;
     tokio::time::timeout(WAIT, started.notified())
         .await
@@ -620,42 +622,26 @@ pub async fn shutdown_reports_batches_still_running_at_its_deadline<H: Harness>(
     }
 }
 
-/// A projection whose `after_commit` hook panics once, on its first batch.
-struct PanicsOnce {
-    panicked: AtomicBool,
-}
-
-impl Projection for PanicsOnce {
-    fn name(&self) -> &str {
-        "panics_once"
-    }
-    fn reads(&self) -> Reads {
-        Reads::new().aggregate("doc")
-    }
-    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
-        Ok(vec![doc_row(event)])
-    }
-    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
-        docs_reset(instance)
-    }
-    fn after_commit<'a>(&'a self, _: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if !self.panicked.swap(true, Ordering::SeqCst) {
-                panic!("the conformance suite's hook panics once");
-            }
-        })
-    }
-}
-
 /// A panic in the projection's own code ends that run like an error: `catch_up` reports it as
 /// [`ProjectionError::Panicked`] when it ran the batch itself (or succeeds when a trigger ran it),
 /// no lease stays held, and the pair keeps running later events.
 pub async fn a_panicking_hook_is_reported_and_the_pair_runs_on<H: Harness>(harness: &H) {
     harness.create_table(DOCS_TABLE).await;
+    let panicked = Arc::new(AtomicBool::new(false));
+    let hook_panicked = Arc::clone(&panicked);
+    let hook = move || -> BoxFuture<'static, ()> {
+        let panicked = Arc::clone(&hook_panicked);
+        Box::pin(async move {
+            if !panicked.swap(true, Ordering::SeqCst) {
+                panic!("the conformance suite's hook panics once");
+            }
+        })
+    };
     let runtime = start(
         harness,
-        PanicsOnce {
-            panicked: AtomicBool::new(false),
+        Hooked {
+            name: "panics_once",
+            hook,
         },
     )
     .await;
@@ -669,6 +655,10 @@ pub async fn a_panicking_hook_is_reported_and_the_pair_runs_on<H: Harness>(harne
         Err(_) => false,
     };
     assert!(reported, "{caught_up:?}");
+    assert!(
+        panicked.load(Ordering::SeqCst),
+        "the hook ran, and panicked"
+    );
     let second = push_each(&harness.store(), &[("d2", "doc.added")]).await;
     runtime
         .catch_up("panics_once", &instance(), second, WAIT)

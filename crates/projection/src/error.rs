@@ -88,8 +88,9 @@ pub enum ProjectionError {
         /// The reducer's error, or what its panic said.
         message: String,
     },
-    /// The projection's code (its reducer or `after_commit` hook) panicked while a batch ran; the
-    /// batch's transaction rolled back, and the pair's run ended.
+    /// The projection's `after_commit` hook panicked (after its batch committed), and the pair's
+    /// run ended there; the next trigger runs it on. A panicking reducer is not reported here: its
+    /// event is recorded as failed, like a reducer error.
     #[error("projection {projection} panicked while running a batch")]
     Panicked {
         /// The projection.

@@ -16,7 +16,22 @@ use crate::statement::{Column, SqlValue, Statement};
 /// A read-model row: column name to value.
 pub type Row = BTreeMap<String, SqlValue>;
 
-type PairKey = (String, InstanceId);
+/// Which (projection, instance) a lease or a checkpoint is of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LeaseKey {
+    projection: String,
+    instance: InstanceId,
+}
+
+impl LeaseKey {
+    fn new(projection: &str, instance: &InstanceId) -> LeaseKey {
+        LeaseKey {
+            projection: projection.to_owned(),
+            instance: instance.clone(),
+        }
+    }
+}
+
 type FailedKey = (String, AggregateRef, Sequence);
 
 /// Read models, checkpoints and failed events held in memory. Clones share everything.
@@ -27,8 +42,8 @@ pub struct MemoryProjections {
 
 #[derive(Debug, Default)]
 struct State {
-    leased: HashSet<PairKey>,
-    checkpoints: HashMap<PairKey, CurrentState>,
+    leased: HashSet<LeaseKey>,
+    checkpoints: HashMap<LeaseKey, CurrentState>,
     failed: BTreeMap<FailedKey, FailedEvent>,
     tables: HashMap<&'static str, Vec<Row>>,
 }
@@ -36,7 +51,7 @@ struct State {
 /// The lease of one (projection, instance) in memory; dropping it releases it.
 #[derive(Debug)]
 pub struct MemoryLease {
-    key: PairKey,
+    key: LeaseKey,
     state: Arc<Mutex<State>>,
 }
 
@@ -223,7 +238,7 @@ impl ProjectionBackend for MemoryProjections {
         projection: &str,
         instance: &InstanceId,
     ) -> Result<Option<MemoryLease>, ProjectionError> {
-        let key = (projection.to_owned(), instance.clone());
+        let key = LeaseKey::new(projection, instance);
         let mut state = lock(&self.state);
         if !state.leased.insert(key.clone()) {
             return Ok(None);
@@ -237,7 +252,10 @@ impl ProjectionBackend for MemoryProjections {
     async fn checkpoint(&self, lease: &mut MemoryLease) -> Result<Checkpoint, ProjectionError> {
         let state = lock(&self.state);
         let cursor = state.checkpoints.get(&lease.key).map(CurrentState::cursor);
-        let (projection, instance) = &lease.key;
+        let LeaseKey {
+            projection,
+            instance,
+        } = &lease.key;
         let next_failure = state
             .failed
             .values()
@@ -271,7 +289,11 @@ impl ProjectionBackend for MemoryProjections {
         let mut last = None;
         for reduced in batch {
             let event = &reduced.event;
-            let failed_key = (lease.key.0.clone(), event.aggregate.clone(), event.sequence);
+            let failed_key = (
+                lease.key.projection.clone(),
+                event.aggregate.clone(),
+                event.sequence,
+            );
             let result = reduced
                 .statements
                 .and_then(|statements| state.execute(&statements));
@@ -284,7 +306,7 @@ impl ProjectionBackend for MemoryProjections {
                         .failed
                         .entry(failed_key)
                         .or_insert_with(|| FailedEvent {
-                            projection: lease.key.0.clone(),
+                            projection: lease.key.projection.clone(),
                             aggregate: event.aggregate.clone(),
                             sequence: event.sequence,
                             position: event.position,
@@ -314,8 +336,8 @@ impl ProjectionBackend for MemoryProjections {
             state.checkpoints.insert(
                 lease.key.clone(),
                 CurrentState {
-                    projection: lease.key.0.clone(),
-                    instance_id: lease.key.1.clone(),
+                    projection: lease.key.projection.clone(),
+                    instance_id: lease.key.instance.clone(),
                     position: event.position,
                     in_tx_order: event.in_tx_order,
                     aggregate: event.aggregate.clone(),
@@ -343,7 +365,10 @@ impl ProjectionBackend for MemoryProjections {
             .execute(&statements)
             .map_err(ProjectionError::Statement)?;
         state.checkpoints.remove(&lease.key);
-        let (projection, instance) = &lease.key;
+        let LeaseKey {
+            projection,
+            instance,
+        } = &lease.key;
         state.failed.retain(|(name, aggregate, _), _| {
             !(name == projection && &aggregate.instance_id == instance)
         });
@@ -361,7 +386,7 @@ impl ProjectionBackend for MemoryProjections {
             .execute(&statements)
             .map_err(ProjectionError::Statement)?;
         state.failed.remove(&(
-            lease.key.0.clone(),
+            lease.key.projection.clone(),
             failed.aggregate.clone(),
             failed.sequence,
         ));
@@ -393,7 +418,7 @@ impl ProjectionBackend for MemoryProjections {
     ) -> Result<Option<CurrentState>, ProjectionError> {
         Ok(lock(&self.state)
             .checkpoints
-            .get(&(projection.to_owned(), instance.clone()))
+            .get(&LeaseKey::new(projection, instance))
             .cloned())
     }
 
@@ -427,7 +452,9 @@ impl ProjectionBackend for MemoryProjections {
 
     async fn unregister(&self, projection: &str) -> Result<(), ProjectionError> {
         let mut state = lock(&self.state);
-        state.checkpoints.retain(|(name, _), _| name != projection);
+        state
+            .checkpoints
+            .retain(|key, _| key.projection != projection);
         state.failed.retain(|(name, _, _), _| name != projection);
         Ok(())
     }

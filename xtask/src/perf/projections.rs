@@ -357,7 +357,7 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
     })
 }
 
-/// How often W1P's reference readers poll: the non-blocking pollers the issue measured at 0.8.
+/// How often W1P's reference readers poll (docs/benchmarks.md, W1P).
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// W1P's reference: `count` readers in raw SQL that keep the same read models as [`Latest`], each
@@ -587,8 +587,8 @@ pub(crate) async fn p2_and_w1p(
 }
 
 /// W1P: W1 at C = 8 with 20 projections applying every push in another process, against W1 alone
-/// at C = 8, in alternating rounds (alone, with projections, alone, …). On this machine W1's
-/// absolute rate drifts by 2× over minutes with the disk's flush latency; alternating short
+/// at C = 8, in alternating rounds (alone, with projections, alone, …). W1's absolute rate drifts
+/// over minutes with the disk's flush latency; alternating short
 /// rounds exposes both sides to the same drift, so their ratio holds where one long run each
 /// would compare two different machines. Each round's worker catches up before it is measured.
 async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Result<Vec<Row>> {
@@ -609,7 +609,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         measure: (timing.measure / rounds).max(Duration::from_secs(3)),
     };
     // STRATA_BENCH_W1P_PROJECTIONS: how the writers' share falls with the projections' write
-    // volume; the spec's row is 20 (docs/benchmarks.md).
+    // volume; the standard row is 20 (docs/benchmarks.md).
     let projections: usize = std::env::var("STRATA_BENCH_W1P_PROJECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())

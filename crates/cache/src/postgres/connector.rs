@@ -85,7 +85,7 @@ impl PgConnector {
         if let Err(err) = connector.ensure_partitions().await {
             tracing::warn!(
                 cache = %connector.name,
-                error = %err,
+                error = &err as &dyn std::error::Error,
                 "could not create the cache's partitions; writes will retry, reads miss until then"
             );
         }
@@ -159,7 +159,7 @@ impl PgConnector {
                     .execute(&connector.pool)
                     .await;
                 if let Err(err) = touched {
-                    tracing::warn!(cache = %connector.name, error = %err, "could not record a cache hit");
+                    tracing::warn!(cache = %connector.name, error = &err as &dyn std::error::Error, "could not record a cache hit");
                 }
             });
         }

@@ -39,10 +39,6 @@ pub enum MaintenanceError {
     },
 }
 
-fn database(context: &'static str) -> impl FnOnce(sqlx::Error) -> MaintenanceError {
-    move |source| MaintenanceError::Database { context, source }
-}
-
 /// Removes the expired objects of cache `name`: created at least `max_age` ago, or last used at
 /// least `last_use_age` ago (`None`: the cache has no such age; a cache's ages live in the
 /// application's configuration, not in the database), plus objects without keys and keys without
@@ -118,4 +114,8 @@ async fn check_cache_exists(pool: &PgPool, name: &str) -> Result<(), Maintenance
         });
     }
     Ok(())
+}
+
+fn database(context: &'static str) -> impl FnOnce(sqlx::Error) -> MaintenanceError {
+    move |source| MaintenanceError::Database { context, source }
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use strata_projection::OperatorRequest;
 use strata_store::{Error, Result};
 
-use crate::error::from_sqlx;
+use crate::error::{from_sqlx, unexpected_answer};
 use crate::store::PgStore;
 
 /// A projection some runtime registered: what it reads and whether it has side effects.
@@ -31,7 +31,16 @@ pub struct RegisteredProjection {
 
 /// Every registered projection, sorted by name.
 pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredProjection>> {
-    let rows: Vec<(String, serde_json::Value, bool, DateTime<Utc>)> = sqlx::query_as(
+    /// A row of `projections.registry`.
+    #[derive(sqlx::FromRow)]
+    struct RegistryRow {
+        projection_name: String,
+        /// `[[aggregate type, [event types]], …]`.
+        reads: serde_json::Value,
+        has_side_effects: bool,
+        registered_at: DateTime<Utc>,
+    }
+    let rows: Vec<RegistryRow> = sqlx::query_as(
         "SELECT projection_name, reads, has_side_effects, registered_at \
          FROM projections.registry ORDER BY projection_name",
     )
@@ -39,19 +48,19 @@ pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredPro
     .await
     .map_err(|err| from_sqlx("reading the projection registry", err))?;
     rows.into_iter()
-        .map(|(name, reads, has_side_effects, registered_at)| {
+        .map(|row| {
             let reads: Vec<(String, Vec<String>)> =
-                serde_json::from_value(reads).map_err(|err| Error::Backend {
-                    message: format!(
-                        "projection {name:?} has an unreadable `reads` in projections.registry: {err}"
-                    ),
-                    source: None,
+                serde_json::from_value(row.reads).map_err(|err| {
+                    unexpected_answer(
+                        "projections.registry",
+                        format_args!("unreadable reads of {:?}: {err}", row.projection_name),
+                    )
                 })?;
             Ok(RegisteredProjection {
-                name,
+                name: row.projection_name,
                 reads,
-                has_side_effects,
-                registered_at,
+                has_side_effects: row.has_side_effects,
+                registered_at: row.registered_at,
             })
         })
         .collect()

@@ -13,7 +13,7 @@ pub(crate) async fn apply_event_by_event(
     batch: Vec<ReducedEvent>,
     max_failure_count: u32,
 ) -> Result<BatchOutcome, ProjectionError> {
-    let failed_before: Vec<(String, String, i64, i32)> = sqlx::query_as(
+    let failed_before: Vec<RecordedFailure> = sqlx::query_as(
         "SELECT aggregate_type, aggregate_id, sequence, failure_count FROM projections.failed_events \
          WHERE instance_id = $1 AND projection_name = $2",
     )
@@ -25,12 +25,8 @@ pub(crate) async fn apply_event_by_event(
     let failures_of = |reduced: &ReducedEvent| {
         failed_before
             .iter()
-            .find(|(t, a, s, _)| {
-                t == reduced.event.aggregate.aggregate_type.as_str()
-                    && a == reduced.event.aggregate.aggregate_id.as_str()
-                    && *s as u64 == reduced.event.sequence
-            })
-            .map(|(_, _, _, count)| (*count).max(0) as u32)
+            .find(|failure| failure.is_of(reduced))
+            .map(|failure| failure.failure_count.max(0) as u32)
     };
     let mut outcome = BatchOutcome::default();
     let mut last = None;
@@ -136,4 +132,22 @@ async fn savepoint(
         .await
         .map(drop)
         .map_err(|err| store_error("managing a savepoint", err))
+}
+
+/// A failure already recorded for the pair: which event, and how many attempts failed.
+#[derive(sqlx::FromRow)]
+struct RecordedFailure {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    failure_count: i32,
+}
+
+impl RecordedFailure {
+    fn is_of(&self, reduced: &ReducedEvent) -> bool {
+        let aggregate = &reduced.event.aggregate;
+        self.aggregate_type == aggregate.aggregate_type.as_str()
+            && self.aggregate_id == aggregate.aggregate_id.as_str()
+            && self.sequence as u64 == reduced.event.sequence
+    }
 }

@@ -15,17 +15,11 @@ pub(crate) async fn execute_merged(
     statements: &[&Statement],
 ) -> Result<(), String> {
     for step in merge_upserts(statements.iter().copied()) {
-        let (sql, arguments) = match step {
+        let rendered = match step {
             Step::One(statement) => render(statement)?,
             Step::Rows(rows) => render_rows(&rows)?,
         };
-        if sql.is_empty() {
-            continue;
-        }
-        sqlx::query_with(&sql, arguments)
-            .execute(&mut **tx)
-            .await
-            .map_err(|err| err.to_string())?;
+        run(tx, rendered).await?;
     }
     Ok(())
 }
@@ -36,52 +30,9 @@ pub(crate) async fn execute(
     statements: &[Statement],
 ) -> Result<(), String> {
     for statement in statements {
-        let (sql, arguments) = render(statement)?;
-        if sql.is_empty() {
-            continue;
-        }
-        sqlx::query_with(&sql, arguments)
-            .execute(&mut **tx)
-            .await
-            .map_err(|err| err.to_string())?;
+        run(tx, render(statement)?).await?;
     }
     Ok(())
-}
-
-/// Bind parameters as they are added to a statement: `$1`, `$2`…
-struct Binds {
-    arguments: PgArguments,
-    count: usize,
-}
-
-impl Binds {
-    fn new() -> Self {
-        Binds {
-            arguments: PgArguments::default(),
-            count: 0,
-        }
-    }
-
-    /// Binds `value` and returns its placeholder: `NULL` written inline (an untyped `NULL` fits
-    /// any column, a bound one would be typed `text`), JSON cast to `jsonb`.
-    fn add(&mut self, value: &SqlValue) -> Result<String, String> {
-        let bound = match value {
-            SqlValue::Null => return Ok("NULL".into()),
-            SqlValue::Bool(v) => self.arguments.add(*v),
-            SqlValue::BigInt(v) => self.arguments.add(*v),
-            SqlValue::Numeric(v) => self.arguments.add(*v),
-            SqlValue::Text(v) => self.arguments.add(v.clone()),
-            SqlValue::Timestamp(v) => self.arguments.add(*v),
-            SqlValue::Json(v) => self.arguments.add(v.clone()),
-            other => return Err(format!("unsupported value {other:?}")),
-        };
-        bound.map_err(|err| err.to_string())?;
-        self.count += 1;
-        Ok(match value {
-            SqlValue::Json(_) => format!("${}::jsonb", self.count),
-            _ => format!("${}", self.count),
-        })
-    }
 }
 
 /// The SQL for one statement and its bind parameters.
@@ -148,6 +99,57 @@ pub(crate) fn render(statement: &Statement) -> Result<(String, PgArguments), Str
         other => return Err(format!("unsupported statement {other:?}")),
     };
     Ok((sql, binds.arguments))
+}
+
+/// Runs one rendered statement (nothing for an empty one); a failure as text.
+async fn run(
+    tx: &mut Transaction<'static, Postgres>,
+    (sql, arguments): (String, PgArguments),
+) -> Result<(), String> {
+    if sql.is_empty() {
+        return Ok(());
+    }
+    sqlx::query_with(&sql, arguments)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+/// Bind parameters as they are added to a statement: `$1`, `$2`…
+struct Binds {
+    arguments: PgArguments,
+    count: usize,
+}
+
+impl Binds {
+    fn new() -> Self {
+        Binds {
+            arguments: PgArguments::default(),
+            count: 0,
+        }
+    }
+
+    /// Binds `value` and returns its placeholder: `NULL` written inline (an untyped `NULL` fits
+    /// any column, a bound one would be typed `text`), JSON cast to `jsonb`.
+    fn add(&mut self, value: &SqlValue) -> Result<String, String> {
+        let bound = match value {
+            SqlValue::Null => return Ok("NULL".into()),
+            SqlValue::Bool(v) => self.arguments.add(*v),
+            SqlValue::BigInt(v) => self.arguments.add(*v),
+            SqlValue::Numeric(v) => self.arguments.add(*v),
+            SqlValue::Text(v) => self.arguments.add(v.clone()),
+            SqlValue::Timestamp(v) => self.arguments.add(*v),
+            SqlValue::Json(v) => self.arguments.add(v.clone()),
+            other => return Err(format!("unsupported value {other:?}")),
+        };
+        bound.map_err(|err| err.to_string())?;
+        self.count += 1;
+        Ok(match value {
+            SqlValue::Json(_) => format!("${}::jsonb", self.count),
+            _ => format!("${}", self.count),
+        })
+    }
 }
 
 /// ` WHERE a = $1 AND b IS NULL`, or nothing for no conditions.
@@ -260,7 +262,7 @@ const MAX_MERGED_BINDS: usize = 30_000;
 /// the last values win either way), because one statement may not touch a row twice.
 ///
 /// It borrows the statements: the batch keeps them for the event-by-event path a failure takes,
-/// and copying every value of every row was a large part of a batch's own CPU time.
+/// and copying every value of every row would cost a batch CPU time for nothing.
 fn merge_upserts<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> Vec<Step<'a>> {
     let mut merged: Vec<Step<'a>> = Vec::new();
     let mut run: Vec<&'a Statement> = Vec::new();

@@ -112,19 +112,6 @@ impl RequestRow {
     }
 }
 
-fn aggregate_ref(
-    instance_id: InstanceId,
-    aggregate_type: String,
-    aggregate_id: String,
-) -> Result<AggregateRef, ProjectionError> {
-    Ok(AggregateRef {
-        instance_id,
-        aggregate_type: AggregateType::new(aggregate_type)
-            .map_err(|err| corrupt("aggregate type", err))?,
-        aggregate_id: AggregateId::new(aggregate_id).map_err(|err| corrupt("aggregate id", err))?,
-    })
-}
-
 pub(crate) fn decode_state(row: StateRow) -> Result<CurrentState, ProjectionError> {
     let instance_id =
         InstanceId::new(row.instance_id).map_err(|err| corrupt("instance id", err))?;
@@ -159,3 +146,16 @@ pub(crate) const STATE_COLUMNS: &str = "instance_id, projection_name, position, 
      aggregate_id, sequence, updated_at";
 pub(crate) const FAILED_COLUMNS: &str = "instance_id, projection_name, aggregate_type, aggregate_id, sequence, \
      position, in_tx_order, failure_count, error, last_failed_at, skipped_by_operator";
+
+fn aggregate_ref(
+    instance_id: InstanceId,
+    aggregate_type: String,
+    aggregate_id: String,
+) -> Result<AggregateRef, ProjectionError> {
+    Ok(AggregateRef {
+        instance_id,
+        aggregate_type: AggregateType::new(aggregate_type)
+            .map_err(|err| corrupt("aggregate type", err))?,
+        aggregate_id: AggregateId::new(aggregate_id).map_err(|err| corrupt("aggregate id", err))?,
+    })
+}

@@ -8,7 +8,7 @@ use strata_integration_tests::TestDatabase;
 use strata_query::Query;
 use strata_store::EventStore;
 
-use super::{BindValue, RenderedQuery, render_instance_heads, render_instance_ids, render_query};
+use super::{RenderedQuery, render_instance_heads, render_instance_ids, render_query};
 
 const INSTANCES: usize = 5;
 const EVENTS: usize = 100_000;
@@ -76,19 +76,15 @@ async fn explain(
         sqlx::query(setup).execute(&mut *tx).await.expect("setup");
     }
     let options = if analyze { "ANALYZE, " } else { "" };
-    let sql = format!("EXPLAIN ({options}FORMAT JSON) {}", rendered.sql);
-    let mut statement = sqlx::query_scalar::<_, Value>(&sql);
-    for bind in rendered.binds {
-        statement = match bind {
-            BindValue::Text(value) => statement.bind(value),
-            BindValue::TextArray(values) => statement.bind(values),
-            BindValue::Numeric(value) => statement.bind(value),
-            BindValue::BigInt(value) => statement.bind(value),
-            BindValue::Timestamp(value) => statement.bind(value),
-            BindValue::Json(value) => statement.bind(value),
-        };
-    }
-    let plan = statement.fetch_one(&mut *tx).await.expect("explain");
+    let explained = RenderedQuery {
+        sql: format!("EXPLAIN ({options}FORMAT JSON) {}", rendered.sql),
+        binds: rendered.binds,
+    };
+    let (plan,): (Value,) = explained
+        .to_query_as()
+        .fetch_one(&mut *tx)
+        .await
+        .expect("explain");
     tx.rollback().await.expect("rollback");
     plan
 }

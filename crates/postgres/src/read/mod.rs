@@ -1,5 +1,8 @@
 //! Reading events: a [`Query`] rendered to SQL (`render.rs`), and the rows decoded into events.
 
+// Runs against a real server, through the integration tests' harness (a dev-dependency: see
+// this crate's manifest), so `cargo test -p strata-postgres` needs PostgreSQL like the rest of the
+// suite; `cargo xtask test` finds or starts one.
 #[cfg(test)]
 mod index_plans;
 mod render;
@@ -22,7 +25,7 @@ use strata_store::Result;
 use crate::error::{from_sqlx, unexpected_answer};
 
 #[cfg(test)]
-pub(crate) use self::render::{BindValue, RenderedQuery};
+pub(crate) use self::render::RenderedQuery;
 pub(crate) use self::render::{
     render_count, render_instance_heads, render_instance_ids, render_latest_position, render_query,
 };
@@ -82,7 +85,7 @@ impl EventRow {
     pub(crate) fn into_event(self) -> Result<Event> {
         // Every stored value passed the model's validation on the way in (events are append-only
         // and written only by the push function), so reading them back skips it: decoding is the
-        // hot path of every read, and validating again would cost about a third of it.
+        // hot path of every read, and validating again would be a large share of it.
         let revision = u16::try_from(self.revision).map_err(|_| {
             unexpected_answer(
                 "eventstore.events",

@@ -89,13 +89,9 @@ impl Fetched {
         }
     }
 
-    /// The events after `cursor`, at most `limit`, and whether they reach the horizon; `None`
-    /// when this fetch does not cover `cursor` (it started later, or ended before it).
-    pub(super) fn after_cursor(
-        &self,
-        cursor: Option<Cursor>,
-        limit: u32,
-    ) -> Option<(Vec<Arc<Event>>, bool)> {
+    /// The window of at most `limit` events after `cursor`; `None` when this fetch does not
+    /// cover `cursor` (it started later, or ended before it).
+    pub(super) fn after_cursor(&self, cursor: Option<Cursor>, limit: u32) -> Option<Window> {
         let covers_start = match (self.after, cursor) {
             (None, _) => true,
             (Some(_), None) => false,
@@ -113,7 +109,11 @@ impl Fetched {
             return None;
         }
         let take = rest.len().min(limit as usize);
-        Some((rest[..take].to_vec(), self.complete && take == rest.len()))
+        Some(Window {
+            events: rest[..take].to_vec(),
+            complete: self.complete && take == rest.len(),
+            horizon: self.horizon,
+        })
     }
 }
 
@@ -233,7 +233,7 @@ where
     /// Leases the pair, takes its next events (from `fetched`: what another projection with the
     /// same reads fetched in this run, or what the previous batch read ahead; or from the store)
     /// and applies them as one batch. The steps are named below.
-    pub(super) async fn run_batch(
+    async fn run_batch(
         &self,
         pair: &PairKey,
         bulk_limit: &mut u32,
@@ -304,15 +304,9 @@ where
         fetched: &mut Option<Fetched>,
         sharing: Sharing,
     ) -> Result<Window, ProjectionError> {
-        let reused = fetched.as_ref().and_then(|fetched| {
-            fetched
-                .after_cursor(checkpoint.cursor, limit)
-                .map(|(events, complete)| Window {
-                    events,
-                    complete,
-                    horizon: fetched.horizon,
-                })
-        });
+        let reused = fetched
+            .as_ref()
+            .and_then(|fetched| fetched.after_cursor(checkpoint.cursor, limit));
         if let Some(window) = reused {
             return Ok(window);
         }
@@ -568,19 +562,23 @@ mod tests {
         }
     }
 
-    fn cursors(slice: Option<(Vec<Arc<Event>>, bool)>) -> Option<(Vec<(u64, u32)>, bool)> {
-        slice.map(|(events, complete)| {
-            (
-                events
-                    .iter()
-                    .map(|event| {
-                        let position: Decimal = event.position.into();
-                        (position.try_into().unwrap_or(0), event.in_tx_order)
-                    })
-                    .collect(),
-                complete,
-            )
-        })
+    fn cursors(window: Option<Window>) -> Option<(Vec<(u64, u32)>, bool)> {
+        window.map(
+            |Window {
+                 events, complete, ..
+             }| {
+                (
+                    events
+                        .iter()
+                        .map(|event| {
+                            let position: Decimal = event.position.into();
+                            (position.try_into().unwrap_or(0), event.in_tx_order)
+                        })
+                        .collect(),
+                    complete,
+                )
+            },
+        )
     }
 
     fn at(position: u64, order: u32) -> Option<Cursor> {

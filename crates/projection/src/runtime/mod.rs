@@ -279,7 +279,7 @@ struct Inner<S, B> {
     /// For each pair, a horizon below which a run of this process found nothing left to apply.
     /// Below a horizon the events are final and checkpoints only move forward (a rebuild forgets
     /// the note), so while the instance's latest event is below it the pair has nothing to do and
-    /// ticks pass it over. See [`TICKS_PER_SWEEP`] for what the note cannot see.
+    /// ticks pass it over. See [`TICKS_PER_SWEEP`](triggers::TICKS_PER_SWEEP) for what the note cannot see.
     complete_below: Mutex<HashMap<PairKey, Position>>,
     /// Signalled after every batch, for catch-up waiters.
     progress: Notify,

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use strata_event::InstanceId;
 use strata_query::Query;
 use strata_store::EventStore;
@@ -112,11 +113,17 @@ where
             .backend
             .apply_retried(lease, failed, statements)
             .await?;
-        registered
+        // The hook is the caller's code: a panic in it must not end the task serving operator
+        // requests, so it is reported like a panic during a batch.
+        let hook = registered
             .projection
-            .after_commit(std::slice::from_ref(&event.aggregate))
-            .await;
-        Ok(())
+            .after_commit(std::slice::from_ref(&event.aggregate));
+        std::panic::AssertUnwindSafe(hook)
+            .catch_unwind()
+            .await
+            .map_err(|_| ProjectionError::Panicked {
+                projection: failed.projection.clone(),
+            })
     }
 
     /// Gives up on a failed event now: its projection passes it without further attempts.
@@ -141,23 +148,36 @@ where
             }
         };
         for request in requests {
-            let outcome = match &request {
-                OperatorRequest::Rebuild {
-                    projection,
-                    instance_id,
-                } => self.rebuild(projection, Some(instance_id)).await,
-                OperatorRequest::Retry(key) => match self.find_failed(key).await {
-                    Ok(failed) => self.retry_failed(&failed).await,
-                    Err(err) => Err(err),
-                },
-                OperatorRequest::Skip(key) => match self.find_failed(key).await {
-                    Ok(failed) => self.skip_failed(&failed).await,
-                    Err(err) => Err(err),
-                },
-            };
+            // A rebuild runs the projection's `reset`, a retry its reducer and hook: the caller's
+            // code, whose panic must end this request, not the task serving them all.
+            let outcome = std::panic::AssertUnwindSafe(self.carry_out(&request))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProjectionError::Panicked {
+                        projection: request.projection().to_owned(),
+                    })
+                });
             match outcome {
                 Ok(()) => tracing::info!(?request, "operator request carried out"),
                 Err(err) => tracing::warn!(?request, error = %err, "operator request failed"),
+            }
+        }
+    }
+
+    async fn carry_out(&self, request: &OperatorRequest) -> Result<(), ProjectionError> {
+        match request {
+            OperatorRequest::Rebuild {
+                projection,
+                instance_id,
+            } => self.rebuild(projection, Some(instance_id)).await,
+            OperatorRequest::Retry(key) => {
+                let failed = self.find_failed(key).await?;
+                self.retry_failed(&failed).await
+            }
+            OperatorRequest::Skip(key) => {
+                let failed = self.find_failed(key).await?;
+                self.skip_failed(&failed).await
             }
         }
     }
