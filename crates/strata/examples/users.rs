@@ -1,6 +1,7 @@
-//! A small user directory on event sourcing: sign-up with a unique username, e-mail change,
-//! deactivation that frees the username, a stale write caught by an expected sequence, and a
-//! `users` read model kept by a projection, read with read-your-writes.
+//! A small user directory on the typed layer: sign-up with a unique username, e-mail change,
+//! deactivation that frees the username, a stale write caught by the expected sequence, an event
+//! an older build stored read through an upcaster, and a `users` read model kept by a typed
+//! projection, read with read-your-writes.
 //!
 //! Runs on the in-memory store by default:
 //!
@@ -13,12 +14,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use strata::projection::ProjectionBackend;
 use strata::{
-    AggregateRef, Command, ErrorKind, Event, EventStore, InstanceId, MemoryProjections,
-    MemoryStore, Projection, ProjectionRuntime, Query, Reads, ReduceError, SqlValue, Statement,
+    Aggregate, Change, Command, Context, DomainEvent, Envelope, ErrorKind, EventSpec, EventStore,
+    InstanceId, MemoryProjections, MemoryStore, ProjectionRuntime, Query, ReduceError, Repository,
+    SqlValue, Statement, Typed, TypedProjection, Unique, Upcaster,
 };
 
 /// The tenant this run writes to.
@@ -30,93 +33,153 @@ fn instance_for_this_run() -> String {
     format!("example-{started}")
 }
 
-const SIGNED_UP: &str = "user.signed_up";
-const EMAIL_CHANGED: &str = "user.email_changed";
-const DEACTIVATED: &str = "user.deactivated";
-const USERNAME: &str = "user.username";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SignedUp {
-    username: String,
-    email: String,
+/// What happens to a user. Variant names are the stored event types; the content is the payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum UserEvent {
+    #[serde(rename = "user.signed_up")]
+    SignedUp {
+        username: String,
+        email: String,
+        display_name: String,
+    },
+    #[serde(rename = "user.email_changed")]
+    EmailChanged { email: String },
+    #[serde(rename = "user.deactivated")]
+    Deactivated { username: String },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct EmailChanged {
-    email: String,
+impl DomainEvent for UserEvent {
+    const AGGREGATE_TYPE: &'static str = "user";
+    const EVENTS: &'static [EventSpec] = &[
+        // Revision 2 added `display_name`; revision 1 events are upcast when read.
+        EventSpec::new("user.signed_up").revision(2),
+        EventSpec::new("user.email_changed"),
+        EventSpec::new("user.deactivated"),
+    ];
+    const UPCASTERS: &'static [Upcaster] = &[Upcaster::new("user.signed_up", 1, display_name)];
+
+    fn unique_constraints(&self) -> Vec<Unique> {
+        match self {
+            UserEvent::SignedUp { username, .. } => {
+                vec![Unique::add(
+                    "user.username",
+                    username,
+                    "errors.username_taken",
+                )]
+            }
+            UserEvent::Deactivated { username } => vec![Unique::remove("user.username", username)],
+            UserEvent::EmailChanged { .. } => Vec::new(),
+        }
+    }
 }
 
-/// The state a command handler decides on, folded from the aggregate's events.
-#[derive(Debug, Default)]
+/// Revision 1 to 2: the display name starts as the username.
+fn display_name(mut payload: Value) -> Result<Value, String> {
+    let username = payload["username"].clone();
+    payload["display_name"] = username;
+    Ok(payload)
+}
+
+/// What callers ask of a user.
+#[derive(Debug, Clone)]
+enum UserCommand {
+    SignUp { username: String, email: String },
+    ChangeEmail { email: String },
+    Deactivate,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UserError {
+    #[error("the user already signed up")]
+    AlreadySignedUp,
+    #[error("the user is not active")]
+    NotActive,
+}
+
+/// The state a command decides on, folded from the user's events.
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct User {
     username: String,
     email: String,
+    display_name: String,
     active: bool,
-    /// The sequence of the last event folded in: what a write expects to build upon.
-    version: u64,
 }
 
-impl User {
-    fn fold(events: &[Event]) -> Result<User> {
-        let mut user = User::default();
-        for event in events {
-            match event.event_type.as_str() {
-                SIGNED_UP => {
-                    let signed_up: SignedUp = event.payload()?;
-                    user.username = signed_up.username;
-                    user.email = signed_up.email;
-                    user.active = true;
-                }
-                EMAIL_CHANGED => user.email = event.payload::<EmailChanged>()?.email,
-                DEACTIVATED => user.active = false,
-                // Unknown types are skipped so old readers survive new events.
-                _ => {}
+impl Aggregate for User {
+    type Event = UserEvent;
+    type Command = UserCommand;
+    type Error = UserError;
+
+    fn handle(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        match command {
+            UserCommand::SignUp { .. } if !self.username.is_empty() => {
+                Err(UserError::AlreadySignedUp)
             }
-            user.version = event.sequence;
+            UserCommand::SignUp { username, email } => Ok(vec![UserEvent::SignedUp {
+                display_name: username.clone(),
+                username,
+                email,
+            }]),
+            _ if !self.active => Err(UserError::NotActive),
+            // Nothing changes, so nothing is stored.
+            UserCommand::ChangeEmail { email } if email == self.email => Ok(Vec::new()),
+            UserCommand::ChangeEmail { email } => Ok(vec![UserEvent::EmailChanged { email }]),
+            UserCommand::Deactivate => Ok(vec![UserEvent::Deactivated {
+                username: self.username.clone(),
+            }]),
         }
-        Ok(user)
+    }
+
+    fn apply(&mut self, event: Envelope<UserEvent>) {
+        match event.payload {
+            UserEvent::SignedUp {
+                username,
+                email,
+                display_name,
+            } => {
+                self.username = username;
+                self.email = email;
+                self.display_name = display_name;
+                self.active = true;
+            }
+            UserEvent::EmailChanged { email } => self.email = email,
+            UserEvent::Deactivated { .. } => self.active = false,
+        }
     }
 }
 
 /// The read side: one row per active user in `example_users`, kept by the projection runtime.
 struct ActiveUsers;
 
-impl Projection for ActiveUsers {
+impl TypedProjection for ActiveUsers {
+    type Event = UserEvent;
+
     fn name(&self) -> &str {
         "example_users"
     }
 
-    fn reads(&self) -> Reads {
-        Reads::new().events("user", [SIGNED_UP, EMAIL_CHANGED, DEACTIVATED])
-    }
-
-    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+    fn reduce(&self, event: &Envelope<UserEvent>) -> Result<Vec<Statement>, ReduceError> {
         let key = vec![
             ("instance_id", event.aggregate.instance_id.as_str().into()),
             ("user_id", event.aggregate.aggregate_id.as_str().into()),
         ];
-        Ok(match event.event_type.as_str() {
-            SIGNED_UP => {
-                let signed_up: SignedUp = event.payload()?;
-                vec![Statement::upsert(
-                    "example_users",
-                    key,
-                    vec![
-                        ("username", signed_up.username.into()),
-                        ("email", signed_up.email.into()),
-                    ],
-                )]
-            }
-            EMAIL_CHANGED => {
-                let changed: EmailChanged = event.payload()?;
-                vec![Statement::update(
-                    "example_users",
-                    vec![("email", changed.email.into())],
-                    key,
-                )]
-            }
-            DEACTIVATED => vec![Statement::delete("example_users", key)],
-            _ => Vec::new(),
+        Ok(match &event.payload {
+            UserEvent::SignedUp {
+                username, email, ..
+            } => vec![Statement::upsert(
+                "example_users",
+                key,
+                vec![
+                    ("username", username.as_str().into()),
+                    ("email", email.as_str().into()),
+                ],
+            )],
+            UserEvent::EmailChanged { email } => vec![Statement::update(
+                "example_users",
+                vec![("email", email.as_str().into())],
+                key,
+            )],
+            UserEvent::Deactivated { .. } => vec![Statement::delete("example_users", key)],
         })
     }
 
@@ -129,107 +192,89 @@ impl Projection for ActiveUsers {
     }
 }
 
-/// The command side: each function checks the user's state and pushes what happened.
-struct Directory<'a, S> {
-    store: &'a S,
-    instance: &'a str,
-}
-
-impl<S: EventStore> Directory<'_, S> {
-    fn command(&self, user_id: &str, event_type: &str) -> strata::CommandBuilder {
-        Command::builder(self.instance, "user", user_id, event_type)
-            .creator("example")
-            .owner("org-example")
-    }
-
-    async fn load(&self, user_id: &str) -> Result<User> {
-        let aggregate = AggregateRef::new(self.instance, "user", user_id)?;
-        User::fold(&self.store.query(&Query::aggregate(&aggregate)).await?)
-    }
-
-    async fn sign_up(&self, user_id: &str, username: &str, email: &str) -> strata::Result<()> {
-        let command = self
-            .command(user_id, SIGNED_UP)
-            .payload(&SignedUp {
-                username: username.into(),
-                email: email.into(),
-            })
-            .add_unique_constraint(USERNAME, username, "errors.username_taken")
-            .expect_sequence(0)
-            .build()?;
-        self.store.push(vec![command]).await.map(drop)
-    }
-
-    async fn change_email(&self, user_id: &str, email: &str, expected: u64) -> strata::Result<()> {
-        let command = self
-            .command(user_id, EMAIL_CHANGED)
-            .payload(&EmailChanged {
-                email: email.into(),
-            })
-            .expect_sequence(expected)
-            .build()?;
-        self.store.push(vec![command]).await.map(drop)
-    }
-
-    async fn deactivate(&self, user_id: &str, user: &User) -> strata::Result<()> {
-        // Deactivation frees the username in the same atomic push.
-        let command = self
-            .command(user_id, DEACTIVATED)
-            .remove_unique_constraint(USERNAME, &user.username)
-            .expect_sequence(user.version)
-            .build()?;
-        self.store.push(vec![command]).await.map(drop)
-    }
-}
-
 async fn story<S, B>(store: &S, runtime: &ProjectionRuntime<S, B>, instance: &str) -> Result<()>
 where
     S: EventStore + Clone + 'static,
     B: ProjectionBackend + Clone,
 {
-    let directory = Directory { store, instance };
+    let users = Repository::new(store.clone());
+    let context = Context::new("example", "org-example");
+    let sign_up = |username: &str, email: &str| UserCommand::SignUp {
+        username: username.into(),
+        email: email.into(),
+    };
 
-    directory
-        .sign_up("u-1", "alice", "alice@example.com")
+    users
+        .execute::<User>(
+            instance,
+            "u-1",
+            sign_up("alice", "alice@example.com"),
+            &context,
+        )
         .await?;
     println!("alice signed up as u-1");
 
-    match directory
-        .sign_up("u-2", "alice", "mallory@example.com")
+    match users
+        .execute::<User>(
+            instance,
+            "u-2",
+            sign_up("alice", "mallory@example.com"),
+            &context,
+        )
         .await
     {
-        Err(err) if err.kind() == ErrorKind::UniqueConstraintViolation => {
+        Err(err) if err.store_kind() == Some(ErrorKind::UniqueConstraintViolation) => {
             println!("u-2 could not take the username alice: {err}");
         }
         other => anyhow::bail!("a second alice must be refused, got {other:?}"),
     }
 
-    let alice = directory.load("u-1").await?;
-    directory
-        .change_email("u-1", "alice@work.example", alice.version)
+    // A second editor loads alice before her change and decides on that state.
+    let stale = users.load::<User>(instance, "u-1").await?;
+    let change = |email: &str| UserCommand::ChangeEmail {
+        email: email.into(),
+    };
+    users
+        .execute::<User>(instance, "u-1", change("alice@work.example"), &context)
         .await?;
     println!("alice changed her e-mail to alice@work.example");
 
-    // A second editor still holds the state from before the change: its write is refused instead
-    // of silently overwriting hers.
-    match directory
-        .change_email("u-1", "stale@example.com", alice.version)
-        .await
-    {
-        Err(err) if err.kind() == ErrorKind::Conflict => {
-            println!("a stale e-mail change was refused: {err}");
-        }
+    // Its push expects the sequence it loaded, so it is refused instead of overwriting hers.
+    let decided = stale.state.handle(change("stale@example.com"))?;
+    let changes = decided
+        .into_iter()
+        .map(|event| Change::new(instance, "u-1", event))
+        .collect();
+    match users.push(&stale, changes, &context).await {
+        Err(err) if err.is_conflict() => println!("a stale e-mail change was refused: {err}"),
         other => anyhow::bail!("a stale write must conflict, got {other:?}"),
     }
 
-    let alice = directory.load("u-1").await?;
-    directory.deactivate("u-1", &alice).await?;
+    users
+        .execute::<User>(instance, "u-1", UserCommand::Deactivate, &context)
+        .await?;
     println!("alice was deactivated; her username is free again");
 
-    directory
-        .sign_up("u-2", "alice", "alice2@example.com")
+    users
+        .execute::<User>(
+            instance,
+            "u-2",
+            sign_up("alice", "alice2@example.com"),
+            &context,
+        )
         .await?;
     println!("u-2 signed up as alice");
+
+    // An older build wrote sign-ups at revision 1, without a display name.
+    let old_build = Command::builder(instance, "user", "u-3", "user.signed_up")
+        .revision(1)
+        .payload(&json!({ "username": "bob", "email": "bob@example.com" }))
+        .add_unique_constraint("user.username", "bob", "errors.username_taken")
+        .creator("old-build")
+        .owner("org-example")
+        .build()?;
+    store.push(vec![old_build]).await?;
+    println!("an older build signed up bob (revision 1)");
 
     println!("\nthe event log of instance {instance}:");
     println!(
@@ -239,10 +284,11 @@ where
     let everything = Query::builder().instance(instance).build()?;
     for event in store.query(&everything).await? {
         println!(
-            "  {:<4} sequence {}  {:<20} position {}/{}",
+            "  {:<4} sequence {}  {:<20} revision {}  position {}/{}",
             event.aggregate.aggregate_id.as_str(),
             event.sequence,
             event.event_type.as_str(),
+            event.revision,
             event.position,
             event.in_tx_order,
         );
@@ -262,15 +308,20 @@ where
         )
         .await?;
 
-    println!("\nwhat the users look like now (folded from their events):");
-    for user_id in ["u-1", "u-2"] {
-        let user = directory.load(user_id).await?;
+    println!("\nwhat the users look like now (folded from their events, upcast where old):");
+    for user_id in ["u-1", "u-2", "u-3"] {
+        let user = users.load::<User>(instance, user_id).await?;
         println!(
-            "  {user_id}: {} <{}>, {}, version {}",
-            user.username,
-            user.email,
-            if user.active { "active" } else { "deactivated" },
-            user.version
+            "  {user_id}: {} ({}) <{}>, {}, version {}",
+            user.state.username,
+            user.state.display_name,
+            user.state.email,
+            if user.state.active {
+                "active"
+            } else {
+                "deactivated"
+            },
+            user.sequence()
         );
     }
     Ok(())
@@ -299,7 +350,7 @@ async fn main() -> Result<()> {
             .await?;
             let backend = strata::postgres::PgProjections::new(store.pools().projection().clone());
             let runtime = ProjectionRuntime::builder(store.clone(), backend)
-                .register(ActiveUsers)?
+                .register(Typed(ActiveUsers))?
                 .start()
                 .await?;
             story(&store, &runtime, &instance).await?;
@@ -317,7 +368,7 @@ async fn main() -> Result<()> {
             let store = MemoryStore::new();
             let read_models = MemoryProjections::new();
             let runtime = ProjectionRuntime::builder(store.clone(), read_models.clone())
-                .register(ActiveUsers)?
+                .register(Typed(ActiveUsers))?
                 .start()
                 .await?;
             story(&store, &runtime, &instance).await?;

@@ -90,6 +90,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
+pub use strata_domain::{
+    Aggregate, Change, Context, DecodeError, DomainError, DomainEvent, EncodeError, Envelope,
+    EventSpec, Loaded, Repository, Typed, TypedProjection, Unique, UnknownEvents, Upcaster,
+    WriteModel,
+};
+#[doc(inline)]
 pub use strata_event::{
     AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Cursor,
     CursorError, Event, EventType, InstanceId, Owner, Payload, PayloadError, Position,
@@ -116,6 +122,10 @@ pub use strata_postgres::{PgConfig, PgProjections, PgStore, migrate};
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 #[doc(inline)]
 pub use strata_cache as cache;
+/// The application layer: typed events, upcasting, write models, aggregates, the repository and
+/// (feature `cache`) snapshots.
+#[doc(inline)]
+pub use strata_domain as domain;
 /// The event model: everything the flat re-exports leave out (limits, payload helpers).
 #[doc(inline)]
 pub use strata_event as event;

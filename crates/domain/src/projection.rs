@@ -1,0 +1,110 @@
+//! Typed projections: a projection whose reducer sees decoded, upcast events.
+
+use futures::future::BoxFuture;
+use strata_event::{AggregateRef, Event, InstanceId};
+use strata_projection::{Projection, ProjectionConfig, Reads, ReduceError, Statement};
+
+use crate::envelope::{Envelope, UnknownEvents};
+use crate::event::DomainEvent;
+
+/// A [`Projection`] over typed events: the runtime hands it each event decoded (and upcast)
+/// through the same table and upcasters as every other reader. Register it wrapped in [`Typed`]:
+/// `runtime.register(Typed(MyProjection))`.
+///
+/// It reads every event type of its event's table unless [`reads`](TypedProjection::reads) says
+/// otherwise. An event that does not decode fails like a failing statement: retried, then recorded
+/// as a failed event with the decode error as its message.
+pub trait TypedProjection: Send + Sync + 'static {
+    /// The events it reads.
+    type Event: DomainEvent;
+
+    /// A unique, stable name (see [`Projection::name`]).
+    fn name(&self) -> &str;
+
+    /// Turns one decoded event into read-model statements.
+    fn reduce(&self, event: &Envelope<Self::Event>) -> Result<Vec<Statement>, ReduceError>;
+
+    /// Statements that remove this projection's rows of `instance` (see [`Projection::reset`]).
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement>;
+
+    /// The events it reads. Default: every (aggregate type, event type) of the event's table.
+    fn reads(&self) -> Reads {
+        reads_of::<Self::Event>()
+    }
+
+    /// Settings (see [`Projection::config`]).
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig::default()
+    }
+
+    /// Whether applying it causes effects outside its read model (see
+    /// [`Projection::has_side_effects`]).
+    fn has_side_effects(&self) -> bool {
+        false
+    }
+
+    /// Runs after a batch committed (see [`Projection::after_commit`]).
+    fn after_commit<'a>(&'a self, touched: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
+        let _ = touched;
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Every (aggregate type, event type) of `E`'s table, grouped by aggregate type.
+pub fn reads_of<E: DomainEvent>() -> Reads {
+    let mut by_type: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for spec in E::EVENTS {
+        let aggregate_type = spec.aggregate_type_or(E::AGGREGATE_TYPE);
+        match by_type
+            .iter_mut()
+            .find(|(known, _)| *known == aggregate_type)
+        {
+            Some((_, event_types)) => event_types.push(spec.event_type),
+            None => by_type.push((aggregate_type, vec![spec.event_type])),
+        }
+    }
+    by_type
+        .into_iter()
+        .fold(Reads::new(), |reads, (aggregate_type, event_types)| {
+            reads.events(aggregate_type, event_types)
+        })
+}
+
+/// Runs a [`TypedProjection`] as a [`Projection`].
+#[derive(Debug, Clone)]
+pub struct Typed<P>(pub P);
+
+impl<P: TypedProjection> Projection for Typed<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn reads(&self) -> Reads {
+        self.0.reads()
+    }
+
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        // Events the table does not list can only reach it through a wider `reads`: skipped.
+        match Envelope::<P::Event>::decode_ref(event, UnknownEvents::Skip) {
+            Ok(Some(envelope)) => self.0.reduce(&envelope),
+            Ok(None) => Ok(Vec::new()),
+            Err(err) => Err(ReduceError::new(err.to_string())),
+        }
+    }
+
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        self.0.reset(instance)
+    }
+
+    fn has_side_effects(&self) -> bool {
+        self.0.has_side_effects()
+    }
+
+    fn config(&self) -> ProjectionConfig {
+        self.0.config()
+    }
+
+    fn after_commit<'a>(&'a self, touched: &'a [AggregateRef]) -> BoxFuture<'a, ()> {
+        self.0.after_commit(touched)
+    }
+}

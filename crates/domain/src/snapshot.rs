@@ -1,0 +1,204 @@
+//! Snapshots: an aggregate's state at sequence N kept in a `strata-cache` cache, so a load reads
+//! only the events after N.
+//!
+//! A snapshot may only ever cost reading more events, never a wrong state:
+//!
+//! - it is keyed by the aggregate **and its format** (the state's Rust type and
+//!   [`Aggregate::SNAPSHOT_VERSION`]), so a build whose state differs never finds an older build's
+//!   snapshot, and one that does find a snapshot it cannot decode ignores it;
+//! - it records the position of the event at N, and the load re-reads that event: when the store
+//!   no longer has it (the instance was removed and written again, the cache outlived a restore),
+//!   the snapshot is ignored and the aggregate loaded from its first event;
+//! - a cache that fails or evicts is a miss, by the cache's own contract.
+
+use serde::{Deserialize, Serialize};
+use strata_cache::{Cache, Entry, Index};
+use strata_event::{AggregateRef, Cursor, Position, Sequence};
+use strata_store::EventStore;
+
+use futures::StreamExt;
+
+use crate::aggregate::Aggregate;
+use crate::repository::{DomainError, aggregate_query, apply_event, load_aggregate_after};
+use crate::write_model::Loaded;
+
+/// Where snapshots live and how often they are written.
+///
+/// ```
+/// use strata_cache::{Cache, CacheConfig};
+/// use strata_domain::{Repository, SnapshotEntry, Snapshots};
+/// use strata_store::MemoryStore;
+///
+/// let cache: Cache<SnapshotEntry> = Cache::memory("snapshots", CacheConfig::default())?;
+/// let repository = Repository::new(MemoryStore::new()).with_snapshots(Snapshots::new(cache).every(100));
+/// # let _ = repository;
+/// # Ok::<(), strata_cache::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    cache: Cache<SnapshotEntry>,
+    every: u64,
+}
+
+impl Snapshots {
+    /// Snapshots in `cache`, written when a load read at least 100 events past the last one.
+    pub fn new(cache: Cache<SnapshotEntry>) -> Self {
+        Snapshots { cache, every: 100 }
+    }
+
+    /// Write a snapshot when a load read at least `events` events past the last one (at least 1).
+    #[must_use]
+    pub fn every(mut self, events: u64) -> Self {
+        self.every = events.max(1);
+        self
+    }
+
+    pub(crate) async fn load<A: Aggregate, S: EventStore>(
+        &self,
+        store: &S,
+        aggregate: AggregateRef,
+    ) -> Result<Loaded<A>, DomainError> {
+        let format = format_of::<A>();
+        let key = key_of(&format, &aggregate);
+        let loaded = match self.cache.get(SnapshotIndex::Aggregate, &key).await {
+            Some(entry) => match from_snapshot::<A, S>(store, &aggregate, &format, entry).await? {
+                Some(loaded) => loaded,
+                None => {
+                    load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default()))
+                        .await?
+                }
+            },
+            None => {
+                load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default())).await?
+            }
+        };
+        if loaded.events_read() >= self.every
+            && let Some(last) = loaded.last_cursor()
+        {
+            self.save(key, format, &loaded, last).await;
+        }
+        Ok(loaded)
+    }
+
+    async fn save<A: Aggregate>(
+        &self,
+        key: String,
+        format: String,
+        loaded: &Loaded<A>,
+        last: Cursor,
+    ) {
+        let state = match serde_json::to_string(&loaded.state) {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::warn!(error = %err, "an aggregate state did not serialise; no snapshot written");
+                return;
+            }
+        };
+        let entry = SnapshotEntry {
+            key,
+            format,
+            sequence: loaded.sequence(),
+            position: last.position.to_string(),
+            in_tx_order: last.in_tx_order,
+            state,
+        };
+        if let Err(err) = self.cache.set(entry).await {
+            tracing::warn!(error = %err, "a snapshot could not be written");
+        }
+    }
+}
+
+/// The loaded aggregate from `entry` plus the events after it, or `None` when the snapshot must
+/// be ignored (another format, a state that no longer decodes, a base event the store lacks).
+async fn from_snapshot<A: Aggregate, S: EventStore>(
+    store: &S,
+    aggregate: &AggregateRef,
+    format: &str,
+    entry: SnapshotEntry,
+) -> Result<Option<Loaded<A>>, DomainError> {
+    if entry.format != format || entry.sequence == 0 {
+        return Ok(None);
+    }
+    let Ok(position) = entry.position.parse::<Position>() else {
+        return Ok(None);
+    };
+    let Ok(state) = serde_json::from_str::<A>(&entry.state) else {
+        tracing::debug!(aggregate = %aggregate, "a snapshot no longer decodes; ignored");
+        return Ok(None);
+    };
+    // Read from the snapshot's own event on, to prove the store still has it.
+    let query = aggregate_query(aggregate, entry.sequence - 1)?;
+    let mut events = store.stream(&query);
+    let base_matches = match events.next().await {
+        Some(first) => {
+            let first = first?;
+            first.sequence == entry.sequence
+                && first.position == position
+                && first.in_tx_order == entry.in_tx_order
+        }
+        None => false,
+    };
+    if !base_matches {
+        tracing::debug!(aggregate = %aggregate, "a snapshot's base event is gone; ignored");
+        return Ok(None);
+    }
+    let mut loaded = Loaded::new(state);
+    loaded.versions.insert(aggregate.clone(), entry.sequence);
+    loaded.expected_new = vec![aggregate.clone()];
+    loaded.last = Some(Cursor::new(position, entry.in_tx_order));
+    while let Some(event) = events.next().await {
+        apply_event(&mut loaded, event?)?;
+    }
+    Ok(Some(loaded))
+}
+
+/// The snapshot format of `A`: its Rust type and snapshot version.
+fn format_of<A: Aggregate>() -> String {
+    format!("{}@{}", std::any::type_name::<A>(), A::SNAPSHOT_VERSION)
+}
+
+/// The cache key: format and aggregate, so builds with different formats never share a key.
+fn key_of(format: &str, aggregate: &AggregateRef) -> String {
+    format!(
+        "{format}|{}|{}|{}",
+        aggregate.instance_id, aggregate.aggregate_type, aggregate.aggregate_id
+    )
+}
+
+/// A snapshot as the cache stores it. Opaque: made and read by [`Snapshots`] only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    key: String,
+    format: String,
+    sequence: Sequence,
+    /// The base event's position as text: `Position` deserialises through `deserialize_any`,
+    /// which the cache's bincode cannot.
+    position: String,
+    in_tx_order: u32,
+    /// The state as JSON: self-describing, so a changed state type fails to decode rather than
+    /// decoding into something else.
+    state: String,
+}
+
+/// The one index snapshots are found by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotIndex {
+    /// Format and aggregate.
+    Aggregate,
+}
+
+impl Index for SnapshotIndex {
+    const ALL: &'static [Self] = &[SnapshotIndex::Aggregate];
+
+    fn name(self) -> &'static str {
+        "aggregate"
+    }
+}
+
+impl Entry for SnapshotEntry {
+    type Index = SnapshotIndex;
+
+    fn keys(&self, _: SnapshotIndex) -> Vec<String> {
+        vec![self.key.clone()]
+    }
+}
