@@ -741,7 +741,11 @@ where
                         |pair: &Pair| {
                             Ok::<_, std::convert::Infallible>(vec![Change::new(
                                 INSTANCE,
-                                if pair.total % 2 == 0 { "left" } else { "right" },
+                                if pair.total.is_multiple_of(2) {
+                                    "left"
+                                } else {
+                                    "right"
+                                },
                                 CounterEvent::Incremented { to: pair.total + 1 },
                             )])
                         },
