@@ -7,6 +7,7 @@ mod reads;
 mod runner;
 mod setup;
 mod stats;
+mod typed;
 mod writes;
 
 use std::time::Duration;
@@ -24,7 +25,8 @@ pub(crate) use projections::worker;
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
 
-Runs W1 W2 W3 (writes, C = 8 and 32), R1 R2 Q1 (reads over 200 000+ events), P1 (projection
+Runs W1 W2 W3 (writes, C = 8 and 32), R1 R2 Q1 (reads over 200 000+ events), R1-typed and R10k
+(aggregates loaded through the typed layer, R10k also through a snapshot), P1 (projection
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
 C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
 `C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
@@ -33,7 +35,20 @@ not standard rows (W1 with and without NOTIFY) go to stderr. Redis: REDIS_URL, b
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 9] = ["W1", "W2", "W3", "R1", "R2", "Q1", "P1", "P2", "W1P"];
+const EVENT_WORKLOADS: [&str; 12] = [
+    "W1",
+    "W2",
+    "W3",
+    "R1",
+    "R1-typed",
+    "R10k",
+    "R10k-snapshot",
+    "R2",
+    "Q1",
+    "P1",
+    "P2",
+    "W1P",
+];
 
 /// Whether `name` is a standard workload (`--json` prints only these).
 fn is_standard_workload(name: &str) -> bool {
@@ -188,11 +203,15 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             rows.push(with.events_row("strata-alone", "NOTIFY", 8, elapsed));
         }
     }
-    if ["R1", "R2", "Q1", "P1"].iter().any(|w| wanted(w)) {
+    if ["R1", "R1-typed", "R10k", "R10k-snapshot", "R2", "Q1", "P1"]
+        .iter()
+        .any(|w| wanted(w))
+    {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         let pool = database.pool(4);
         reads::load(&store, &pool, 200_000).await?;
+        typed::load(&store, &pool).await?;
         database.settle().await?;
         rows.extend(
             reads::run_reads(
@@ -204,6 +223,8 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             )
             .await?,
         );
+        let raw_r10k = reads::raw_read(&pool, reads::RAW_R1, &["bench", "user", "r10k-aggregate"]);
+        rows.extend(typed::run_typed(&store, raw_r10k, timing, &wanted).await?);
         if wanted("P1") {
             rows.extend(projections::p1(&store, &pool).await?);
         }
@@ -259,7 +280,7 @@ fn print_event_table(rows: &[Row]) {
         return;
     }
     println!(
-        "{:<6} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+        "{:<13} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
         "load", "C", "strata ev/s", "raw ev/s", "ratio", "strata p50/p99", "raw p50/p99", "errors"
     );
     let find = |system: &str, workload: &str, concurrency: usize| {
@@ -283,7 +304,7 @@ fn print_event_table(rows: &[Row]) {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<6} {:>3}  {:>12.0} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+            "{:<13} {:>3}  {:>12.0} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
             row.workload,
             row.concurrency,
             rate(row),
@@ -297,10 +318,25 @@ fn print_event_table(rows: &[Row]) {
             && let Some(raw_w1) = find("raw", "W1", row.concurrency)
         {
             println!(
-                "{:<6} {:>3}  W2 / raw W1 at the same C: {:.2}",
+                "{:<13} {:>3}  W2 / raw W1 at the same C: {:.2}",
                 "",
                 "",
                 rate(row) / rate(raw_w1).max(1e-9)
+            );
+        }
+    }
+    for (typed, untyped) in [
+        ("R1-typed", "R1"),
+        ("R10k-typed", "R10k"),
+        ("R10k-snapshot", "R10k"),
+    ] {
+        if let (Some(typed_row), Some(untyped_row)) =
+            (find("strata", typed, 1), find("strata", untyped, 1))
+        {
+            println!(
+                "{typed}: {:.0} events/s, {:.2} x Strata's untyped {untyped} in the same run",
+                rate(typed_row),
+                rate(typed_row) / rate(untyped_row).max(1e-9)
             );
         }
     }

@@ -109,7 +109,7 @@ fn q1_query() -> Result<Query> {
         .build()?)
 }
 
-const RAW_R1: &str = "SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
+pub(crate) const RAW_R1: &str = "SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
      created_at, creator, owner, payload::text, position, in_tx_order FROM raw.events \
      WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 ORDER BY sequence";
 
@@ -130,7 +130,11 @@ fn strata_read(store: &PgStore, query: Query) -> Operation {
     })
 }
 
-fn raw_read(pool: &PgPool, sql: &'static str, binds: &'static [&'static str]) -> Operation {
+pub(crate) fn raw_read(
+    pool: &PgPool,
+    sql: &'static str,
+    binds: &'static [&'static str],
+) -> Operation {
     let pool = pool.clone();
     Arc::new(move |_, _| {
         let pool = pool.clone();
