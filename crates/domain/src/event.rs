@@ -45,7 +45,7 @@ use crate::upcast::Upcaster;
 ///
 /// Every variant must have an entry, and every entry a variant: a variant without one fails to
 /// encode ([`EncodeError::NotInTable`](crate::EncodeError::NotInTable)), an entry without one fails
-/// to decode. `tests/table.rs` in this crate shows a one-line test that checks both.
+/// to decode. [`check_table`](crate::check_table) checks both in one line of a test.
 pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The aggregate type of the events in [`EVENTS`](DomainEvent::EVENTS) that do not name one.
     const AGGREGATE_TYPE: &'static str;

@@ -157,6 +157,7 @@ mod projection;
 mod repository;
 #[cfg(feature = "snapshots")]
 mod snapshot;
+mod table_check;
 mod upcast;
 mod write_model;
 
@@ -171,5 +172,6 @@ pub use crate::projection::{Typed, TypedProjection, reads_of};
 pub use crate::repository::{Change, DomainError, Repository};
 #[cfg(feature = "snapshots")]
 pub use crate::snapshot::{SnapshotEntry, SnapshotIndex, Snapshots};
+pub use crate::table_check::{TableMismatch, check_table};
 pub use crate::upcast::Upcaster;
 pub use crate::write_model::{Loaded, WriteModel};

@@ -145,3 +145,8 @@ pub use strata_query as query;
 /// The storage trait, errors, the in-memory backend and the backend conformance suite.
 #[doc(inline)]
 pub use strata_store as store;
+
+/// The README's code samples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeSamples;
