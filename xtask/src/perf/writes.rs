@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::FutureExt;
 use sqlx::PgPool;
-use strata_event::Command;
+use strata_event::{Command, IdempotencyKey};
 use strata_postgres::PgStore;
 use strata_store::EventStore;
 
@@ -93,6 +93,34 @@ fn strata_op(store: &PgStore, pick: fn(usize, u64) -> (String, usize)) -> Operat
         }
         .boxed()
     })
+}
+
+/// W1's push with a fresh idempotency key on every push: what a client that always sends keys
+/// pays, a first attempt each time (no retries).
+fn keyed_op(store: &PgStore) -> Operation {
+    let store = store.clone();
+    // Unique over the whole run: rounds restart the iteration counts.
+    let next_key = Arc::new(AtomicU64::new(0));
+    Arc::new(move |task, iteration| {
+        let store = store.clone();
+        let key = next_key.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let (aggregate_id, _) = w1_pick(task, iteration);
+            let commands = vec![command(&aggregate_id, iteration)?];
+            let key = IdempotencyKey::new("bench", format!("w1-keyed-{key}"))?;
+            Ok(store.push_idempotent(&key, commands).await?.len() as u64)
+        }
+        .boxed()
+    })
+}
+
+/// W1-keyed's samples, for the rounds that alternate it with W1.
+pub(crate) async fn w1_keyed_samples(
+    store: &PgStore,
+    concurrency: usize,
+    timing: Timing,
+) -> (Samples, Duration) {
+    run(concurrency, timing, keyed_op(store)).await
 }
 
 fn raw_op(
