@@ -588,10 +588,7 @@ async fn answer_losing_proxy(upstream: (String, u16), every: u64) -> u16 {
                     let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
                 });
                 let mut buffer = vec![0u8; 64 * 1024];
-                loop {
-                    let Ok(read) = server_read.read(&mut buffer).await else {
-                        break;
-                    };
+                while let Ok(read) = server_read.read(&mut buffer).await {
                     // One answer in `every`, over all connections. Most are push answers; losing a
                     // start-up answer is a failed connect, also retryable.
                     let lose = answers.fetch_add(1, Ordering::Relaxed) % every == every - 1;

@@ -136,7 +136,7 @@ mod tests {
         let mut seen = std::collections::HashSet::from([base]);
         for variant in variants {
             assert!(
-                seen.insert(push_fingerprint(&[variant.clone()])),
+                seen.insert(push_fingerprint(std::slice::from_ref(&variant))),
                 "{variant:?} shares a fingerprint"
             );
         }

@@ -45,7 +45,7 @@ async fn seeded() -> (TestDatabase, Vec<Position>) {
                 .owner("org")
                 .payload(&serde_json::json!({ "n": i }))
                 // Every tenth event carries a correlation id shared by ten of them (one request).
-                .metadata(if i % 10 == 0 {
+                .metadata(if i.is_multiple_of(10) {
                     strata_event::Metadata {
                         correlation_id: Some(format!("request-{}", i / 100)),
                         ..strata_event::Metadata::default()
