@@ -543,45 +543,44 @@ BEGIN
     v_per_push := cardinality(u_push) > 0
                   OR EXISTS (SELECT 1 FROM unnest(p_expected) e WHERE e IS NOT NULL);
     IF v_keyed AND NOT v_per_push THEN
-        -- A key that is already recorded (and not expired) makes its push a replay, and a key two
-        -- pushes of the call share makes the second one a replay of the first: both need the
-        -- per-push path. One statement for both questions; a fresh key (what a first attempt
-        -- always has) is one primary-key probe.
-        SELECT EXISTS (
-                   SELECT 1 FROM unnest(k_instance, k_key) AS k(i, key)
-                   WHERE EXISTS (SELECT 1 FROM eventstore.idempotency_keys ik
-                                 WHERE ik.instance_id = k.i AND ik.key = k.key
-                                   AND ik.created_at > v_now - p_key_retention))
-               OR EXISTS (
-                   SELECT 1 FROM unnest(k_instance, k_key) AS k(i, key)
-                   GROUP BY k.i, k.key HAVING count(*) > 1)
-        INTO v_per_push;
+        -- Record every key before appending, in one statement: where a push's events will be is
+        -- known already (this position; in_tx_order = the command's place in the call). A key
+        -- that is new, or recorded longer ago than the retention, is written; one that is live
+        -- (a retry) is left alone and not returned, and a key two pushes share is written once.
+        -- All written (every first attempt): the fast path below stores the events. Otherwise
+        -- the rows just written are taken back and every push goes through the per-push path,
+        -- which tells replays from first pushes. ON CONFLICT finds a live key through the
+        -- primary key whatever the statistics say; a separate probe planned while the table was
+        -- small kept a sequential scan for the session and slowed keyed pushes as it grew.
+        WITH pushes AS (
+            SELECT x.push, (min(x.ord) - 1)::INTEGER AS first, count(*)::INTEGER AS n
+            FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
+            GROUP BY x.push
+        ), written AS (
+            INSERT INTO eventstore.idempotency_keys AS ik
+                (instance_id, key, fingerprint, position, first_in_tx_order, event_count, created_at)
+            SELECT DISTINCT ON (k.i, k.key) k.i, k.key, k.fp, v_position, c.first, c.n, v_now
+            FROM unnest(k_push, k_instance, k_key, k_fingerprint) AS k(push, i, key, fp)
+            JOIN pushes c ON c.push = k.push
+            ORDER BY k.i, k.key, k.push
+            ON CONFLICT (instance_id, key) DO UPDATE
+            SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
+                first_in_tx_order = EXCLUDED.first_in_tx_order,
+                event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at
+            WHERE ik.created_at <= v_now - p_key_retention
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM written) < cardinality(k_push) INTO v_per_push;
     END IF;
 
     IF NOT v_per_push THEN
-        -- Fast path: nothing can fail per push, so all pushes go in as one statement, and their
-        -- keys (all new) are recorded with one more.
+        -- Fast path: nothing can fail per push, so all pushes go in as one statement (their keys,
+        -- if any, are recorded above).
         RETURN QUERY
         SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
         FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
                                       p_event_type, p_revision, p_creator, p_owner, p_payload,
                                       p_metadata, 0, v_last_push, v_position, v_now) a;
-        IF v_keyed THEN
-            -- A push's events have in_tx_order = its commands' places in the call, so each key
-            -- records where its push's commands start and how many there are. ON CONFLICT takes
-            -- over a row that expired (a live one sent the call to the per-push path).
-            INSERT INTO eventstore.idempotency_keys AS ik
-                (instance_id, key, fingerprint, position, first_in_tx_order, event_count, created_at)
-            SELECT k.i, k.key, k.fp, v_position, c.first, c.n, v_now
-            FROM unnest(k_push, k_instance, k_key, k_fingerprint) AS k(push, i, key, fp)
-            JOIN (SELECT x.push, (min(x.ord) - 1)::INTEGER AS first, count(*)::INTEGER AS n
-                  FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
-                  GROUP BY x.push) c ON c.push = k.push
-            ON CONFLICT (instance_id, key) DO UPDATE
-            SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
-                first_in_tx_order = EXCLUDED.first_in_tx_order,
-                event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
-        END IF;
         RETURN;
     END IF;
 
@@ -592,6 +591,15 @@ BEGIN
     PERFORM set_config('enable_seqscan', 'off', true),
             set_config('enable_hashjoin', 'off', true),
             set_config('enable_mergejoin', 'off', true);
+
+    -- Take back the keys recorded above for the fast path that did not happen: each push records
+    -- its own below, once it is stored. (This transaction's position marks exactly those rows; an
+    -- expired row they took over is gone, which is what expired means.)
+    IF v_keyed THEN
+        DELETE FROM eventstore.idempotency_keys ik
+        USING unnest(k_instance, k_key) AS k(i, key)
+        WHERE ik.instance_id = k.i AND ik.key = k.key AND ik.position = v_position;
+    END IF;
 
     FOR v_push IN 0 .. v_last_push LOOP
         -- A recorded key answers for its push, which stores nothing. Read inside this transaction,
@@ -1246,13 +1254,6 @@ CREATE INDEX events_position ON eventstore.events USING btree ("position", in_tx
 --
 
 CREATE INDEX events_projection ON eventstore.events USING btree (instance_id, aggregate_type, event_type, "position", in_tx_order);
-
-
---
--- Name: idempotency_keys_created_at; Type: INDEX; Schema: eventstore; Owner: -
---
-
-CREATE INDEX idempotency_keys_created_at ON eventstore.idempotency_keys USING btree (created_at);
 
 
 --

@@ -98,12 +98,13 @@ fn strata_op(store: &PgStore, pick: fn(usize, u64) -> (String, usize)) -> Operat
 /// W1's push with a fresh idempotency key on every push: what a client that always sends keys
 /// pays, a first attempt each time (no retries).
 fn keyed_op(store: &PgStore) -> Operation {
+    // One counter for the whole run: each round builds a new operation and restarts the
+    // iteration counts, and a key used again with other commands would be refused as reused.
+    static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
     let store = store.clone();
-    // Unique over the whole run: rounds restart the iteration counts.
-    let next_key = Arc::new(AtomicU64::new(0));
     Arc::new(move |task, iteration| {
         let store = store.clone();
-        let key = next_key.fetch_add(1, Ordering::Relaxed);
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         async move {
             let (aggregate_id, _) = w1_pick(task, iteration);
             let commands = vec![command(&aggregate_id, iteration)?];
