@@ -278,7 +278,9 @@ pub async fn push_held_open(
     let error: Option<String> = sqlx::query_scalar(
         "SELECT r_error FROM eventstore.push(ARRAY[0], ARRAY[$1], ARRAY[$2], ARRAY[$3], \
          ARRAY['user.slow'], ARRAY[1], ARRAY['tester'], ARRAY['org'], ARRAY['{}'], \
-         ARRAY[NULL::BIGINT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[])",
+         ARRAY[NULL::BIGINT], ARRAY[NULL::TEXT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], \
+         '{}'::TEXT[], '{}'::TEXT[], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], \
+         interval '24 hours')",
     )
     .bind(instance)
     .bind(aggregate_type)

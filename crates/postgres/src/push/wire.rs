@@ -174,11 +174,18 @@ pub(crate) async fn call(
         }
     }
     // Read after the call, which has committed: a replay of a push of this very call (two pushes
-    // with one key) finds its events too. Only retries take this extra round trip.
+    // with one key) finds its events too. Only retries take this extra round trip. A failed read
+    // is that push's outcome alone: the call committed, so the others' outcomes stand, and an
+    // error for the whole call would have the lane re-send pushes that are already stored.
     for (index, position, first, count) in replays {
-        let events = fetch_recorded(pool, position, first, count).await?;
+        let events = fetch_recorded(pool, position, first, count)
+            .await
+            .and_then(|events| match events.len() == count as usize {
+                true => Ok(events),
+                false => Err(corrupt("a recorded push whose events are not all there")),
+            });
         if let Some(outcome) = outcomes.get_mut(index) {
-            *outcome = Ok(events);
+            *outcome = events;
         }
     }
     for (outcome, push) in outcomes.iter().zip(pushes) {
