@@ -278,10 +278,10 @@ CREATE FUNCTION eventstore.aggregate_lock_key(p_instance text, p_aggregate_type 
 
 
 --
--- Name: append_events(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], integer, integer, numeric, timestamp with time zone); Type: FUNCTION; Schema: eventstore; Owner: -
+-- Name: append_events(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], text[], integer, integer, numeric, timestamp with time zone); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
-CREATE FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer)
+CREATE FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_metadata text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer)
     LANGUAGE plpgsql
     AS $$
 -- PL/pgSQL rather than SQL: a PL/pgSQL function keeps its statement's plan for the session, where a
@@ -293,11 +293,11 @@ BEGIN
     -- commands with a window; the push a row belongs to is read back from p_push by in_tx_order.
     RETURN QUERY
     WITH cmd AS (
-        SELECT (ord - 1)::INTEGER AS ord, i, t, a, e, r, c, o, pl,
+        SELECT (ord - 1)::INTEGER AS ord, i, t, a, e, r, c, o, pl, md,
                row_number() OVER (PARTITION BY i, t, a ORDER BY ord) AS nth
         FROM unnest(p_push, p_instance, p_aggregate_type, p_aggregate_id, p_event_type,
-                    p_revision, p_creator, p_owner, p_payload)
-             WITH ORDINALITY AS x(push, i, t, a, e, r, c, o, pl, ord)
+                    p_revision, p_creator, p_owner, p_payload, p_metadata)
+             WITH ORDINALITY AS x(push, i, t, a, e, r, c, o, pl, md, ord)
         WHERE push BETWEEN p_from AND p_to
     ), looked_up AS (
         SELECT cmd.*,
@@ -311,8 +311,9 @@ BEGIN
     ), inserted AS (
         INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                        event_type, revision, created_at, creator, owner, payload,
-                                       position, in_tx_order)
-        SELECT n.i, n.t, n.a, n.next_sequence, n.e, n.r, p_now, n.c, n.o, n.pl::jsonb, p_position, n.ord
+                                       position, in_tx_order, metadata)
+        SELECT n.i, n.t, n.a, n.next_sequence, n.e, n.r, p_now, n.c, n.o, n.pl::jsonb, p_position,
+               n.ord, n.md::jsonb
         FROM numbered n
         RETURNING sequence, in_tx_order
     )
@@ -446,8 +447,9 @@ BEGIN
                        v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
-                       'TEXT[], TEXT[], TEXT[], BIGINT[], INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[]), '
-                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT) '
+                       'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
+                       'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
+                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);
@@ -470,10 +472,19 @@ $$;
 
 
 --
--- Name: push(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], bigint[], integer[], text[], text[], text[], text[]); Type: FUNCTION; Schema: eventstore; Owner: -
+-- Name: idempotency_lock_key(text, text); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
-CREATE FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer, r_position numeric, r_created_at timestamp with time zone, r_error text, r_error_args bigint[])
+CREATE FUNCTION eventstore.idempotency_lock_key(p_instance text, p_key text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended((((('idempotency'::text || chr(31)) || p_instance) || chr(31)) || p_key), (0)::bigint);
+
+
+--
+-- Name: push(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], bigint[], text[], integer[], text[], text[], text[], text[], integer[], text[], text[], text[], interval); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], p_metadata text[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[], k_push integer[], k_instance text[], k_key text[], k_fingerprint text[], p_key_retention interval) RETURNS TABLE(r_push integer, r_sequence bigint, r_in_tx_order integer, r_position numeric, r_created_at timestamp with time zone, r_error text, r_error_args bigint[])
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -485,23 +496,32 @@ DECLARE
     v_conflict  RECORD;
     v_add       RECORD;
     v_failed_op BIGINT;
+    v_keyed     BOOLEAN := cardinality(k_push) > 0;
+    v_per_push  BOOLEAN;
+    v_key_instance TEXT;
+    v_key          TEXT;
+    v_key_fingerprint TEXT;
+    v_recorded  RECORD;
 BEGIN
-    -- One command, no expectation, no unique constraint: eventstore.push_one, the one definition
-    -- of that path.
-    IF cardinality(p_push) = 1 AND cardinality(u_push) = 0 AND p_expected[1] IS NULL THEN
+    -- One command, no expectation, no unique constraint, no key: eventstore.push_one, the one
+    -- definition of that path.
+    IF cardinality(p_push) = 1 AND cardinality(u_push) = 0 AND p_expected[1] IS NULL
+       AND NOT v_keyed THEN
         RETURN QUERY
         SELECT 0, one.r_sequence, 0, one.r_position, one.r_created_at, NULL::TEXT, NULL::BIGINT[]
         FROM eventstore.push_one(p_instance[1], p_aggregate_type[1], p_aggregate_id[1],
                                  p_event_type[1], p_revision[1], p_creator[1], p_owner[1],
-                                 p_payload[1]) one;
+                                 p_payload[1], p_metadata[1]) one;
         RETURN;
     END IF;
 
     PERFORM eventstore.begin_push();
 
-    -- Lock every aggregate and every unique value the call touches, in key order, so two calls that
-    -- share keys queue instead of deadlocking. Sequences are then computed under the lock, so
-    -- concurrent writers to one aggregate never collide and never retry.
+    -- Lock every aggregate, unique value and idempotency key the call touches, in key order, so two
+    -- calls that share keys queue instead of deadlocking. Sequences are then computed under the
+    -- lock, so concurrent writers to one aggregate never collide and never retry; and a push with
+    -- an idempotency key finds the key recorded if a push with it committed before, so concurrent
+    -- retries store one copy.
     PERFORM pg_advisory_xact_lock(k)
     FROM (
         SELECT eventstore.aggregate_lock_key(i, t, a) AS k
@@ -510,6 +530,9 @@ BEGIN
         SELECT eventstore.unique_lock_key(i, t, v)
         FROM unnest(u_op, u_instance, u_type, u_value) AS y(op, i, t, v)
         WHERE op <> 'clear'
+        UNION
+        SELECT eventstore.idempotency_lock_key(i, key)
+        FROM unnest(k_instance, k_key) AS z(i, key)
     ) keys
     ORDER BY k;
 
@@ -517,13 +540,47 @@ BEGIN
     -- the same aggregate is assigned a later id, so position order agrees with sequence order.
     v_position := pg_current_xact_id()::text::numeric;
 
-    IF cardinality(u_push) = 0 AND NOT EXISTS (SELECT 1 FROM unnest(p_expected) e WHERE e IS NOT NULL) THEN
-        -- Fast path: nothing can fail per push, so all pushes go in as one statement.
+    v_per_push := cardinality(u_push) > 0
+                  OR EXISTS (SELECT 1 FROM unnest(p_expected) e WHERE e IS NOT NULL);
+    IF v_keyed AND NOT v_per_push THEN
+        -- Record every key before appending, in one statement: where a push's events will be is
+        -- known already (this position; in_tx_order = the command's place in the call). A key
+        -- that is new, or recorded longer ago than the retention, is written; one that is live
+        -- (a retry) is left alone and not returned, and a key two pushes share is written once.
+        -- All written (every first attempt): the fast path below stores the events. Otherwise
+        -- the rows just written are taken back and every push goes through the per-push path,
+        -- which tells replays from first pushes. ON CONFLICT finds a live key through the
+        -- primary key whatever the statistics say; a separate probe planned while the table was
+        -- small kept a sequential scan for the session and slowed keyed pushes as it grew.
+        WITH pushes AS (
+            SELECT x.push, (min(x.ord) - 1)::INTEGER AS first, count(*)::INTEGER AS n
+            FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
+            GROUP BY x.push
+        ), written AS (
+            INSERT INTO eventstore.idempotency_keys AS ik
+                (instance_id, key, fingerprint, position, first_in_tx_order, event_count, created_at)
+            SELECT DISTINCT ON (k.i, k.key) k.i, k.key, k.fp, v_position, c.first, c.n, v_now
+            FROM unnest(k_push, k_instance, k_key, k_fingerprint) AS k(push, i, key, fp)
+            JOIN pushes c ON c.push = k.push
+            ORDER BY k.i, k.key, k.push
+            ON CONFLICT (instance_id, key) DO UPDATE
+            SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
+                first_in_tx_order = EXCLUDED.first_in_tx_order,
+                event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at
+            WHERE ik.created_at <= v_now - p_key_retention
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM written) < cardinality(k_push) INTO v_per_push;
+    END IF;
+
+    IF NOT v_per_push THEN
+        -- Fast path: nothing can fail per push, so all pushes go in as one statement (their keys,
+        -- if any, are recorded above).
         RETURN QUERY
         SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
         FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
                                       p_event_type, p_revision, p_creator, p_owner, p_payload,
-                                      0, v_last_push, v_position, v_now) a;
+                                      p_metadata, 0, v_last_push, v_position, v_now) a;
         RETURN;
     END IF;
 
@@ -535,7 +592,43 @@ BEGIN
             set_config('enable_hashjoin', 'off', true),
             set_config('enable_mergejoin', 'off', true);
 
+    -- Take back the keys recorded above for the fast path that did not happen: each push records
+    -- its own below, once it is stored. (This transaction's position marks exactly those rows; an
+    -- expired row they took over is gone, which is what expired means.)
+    IF v_keyed THEN
+        DELETE FROM eventstore.idempotency_keys ik
+        USING unnest(k_instance, k_key) AS k(i, key)
+        WHERE ik.instance_id = k.i AND ik.key = k.key AND ik.position = v_position;
+    END IF;
+
     FOR v_push IN 0 .. v_last_push LOOP
+        -- A recorded key answers for its push, which stores nothing. Read inside this transaction,
+        -- so a key an earlier push of this call recorded counts: two pushes of one call with one
+        -- key store one copy.
+        v_key := NULL;
+        IF v_keyed THEN
+            SELECT k.i, k.key, k.fp INTO v_key_instance, v_key, v_key_fingerprint
+            FROM unnest(k_push, k_instance, k_key, k_fingerprint) AS k(push, i, key, fp)
+            WHERE k.push = v_push;
+        END IF;
+        IF v_key IS NOT NULL THEN
+            SELECT ik.fingerprint, ik.position, ik.first_in_tx_order, ik.event_count INTO v_recorded
+            FROM eventstore.idempotency_keys ik
+            WHERE ik.instance_id = v_key_instance AND ik.key = v_key
+              AND ik.created_at > v_now - p_key_retention;
+            IF FOUND THEN
+                r_push := v_push; r_sequence := NULL; r_in_tx_order := NULL; r_created_at := NULL;
+                IF v_recorded.fingerprint = v_key_fingerprint THEN
+                    r_error := 'replay'; r_position := v_recorded.position;
+                    r_error_args := ARRAY[v_recorded.first_in_tx_order, v_recorded.event_count];
+                ELSE
+                    r_error := 'key_reused'; r_position := NULL; r_error_args := NULL;
+                END IF;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+
         -- Expected sequences compare with the aggregate before this push.
         SELECT c.ord, c.expected, cur.seq INTO v_conflict
         FROM unnest(p_push, p_instance, p_aggregate_type, p_aggregate_id, p_expected)
@@ -583,7 +676,21 @@ BEGIN
                 SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
                 FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
                                               p_event_type, p_revision, p_creator, p_owner, p_payload,
-                                              v_push, v_push, v_position, v_now) a;
+                                              p_metadata, v_push, v_push, v_position, v_now) a;
+                -- Inside the subtransaction: the key is recorded exactly when the events are.
+                IF v_key IS NOT NULL THEN
+                    INSERT INTO eventstore.idempotency_keys AS ik
+                        (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
+                         created_at)
+                    SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
+                           (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
+                    FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
+                    WHERE x.push = v_push
+                    ON CONFLICT (instance_id, key) DO UPDATE
+                    SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
+                        first_in_tx_order = EXCLUDED.first_in_tx_order,
+                        event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+                END IF;
             EXCEPTION WHEN SQLSTATE 'SU001' THEN
                 r_push := v_push; r_error := 'unique'; r_error_args := ARRAY[v_failed_op];
                 r_sequence := NULL; r_in_tx_order := NULL; r_position := NULL; r_created_at := NULL;
@@ -594,7 +701,20 @@ BEGIN
             SELECT a.r_push, a.r_sequence, a.r_in_tx_order, v_position, v_now, NULL::TEXT, NULL::BIGINT[]
             FROM eventstore.append_events(p_push, p_instance, p_aggregate_type, p_aggregate_id,
                                           p_event_type, p_revision, p_creator, p_owner, p_payload,
-                                          v_push, v_push, v_position, v_now) a;
+                                          p_metadata, v_push, v_push, v_position, v_now) a;
+            IF v_key IS NOT NULL THEN
+                INSERT INTO eventstore.idempotency_keys AS ik
+                    (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
+                     created_at)
+                SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
+                       (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
+                FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
+                WHERE x.push = v_push
+                ON CONFLICT (instance_id, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
+                    first_in_tx_order = EXCLUDED.first_in_tx_order,
+                    event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+            END IF;
         END IF;
     END LOOP;
 END
@@ -602,10 +722,10 @@ $$;
 
 
 --
--- Name: push_one(text, text, text, text, integer, text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+-- Name: push_one(text, text, text, text, integer, text, text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
-CREATE FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) RETURNS TABLE(r_sequence bigint, r_position numeric, r_created_at timestamp with time zone)
+CREATE FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) RETURNS TABLE(r_sequence bigint, r_position numeric, r_created_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -618,11 +738,11 @@ BEGIN
     r_created_at := now();
     INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                    event_type, revision, created_at, creator, owner, payload,
-                                   position, in_tx_order)
+                                   position, in_tx_order, metadata)
     VALUES (p_instance, p_aggregate_type, p_aggregate_id,
             eventstore.current_sequence(p_instance, p_aggregate_type, p_aggregate_id) + 1,
             p_event_type, p_revision, r_created_at, p_creator, p_owner, p_payload::jsonb,
-            r_position, 0)
+            r_position, 0, p_metadata::jsonb)
     RETURNING sequence INTO r_sequence;
     RETURN NEXT;
 END
@@ -661,6 +781,7 @@ BEGIN
     DELETE FROM eventstore.events WHERE instance_id = p_instance_id;
     GET DIAGNOSTICS removed = ROW_COUNT;
     DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
+    DELETE FROM eventstore.idempotency_keys WHERE instance_id = p_instance_id;
     PERFORM set_config('strata.removing_instance', 'off', true);
     RETURN removed;
 END
@@ -800,7 +921,8 @@ CREATE TABLE eventstore.events (
     owner text NOT NULL,
     payload jsonb,
     "position" numeric NOT NULL,
-    in_tx_order integer NOT NULL
+    in_tx_order integer NOT NULL,
+    metadata jsonb
 );
 
 
@@ -809,6 +931,21 @@ CREATE TABLE eventstore.events (
 --
 
 COMMENT ON COLUMN eventstore.events."position" IS 'xid8 of the writing transaction; read only below eventstore.commit_horizon() to never skip a late commit';
+
+
+--
+-- Name: idempotency_keys; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.idempotency_keys (
+    instance_id text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    "position" numeric NOT NULL,
+    first_in_tx_order integer NOT NULL,
+    event_count integer NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
 
 
 --
@@ -998,6 +1135,14 @@ ALTER TABLE ONLY eventstore.events
 
 
 --
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (instance_id, key);
+
+
+--
 -- Name: mirror_progress mirror_progress_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
 --
 
@@ -1084,6 +1229,13 @@ CREATE INDEX events_aggregate_type_position ON eventstore.events USING btree (in
 
 
 --
+-- Name: events_correlation; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_correlation ON eventstore.events USING btree (instance_id, ((metadata ->> 'correlation_id'::text)), "position", in_tx_order) WHERE (metadata IS NOT NULL);
+
+
+--
 -- Name: events_instance_position; Type: INDEX; Schema: eventstore; Owner: -
 --
 
@@ -1150,10 +1302,10 @@ GRANT ALL ON SCHEMA projections TO strata_migrator;
 
 
 --
--- Name: FUNCTION append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone); Type: ACL; Schema: eventstore; Owner: -
+-- Name: FUNCTION append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_metadata text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone); Type: ACL; Schema: eventstore; Owner: -
 --
 
-REVOKE ALL ON FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) FROM PUBLIC;
+REVOKE ALL ON FUNCTION eventstore.append_events(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_metadata text[], p_from integer, p_to integer, p_position numeric, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -1171,19 +1323,19 @@ REVOKE ALL ON FUNCTION eventstore.grant_roles() FROM PUBLIC;
 
 
 --
--- Name: FUNCTION push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]); Type: ACL; Schema: eventstore; Owner: -
+-- Name: FUNCTION push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], p_metadata text[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[], k_push integer[], k_instance text[], k_key text[], k_fingerprint text[], p_key_retention interval); Type: ACL; Schema: eventstore; Owner: -
 --
 
-REVOKE ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[]) TO strata_writer;
+REVOKE ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], p_metadata text[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[], k_push integer[], k_instance text[], k_key text[], k_fingerprint text[], p_key_retention interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_aggregate_type text[], p_aggregate_id text[], p_event_type text[], p_revision integer[], p_creator text[], p_owner text[], p_payload text[], p_expected bigint[], p_metadata text[], u_push integer[], u_op text[], u_instance text[], u_type text[], u_value text[], k_push integer[], k_instance text[], k_key text[], k_fingerprint text[], p_key_retention interval) TO strata_writer;
 
 
 --
--- Name: FUNCTION push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text); Type: ACL; Schema: eventstore; Owner: -
+-- Name: FUNCTION push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text); Type: ACL; Schema: eventstore; Owner: -
 --
 
-REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) FROM PUBLIC;
-GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text) TO strata_writer;
+REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) TO strata_writer;
 
 
 --
@@ -1238,6 +1390,13 @@ GRANT ALL ON TABLE eventstore.applied_functions TO strata_migrator;
 
 GRANT SELECT ON TABLE eventstore.events TO strata_writer;
 GRANT ALL ON TABLE eventstore.events TO strata_migrator;
+
+
+--
+-- Name: TABLE idempotency_keys; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.idempotency_keys TO strata_migrator;
 
 
 --

@@ -167,6 +167,21 @@ pub async fn fresh_store() -> PgStore {
     TestDatabase::create().await.store()
 }
 
+/// The test configuration with idempotency keys kept for
+/// [`strata_store::conformance::SHORT_RETENTION`] only.
+pub fn expiring_config() -> PgConfig {
+    PgConfig {
+        idempotency_key_retention: strata_store::conformance::SHORT_RETENTION,
+        ..test_config()
+    }
+}
+
+/// A store on a fresh database whose idempotency keys expire after
+/// [`strata_store::conformance::SHORT_RETENTION`]: the conformance suite's `expiring:` store.
+pub async fn fresh_expiring_store() -> PgStore {
+    TestDatabase::create().await.store_with(expiring_config())
+}
+
 /// Makes sure a template database with the current migrations exists and returns its name.
 ///
 /// The name carries a hash of the migrations, so editing or adding one produces a new template
@@ -263,7 +278,9 @@ pub async fn push_held_open(
     let error: Option<String> = sqlx::query_scalar(
         "SELECT r_error FROM eventstore.push(ARRAY[0], ARRAY[$1], ARRAY[$2], ARRAY[$3], \
          ARRAY['user.slow'], ARRAY[1], ARRAY['tester'], ARRAY['org'], ARRAY['{}'], \
-         ARRAY[NULL::BIGINT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[])",
+         ARRAY[NULL::BIGINT], ARRAY[NULL::TEXT], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], \
+         '{}'::TEXT[], '{}'::TEXT[], '{}'::INT[], '{}'::TEXT[], '{}'::TEXT[], '{}'::TEXT[], \
+         interval '24 hours')",
     )
     .bind(instance)
     .bind(aggregate_type)
@@ -497,7 +514,11 @@ impl TestDatabase {
     /// A store whose every connection runs as the restricted `strata_writer` role (set up on the
     /// template by `strata_postgres::admin::set_up_roles`), to show the normal path needs nothing more.
     pub fn restricted_store(&self) -> PgStore {
-        let config = test_config();
+        self.restricted_store_with(test_config())
+    }
+
+    /// [`TestDatabase::restricted_store`] with `config`.
+    pub fn restricted_store_with(&self, config: PgConfig) -> PgStore {
         let open = |max: u32| {
             PgPoolOptions::new()
                 .max_connections(max)
@@ -521,4 +542,11 @@ impl TestDatabase {
 /// A store as the restricted role on a fresh database: the conformance suite's second run.
 pub async fn fresh_restricted_store() -> PgStore {
     TestDatabase::create().await.restricted_store()
+}
+
+/// [`fresh_restricted_store`] whose idempotency keys expire like [`fresh_expiring_store`]'s.
+pub async fn fresh_expiring_restricted_store() -> PgStore {
+    TestDatabase::create()
+        .await
+        .restricted_store_with(expiring_config())
 }

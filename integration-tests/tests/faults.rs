@@ -1,5 +1,6 @@
-//! Faults survived: connections killed mid-push, a server restarted under load, pool exhaustion,
-//! and a long-running transaction elsewhere. After each, every push a caller saw succeed is
+//! Faults survived: connections killed mid-push, answers of committed pushes lost (keyed retries
+//! store one copy), a server restarted under load, pool exhaustion, and a long-running
+//! transaction elsewhere. After each, every push a caller saw succeed is
 //! stored, every failed push is entirely present or entirely absent, failures are the typed,
 //! retryable `Unavailable`, and the pools recover on their own.
 //!
@@ -561,4 +562,187 @@ async fn a_long_writing_transaction_delays_projections_but_never_writers() {
         .catch_up("counter", &tenant, last, Duration::from_secs(10))
         .await
         .expect("projections catch up once it ends");
+}
+
+/// A TCP proxy to the database that, for one in `every` answers, forwards a client's request and closes
+/// the connection instead of passing the server's answer back: the push committed (or not), and
+/// the client cannot know. `pg_terminate_backend` rarely lands in that window between the commit
+/// and the answer; this proxy makes it routine. Returns the port it listens on.
+async fn answer_losing_proxy(upstream: (String, u16), every: u64) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    let answers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream.clone()).await else {
+                continue;
+            };
+            let answers = Arc::clone(&answers);
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(read) = server_read.read(&mut buffer).await {
+                    // One answer in `every`, over all connections. Most are push answers; losing a
+                    // start-up answer is a failed connect, also retryable.
+                    let lose = answers.fetch_add(1, Ordering::Relaxed) % every == every - 1;
+                    if read == 0 || lose {
+                        break;
+                    }
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+                requests.abort();
+            });
+        }
+    });
+    port
+}
+
+/// A push with an idempotency key, retried until it succeeds while its answers are lost and
+/// connections are killed under it, is stored exactly once: when the answer of an attempt that
+/// committed is lost (outcome unknown), the retry is answered with the events that attempt
+/// stored. Several rounds, each with its own killer, so the faults land at different points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_retries_while_connections_are_killed_store_one_copy() {
+    let database = TestDatabase::create().await;
+    let upstream = (
+        database.options.get_host().to_owned(),
+        database.options.get_port(),
+    );
+    let proxy_port = answer_losing_proxy(upstream, 23).await;
+    let through_proxy = database.options.clone().host("127.0.0.1").port(proxy_port);
+    let store = Arc::new(
+        PgStore::from_pools(
+            PgPools::connect_lazy_with(through_proxy, &test_config()),
+            &test_config(),
+        )
+        .expect("a store inside the runtime"),
+    );
+    let killer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(database.options.clone().application_name("strata_killer"));
+    let mut killed_total = 0i64;
+    let mut retried_total = 0u64;
+    let replays = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for round in 0..(4 * scale()) {
+        let fault_ongoing = Arc::new(AtomicBool::new(true));
+        let killer_running = Arc::clone(&fault_ongoing);
+        let killer = killer.clone();
+        let name = database.name.clone();
+        let killing = tokio::spawn(async move {
+            let mut killed = 0i64;
+            for n in 0..15u64 {
+                // Uneven gaps, so the kills fall at different points of the calls in each round.
+                tokio::time::sleep(Duration::from_millis(15 + (n * 7 + round * 11) % 30)).await;
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid() \
+                     AND application_name <> 'strata_killer'",
+                )
+                .bind(&name)
+                .fetch_one(&killer)
+                .await
+                .expect("terminate");
+                killed += n;
+            }
+            killer_running.store(false, Ordering::Release);
+            killed
+        });
+        let mut writers = Vec::new();
+        for writer in 0..6u64 {
+            let store = Arc::clone(&store);
+            let fault_ongoing = Arc::clone(&fault_ongoing);
+            let replays = Arc::clone(&replays);
+            writers.push(tokio::spawn(async move {
+                // (push id, the events its successful attempt returned, failed attempts)
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while n < 20 || fault_ongoing.load(Ordering::Acquire) {
+                    let id = round * 100_000_000 + writer * 1_000_000 + n;
+                    n += 1;
+                    let key = strata_event::IdempotencyKey::new("tenant", format!("push-{id}"))
+                        .expect("valid key");
+                    let mut failures = 0u64;
+                    let events = loop {
+                        let attempt_started = chrono::Utc::now();
+                        match store.push_idempotent(&key, push_of(id)).await {
+                            // Stored before this attempt began: an earlier attempt committed
+                            // and lost its answer, and this one replayed it.
+                            Ok(events) if events[0].created_at < attempt_started => {
+                                replays.fetch_add(1, Ordering::Relaxed);
+                                break events;
+                            }
+                            Ok(events) => break events,
+                            Err(err) if err.is_retryable() && failures < 200 => {
+                                failures += 1;
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                            Err(err) => panic!("push {id}, attempt {}: {err}", failures + 1),
+                        }
+                    };
+                    answers.push((id, events, failures));
+                }
+                answers
+            }));
+        }
+        let mut answers = Vec::new();
+        for writer in writers {
+            answers.extend(writer.await.expect("writer"));
+        }
+        killed_total += killing.await.expect("killer");
+
+        let stored = stored_per_push(&database.pool(1)).await;
+        // Fresh pools: the test store's may still hold connections the killer ended.
+        let reader = database.store();
+        for (id, events, failures) in &answers {
+            retried_total += failures;
+            assert_eq!(
+                stored.get(id),
+                Some(&3),
+                "round {round}: push {id} (retried {failures} times) is not stored exactly once"
+            );
+            // What the caller got back is what is stored.
+            let read = reader
+                .query(
+                    &strata_query::Query::builder()
+                        .instance("tenant")
+                        .aggregate_ids(events.iter().map(|e| e.aggregate.aggregate_id.as_str()))
+                        .build()
+                        .expect("query"),
+                )
+                .await
+                .expect("read back");
+            assert_eq!(
+                &read, events,
+                "round {round}: push {id} answered other events"
+            );
+        }
+        let stored_this_round = stored
+            .keys()
+            .filter(|id| **id / 100_000_000 == round)
+            .count();
+        assert_eq!(
+            stored_this_round,
+            answers.len(),
+            "round {round}: events of pushes nobody made"
+        );
+    }
+    assert!(killed_total > 0, "the test must actually kill connections");
+    assert!(
+        replays.load(Ordering::Relaxed) > 0,
+        "no answer of a committed push was lost: the test did not test retries"
+    );
+    eprintln!(
+        "killed {killed_total} connections; {retried_total} retries, {} of them answered with an \
+         earlier attempt's events; one copy each",
+        replays.load(Ordering::Relaxed)
+    );
 }

@@ -75,7 +75,7 @@ async fn the_writer_role_cannot_tamper_with_events_or_the_schema() {
         "DELETE FROM eventstore.unique_constraints",
         "SELECT * FROM eventstore.append_events(ARRAY[0], ARRAY['tenant'], ARRAY['user'], \
          ARRAY['u1'], ARRAY['user.forged'], ARRAY[1], ARRAY['x'], ARRAY['org'], ARRAY['{}'], \
-         0, 0, 1, now())",
+         ARRAY[NULL::text], 0, 0, 1, now())",
         "SELECT eventstore.begin_push()",
         "UPDATE eventstore.events SET payload = '{}'",
         "DELETE FROM eventstore.events",
@@ -126,7 +126,7 @@ async fn a_push_refuses_a_transaction_that_wrote_before_it() {
         .await
         .expect("a write");
     let refused = sqlx::query(
-        "SELECT * FROM eventstore.push_one('tenant', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}')",
+        "SELECT * FROM eventstore.push_one('tenant', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}', NULL)",
     )
     .execute(&mut *tx)
     .await
@@ -140,7 +140,7 @@ async fn a_push_refuses_a_transaction_that_wrote_before_it() {
     drop(tx);
     // Two pushes in one transaction would share a position and repeat in_tx_order.
     let mut tx = pool.begin().await.expect("begin");
-    let push = "SELECT * FROM eventstore.push_one('tenant', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}')";
+    let push = "SELECT * FROM eventstore.push_one('tenant', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}', NULL)";
     sqlx::query(push)
         .execute(&mut *tx)
         .await
@@ -224,7 +224,7 @@ async fn roles_exist_only_when_set_up_and_follow_their_names() {
     };
     let writer = as_role(names.writer.clone());
     sqlx::query(
-        "SELECT * FROM eventstore.push_one('t', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}')",
+        "SELECT * FROM eventstore.push_one('t', 'user', 'u1', 'user.added', 1, 'c', 'o', '{}', NULL)",
     )
     .execute(&writer)
     .await

@@ -340,10 +340,11 @@ async fn push_and_push_one_number_a_lone_command_alike() {
     let pool = database.pool(1);
     let through_push = "SELECT r_push, r_sequence, r_in_tx_order, r_error FROM eventstore.push(\
          ARRAY[0], ARRAY['i'], ARRAY['user'], ARRAY['u1'], ARRAY['user.added'], ARRAY[1], \
-         ARRAY['t'], ARRAY['o'], ARRAY['{}'], ARRAY[NULL::bigint], '{}'::int[], '{}'::text[], \
-         '{}'::text[], '{}'::text[], '{}'::text[])";
+         ARRAY['t'], ARRAY['o'], ARRAY['{}'], ARRAY[NULL::bigint], ARRAY[NULL::text], \
+         '{}'::int[], '{}'::text[], '{}'::text[], '{}'::text[], '{}'::text[], \
+         '{}'::int[], '{}'::text[], '{}'::text[], '{}'::text[], interval '24 hours')";
     let through_push_one = "SELECT r_sequence FROM eventstore.push_one('i', 'user', 'u1', \
-         'user.added', 1, 't', 'o', '{}')";
+         'user.added', 1, 't', 'o', '{}', NULL)";
     let mut sequences = Vec::new();
     for round in 0..2 {
         let (push, sequence, in_tx_order, error): (i32, i64, i32, Option<String>) =
@@ -374,7 +375,9 @@ async fn unique_constraint_planner_settings_last_only_for_the_push() {
     let pool = database.pool(1);
     let push_with_unique = "SELECT * FROM eventstore.push(ARRAY[0], ARRAY['i'], ARRAY['user'], \
          ARRAY[$1], ARRAY['user.added'], ARRAY[1], ARRAY['t'], ARRAY['o'], ARRAY['{}'], \
-         ARRAY[NULL::bigint], ARRAY[0], ARRAY['add'], ARRAY['i'], ARRAY['username'], ARRAY[$1])";
+         ARRAY[NULL::bigint], ARRAY[NULL::text], ARRAY[0], ARRAY['add'], ARRAY['i'], \
+         ARRAY['username'], ARRAY[$1], '{}'::int[], '{}'::text[], '{}'::text[], '{}'::text[], \
+         interval '24 hours')";
     let seqscan = "SELECT current_setting('enable_seqscan')";
 
     // The unique-constraint path turns sequential scans off for the rest of its transaction...
@@ -448,8 +451,9 @@ async fn sequence_lookups_probe_the_primary_key_whatever_the_statistics() {
     let explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM eventstore.push(\
          ARRAY[0, 0], ARRAY['i', 'i'], ARRAY['user', 'user'], ARRAY['hot', 'new'], \
          ARRAY['user.touched', 'user.touched'], ARRAY[1, 1], ARRAY['t', 't'], ARRAY['o', 'o'], \
-         ARRAY['{}', '{}'], ARRAY[NULL::bigint, NULL], '{}'::int[], '{}'::text[], '{}'::text[], \
-         '{}'::text[], '{}'::text[])";
+         ARRAY['{}', '{}'], ARRAY[NULL::bigint, NULL], ARRAY[NULL::text, NULL], '{}'::int[], \
+         '{}'::text[], '{}'::text[], '{}'::text[], '{}'::text[], '{}'::int[], '{}'::text[], \
+         '{}'::text[], '{}'::text[], interval '24 hours')";
     let mut pages = Vec::new();
     // The first calls load catalogs and build the session's plans; the last ones show the steady state.
     for _ in 0..4 {
@@ -526,4 +530,72 @@ async fn sessions_name_their_pool_unless_the_application_named_itself() {
             .await
             .contains(&"billing-strata".to_owned())
     );
+}
+
+/// Idempotency keys leave the table by two doors: pruning deletes those older than it is told
+/// (and only those), and removing an instance deletes the instance's. Either way the key is then
+/// free to name other commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_pruned_and_removed_with_their_instance() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let pool = database.pool(1);
+    let push = |instance: &str, aggregate_id: &str| {
+        vec![
+            Command::builder(instance, "user", aggregate_id, "user.added")
+                .creator("c")
+                .owner("o")
+                .build()
+                .expect("valid command"),
+        ]
+    };
+    let key = |instance: &str| strata_event::IdempotencyKey::new(instance, "k").expect("key");
+    store
+        .push_idempotent(&key("pruned"), push("pruned", "u1"))
+        .await
+        .expect("push");
+    store
+        .push_idempotent(&key("removed"), push("removed", "u1"))
+        .await
+        .expect("push");
+    let keys = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM eventstore.idempotency_keys")
+            .fetch_one(&pool)
+            .await
+            .expect("count keys")
+    };
+
+    let hour = std::time::Duration::from_secs(3600);
+    let pruned = strata_postgres::admin::prune_idempotency_keys(&pool, hour)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 0, "keys younger than an hour stay");
+    let reused = store
+        .push_idempotent(&key("pruned"), push("pruned", "u2"))
+        .await
+        .expect_err("the key is live");
+    assert_eq!(reused.kind(), ErrorKind::IdempotencyKeyReused);
+
+    store
+        .remove_instance(&InstanceId::new("removed").expect("id"))
+        .await
+        .expect("remove");
+    assert_eq!(keys().await, 1, "the removed instance's key went with it");
+    store
+        .push_idempotent(&key("removed"), push("removed", "u2"))
+        .await
+        .expect("the key is free again");
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pruned =
+        strata_postgres::admin::prune_idempotency_keys(&pool, std::time::Duration::from_millis(10))
+            .await
+            .expect("prune");
+    assert_eq!(pruned, 2);
+    assert_eq!(keys().await, 0);
+    let stored = store
+        .push_idempotent(&key("pruned"), push("pruned", "u2"))
+        .await
+        .expect("a pruned key is free again");
+    assert_eq!(stored[0].aggregate.aggregate_id, "u2");
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
-use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
+use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence};
 use strata_projection::{
     MemoryProjections, Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError,
     RuntimeConfig, SqlValue, Statement,
@@ -34,6 +34,13 @@ struct CountingStore {
 impl EventStore for CountingStore {
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
         self.inner.push(commands).await
+    }
+    async fn push_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Event>> {
+        self.inner.push_idempotent(key, commands).await
     }
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
         self.reads.fetch_add(1, Ordering::SeqCst);

@@ -26,8 +26,9 @@ BEGIN
                        v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
-                       'TEXT[], TEXT[], TEXT[], BIGINT[], INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[]), '
-                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT) '
+                       'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
+                       'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
+                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);

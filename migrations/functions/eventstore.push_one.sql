@@ -1,4 +1,5 @@
--- A push of one command with no expected sequence and no unique constraint: the most common push
+-- A push of one command with no expected sequence, no unique constraint and no idempotency key:
+-- the most common push
 -- (a lone request on a quiet store, and the calls that carry one push under light load), with plain
 -- parameters instead of push's fifteen arrays, whose decoding and seven-column result rows cost
 -- more than this path's own work. eventstore.push calls it for the same case, so both number
@@ -10,7 +11,7 @@
 -- positions they compute (docs/schema.md, "Roles").
 CREATE OR REPLACE FUNCTION eventstore.push_one(
     p_instance TEXT, p_aggregate_type TEXT, p_aggregate_id TEXT, p_event_type TEXT,
-    p_revision INTEGER, p_creator TEXT, p_owner TEXT, p_payload TEXT
+    p_revision INTEGER, p_creator TEXT, p_owner TEXT, p_payload TEXT, p_metadata TEXT
 ) RETURNS TABLE (r_sequence BIGINT, r_position NUMERIC, r_created_at TIMESTAMPTZ)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -25,15 +26,15 @@ BEGIN
     r_created_at := now();
     INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence,
                                    event_type, revision, created_at, creator, owner, payload,
-                                   position, in_tx_order)
+                                   position, in_tx_order, metadata)
     VALUES (p_instance, p_aggregate_type, p_aggregate_id,
             eventstore.current_sequence(p_instance, p_aggregate_type, p_aggregate_id) + 1,
             p_event_type, p_revision, r_created_at, p_creator, p_owner, p_payload::jsonb,
-            r_position, 0)
+            r_position, 0, p_metadata::jsonb)
     RETURNING sequence INTO r_sequence;
     RETURN NEXT;
 END
 $$;
 
-REVOKE ALL ON FUNCTION eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT)
+REVOKE ALL ON FUNCTION eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT)
     FROM PUBLIC;

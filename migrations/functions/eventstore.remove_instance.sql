@@ -1,4 +1,5 @@
--- The one administrative way to delete events: remove an instance with all its unique constraints.
+-- The one administrative way to delete events: remove an instance with all its unique constraints
+-- and idempotency keys (a key left behind would answer a retry with events that are gone).
 CREATE OR REPLACE FUNCTION eventstore.remove_instance(p_instance_id TEXT) RETURNS BIGINT
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -8,6 +9,7 @@ BEGIN
     DELETE FROM eventstore.events WHERE instance_id = p_instance_id;
     GET DIAGNOSTICS removed = ROW_COUNT;
     DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
+    DELETE FROM eventstore.idempotency_keys WHERE instance_id = p_instance_id;
     PERFORM set_config('strata.removing_instance', 'off', true);
     RETURN removed;
 END

@@ -20,6 +20,8 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<PgStore> {
         notify_pushes: true,
         // The CLI runs no projection: nothing of it needs other processes' pushes.
         listen_for_pushes: false,
+        // Keys `strata push --idempotency-key` records count as long as a service's do.
+        ..PgConfig::default()
     };
     PgStore::connect(url, config).await.with_context(|| {
         format!(

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use strata_event::{
-    AggregateRef, Creator, Cursor, Event, EventType, Owner, Position, Revision, Sequence,
+    AggregateRef, Creator, Cursor, Event, EventType, Metadata, Owner, Position, Revision, Sequence,
 };
 
 use crate::codec;
@@ -46,6 +46,8 @@ pub struct Envelope<E> {
     pub position: Position,
     /// Order among the events sharing the position.
     pub in_tx_order: u32,
+    /// Correlation and causation ids and headers, as pushed.
+    pub metadata: Metadata,
 }
 
 impl<E: DomainEvent> Envelope<E> {
@@ -93,6 +95,7 @@ impl<E: DomainEvent> Envelope<E> {
             owner: event.owner,
             position: event.position,
             in_tx_order: event.in_tx_order,
+            metadata: event.metadata,
         }
     }
 
@@ -119,6 +122,7 @@ impl<E: DomainEvent> Envelope<E> {
             owner: event.owner.clone(),
             position: event.position,
             in_tx_order: event.in_tx_order,
+            metadata: event.metadata.clone(),
         }))
     }
 }

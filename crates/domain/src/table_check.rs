@@ -104,6 +104,7 @@ pub fn check_table<E: DomainEvent + PartialEq + Debug>(samples: &[E]) -> Result<
             position: Position::ZERO,
             in_tx_order: 0,
             raw_payload: payload,
+            metadata: strata_event::Metadata::default(),
         };
         let decoded = Envelope::<E>::decode(stored).map_err(|err| round_trip(err.to_string()))?;
         if &decoded.payload != sample {

@@ -26,19 +26,31 @@ impl DomainEvent for Event {
 fn a_matching_sample_passes_and_each_mismatch_is_named() {
     assert!(matches!(
         check_table(&[Event::Made { size: 1 }]),
-        Err(TableMismatch::NoSample { event_type: "thing.lost", .. })
+        Err(TableMismatch::NoSample {
+            event_type: "thing.lost",
+            ..
+        })
     ));
     assert!(matches!(
         check_table(&[Event::Unlisted]),
-        Err(TableMismatch::NotInTable { event_type: "thing.unlisted", .. })
+        Err(TableMismatch::NotInTable {
+            event_type: "thing.unlisted",
+            ..
+        })
     ));
     // A skipped field does not survive the store.
     assert!(matches!(
         check_table(&[Event::Lost(7)]),
-        Err(TableMismatch::RoundTrip { event_type: "thing.lost", .. })
+        Err(TableMismatch::RoundTrip {
+            event_type: "thing.lost",
+            ..
+        })
     ));
     assert!(matches!(
         check_table(&[Event::Made { size: 1 }, Event::Lost(0)]),
-        Err(TableMismatch::NoSample { event_type: "thing.gone", .. })
+        Err(TableMismatch::NoSample {
+            event_type: "thing.gone",
+            ..
+        })
     ));
 }

@@ -7,6 +7,7 @@ use crate::ids::{
     AggregateId, AggregateRef, AggregateType, Creator, EventType, InstanceId, Owner, UniqueType,
     check_id,
 };
+use crate::metadata::Metadata;
 use crate::payload::Payload;
 use crate::{Revision, Sequence};
 
@@ -52,6 +53,8 @@ pub struct Command {
     owner: Owner,
     unique_constraints: Vec<UniqueConstraintOp>,
     expected_sequence: Option<Sequence>,
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
 }
 
 impl Command {
@@ -74,6 +77,7 @@ impl Command {
             owner: String::new(),
             unique_constraints: Vec::new(),
             expected_sequence: None,
+            metadata: Metadata::default(),
         }
     }
 
@@ -109,12 +113,16 @@ impl Command {
     pub fn expected_sequence(&self) -> Option<Sequence> {
         self.expected_sequence
     }
+    /// The metadata the event will carry (empty when none was set).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
 }
 
 /// Collects the parts of a [`Command`]; `build` validates them all at once.
 ///
-/// Defaults: revision `1`, no payload, no unique constraints, no expected sequence. `creator` and
-/// `owner` have no default and must be set.
+/// Defaults: revision `1`, no payload, no unique constraints, no expected sequence, no metadata.
+/// `creator` and `owner` have no default and must be set.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CommandBuilder {
@@ -128,6 +136,7 @@ pub struct CommandBuilder {
     owner: String,
     unique_constraints: Vec<Result<UniqueConstraintOp, ValidationError>>,
     expected_sequence: Option<Sequence>,
+    metadata: Metadata,
 }
 
 impl CommandBuilder {
@@ -213,6 +222,31 @@ impl CommandBuilder {
         self
     }
 
+    /// Replaces the event's whole metadata (ids and headers set before are dropped). Default: none.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the correlation id: shared by every event of one request or workflow, and what
+    /// `QueryBuilder::correlation_id` selects by. Default: none.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id: what directly caused this event. Default: none.
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets header `name` to `value` (a later call with the same name wins). Default: no headers.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.headers.insert(name.into(), value.into());
+        self
+    }
+
     /// Validates every part and returns the command, or the first problem found.
     pub fn build(self) -> Result<Command, ValidationError> {
         let aggregate = AggregateRef {
@@ -224,6 +258,7 @@ impl CommandBuilder {
         let creator = Creator::new(self.creator)?;
         let owner = Owner::new(self.owner)?;
         let payload = self.payload?;
+        self.metadata.validate()?;
         let unique_constraints = self
             .unique_constraints
             .into_iter()
@@ -244,6 +279,7 @@ impl CommandBuilder {
             owner,
             unique_constraints,
             expected_sequence: self.expected_sequence,
+            metadata: self.metadata,
         })
     }
 }
@@ -266,11 +302,14 @@ impl<'de> Deserialize<'de> for Command {
             unique_constraints: Vec<UniqueConstraintOp>,
             #[serde(default)]
             expected_sequence: Option<Sequence>,
+            #[serde(default)]
+            metadata: Metadata,
         }
         fn default_revision() -> Revision {
             1
         }
         let wire = Wire::deserialize(deserializer)?;
+        wire.metadata.validate().map_err(serde::de::Error::custom)?;
         for op in &wire.unique_constraints {
             if let UniqueConstraintOp::Add { value, .. }
             | UniqueConstraintOp::Remove { value, .. } = op
@@ -287,6 +326,7 @@ impl<'de> Deserialize<'de> for Command {
             owner: wire.owner,
             unique_constraints: wire.unique_constraints,
             expected_sequence: wire.expected_sequence,
+            metadata: wire.metadata,
         })
     }
 }
@@ -347,6 +387,10 @@ mod tests {
                 base().add_unique_constraint("user name", "x", "m"),
                 "unique constraint type",
             ),
+            (base().correlation_id(""), "correlation id"),
+            (base().causation_id("a\u{7}"), "causation id"),
+            (base().header("x y", "v"), "header name"),
+            (base().header("x", ""), "header value"),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();
@@ -371,6 +415,8 @@ mod tests {
         let command = base()
             .payload_json(r#"{"a":1}"#)
             .remove_unique_constraint("username", "bob")
+            .correlation_id("req-1")
+            .header("trace", "t-9")
             .build()
             .unwrap();
         let text = serde_json::to_string(&command).unwrap();

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::cursor::Cursor;
 use crate::ids::{AggregateRef, Creator, EventType, Owner};
+use crate::metadata::Metadata;
 use crate::payload::Payload;
 use crate::position::Position;
 use crate::{Revision, Sequence};
@@ -35,6 +36,10 @@ pub struct Event {
     /// The JSON payload. Read it with [`Event::payload`].
     #[serde(rename = "payload")]
     pub raw_payload: Payload,
+    /// The command's metadata (correlation and causation ids, headers); empty when it had none,
+    /// and then left out of the JSON form.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
 }
 
 /// A payload could not be decoded into the requested type.

@@ -18,6 +18,9 @@
 //!   `in_tx_order`: the event's place in the store's total order, for resuming a read after it.
 //! - [`InstanceId`], [`AggregateType`], [`AggregateId`], [`EventType`], [`Creator`] and [`Owner`] are
 //!   validated strings; [`AggregateRef`] names one aggregate.
+//! - [`Metadata`] travels with a command into its event: a correlation id (queries select by it), a
+//!   causation id and string headers. Set it with [`CommandBuilder::correlation_id`] and friends.
+//! - [`IdempotencyKey`] names one logical push in an instance, so a retried push is stored once.
 //! - [`Payload`] holds the event's JSON; [`Event::payload`] decodes it into your type and, when that
 //!   fails, says which event type and revision could not be read.
 //!
@@ -52,7 +55,8 @@
 //! # Limits
 //!
 //! Every limit is a constant of this crate so callers can check against it: [`MAX_ID_LEN`],
-//! [`MAX_TYPE_LEN`], [`MAX_PAYLOAD_BYTES`], [`MAX_PAYLOAD_DEPTH`].
+//! [`MAX_TYPE_LEN`], [`MAX_PAYLOAD_BYTES`], [`MAX_PAYLOAD_DEPTH`], [`MAX_METADATA_VALUE_LEN`],
+//! [`MAX_HEADERS`], [`MAX_HEADER_NAME_LEN`], [`MAX_IDEMPOTENCY_KEY_LEN`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -62,7 +66,9 @@ mod command;
 mod cursor;
 mod error;
 mod event;
+mod idempotency;
 mod ids;
+mod metadata;
 mod payload;
 mod position;
 
@@ -70,10 +76,12 @@ pub use crate::command::{Command, CommandBuilder, UniqueConstraintOp};
 pub use crate::cursor::{Cursor, CursorError};
 pub use crate::error::ValidationError;
 pub use crate::event::{Event, PayloadError};
+pub use crate::idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_LEN};
 pub use crate::ids::{
     AggregateId, AggregateRef, AggregateType, Creator, EventType, InstanceId, MAX_ID_LEN,
     MAX_TYPE_LEN, Owner, UniqueType,
 };
+pub use crate::metadata::{MAX_HEADER_NAME_LEN, MAX_HEADERS, MAX_METADATA_VALUE_LEN, Metadata};
 pub use crate::payload::{MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Payload};
 pub use crate::position::{Position, PositionError};
 

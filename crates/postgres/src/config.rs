@@ -74,7 +74,8 @@ impl Default for GroupCommitConfig {
 
 /// Configuration of a [`crate::PgStore`] built from a URL.
 ///
-/// Defaults: push pool of 8 connections, query pool of 8, projection pool of 4, group commit on.
+/// Defaults: push pool of 8 connections, query pool of 8, projection pool of 4, group commit on,
+/// idempotency keys kept for 24 hours.
 #[derive(Debug, Clone)]
 pub struct PgConfig {
     /// The pool pushes use.
@@ -96,6 +97,14 @@ pub struct PgConfig {
     /// The listening connection comes from the projection pool and goes back to it once nobody
     /// subscribes. Default: on.
     pub listen_for_pushes: bool,
+    /// How long an idempotency key counts after the push that recorded it
+    /// ([`EventStore::push_idempotent`](strata_store::EventStore::push_idempotent)); an older key
+    /// is treated as absent, and the next push with it is stored as a first push. Expired keys
+    /// stay in `eventstore.idempotency_keys` until
+    /// [`admin::prune_idempotency_keys`](crate::admin::prune_idempotency_keys) deletes them.
+    /// Processes sharing a database should agree on it. Default: 24 hours
+    /// ([`strata_store::DEFAULT_IDEMPOTENCY_RETENTION`]).
+    pub idempotency_key_retention: Duration,
 }
 
 impl Default for PgConfig {
@@ -107,6 +116,7 @@ impl Default for PgConfig {
             group_commit: GroupCommitConfig::default(),
             notify_pushes: true,
             listen_for_pushes: true,
+            idempotency_key_retention: strata_store::DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }

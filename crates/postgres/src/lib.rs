@@ -14,6 +14,10 @@
 //!   it, so [`EventStore::commit_horizon`](strata_store::EventStore::commit_horizon) is the oldest
 //!   transaction that may still write events (`eventstore.commit_horizon()`): below it nothing can
 //!   still commit. Readers wait for nobody and writers for nothing (`docs/position.md`).
+//! - **Idempotent pushes** ([`EventStore::push_idempotent`](strata_store::EventStore::push_idempotent))
+//!   travel through the same lanes: the key is recorded in the push's transaction, in
+//!   `eventstore.idempotency_keys`, for [`PgConfig::idempotency_key_retention`];
+//!   [`admin::prune_idempotency_keys`] deletes expired ones.
 //! - **Separate pools** for pushing, querying and projection work ([`PgConfig`]), or bring your own
 //!   ([`PgPools`]). Pools Strata opens check a connection with a round trip only after it sat idle
 //!   ([`PoolConfig::check_idle_after`]), not before every call as sqlx does by default; pools you

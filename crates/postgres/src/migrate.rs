@@ -59,6 +59,7 @@ pub static FUNCTIONS: &[SqlFunction] = sql_functions![
     "eventstore.commit_horizon.sql",
     "eventstore.current_sequence.sql",
     "eventstore.grant_roles.sql",
+    "eventstore.idempotency_lock_key.sql",
     "eventstore.push.sql",
     "eventstore.push_one.sql",
     "eventstore.remove_instance.sql",

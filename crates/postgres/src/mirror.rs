@@ -19,6 +19,7 @@ use strata_store::{Error, Result};
 
 use crate::announce::announce_in_transaction;
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::push::metadata_json;
 use crate::store::PgStore;
 
 /// Where a mirror (one source, one instance filter) stands in a destination.
@@ -90,7 +91,8 @@ pub async fn progress(destination: &PgStore, key: &MirrorKey) -> Result<Option<M
 /// batch. Returns how many events were inserted (events already present are skipped).
 ///
 /// The destination assigns the positions: one transaction id for the batch, with `in_tx_order`
-/// following the source order. Sequence, revision, created_at, creator, owner and payload are kept.
+/// following the source order. Sequence, revision, created_at, creator, owner, payload and metadata
+/// are kept.
 pub async fn copy_batch(
     destination: &PgStore,
     key: &MirrorKey,
@@ -109,12 +111,13 @@ pub async fn copy_batch(
         .map_err(|err| from_sqlx("starting a mirror batch", err))?;
     let inserted = sqlx::query(
         "INSERT INTO eventstore.events (instance_id, aggregate_type, aggregate_id, sequence, \
-         event_type, revision, created_at, creator, owner, payload, position, in_tx_order) \
+         event_type, revision, created_at, creator, owner, payload, position, in_tx_order, \
+         metadata) \
          SELECT i, t, a, s, e, r, c, cr, o, p::jsonb, pg_current_xact_id()::text::numeric, \
-                (ord - 1)::integer \
+                (ord - 1)::integer, m::jsonb \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::integer[], \
-                     $7::timestamptz[], $8::text[], $9::text[], $10::text[]) \
-              WITH ORDINALITY AS b(i, t, a, s, e, r, c, cr, o, p, ord) \
+                     $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[]) \
+              WITH ORDINALITY AS b(i, t, a, s, e, r, c, cr, o, p, m, ord) \
          ORDER BY ord \
          ON CONFLICT (instance_id, aggregate_type, aggregate_id, sequence) DO NOTHING",
     )
@@ -142,6 +145,12 @@ pub async fn copy_batch(
             .iter()
             .map(|e| e.raw_payload.json())
             .collect::<Vec<Option<&str>>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| metadata_json(&e.metadata))
+            .collect::<Result<Vec<Option<String>>>>()?,
     )
     .execute(&mut *tx)
     .await

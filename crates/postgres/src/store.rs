@@ -11,15 +11,17 @@ use std::str::FromStr;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::query::QueryAs;
 use sqlx::{Connection, Postgres};
-use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
+use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence};
 use strata_query::Query;
-use strata_store::{Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, validate_push};
+use strata_store::{
+    Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, push_fingerprint, validate_push,
+};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::announce::{Listener, Notifier};
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::{from_sqlx, unexpected_answer};
-use crate::push::Pusher;
+use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
     EventRow, fetch_all, render_count, render_instance_heads, render_instance_ids,
     render_latest_position, render_query,
@@ -176,7 +178,15 @@ impl PgStore {
             ));
         }
         let pool_size = pools.push.options().get_max_connections();
-        let pusher = Pusher::start(pools.push.clone(), &config.group_commit, pool_size);
+        let settings = CallSettings {
+            key_retention: config.idempotency_key_retention,
+        };
+        let pusher = Pusher::start(
+            pools.push.clone(),
+            &config.group_commit,
+            pool_size,
+            settings,
+        );
         let notifier = config
             .notify_pushes
             .then(|| Notifier::start(pools.push.connect_options().as_ref().clone()));
@@ -199,8 +209,8 @@ impl PgStore {
         &self.inner.pools
     }
 
-    /// Removes an instance: all its events and unique constraints. The only way events are ever
-    /// deleted; returns how many were.
+    /// Removes an instance: all its events, unique constraints and idempotency keys. The only way
+    /// events are ever deleted; returns how many were.
     pub async fn remove_instance(&self, instance_id: &strata_event::InstanceId) -> Result<u64> {
         let removed: i64 = sqlx::query_scalar("SELECT eventstore.remove_instance($1)")
             .bind(instance_id.as_str())
@@ -211,19 +221,60 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Tells this process's subscribers, and other processes when configured, about a push.
+    fn announce(&self, stored: &[Event]) {
+        if let Some(pushed) = Pushed::of(stored) {
+            if let Some(notifier) = &self.inner.notifier {
+                notifier.announce(&pushed);
+            }
+            let _ = self.inner.pushes.send(pushed);
+        }
+    }
+}
+
 impl EventStore for PgStore {
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
         validate_push(&commands)?;
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let stored = self.inner.pusher.push(commands).await?;
-        if let Some(pushed) = Pushed::of(&stored) {
-            if let Some(notifier) = &self.inner.notifier {
-                notifier.announce(&pushed);
-            }
-            let _ = self.inner.pushes.send(pushed);
+        let stored = self
+            .inner
+            .pusher
+            .push(Push {
+                commands,
+                key: None,
+            })
+            .await?;
+        self.announce(&stored);
+        Ok(stored)
+    }
+
+    async fn push_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Event>> {
+        validate_push(&commands)?;
+        if commands.is_empty() {
+            return Ok(Vec::new());
         }
+        let keyed = Keyed {
+            key: key.clone(),
+            fingerprint: push_fingerprint(&commands),
+        };
+        let stored = self
+            .inner
+            .pusher
+            .push(Push {
+                commands,
+                key: Some(keyed),
+            })
+            .await?;
+        // A replay is announced again: harmless (subscribers re-check and find nothing new), and
+        // it may be the first announcement, when the first attempt's answer was lost.
+        self.announce(&stored);
         Ok(stored)
     }
 

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use strata_event::{
-    AggregateId, AggregateType, Creator, Cursor, EventType, InstanceId, Owner, Position, Sequence,
-    ValidationError,
+    AggregateId, AggregateType, Creator, Cursor, EventType, InstanceId, Metadata, Owner, Position,
+    Sequence, ValidationError,
 };
 
 use crate::error::QueryError;
@@ -19,6 +19,7 @@ pub struct QueryBuilder {
     excluded_instance_ids: Vec<String>,
     owners: Vec<String>,
     creators: Vec<String>,
+    correlation_id: Option<String>,
     filter: SubQueryBuilder,
     any_of: Vec<SubQueryBuilder>,
     position_after: Option<Position>,
@@ -165,6 +166,12 @@ impl QueryBuilder {
     /// Only events caused by this creator (adds to the creator list).
     pub fn creator(mut self, creator: impl Into<String>) -> Self {
         self.creators.push(creator.into());
+        self
+    }
+    /// Only events whose metadata carries this correlation id (a later call replaces an earlier
+    /// one). Default: any metadata, or none.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
         self
     }
     /// Only events of aggregates of any of these types.
@@ -319,8 +326,21 @@ impl QueryBuilder {
                 event_types: all(event_types, EventType::new)?,
             }),
         };
+        // The rules of a stored correlation id: one no event could carry would match nothing.
+        let correlation_id = match self.correlation_id {
+            None => None,
+            Some(id) => {
+                let metadata = Metadata {
+                    correlation_id: Some(id),
+                    ..Metadata::default()
+                };
+                metadata.validate()?;
+                metadata.correlation_id
+            }
+        };
         Ok(Query {
             instance_ids: all(self.instance_ids, InstanceId::new)?,
+            correlation_id,
             all_instances: self.all_instances,
             excluded_instance_ids: all(self.excluded_instance_ids, InstanceId::new)?,
             owners: all(self.owners, Owner::new)?,

@@ -41,6 +41,7 @@ pub struct Query {
     pub(crate) excluded_instance_ids: Vec<InstanceId>,
     pub(crate) owners: Vec<Owner>,
     pub(crate) creators: Vec<Creator>,
+    pub(crate) correlation_id: Option<String>,
     pub(crate) filter: SubQuery,
     pub(crate) any_of: Vec<SubQuery>,
     pub(crate) position_after: Option<Position>,
@@ -158,6 +159,7 @@ impl Query {
             excluded_instance_ids: Vec::new(),
             owners: Vec::new(),
             creators: Vec::new(),
+            correlation_id: None,
             filter: SubQuery::default(),
             any_of: Vec::new(),
             position_after: None,
@@ -196,6 +198,10 @@ impl Query {
     /// Creators to read; empty means all.
     pub fn creators(&self) -> &[Creator] {
         &self.creators
+    }
+    /// The correlation id events must carry in their metadata, if the query filters by one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
     }
     /// Aggregate types to read (ANDed with everything else); empty means all.
     pub fn aggregate_types(&self) -> &[AggregateType] {
@@ -302,6 +308,10 @@ impl Query {
         self.matches_instance(&event.aggregate.instance_id)
             && any_of(&self.owners, &event.owner)
             && any_of(&self.creators, &event.creator)
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|id| event.metadata.correlation_id.as_ref() == Some(id))
             && self.filter.matches(event)
             && (self.any_of.is_empty() || self.any_of.iter().any(|sub| sub.matches(event)))
             && self

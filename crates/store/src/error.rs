@@ -56,6 +56,15 @@ pub enum Error {
         /// The caller-supplied message id from the command.
         error_message_id: String,
     },
+    /// A push named an idempotency key that an earlier push in the instance recorded with other
+    /// commands. Nothing was written: a key names one logical push, and these commands are not it.
+    #[error("idempotency key {key:?} in instance {instance_id} was used for different commands")]
+    IdempotencyKeyReused {
+        /// The key's instance.
+        instance_id: InstanceId,
+        /// The key.
+        key: String,
+    },
     /// The storage cannot be reached right now (connection refused or lost, pool timed out, server
     /// shutting down). Retrying later may succeed.
     #[error("storage unavailable: {message}")]
@@ -88,6 +97,8 @@ pub enum ErrorKind {
     Conflict,
     /// [`Error::UniqueConstraintViolation`].
     UniqueConstraintViolation,
+    /// [`Error::IdempotencyKeyReused`].
+    IdempotencyKeyReused,
     /// [`Error::Unavailable`].
     Unavailable,
     /// [`Error::Backend`].
@@ -103,6 +114,7 @@ impl Error {
             }
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::UniqueConstraintViolation { .. } => ErrorKind::UniqueConstraintViolation,
+            Error::IdempotencyKeyReused { .. } => ErrorKind::IdempotencyKeyReused,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Backend { .. } => ErrorKind::Backend,
         }

@@ -18,6 +18,11 @@
 //!   fails the push with [`Error::UniqueConstraintViolation`] carrying the caller's message id.
 //! - **Total order**: events of one push share a position and differ in `in_tx_order`;
 //!   `(position, in_tx_order)` never repeats.
+//! - **Idempotent retries on request**: [`EventStore::push_idempotent`] records an
+//!   [`IdempotencyKey`](strata_event::IdempotencyKey) with the push, in its transaction; a retry with
+//!   the key and the same commands stores nothing and returns the first push's events, with other
+//!   commands it fails with [`Error::IdempotencyKeyReused`]. The commands are compared by
+//!   [`push_fingerprint`].
 //!
 //! # Example
 //!
@@ -50,10 +55,12 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+mod idempotency;
 mod memory;
 mod store;
 
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
+pub use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
 pub use crate::memory::MemoryStore;
 pub use crate::store::{
     EventStore, MAX_COMMANDS_PER_PUSH, PUSH_NOTICE_CAPACITY, Pushed, validate_push,

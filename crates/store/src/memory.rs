@@ -2,16 +2,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::stream::{self, BoxStream, StreamExt};
 use strata_event::{
-    AggregateRef, Command, Event, InstanceId, Position, Sequence, UniqueConstraintOp, UniqueType,
+    AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence,
+    UniqueConstraintOp, UniqueType,
 };
 use strata_query::{Order, Query};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
+use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
 use crate::store::{EventStore, PUSH_NOTICE_CAPACITY, Pushed, validate_push};
 
 /// An event store held in memory, shared by clones.
@@ -19,10 +22,14 @@ use crate::store::{EventStore, PUSH_NOTICE_CAPACITY, Pushed, validate_push};
 /// Every push runs under one lock, which makes it atomic and serialises pushes; positions count
 /// pushes from 1. Reads copy the matching events out under the same lock. It is meant for tests,
 /// examples and embedded use with modest volumes; nothing survives the process.
+///
+/// Idempotency keys are kept for [`DEFAULT_IDEMPOTENCY_RETENTION`] unless the store was made with
+/// [`MemoryStore::with_idempotency_retention`].
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     pushes: broadcast::Sender<Pushed>,
+    idempotency_retention: Duration,
 }
 
 impl Default for MemoryStore {
@@ -30,6 +37,7 @@ impl Default for MemoryStore {
         MemoryStore {
             state: Arc::default(),
             pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
+            idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }
@@ -42,14 +50,37 @@ struct State {
     aggregates: HashMap<AggregateRef, Vec<usize>>,
     unique_constraints: HashSet<UniqueKey>,
     last_position: u64,
+    /// Idempotency keys by (instance, key), with what their first push stored.
+    idempotency_keys: HashMap<(InstanceId, String), RecordedKey>,
+    /// How many keys were left after the last sweep of expired ones: the next sweep waits until
+    /// the map has doubled, so sweeping costs O(1) per keyed push on average.
+    keys_after_sweep: usize,
 }
 
 type UniqueKey = (InstanceId, UniqueType, String);
+
+/// An idempotency key's record: the fingerprint of the commands it was first pushed with, and the
+/// events that push stored (returned as they are to every replay).
+#[derive(Debug)]
+struct RecordedKey {
+    fingerprint: String,
+    events: Vec<Event>,
+    recorded_at: Instant,
+}
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps idempotency keys for `retention` instead of
+    /// [`DEFAULT_IDEMPOTENCY_RETENTION`] (a tiny one lets tests watch keys expire).
+    pub fn with_idempotency_retention(retention: Duration) -> Self {
+        MemoryStore {
+            idempotency_retention: retention,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -118,11 +149,57 @@ impl State {
                 position,
                 in_tx_order: in_tx_order as u32,
                 raw_payload: command.payload().clone(),
+                metadata: command.metadata().clone(),
             };
             indexes.push(self.events.len());
             self.events.push(event.clone());
             stored.push(event);
         }
+        Ok(stored)
+    }
+
+    /// [`EventStore::push_idempotent`] under the lock: a live key answers from its record, anything
+    /// else is a push that records the key when it succeeds.
+    fn push_idempotent(
+        &mut self,
+        key: &IdempotencyKey,
+        commands: Vec<Command>,
+        retention: Duration,
+    ) -> Result<Vec<Event>> {
+        validate_push(&commands)?;
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fingerprint = push_fingerprint(&commands);
+        let id = (key.instance_id().clone(), key.key().to_owned());
+        let now = Instant::now();
+        let live = |record: &RecordedKey| now.duration_since(record.recorded_at) < retention;
+        match self.idempotency_keys.get(&id) {
+            Some(record) if live(record) && record.fingerprint == fingerprint => {
+                return Ok(record.events.clone());
+            }
+            Some(record) if live(record) => {
+                return Err(Error::IdempotencyKeyReused {
+                    instance_id: id.0,
+                    key: id.1,
+                });
+            }
+            // Absent or expired: a first push.
+            _ => {}
+        }
+        let stored = self.push(commands)?;
+        if self.idempotency_keys.len() >= 2 * self.keys_after_sweep + 64 {
+            self.idempotency_keys.retain(|_, record| live(record));
+            self.keys_after_sweep = self.idempotency_keys.len();
+        }
+        self.idempotency_keys.insert(
+            id,
+            RecordedKey {
+                fingerprint,
+                events: stored.clone(),
+                recorded_at: now,
+            },
+        );
         Ok(stored)
     }
 
@@ -224,6 +301,24 @@ impl EventStore for MemoryStore {
         let stored = self.lock().push(commands)?;
         if let Some(pushed) = Pushed::of(&stored) {
             // No subscriber is not an error: nobody is listening yet.
+            let _ = self.pushes.send(pushed);
+        }
+        Ok(stored)
+    }
+
+    async fn push_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Event>> {
+        let (stored, replayed) = {
+            let mut state = self.lock();
+            let before = state.last_position;
+            let stored = state.push_idempotent(key, commands, self.idempotency_retention)?;
+            (stored, state.last_position == before)
+        };
+        // A replay stored nothing, so there is nothing to announce.
+        if !replayed && let Some(pushed) = Pushed::of(&stored) {
             let _ = self.pushes.send(pushed);
         }
         Ok(stored)

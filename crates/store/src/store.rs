@@ -4,7 +4,7 @@ use std::future::Future;
 
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
-use strata_event::{AggregateRef, Command, Event, InstanceId, Position, Sequence};
+use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence};
 use strata_query::Query;
 use tokio::sync::broadcast;
 
@@ -23,6 +23,31 @@ pub trait EventStore: Send + Sync {
     ///
     /// An empty push stores nothing and returns nothing.
     fn push(&self, commands: Vec<Command>) -> impl Future<Output = Result<Vec<Event>>> + Send;
+
+    /// Pushes `commands` like [`EventStore::push`], under an idempotency `key`, so that a caller who
+    /// does not know whether an earlier attempt committed (it failed with
+    /// [`Error::Unavailable`]) can simply push again.
+    ///
+    /// - The first successful push with the key stores its events and records the key, with the
+    ///   [`push_fingerprint`](crate::push_fingerprint) of the commands, in the same transaction:
+    ///   either both exist or neither does.
+    /// - A later push with the key and the same commands (the same fingerprint) writes nothing and
+    ///   returns exactly the events the first push stored: equal [`Event`] values, with their
+    ///   sequences, positions and `created_at`. Concurrent pushes with one key store one copy.
+    /// - A later push with the key and other commands fails with [`Error::IdempotencyKeyReused`] and
+    ///   writes nothing.
+    /// - A push that fails (a conflict, a unique-constraint clash, invalid input) records no key:
+    ///   it wrote nothing, so retrying it is safe anyway, and a retry is checked afresh.
+    /// - An empty push stores and records nothing.
+    /// - Keys are scoped by [`IdempotencyKey::instance_id`] (the commands may touch any instance)
+    ///   and kept for the backend's retention (24 hours by default,
+    ///   [`DEFAULT_IDEMPOTENCY_RETENTION`](crate::DEFAULT_IDEMPOTENCY_RETENTION)); a key older than
+    ///   that is treated as absent, and the next push with it is a first push again.
+    fn push_idempotent(
+        &self,
+        key: &IdempotencyKey,
+        commands: Vec<Command>,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
     /// Streams the events `query` selects, in its order.
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>>;

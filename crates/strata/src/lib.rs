@@ -11,7 +11,10 @@
 //!
 //! - **Write** with a [`Command`] per event, built by [`Command::builder`] and validated by `build()`.
 //!   [`EventStore::push`] stores a whole `Vec` of them atomically, across aggregates, and returns the
-//!   stored [`Event`]s with their sequence and [`Position`].
+//!   stored [`Event`]s with their sequence and [`Position`]. Commands may carry [`Metadata`] (a
+//!   correlation id queries select by, a causation id, headers).
+//! - **Retry safely** with [`EventStore::push_idempotent`] and an [`IdempotencyKey`]: a push whose
+//!   outcome is unknown ([`Error::Unavailable`]) can be sent again and is stored once.
 //! - **Read** with a [`Query`] ([`Query::builder`], or [`Query::aggregate`] for one aggregate) through
 //!   [`EventStore::query`] or [`EventStore::stream`]; decode payloads with [`Event::payload`].
 //! - **Choose storage** by type: [`MemoryStore`] for tests and embedded use, `PgStore` (feature
@@ -98,8 +101,9 @@ pub use strata_domain::{
 #[doc(inline)]
 pub use strata_event::{
     AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Cursor,
-    CursorError, Event, EventType, InstanceId, Owner, Payload, PayloadError, Position,
-    PositionError, Revision, Sequence, UniqueConstraintOp, UniqueType, ValidationError,
+    CursorError, Event, EventType, IdempotencyKey, InstanceId, Metadata, Owner, Payload,
+    PayloadError, Position, PositionError, Revision, Sequence, UniqueConstraintOp, UniqueType,
+    ValidationError,
 };
 #[doc(inline)]
 pub use strata_projection::{

@@ -25,20 +25,22 @@ pub(crate) use projections::worker;
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
 
-Runs W1 W2 W3 (writes, C = 8 and 32), R1 R2 Q1 (reads over 200 000+ events), R1-typed and R10k
+Runs W1 W2 W3 (writes, C = 8 and 32), W1-keyed (W1 with a fresh idempotency key per push, C = 8,
+in rounds alternating with W1), R1 R2 Q1 (reads over 200 000+ events), R1-typed and R10k
 (aggregates loaded through the typed layer, R10k also through a snapshot), P1 (projection
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
 C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
 `C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
-not standard rows (W1 with and without NOTIFY) go to stderr. Redis: REDIS_URL, by default
+not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 12] = [
+const EVENT_WORKLOADS: [&str; 13] = [
     "W1",
     "W2",
     "W3",
+    "W1-keyed",
     "R1",
     "R1-typed",
     "R10k",
@@ -128,7 +130,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         for row in rows.iter().filter(|row| is_standard_row(row)) {
             println!("{}", serde_json::to_string(row)?);
         }
-        for line in notify_line(&rows).into_iter().chain(poll_line(&rows)) {
+        for line in notify_line(&rows)
+            .into_iter()
+            .chain(keyed_line(&rows))
+            .chain(poll_line(&rows))
+        {
             eprintln!("bench: not a standard row: {line}");
         }
     } else {
@@ -161,7 +167,7 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let config = PgConfig::default();
 
-    if ["W1", "W2", "W3"].iter().any(|w| wanted(w)) {
+    if ["W1", "W2", "W3", "W1-keyed"].iter().any(|w| wanted(w)) {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         rows.extend(
@@ -201,6 +207,33 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             }
             rows.push(without.events_row("strata-no-notify", "NOTIFY", 8, elapsed));
             rows.push(with.events_row("strata-alone", "NOTIFY", 8, elapsed));
+        }
+        if wanted("W1-keyed") {
+            eprintln!("bench: W1-keyed at C=8, in rounds alternating with W1");
+            // Alternating rounds for the same reason as the NOTIFY comparison: the ratio must not
+            // depend on which side ran while the disk was slower.
+            let rounds: u32 = if options.quick { 2 } else { 4 };
+            let round = Timing {
+                warmup: timing.warmup / 2,
+                measure: timing.measure / rounds,
+            };
+            let (mut keyed, mut unkeyed) = (Samples::default(), Samples::default());
+            let (mut keyed_time, mut unkeyed_time) = (Duration::ZERO, Duration::ZERO);
+            for n in 0..rounds {
+                for keyed_side in [n % 2 == 0, n % 2 != 0] {
+                    if keyed_side {
+                        let (samples, took) = writes::w1_keyed_samples(&store, 8, round).await;
+                        keyed.merge(samples);
+                        keyed_time += took;
+                    } else {
+                        let (samples, took) = writes::w1_samples(&store, 8, round).await;
+                        unkeyed.merge(samples);
+                        unkeyed_time += took;
+                    }
+                }
+            }
+            rows.push(keyed.events_row("strata", "W1-keyed", 8, keyed_time));
+            rows.push(unkeyed.events_row("strata-unkeyed", "W1-keyed", 8, unkeyed_time));
         }
     }
     if ["R1", "R1-typed", "R10k", "R10k-snapshot", "R2", "Q1", "P1"]
@@ -293,6 +326,7 @@ fn print_event_table(rows: &[Row]) {
     {
         let reference = match row.workload.as_str() {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
+            "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),
             _ => find("raw", &row.workload, row.concurrency),
         };
         let (raw_rate, ratio, raw_latency) = match reference {
@@ -340,7 +374,11 @@ fn print_event_table(rows: &[Row]) {
             );
         }
     }
-    for line in notify_line(rows).into_iter().chain(poll_line(rows)) {
+    for line in notify_line(rows)
+        .into_iter()
+        .chain(keyed_line(rows))
+        .chain(poll_line(rows))
+    {
         println!("{line}");
     }
     if let Some(p2) = find("strata", "P2", 8) {
@@ -349,6 +387,26 @@ fn print_event_table(rows: &[Row]) {
             p2.p50_ms, p2.p99_ms
         );
     }
+}
+
+/// W1-keyed at C = 8 beside Strata's W1 from the same alternating rounds, when W1-keyed ran.
+fn keyed_line(rows: &[Row]) -> Option<String> {
+    let find = |system: &str| {
+        rows.iter()
+            .find(|r| r.system == system && r.workload == "W1-keyed" && r.concurrency == 8)
+    };
+    let (keyed, unkeyed) = (find("strata")?, find("strata-unkeyed")?);
+    Some(format!(
+        "W1-keyed C=8 {:.0} ev/s (p50/p99 {:.2}/{:.2} ms) beside W1 {:.0} ev/s (p50/p99 {:.2}/{:.2} \
+         ms): ratio keyed/unkeyed {:.2}",
+        rate(keyed),
+        keyed.p50_ms,
+        keyed.p99_ms,
+        rate(unkeyed),
+        unkeyed.p50_ms,
+        unkeyed.p99_ms,
+        rate(keyed) / rate(unkeyed).max(1e-9)
+    ))
 }
 
 /// W1 at C = 8 with and without NOTIFY, when both were measured.

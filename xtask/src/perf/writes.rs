@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::FutureExt;
 use sqlx::PgPool;
-use strata_event::Command;
+use strata_event::{Command, IdempotencyKey};
 use strata_postgres::PgStore;
 use strata_store::EventStore;
 
@@ -93,6 +93,35 @@ fn strata_op(store: &PgStore, pick: fn(usize, u64) -> (String, usize)) -> Operat
         }
         .boxed()
     })
+}
+
+/// W1's push with a fresh idempotency key on every push: what a client that always sends keys
+/// pays, a first attempt each time (no retries).
+fn keyed_op(store: &PgStore) -> Operation {
+    // One counter for the whole run: each round builds a new operation and restarts the
+    // iteration counts, and a key used again with other commands would be refused as reused.
+    static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+    let store = store.clone();
+    Arc::new(move |task, iteration| {
+        let store = store.clone();
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let (aggregate_id, _) = w1_pick(task, iteration);
+            let commands = vec![command(&aggregate_id, iteration)?];
+            let key = IdempotencyKey::new("bench", format!("w1-keyed-{key}"))?;
+            Ok(store.push_idempotent(&key, commands).await?.len() as u64)
+        }
+        .boxed()
+    })
+}
+
+/// W1-keyed's samples, for the rounds that alternate it with W1.
+pub(crate) async fn w1_keyed_samples(
+    store: &PgStore,
+    concurrency: usize,
+    timing: Timing,
+) -> (Samples, Duration) {
+    run(concurrency, timing, keyed_op(store)).await
 }
 
 fn raw_op(

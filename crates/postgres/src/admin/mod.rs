@@ -8,10 +8,13 @@
 //!   a projection, the runtimes alive now.
 //! - `roles.rs`: creating the writer and migrator roles, which is never a side effect of
 //!   migrating.
+//! - `idempotency.rs`: deleting idempotency keys past their retention.
 
+mod idempotency;
 mod registry;
 mod roles;
 
+pub use self::idempotency::prune_idempotency_keys;
 pub use self::registry::{
     LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
     live_runtimes, pending_projection_requests, registered_projections, request_projection_work,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GroupCommitConfig;
 
-use super::wire;
+use super::{CallSettings, Push, wire};
 
 /// The queues pushes wait in, each drained by one task with at most one call in flight.
 #[derive(Debug, Clone)]
@@ -21,7 +21,12 @@ pub(crate) struct Lanes {
 impl Lanes {
     /// Starts [`GroupCommitConfig::lanes`] lanes (or [`default_lanes`]) on the current Tokio
     /// runtime. They stop when the last clone of the returned value is dropped.
-    pub(crate) fn start(pool: &PgPool, config: &GroupCommitConfig, pool_size: u32) -> Lanes {
+    pub(crate) fn start(
+        pool: &PgPool,
+        config: &GroupCommitConfig,
+        pool_size: u32,
+        settings: CallSettings,
+    ) -> Lanes {
         let count = config
             .lanes
             .unwrap_or_else(|| default_lanes(pool_size))
@@ -33,7 +38,7 @@ impl Lanes {
         let queues: Vec<_> = (0..count)
             .map(|_| {
                 let (sender, receiver) = mpsc::unbounded_channel();
-                tokio::spawn(run_lane(pool.clone(), receiver, limits));
+                tokio::spawn(run_lane(pool.clone(), receiver, limits, settings));
                 sender
             })
             .collect();
@@ -42,14 +47,14 @@ impl Lanes {
         }
     }
 
-    /// Queues `commands` in the lane of their first aggregate and waits for their outcome.
-    pub(crate) async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
+    /// Queues `push` in the lane of its first aggregate and waits for its outcome.
+    pub(crate) async fn push(&self, push: Push) -> Result<Vec<Event>> {
         let (reply, answer) = oneshot::channel();
         let lane = self
             .queues
-            .get(lane_of(&commands, self.queues.len()))
+            .get(lane_of(&push.commands, self.queues.len()))
             .ok_or_else(lanes_gone)?;
-        lane.send(PushRequest { commands, reply })
+        lane.send(PushRequest { push, reply })
             .map_err(|_| lanes_gone())?;
         answer.await.map_err(|_| lanes_gone())?
     }
@@ -58,7 +63,7 @@ impl Lanes {
 /// One push waiting in a lane, with the channel its outcome goes back on.
 #[derive(Debug)]
 struct PushRequest {
-    commands: Vec<Command>,
+    push: Push,
     reply: oneshot::Sender<Result<Vec<Event>>>,
 }
 
@@ -109,6 +114,7 @@ async fn run_lane(
     pool: PgPool,
     mut queue: mpsc::UnboundedReceiver<PushRequest>,
     limits: GroupLimits,
+    settings: CallSettings,
 ) {
     // A push that did not fit the previous call: it opens the next one.
     let mut carried: Option<PushRequest> = None;
@@ -131,33 +137,33 @@ async fn run_lane(
         // this pause that push would go alone and the others wait a whole call for the next
         // (docs/schema.md, "Group commit").
         tokio::task::yield_now().await;
-        let mut commands = first.commands.len();
+        let mut commands = first.push.commands.len();
         let mut group = vec![first];
         while group.len() < limits.pushes && commands < limits.commands {
             match queue.try_recv() {
                 Ok(next) if next.reply.is_closed() => {}
-                Ok(next) if commands + next.commands.len() > limits.commands => {
+                Ok(next) if commands + next.push.commands.len() > limits.commands => {
                     carried = Some(next);
                     break;
                 }
                 Ok(next) => {
-                    commands += next.commands.len();
+                    commands += next.push.commands.len();
                     group.push(next);
                 }
                 Err(_) => break,
             }
         }
-        send_group(&pool, group).await;
+        send_group(&pool, group, settings).await;
     }
 }
 
 /// Sends `group` as one call and answers each push with its own outcome.
-async fn send_group(pool: &PgPool, group: Vec<PushRequest>) {
-    let (pushes, replies): (Vec<Vec<Command>>, Vec<_>) = group
+async fn send_group(pool: &PgPool, group: Vec<PushRequest>, settings: CallSettings) {
+    let (pushes, replies): (Vec<Push>, Vec<_>) = group
         .into_iter()
-        .map(|request| (request.commands, request.reply))
+        .map(|request| (request.push, request.reply))
         .unzip();
-    match wire::call(pool, &pushes).await {
+    match wire::call(pool, &pushes, settings).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have given up waiting; its push is stored all the same.
@@ -176,7 +182,7 @@ async fn send_group(pool: &PgPool, group: Vec<PushRequest>) {
             // call rolled back entirely, so each push is sent in its own call to find its outcome.
             tracing::warn!(error = %err, pushes = pushes.len(), "group push failed, splitting it");
             for (reply, push) in replies.into_iter().zip(pushes) {
-                let _ = reply.send(wire::push_in_own_call(pool, push).await);
+                let _ = reply.send(wire::push_in_own_call(pool, push, settings).await);
             }
         }
     }

@@ -1,20 +1,39 @@
 //! One call of `eventstore.push`: pushes encoded as parallel arrays (or, for a push of a single
 //! plain command, the parameters of `eventstore.push_one`), and the rows that come back decoded
-//! into each push's events or typed error.
+//! into each push's events or typed error; a keyed push whose key was already recorded reads the
+//! recorded events back.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
-use strata_event::{Command, Event, Position, UniqueConstraintOp};
+use strata_event::{Command, Event, Metadata, Position, UniqueConstraintOp};
 use strata_store::{Error, Result};
 
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::read::fetch_recorded;
 
-/// Sends `commands` as a call of their own and returns their outcome.
-pub(crate) async fn push_in_own_call(pool: &PgPool, commands: Vec<Command>) -> Result<Vec<Event>> {
-    let mut outcomes = call(pool, std::slice::from_ref(&commands)).await?;
+use super::{CallSettings, Push};
+
+/// Sends `push` as a call of its own and returns its outcome.
+pub(crate) async fn push_in_own_call(
+    pool: &PgPool,
+    push: Push,
+    settings: CallSettings,
+) -> Result<Vec<Event>> {
+    let mut outcomes = call(pool, std::slice::from_ref(&push), settings).await?;
     outcomes.pop().unwrap_or_else(|| Err(missing_outcome()))
+}
+
+/// An event's metadata as the JSON text the database stores, `None` (SQL `NULL`) when it is
+/// empty, as most is: no column value to write, none to read back.
+pub(crate) fn metadata_json(metadata: &Metadata) -> Result<Option<String>> {
+    if metadata.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(metadata)
+        .map(Some)
+        .map_err(|err| Error::invalid_input(format!("metadata does not encode as JSON: {err}")))
 }
 
 /// Calls `eventstore.push` once for all `pushes` (or `eventstore.push_one` for a
@@ -23,18 +42,32 @@ pub(crate) async fn push_in_own_call(pool: &PgPool, commands: Vec<Command>) -> R
 /// outcome is unknown).
 pub(crate) async fn call(
     pool: &PgPool,
-    pushes: &[Vec<Command>],
+    pushes: &[Push],
+    settings: CallSettings,
 ) -> Result<Vec<Result<Vec<Event>>>> {
     if let Some(command) = single_plain_command(pushes) {
         return Ok(vec![Ok(vec![call_push_one(pool, command).await?])]);
     }
-    let commands: Vec<&Command> = pushes.iter().flatten().collect();
+    let commands: Vec<&Command> = pushes.iter().flat_map(|push| &push.commands).collect();
     let mut push_of_command = Vec::with_capacity(commands.len());
     for (index, push) in pushes.iter().enumerate() {
-        push_of_command.extend(std::iter::repeat_n(index as i32, push.len()));
+        push_of_command.extend(std::iter::repeat_n(index as i32, push.commands.len()));
     }
     let unique_ops = UniqueOp::of(pushes);
     let unique = UniqueColumns::encode(&unique_ops);
+    let metadata = commands
+        .iter()
+        .map(|c| metadata_json(c.metadata()))
+        .collect::<Result<Vec<Option<String>>>>()?;
+    let mut keys = KeyColumns::default();
+    for (index, push) in pushes.iter().enumerate() {
+        if let Some(keyed) = &push.key {
+            keys.push.push(index as i32);
+            keys.instance_id.push(keyed.key.instance_id().as_str());
+            keys.key.push(keyed.key.key());
+            keys.fingerprint.push(keyed.fingerprint.as_str());
+        }
+    }
 
     let column = |f: fn(&Command) -> &str| commands.iter().map(|c| f(c)).collect::<Vec<&str>>();
     let rows: Vec<PushRow> = sqlx::query_as(PUSH_SQL)
@@ -63,23 +96,55 @@ pub(crate) async fn call(
                 .map(|c| c.expected_sequence().map(|s| s as i64))
                 .collect::<Vec<Option<i64>>>(),
         )
+        .bind(&metadata)
         .bind(unique.push)
         .bind(unique.op)
         .bind(unique.instance_id)
         .bind(unique.unique_type)
         .bind(unique.value)
+        .bind(keys.push)
+        .bind(keys.instance_id)
+        .bind(keys.key)
+        .bind(keys.fingerprint)
+        .bind(settings.key_retention)
         .fetch_all(pool)
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
 
     let mut outcomes: Vec<Result<Vec<Event>>> = pushes
         .iter()
-        .map(|push| Ok(Vec::with_capacity(push.len())))
+        .map(|push| Ok(Vec::with_capacity(push.commands.len())))
         .collect();
+    // Pushes whose key was recorded: (push index, position, first in_tx_order, event count).
+    let mut replays: Vec<(usize, Decimal, i32, i32)> = Vec::new();
     for row in rows {
         let Some(outcome) = outcomes.get_mut(row.push as usize) else {
             return Err(corrupt("push index out of range"));
         };
+        if row.error.as_deref() == Some("replay") {
+            let (Some(position), Some([first, count])) = (row.position, row.error_args.as_deref())
+            else {
+                return Err(corrupt("a replay without its recorded place"));
+            };
+            let (Ok(first), Ok(count)) = (i32::try_from(*first), i32::try_from(*count)) else {
+                return Err(corrupt("a replay's recorded place out of range"));
+            };
+            replays.push((row.push as usize, position, first, count));
+            continue;
+        }
+        if row.error.as_deref() == Some("key_reused") {
+            let Some(keyed) = pushes
+                .get(row.push as usize)
+                .and_then(|push| push.key.as_ref())
+            else {
+                return Err(corrupt("a reused key on a push without one"));
+            };
+            *outcome = Err(Error::IdempotencyKeyReused {
+                instance_id: keyed.key.instance_id().clone(),
+                key: keyed.key.key().to_owned(),
+            });
+            continue;
+        }
         if let Some(code) = row.error {
             *outcome = Err(decode_push_error(
                 &code,
@@ -108,9 +173,24 @@ pub(crate) async fn call(
             ));
         }
     }
+    // Read after the call, which has committed: a replay of a push of this very call (two pushes
+    // with one key) finds its events too. Only retries take this extra round trip. A failed read
+    // is that push's outcome alone: the call committed, so the others' outcomes stand, and an
+    // error for the whole call would have the lane re-send pushes that are already stored.
+    for (index, position, first, count) in replays {
+        let events = fetch_recorded(pool, position, first, count)
+            .await
+            .and_then(|events| match events.len() == count as usize {
+                true => Ok(events),
+                false => Err(corrupt("a recorded push whose events are not all there")),
+            });
+        if let Some(outcome) = outcomes.get_mut(index) {
+            *outcome = events;
+        }
+    }
     for (outcome, push) in outcomes.iter().zip(pushes) {
         if let Ok(events) = outcome
-            && events.len() != push.len()
+            && events.len() != push.commands.len()
         {
             return Err(corrupt(
                 "a push came back with a different number of events",
@@ -121,10 +201,11 @@ pub(crate) async fn call(
 }
 
 const PUSH_SQL: &str = "SELECT r_push, r_sequence, r_in_tx_order, r_position, r_created_at, r_error, r_error_args \
-     FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     FROM eventstore.push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21)";
 
 const PUSH_ONE_SQL: &str = "SELECT r_sequence, r_position, r_created_at \
-     FROM eventstore.push_one($1, $2, $3, $4, $5, $6, $7, $8)";
+     FROM eventstore.push_one($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// A row of [`PUSH_SQL`]: a stored event, or a push's error.
 #[derive(Debug)]
@@ -136,7 +217,8 @@ struct PushRow {
     in_tx_order: Option<i32>,
     position: Option<Decimal>,
     created_at: Option<DateTime<Utc>>,
-    /// `conflict` or `unique` when the push failed; nothing of it was stored.
+    /// `conflict` or `unique` when the push failed, `key_reused` when its key names other
+    /// commands (nothing of it was stored), `replay` when its key was recorded by an earlier push.
     error: Option<String>,
     /// The error's details: see [`decode_push_error`].
     error_args: Option<Vec<i64>>,
@@ -157,13 +239,20 @@ impl<'r> sqlx::FromRow<'r, PgRow> for PushRow {
     }
 }
 
-/// The command of a call that is one push of one command with no expected sequence and no unique
-/// constraint: what `eventstore.push_one` stores, with plain parameters instead of fifteen arrays.
-fn single_plain_command(pushes: &[Vec<Command>]) -> Option<&Command> {
-    let [push] = pushes else {
+/// The command of a call that is one unkeyed push of one command with no expected sequence and no
+/// unique constraint: what `eventstore.push_one` stores, with plain parameters instead of twenty
+/// arrays.
+fn single_plain_command(pushes: &[Push]) -> Option<&Command> {
+    let [
+        Push {
+            commands,
+            key: None,
+        },
+    ] = pushes
+    else {
         return None;
     };
-    let [command] = push.as_slice() else {
+    let [command] = commands.as_slice() else {
         return None;
     };
     (command.expected_sequence().is_none() && command.unique_constraints().is_empty())
@@ -182,6 +271,7 @@ async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
             .bind(command.creator().as_str())
             .bind(command.owner().as_str())
             .bind(command.payload().json())
+            .bind(metadata_json(command.metadata())?)
             .fetch_one(pool)
             .await
             .map_err(|err| from_sqlx("pushing events", err))?;
@@ -208,7 +298,17 @@ fn stored(
         position,
         in_tx_order,
         raw_payload: command.payload().clone(),
+        metadata: command.metadata().clone(),
     }
+}
+
+/// The keyed pushes of a call as the four parallel arrays `eventstore.push` takes.
+#[derive(Default)]
+struct KeyColumns<'a> {
+    push: Vec<i32>,
+    instance_id: Vec<&'a str>,
+    key: Vec<&'a str>,
+    fingerprint: Vec<&'a str>,
 }
 
 /// One unique-constraint operation of a call, with the push and the command it belongs to. Their
@@ -220,12 +320,12 @@ struct UniqueOp<'a> {
 }
 
 impl<'a> UniqueOp<'a> {
-    fn of(pushes: &'a [Vec<Command>]) -> Vec<UniqueOp<'a>> {
+    fn of(pushes: &'a [Push]) -> Vec<UniqueOp<'a>> {
         pushes
             .iter()
             .enumerate()
             .flat_map(|(index, push)| {
-                push.iter().flat_map(move |command| {
+                push.commands.iter().flat_map(move |command| {
                     command.unique_constraints().iter().map(move |op| UniqueOp {
                         push: index as i32,
                         command,

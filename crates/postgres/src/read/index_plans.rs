@@ -44,6 +44,15 @@ async fn seeded() -> (TestDatabase, Vec<Position>) {
                 .creator("seed")
                 .owner("org")
                 .payload(&serde_json::json!({ "n": i }))
+                // Every tenth event carries a correlation id shared by ten of them (one request).
+                .metadata(if i.is_multiple_of(10) {
+                    strata_event::Metadata {
+                        correlation_id: Some(format!("request-{}", i / 100)),
+                        ..strata_event::Metadata::default()
+                    }
+                } else {
+                    strata_event::Metadata::default()
+                })
                 .build()
                 .expect("valid command")
             })
@@ -190,6 +199,19 @@ async fn projection_and_exclusion_queries_use_indexes() {
         .build()
         .expect("query");
     assert_uses_indexes(&plan(&database, &whole_instance_page).await, 1);
+
+    // A request's events, by correlation id: the partial index `events_correlation`.
+    let by_correlation = Query::builder()
+        .instance("instance-0")
+        .correlation_id("request-42")
+        .build()
+        .expect("query");
+    let correlation_plan = plan(&database, &by_correlation).await;
+    assert_uses_indexes(&correlation_plan, 1);
+    assert!(
+        correlation_plan.to_string().contains("events_correlation"),
+        "{correlation_plan:#}"
+    );
 }
 
 /// The projection runtime's tick lists the instances with events a projection reads. That walks

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use strata_event::{
-    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Owner,
-    Payload, Position,
+    AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Metadata,
+    Owner, Payload, Position,
 };
 use strata_query::Query;
 use strata_store::Result;
@@ -41,6 +41,30 @@ pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>
     rows.into_iter().map(EventRow::into_event).collect()
 }
 
+/// The `count` events stored at `position` from `first_in_tx_order` on, in order: what an
+/// idempotency key recorded, read back for a push that replays it.
+pub(crate) async fn fetch_recorded(
+    pool: &PgPool,
+    position: Decimal,
+    first_in_tx_order: i32,
+    count: i32,
+) -> Result<Vec<Event>> {
+    // `events_position` answers it; the range is one push's events.
+    let sql = format!(
+        "SELECT {} FROM eventstore.events \
+         WHERE position = $1 AND in_tx_order BETWEEN $2 AND $3 ORDER BY in_tx_order",
+        render::EVENT_COLUMNS
+    );
+    let rows: Vec<EventRow> = sqlx::query_as(&sql)
+        .bind(position)
+        .bind(first_in_tx_order)
+        .bind(first_in_tx_order.saturating_add(count.saturating_sub(1)))
+        .fetch_all(pool)
+        .await
+        .map_err(|err| from_sqlx("reading a recorded push back", err))?;
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
 /// A row of `eventstore.events`, as [`render::EVENT_COLUMNS`] selects it.
 #[derive(Debug)]
 pub(crate) struct EventRow {
@@ -57,6 +81,8 @@ pub(crate) struct EventRow {
     payload: Option<String>,
     position: Decimal,
     in_tx_order: i32,
+    /// The metadata as JSON text, `NULL` for none.
+    metadata: Option<String>,
 }
 
 impl<'r> sqlx::FromRow<'r, PgRow> for EventRow {
@@ -76,6 +102,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for EventRow {
             payload: row.try_get(9)?,
             position: row.try_get(10)?,
             in_tx_order: row.try_get(11)?,
+            metadata: row.try_get(12)?,
         })
     }
 }
@@ -95,6 +122,14 @@ impl EventRow {
         let position = Position::new(self.position).map_err(|err| {
             unexpected_answer("eventstore.events", format_args!("position: {err}"))
         })?;
+        // Unlike the payload, metadata is decoded into its struct: a row the push function wrote
+        // always decodes, so a failure means someone else wrote the row.
+        let metadata = match self.metadata {
+            None => Metadata::default(),
+            Some(json) => serde_json::from_str(&json).map_err(|err| {
+                unexpected_answer("eventstore.events", format_args!("metadata: {err}"))
+            })?,
+        };
         Ok(Event {
             aggregate: AggregateRef {
                 instance_id: InstanceId::from_stored(self.instance_id),
@@ -113,6 +148,7 @@ impl EventRow {
                 .payload
                 .map(Payload::from_trusted_json)
                 .unwrap_or_default(),
+            metadata,
         })
     }
 }

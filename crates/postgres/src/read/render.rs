@@ -39,7 +39,7 @@ pub(crate) enum BindValue {
 
 /// The columns of an event, in the order [`super::EventRow`] decodes them.
 pub(crate) const EVENT_COLUMNS: &str = "instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
-     created_at, creator, owner, payload::text, position, in_tx_order";
+     created_at, creator, owner, payload::text, position, in_tx_order, metadata::text";
 
 /// Renders the `SELECT` for `query`. Identifiers are fixed text; every value is a placeholder.
 pub(crate) fn render_query(query: &Query) -> RenderedQuery {
@@ -201,6 +201,14 @@ impl RenderedQuery {
         let mut conditions = instance.clone();
         self.any_of(&mut conditions, "owner", strings(query.owners()));
         self.any_of(&mut conditions, "creator", strings(query.creators()));
+        if let Some(id) = query.correlation_id() {
+            // `metadata IS NOT NULL` is implied, but spelt out so the planner can use the partial
+            // index `events_correlation`, whose predicate it must prove.
+            let placeholder = self.bind(BindValue::Text(id.to_owned()));
+            conditions.push(format!(
+                "metadata IS NOT NULL AND metadata->>'correlation_id' = {placeholder}"
+            ));
+        }
         self.any_of(
             &mut conditions,
             "aggregate_type",

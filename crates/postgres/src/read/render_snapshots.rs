@@ -18,7 +18,7 @@ fn one_aggregate_reads_in_sequence_order() {
     check(
         &Query::aggregate(&aggregate),
         expect![[r#"
-            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 ORDER BY sequence
+            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 ORDER BY sequence
             [Text("instance-1"), Text("user"), Text("u-1")]"#]],
     );
 }
@@ -37,7 +37,7 @@ fn projection_read_pages_by_cursor() {
     check(
         &query,
         expect![[r#"
-            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = ANY($2) AND event_type = $3 AND position > $4 AND (position, in_tx_order) > ($5, $6) ORDER BY position, in_tx_order LIMIT $7
+            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = ANY($2) AND event_type = $3 AND position > $4 AND (position, in_tx_order) > ($5, $6) ORDER BY position, in_tx_order LIMIT $7
             [Text("instance-1"), TextArray(["user", "org"]), Text("user.added"), Numeric(100), Numeric(120), BigInt(2), BigInt(1000)]"#]],
     );
 }
@@ -58,7 +58,7 @@ fn exclusion_inherits_instance_and_position_bound() {
     check(
         &query,
         expect![[r#"
-            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND event_type = $3 AND position > $4 AND (instance_id, aggregate_id) NOT IN (SELECT instance_id, aggregate_id FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $5 AND event_type = $6 AND position > $4) ORDER BY position DESC, in_tx_order DESC LIMIT $7
+            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND event_type = $3 AND position > $4 AND (instance_id, aggregate_id) NOT IN (SELECT instance_id, aggregate_id FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $5 AND event_type = $6 AND position > $4) ORDER BY position DESC, in_tx_order DESC LIMIT $7
             [Text("instance-1"), Text("oidc_session"), Text("oidc_session.added"), Numeric(1731582100.784168), Text("oidc_session"), Text("oidc_session.access_token.revoked"), BigInt(10)]"#]],
     );
 }
@@ -90,7 +90,22 @@ fn every_other_filter() {
     check(
         &query,
         expect![[r#"
-            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order FROM eventstore.events WHERE instance_id = ANY($1) AND instance_id <> ALL($2) AND owner = $3 AND creator = $4 AND ((aggregate_type = $5 AND event_type = ANY($6)) OR (aggregate_type = $7 AND aggregate_id = $8)) AND position <= $9 AND sequence > $10 AND created_at > $11 AND created_at < $12 AND payload @> $13::jsonb ORDER BY position, in_tx_order OFFSET $14
+            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = ANY($1) AND instance_id <> ALL($2) AND owner = $3 AND creator = $4 AND ((aggregate_type = $5 AND event_type = ANY($6)) OR (aggregate_type = $7 AND aggregate_id = $8)) AND position <= $9 AND sequence > $10 AND created_at > $11 AND created_at < $12 AND payload @> $13::jsonb ORDER BY position, in_tx_order OFFSET $14
             [TextArray(["a", "b"]), TextArray(["c"]), Text("org-1"), Text("admin"), Text("user"), TextArray(["user.added", "user.removed"]), Text("org"), Text("org-1"), Numeric(500), BigInt(3), Timestamp(2026-11-22T10:00:00Z), Timestamp(2026-11-22T10:00:00Z), Json("{\"plan\":\"pro\"}"), BigInt(20)]"#]],
+    );
+}
+
+#[test]
+fn correlation_id_filters_on_the_partial_index() {
+    let query = Query::builder()
+        .instance("instance-1")
+        .correlation_id("request-7")
+        .build()
+        .unwrap();
+    check(
+        &query,
+        expect![[r#"
+        SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND metadata IS NOT NULL AND metadata->>'correlation_id' = $2 ORDER BY position, in_tx_order
+        [Text("instance-1"), Text("request-7")]"#]],
     );
 }

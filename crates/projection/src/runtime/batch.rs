@@ -547,6 +547,7 @@ mod tests {
             position: Position::from(position),
             in_tx_order,
             raw_payload: Payload::default(),
+            metadata: Default::default(),
         }
     }
 
