@@ -449,7 +449,8 @@ BEGIN
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
                        'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
-                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT) '
+                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT), '
+                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);
@@ -746,6 +747,21 @@ BEGIN
     RETURNING sequence INTO r_sequence;
     RETURN NEXT;
 END
+$$;
+
+
+--
+-- Name: recorded_push(text, text, interval); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.recorded_push(p_instance text, p_key text, p_key_retention interval) RETURNS TABLE(r_position numeric, r_first_in_tx_order integer, r_event_count integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT ik.position, ik.first_in_tx_order, ik.event_count
+    FROM eventstore.idempotency_keys ik
+    WHERE ik.instance_id = p_instance AND ik.key = p_key
+      AND ik.created_at > now() - p_key_retention
 $$;
 
 
@@ -1336,6 +1352,14 @@ GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_agg
 
 REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) FROM PUBLIC;
 GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) TO strata_writer;
+
+
+--
+-- Name: FUNCTION recorded_push(p_instance text, p_key text, p_key_retention interval); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.recorded_push(p_instance text, p_key text, p_key_retention interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.recorded_push(p_instance text, p_key text, p_key_retention interval) TO strata_writer;
 
 
 --

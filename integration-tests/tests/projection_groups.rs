@@ -42,6 +42,9 @@ impl EventStore for CountingStore {
     ) -> Result<Vec<Event>> {
         self.inner.push_idempotent(key, commands).await
     }
+    async fn recorded_push(&self, key: &IdempotencyKey) -> Result<Option<Vec<Event>>> {
+        self.inner.recorded_push(key).await
+    }
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.stream(query)

@@ -3,7 +3,7 @@
 -- functions added later reach the roles too; with no roles named it does nothing.
 --
 -- The writer (the application) reads events and pushes them only through eventstore.push and
--- eventstore.push_one; it cannot insert, update or delete events or unique constraints itself,
+-- eventstore.push_one (and finds a keyed push's outcome through eventstore.recorded_push); it cannot insert, update or delete events or unique constraints itself,
 -- remove an instance, or change the schema. It runs projections (their bookkeeping tables) and
 -- caches. The migrator applies migrations and administers (remove_instance, mirror).
 CREATE OR REPLACE FUNCTION eventstore.grant_roles() RETURNS VOID
@@ -28,7 +28,8 @@ BEGIN
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
                        'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
-                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT) '
+                       'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT), '
+                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);

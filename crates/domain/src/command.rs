@@ -42,6 +42,9 @@ pub(crate) fn build<E: DomainEvent>(
     .revision(spec.revision)
     .creator(context.creator.as_str())
     .owner(context.owner.as_str());
+    if !context.metadata.is_empty() {
+        builder = builder.metadata(context.metadata.clone());
+    }
     if let Some(payload) = &encoded.payload {
         builder = builder.payload(payload);
     }

@@ -43,6 +43,9 @@ macro_rules! conformance_tests {
             decide_retrying_loads_again_after_a_conflict,
             snapshots_cost_only_reading_more_events,
             bad_input_is_a_typed_error_and_stores_nothing,
+            metadata_flows_from_the_context_and_causes_pass_it_on,
+            keyed_calls_store_once_and_return_the_first_outcome,
+            concurrent_keyed_calls_store_one_copy,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -888,6 +891,180 @@ pub async fn bad_input_is_a_typed_error_and_stores_nothing<S: EventStore + Clone
         Err(EncodeError::Serialize { .. })
     ));
     assert!(store.query(&Query::all()).await.unwrap().is_empty());
+}
+
+/// The context's correlation id and headers reach the stored events; a context made with
+/// `caused_by` inherits the correlation and names the event as its cause.
+pub async fn metadata_flows_from_the_context_and_causes_pass_it_on<S>(store: &S)
+where
+    S: EventStore + Clone + 'static,
+{
+    let repository = Repository::new(store.clone());
+    let request = context()
+        .correlation_id("req-1")
+        .header("tenant-tier", "gold");
+    let first = repository
+        .execute::<Counter>(INSTANCE, "c-1", CounterCommand::Increment, &request)
+        .await
+        .unwrap();
+    assert_eq!(first[0].metadata.correlation_id.as_deref(), Some("req-1"));
+    assert_eq!(
+        first[0]
+            .metadata
+            .headers
+            .get("tenant-tier")
+            .map(String::as_str),
+        Some("gold")
+    );
+
+    // A handler reacting to the event passes nothing by hand.
+    let reaction = context().caused_by(&first[0]);
+    let second = repository
+        .execute::<Counter>(INSTANCE, "c-2", CounterCommand::Increment, &reaction)
+        .await
+        .unwrap();
+    assert_eq!(second[0].metadata.correlation_id.as_deref(), Some("req-1"));
+    assert_eq!(
+        second[0].metadata.causation_id.as_deref(),
+        Some("counter/c-1/1")
+    );
+    assert_eq!(second[0].metadata.causation_id, Some(first[0].id()));
+
+    // An event without a correlation id starts one.
+    let third = repository
+        .execute::<Counter>(INSTANCE, "c-3", CounterCommand::Increment, &context())
+        .await
+        .unwrap();
+    let started = context().caused_by(&third[0]);
+    assert_eq!(
+        started.metadata().correlation_id.as_deref(),
+        Some("counter/c-3/1")
+    );
+
+    // The request's events are found by its correlation id, and read back as pushed.
+    let correlated = store
+        .query(
+            &Query::builder()
+                .instance(INSTANCE)
+                .correlation_id("req-1")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let decoded: Vec<Envelope<CounterEvent>> = correlated
+        .into_iter()
+        .map(|event| Envelope::decode(event).unwrap())
+        .collect();
+    assert_eq!(decoded, [first[0].clone(), second[0].clone()]);
+}
+
+/// A keyed call retried after its answer was lost returns the first attempt's events and stores
+/// nothing, though the retry loads a state that holds them; the key on another aggregate is a
+/// reused key.
+pub async fn keyed_calls_store_once_and_return_the_first_outcome<S>(store: &S)
+where
+    S: EventStore + Clone + 'static,
+{
+    let repository = Repository::new(store.clone());
+    let keyed = context().idempotency_key("request-7");
+    let first = repository
+        .execute::<Counter>(INSTANCE, "c-1", CounterCommand::Increment, &keyed)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let again = repository
+            .execute::<Counter>(INSTANCE, "c-1", CounterCommand::Increment, &keyed)
+            .await
+            .unwrap();
+        assert_eq!(again, first, "a retry returns the first outcome");
+    }
+    let c1 = AggregateRef::new(INSTANCE, "counter", "c-1").unwrap();
+    assert_eq!(store.query(&Query::aggregate(&c1)).await.unwrap().len(), 1);
+
+    // Without the key, the same call is a new operation.
+    repository
+        .execute::<Counter>(INSTANCE, "c-1", CounterCommand::Increment, &context())
+        .await
+        .unwrap();
+    assert_eq!(store.query(&Query::aggregate(&c1)).await.unwrap().len(), 2);
+
+    // The key on another aggregate names another operation: refused, nothing stored.
+    let err = repository
+        .execute::<Counter>(INSTANCE, "c-2", CounterCommand::Increment, &keyed)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.store_kind(),
+        Some(ErrorKind::IdempotencyKeyReused),
+        "{err:?}"
+    );
+    let c2 = AggregateRef::new(INSTANCE, "counter", "c-2").unwrap();
+    assert!(
+        store
+            .query(&Query::aggregate(&c2))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Write-model pushes and decisions honour the key too.
+    let decided = context().idempotency_key("request-8");
+    let decide = |pair: &Pair| {
+        Ok::<_, std::convert::Infallible>(vec![Change::new(
+            INSTANCE,
+            "left",
+            CounterEvent::Incremented { to: pair.total + 1 },
+        )])
+    };
+    let once = repository
+        .decide_retrying(Pair::default, decide, &decided, 3)
+        .await
+        .unwrap();
+    let twice = repository
+        .decide_retrying(Pair::default, decide, &decided, 3)
+        .await
+        .unwrap();
+    assert_eq!(once, twice);
+    let left = AggregateRef::new(INSTANCE, "counter", "left").unwrap();
+    assert_eq!(
+        store.query(&Query::aggregate(&left)).await.unwrap().len(),
+        1
+    );
+}
+
+/// Many tasks retrying one keyed call at once store one copy and all return it.
+pub async fn concurrent_keyed_calls_store_one_copy<S>(store: &S)
+where
+    S: EventStore + Clone + 'static,
+{
+    let repository = Repository::new(store.clone());
+    let keyed = context().idempotency_key("request-9");
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let repository = repository.clone();
+            let keyed = keyed.clone();
+            tokio::spawn(async move {
+                repository
+                    .execute::<Counter>(INSTANCE, "c-1", CounterCommand::Increment, &keyed)
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(stored) => outcomes.push(stored),
+            // An attempt that loaded before the winner stored, and pushed after, conflicts like
+            // any stale decision: it stored nothing either.
+            Err(err) if err.is_conflict() => {}
+            Err(err) => panic!("unexpected {err:?}"),
+        }
+    }
+    assert!(!outcomes.is_empty());
+    assert!(outcomes.iter().all(|outcome| outcome == &outcomes[0]));
+    let c1 = AggregateRef::new(INSTANCE, "counter", "c-1").unwrap();
+    assert_eq!(store.query(&Query::aggregate(&c1)).await.unwrap().len(), 1);
 }
 
 /// Panics unless every `pub async fn` case of this file is listed in the macro.

@@ -156,6 +156,12 @@ impl<S: EventStore> Repository<S> {
     /// A concurrent change to the aggregate makes it fail with a conflict
     /// ([`DomainError::is_conflict`]); it never retries on its own (see
     /// [`execute_retrying`](Repository::execute_retrying)).
+    ///
+    /// With an [idempotency key](Context::idempotency_key) in `context`, a call whose earlier
+    /// attempt stored its events (its answer lost to a timeout or `Unavailable`) returns those
+    /// events and stores nothing, before loading or deciding: the retry would decide on a state
+    /// that already holds them. The key names one operation; an outcome recorded under it for
+    /// another aggregate is [`Error::IdempotencyKeyReused`](strata_store::Error).
     pub async fn execute<A: Aggregate>(
         &self,
         instance_id: &str,
@@ -163,6 +169,22 @@ impl<S: EventStore> Repository<S> {
         command: A::Command,
         context: &Context,
     ) -> Result<Vec<Envelope<A::Event>>, DomainError<A::Error>> {
+        if let Some(recorded) = self.recorded::<A::Event, _>(instance_id, context).await? {
+            // A key names one operation: an outcome on another aggregate is a reused key.
+            if let Some(other) = recorded.iter().find(|event| {
+                event.aggregate.aggregate_id.as_str() != aggregate_id
+                    || event.aggregate.aggregate_type.as_str()
+                        != <A::Event as DomainEvent>::AGGREGATE_TYPE
+            }) {
+                return Err(DomainError::Store(
+                    strata_store::Error::IdempotencyKeyReused {
+                        instance_id: other.aggregate.instance_id.clone(),
+                        key: context.idempotency_key.clone().unwrap_or_default(),
+                    },
+                ));
+            }
+            return Ok(recorded);
+        }
         let loaded = self
             .load::<A>(instance_id, aggregate_id)
             .await
@@ -256,6 +278,11 @@ impl<S: EventStore> Repository<S> {
         let mut attempt = 1;
         loop {
             let loaded = self.load_model(make()).await.map_err(widen)?;
+            if let Some(instance_id) = keyed_instance(&loaded.state, context)
+                && let Some(recorded) = self.recorded(&instance_id, context).await?
+            {
+                return Ok(recorded);
+            }
             let changes = decide(&loaded.state).map_err(DomainError::Rejected)?;
             match self.push(&loaded, changes, context).await {
                 Err(err) if err.is_conflict() && attempt < attempts => attempt += 1,
@@ -274,6 +301,14 @@ impl<S: EventStore> Repository<S> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        let key = context
+            .key_for(&changes[0].instance_id)
+            .map_err(strata_store::Error::from)?;
+        if let Some(key) = &key
+            && let Some(recorded) = self.store.recorded_push(key).await?
+        {
+            return decode_all(recorded);
+        }
         let commands = changes
             .iter()
             .map(|change| {
@@ -286,13 +321,73 @@ impl<S: EventStore> Repository<S> {
                 )
             })
             .collect::<Result<Vec<Command>, EncodeError>>()?;
-        let stored = self.store.push(commands).await?;
+        let stored = match &key {
+            None => self.store.push(commands).await?,
+            Some(key) => match self.store.push_idempotent(key, commands).await {
+                // Another attempt with this key stored first, deciding on an older state: its
+                // outcome is the operation's.
+                Err(strata_store::Error::IdempotencyKeyReused { .. }) => {
+                    match self.store.recorded_push(key).await? {
+                        Some(recorded) => return decode_all(recorded),
+                        None => {
+                            return Err(strata_store::Error::IdempotencyKeyReused {
+                                instance_id: key.instance_id().clone(),
+                                key: key.key().to_owned(),
+                            }
+                            .into());
+                        }
+                    }
+                }
+                outcome => outcome?,
+            },
+        };
         Ok(stored
             .into_iter()
             .zip(changes)
             .map(|(event, change)| Envelope::wrap(event, change.event))
             .collect())
     }
+}
+
+impl<S: EventStore> Repository<S> {
+    /// The events a keyed earlier attempt of this call stored, decoded, when `context` has a key
+    /// and the store recorded a push under it for `instance_id`.
+    async fn recorded<E: DomainEvent, R>(
+        &self,
+        instance_id: &str,
+        context: &Context,
+    ) -> Result<Option<Vec<Envelope<E>>>, DomainError<R>> {
+        let Some(key) = context
+            .key_for(instance_id)
+            .map_err(strata_store::Error::from)?
+        else {
+            return Ok(None);
+        };
+        match self.store.recorded_push(&key).await? {
+            Some(recorded) => decode_all(recorded).map(Some).map_err(widen),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The instance a keyed decision looks an earlier attempt up in: the one its model's query reads,
+/// when it reads exactly one (a keyed push is scoped to the instance of its first change, so a
+/// keyed decision stays in one instance).
+fn keyed_instance<W: WriteModel>(model: &W, context: &Context) -> Option<String> {
+    context.idempotency_key.as_ref()?;
+    let query = model.query().ok()?;
+    match query.instance_ids() {
+        [instance] if !query.spans_all_instances() => Some(instance.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Decodes the events a recorded push stored (this build wrote them, so every type is known).
+fn decode_all<E: DomainEvent>(events: Vec<Event>) -> Result<Vec<Envelope<E>>, DomainError> {
+    events
+        .into_iter()
+        .map(|event| Envelope::decode(event).map_err(DomainError::from))
+        .collect()
 }
 
 /// Folds the events of `aggregate` with a sequence past `loaded`'s into it.
@@ -304,9 +399,10 @@ pub(crate) async fn load_aggregate_after<A: Aggregate, S: EventStore>(
     let after = loaded.sequence();
     let query = aggregate_query(&aggregate, after)?;
     loaded.expected_new = vec![aggregate.clone()];
-    let mut events = store.stream(&query);
-    while let Some(event) = events.next().await {
-        apply_event(&mut loaded, event?)?;
+    // One aggregate's events are collected rather than streamed: the stream's hand-over costs
+    // more per event than decoding does, and `into_iter` frees each raw event once it is folded.
+    for event in store.query(&query).await? {
+        apply_event(&mut loaded, event)?;
     }
     Ok(loaded)
 }

@@ -23,7 +23,7 @@ use crate::config::{PgConfig, PoolConfig};
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
-    EventRow, fetch_all, render_count, render_instance_heads, render_instance_ids,
+    EventRow, fetch_all, fetch_recorded, render_count, render_instance_heads, render_instance_ids,
     render_latest_position, render_query,
 };
 
@@ -133,6 +133,8 @@ pub struct PgStore {
 struct Inner {
     pools: PgPools,
     pusher: Pusher,
+    /// How long idempotency keys count as live (`PgConfig::idempotency_key_retention`).
+    key_retention: std::time::Duration,
     /// This process's pushes, and other processes' the listener hears.
     pushes: broadcast::Sender<Pushed>,
     notifier: Option<Notifier>,
@@ -197,6 +199,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 pools,
                 pusher,
+                key_retention: config.idempotency_key_retention,
                 pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
                 notifier,
                 listener,
@@ -249,6 +252,30 @@ impl EventStore for PgStore {
             .await?;
         self.announce(&stored);
         Ok(stored)
+    }
+
+    async fn recorded_push(&self, key: &IdempotencyKey) -> Result<Option<Vec<Event>>> {
+        let place: Option<(Decimal, i32, i32)> = sqlx::query_as(
+            "SELECT r_position, r_first_in_tx_order, r_event_count \
+             FROM eventstore.recorded_push($1, $2, $3)",
+        )
+        .bind(key.instance_id().as_str())
+        .bind(key.key())
+        .bind(self.inner.key_retention)
+        .fetch_optional(self.pools().query())
+        .await
+        .map_err(|err| from_sqlx("looking up an idempotency key", err))?;
+        let Some((position, first, count)) = place else {
+            return Ok(None);
+        };
+        let events = fetch_recorded(self.pools().query(), position, first, count).await?;
+        if events.len() != count as usize {
+            return Err(unexpected_answer(
+                "eventstore.recorded_push",
+                "a recorded push whose events are not all there",
+            ));
+        }
+        Ok(Some(events))
     }
 
     async fn push_idempotent(

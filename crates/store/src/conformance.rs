@@ -1147,8 +1147,15 @@ pub async fn idempotent_retry_returns_the_first_events<S: EventStore>(store: &S)
             command("u2", "user.added").build().unwrap(),
         ]
     };
+    assert_eq!(store.recorded_push(&key("k1")).await.unwrap(), None);
     let first = store.push_idempotent(&key("k1"), commands()).await.unwrap();
     assert_eq!(first.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 1]);
+    // The recorded outcome is found without pushing again.
+    assert_eq!(
+        store.recorded_push(&key("k1")).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.recorded_push(&key("other")).await.unwrap(), None);
     // Something else happens in between: the retry must not pick it up.
     store
         .push(vec![command("u1", "user.changed").build().unwrap()])
@@ -1218,6 +1225,8 @@ pub async fn idempotency_keys_are_scoped_by_instance<S: EventStore>(store: &S) {
     assert_eq!(in_b[0].sequence, 2, "the second key stored its own push");
     assert_ne!(in_a[0].position, in_b[0].position);
     assert_eq!(all_events(store).await.len(), 2);
+    let in_c = IdempotencyKey::new("instance-c", "k").unwrap();
+    assert_eq!(store.recorded_push(&in_c).await.unwrap(), None);
 }
 
 /// A push that fails records no key: retrying it, once the cause is gone, stores it.
@@ -1405,6 +1414,11 @@ pub async fn idempotency_keys_expire<S: EventStore>(store: &S) {
         "a fresh key is replayed"
     );
     tokio::time::sleep(SHORT_RETENTION * 2).await;
+    assert_eq!(
+        store.recorded_push(&key("k")).await.unwrap(),
+        None,
+        "an expired key has no recorded push"
+    );
     let again = store.push_idempotent(&key("k"), push()).await.unwrap();
     assert_eq!(again[0].sequence, 2, "an expired key is a new push");
     tokio::time::sleep(SHORT_RETENTION * 2).await;

@@ -324,6 +324,16 @@ impl EventStore for MemoryStore {
         Ok(stored)
     }
 
+    async fn recorded_push(&self, key: &IdempotencyKey) -> Result<Option<Vec<Event>>> {
+        let state = self.lock();
+        let id = (key.instance_id().clone(), key.key().to_owned());
+        Ok(state
+            .idempotency_keys
+            .get(&id)
+            .filter(|record| record.recorded_at.elapsed() < self.idempotency_retention)
+            .map(|record| record.events.clone()))
+    }
+
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
         let events = self.lock().select(query);
         stream::iter(events.into_iter().map(Ok)).boxed()

@@ -49,6 +49,14 @@ pub trait EventStore: Send + Sync {
         commands: Vec<Command>,
     ) -> impl Future<Output = Result<Vec<Event>>> + Send;
 
+    /// The events the push recorded under `key` stored, while the key is live; `None` when it is
+    /// absent or expired. A caller retrying a whole operation (load, decide, push) asks this
+    /// first: its new decision would differ from the first attempt's, whose events it now loads.
+    fn recorded_push(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<Vec<Event>>>> + Send;
+
     /// Streams the events `query` selects, in its order.
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>>;
 
