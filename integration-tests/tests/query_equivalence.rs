@@ -1,7 +1,7 @@
 //! The in-memory and PostgreSQL backends answer every query identically, row for row.
 //!
 //! Proptest generates a world (pushes over a few instances, aggregates, event types, owners,
-//! creators and payloads) and a batch of queries using every filter, OR branches, the aggregate
+//! creators, correlation ids and payloads) and a batch of queries using every filter, OR branches, the aggregate
 //! exclusion, both orders, cursors, offsets and limits. Each world is pushed to a `MemoryStore` and
 //! to a fresh PostgreSQL database; every query must return the same events in the same order, the
 //! same latest position and the same instance ids.
@@ -26,6 +26,7 @@ const AGGREGATE_IDS: [&str; 4] = ["a1", "a2", "a3", "a4"];
 const EVENT_TYPES: [&str; 4] = ["x.added", "x.changed", "x.removed", "x.notified"];
 const OWNERS: [&str; 2] = ["owner-1", "owner-2"];
 const CREATORS: [&str; 2] = ["creator-1", "creator-2"];
+const CORRELATION_IDS: [&str; 2] = ["request-1", "request-2"];
 
 #[derive(Debug, Clone)]
 struct CommandSpec {
@@ -36,6 +37,7 @@ struct CommandSpec {
     owner: usize,
     creator: usize,
     payload: Option<(u8, Vec<u8>)>,
+    correlation: Option<usize>,
 }
 
 fn command_spec() -> impl Strategy<Value = CommandSpec> {
@@ -47,9 +49,19 @@ fn command_spec() -> impl Strategy<Value = CommandSpec> {
         0..OWNERS.len(),
         0..CREATORS.len(),
         proptest::option::of((0u8..3, vec(0u8..4, 0..3))),
+        proptest::option::of(0..CORRELATION_IDS.len()),
     )
         .prop_map(
-            |(instance, aggregate_type, aggregate_id, event_type, owner, creator, payload)| {
+            |(
+                instance,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                owner,
+                creator,
+                payload,
+                correlation,
+            )| {
                 CommandSpec {
                     instance,
                     aggregate_type,
@@ -58,6 +70,7 @@ fn command_spec() -> impl Strategy<Value = CommandSpec> {
                     owner,
                     creator,
                     payload,
+                    correlation,
                 }
             },
         )
@@ -76,6 +89,9 @@ impl CommandSpec {
         if let Some((kind, tags)) = &self.payload {
             builder =
                 builder.payload(&json!({ "kind": kind, "tags": tags, "nested": { "kind": kind } }));
+        }
+        if let Some(correlation) = self.correlation {
+            builder = builder.correlation_id(CORRELATION_IDS[correlation]);
         }
         builder.build().expect("valid command")
     }
@@ -115,6 +131,7 @@ struct QuerySpec {
     excluded_instances: Vec<usize>,
     owners: Vec<usize>,
     creators: Vec<usize>,
+    correlation: Option<usize>,
     filter: SubQuerySpec,
     any_of: Vec<SubQuerySpec>,
     position_after: Option<usize>,
@@ -147,6 +164,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
             proptest::option::weighted(0.2, subset(CREATORS.len())),
             sub_query_spec(),
             proptest::option::weighted(0.3, vec(sub_query_spec(), 1..3)),
+            proptest::option::weighted(0.2, 0..CORRELATION_IDS.len()),
         ),
         (
             push(),
@@ -189,7 +207,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
     )
         .prop_map(
             |(
-                (instances, excluded_instances, owners, creators, filter, any_of),
+                (instances, excluded_instances, owners, creators, filter, any_of, correlation),
                 (
                     position_after,
                     position_at_or_before,
@@ -205,6 +223,7 @@ fn query_spec(pushes: usize) -> impl Strategy<Value = QuerySpec> {
                 excluded_instances: excluded_instances.unwrap_or_default(),
                 owners: owners.unwrap_or_default(),
                 creators: creators.unwrap_or_default(),
+                correlation,
                 filter,
                 any_of: any_of.unwrap_or_default(),
                 position_after,
@@ -259,6 +278,9 @@ impl QuerySpec {
         }
         for creator in names(&self.creators, &CREATORS) {
             builder = builder.creator(creator);
+        }
+        if let Some(correlation) = self.correlation {
+            builder = builder.correlation_id(CORRELATION_IDS[correlation]);
         }
         for branch in &self.any_of {
             builder = builder.or(sub_query(branch));

@@ -110,8 +110,8 @@ Each line is one command:
    \"creator\": \"import\", \"owner\": \"org-1\",
    \"unique_constraints\": [{\"op\": \"add\", \"unique_type\": \"username\", \"value\": \"alice\",
                            \"error_message_id\": \"errors.username_taken\"}],
-   \"expected_sequence\": 0}
-revision (default 1), payload, unique_constraints and expected_sequence may be left out; blank lines
+   \"expected_sequence\": 0, \"metadata\": {\"correlation_id\": \"req-1\", \"headers\": {\"trace\": \"t-9\"}}}
+revision (default 1), payload, unique_constraints, expected_sequence and metadata may be left out; blank lines
 are skipped. Every line of a batch is validated before the batch is pushed, and a batch is stored
 entirely or not at all. Each stored event is printed as one JSON line (with its cursor), and progress
 goes to stderr (a line every few seconds when stderr is not a terminal).
@@ -242,6 +242,10 @@ struct PushArgs {
     /// Validate every line and push nothing
     #[arg(long)]
     check: bool,
+    /// Push batch n with the idempotency key KEY/n (in its first command's instance), so running
+    /// the same input again with the same key stores nothing twice
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     database: Database,
     #[command(flatten)]
@@ -274,6 +278,9 @@ struct QueryArgs {
     /// Only this creator (repeatable)
     #[arg(long = "creator", value_name = "CREATOR")]
     creators: Vec<String>,
+    /// Only events whose metadata carries this correlation id
+    #[arg(long, value_name = "ID")]
+    correlation_id: Option<String>,
     /// Only events after a cursor (POS:ORDER, from a JSON line's `cursor`: the next page), or
     /// strictly after a position (POS: every event of that position is left out)
     #[arg(long, value_name = "CURSOR|POS", allow_negative_numbers = true, value_parser = query::parse_after)]

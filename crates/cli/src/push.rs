@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 
 use anyhow::Context;
 use serde::Serialize;
-use strata_event::{Command, Cursor, Event};
+use strata_event::{Command, Cursor, Event, IdempotencyKey};
 use strata_store::{Error, EventStore};
 
 use crate::PushArgs;
@@ -50,6 +50,7 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
     let mut stored_events = 0usize;
     let mut stored_lines = 0usize;
     let mut checked = 0usize;
+    let mut batches = 0usize;
     let mut progress = Progress::start("lines", None);
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
@@ -69,8 +70,10 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         batch.push((number, command));
         if batch.len() == batch_size {
             let lines = batch.len() as u64;
+            batches += 1;
             if let Some(store) = &store {
-                push_batch(store, &mut batch, &mut out, format, &mut stored_events).await?;
+                let key = batch_key(args.idempotency_key.as_deref(), batches, &batch)?;
+                push_batch(store, &mut batch, key, &mut out, format, &mut stored_events).await?;
             }
             stored_lines += batch.len();
             batch.clear();
@@ -81,7 +84,8 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         && let Some(store) = &store
     {
         let lines = batch.len() as u64;
-        push_batch(store, &mut batch, &mut out, format, &mut stored_events).await?;
+        let key = batch_key(args.idempotency_key.as_deref(), batches + 1, &batch)?;
+        push_batch(store, &mut batch, key, &mut out, format, &mut stored_events).await?;
         progress.add(lines);
     }
     progress.finish();
@@ -92,10 +96,29 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pushes one batch (one transaction) and prints its events.
+/// The idempotency key of batch `number` (from 1) under `--idempotency-key`: `KEY/number`, in the
+/// instance of the batch's first command. The same input pushed again with the same key and
+/// `--batch` makes the same keys, so batches already stored are answered, not stored again.
+fn batch_key(
+    key: Option<&str>,
+    number: usize,
+    batch: &[(usize, Command)],
+) -> anyhow::Result<Option<IdempotencyKey>> {
+    let (Some(key), Some((_, first))) = (key, batch.first()) else {
+        return Ok(None);
+    };
+    let instance = first.aggregate().instance_id.as_str();
+    IdempotencyKey::new(instance, format!("{key}/{number}"))
+        .map(Some)
+        .context("invalid --idempotency-key")
+}
+
+/// Pushes one batch (one transaction), with its idempotency key if it has one, and prints its
+/// events.
 async fn push_batch(
     store: &impl EventStore,
     batch: &mut Vec<(usize, Command)>,
+    key: Option<IdempotencyKey>,
     out: &mut impl Write,
     format: OutputFormat,
     stored_events: &mut usize,
@@ -109,8 +132,19 @@ async fn push_batch(
         true => format!("line {first}"),
         false => format!("lines {first}-{last}"),
     };
-    let events: Vec<Event> = match store.push(commands).await {
+    let pushed = match &key {
+        Some(key) => store.push_idempotent(key, commands).await,
+        None => store.push(commands).await,
+    };
+    let events: Vec<Event> = match pushed {
         Ok(events) => events,
+        Err(err @ Error::Unavailable { .. }) if key.is_some() => {
+            return Err(anyhow::Error::new(err).context(format!(
+                "pushing {range}: the connection failed mid-push; {stored_events} events from \
+                 earlier lines were stored; run the same input again with the same \
+                 --idempotency-key and --batch: batches already stored are not stored twice"
+            )));
+        }
         Err(err @ Error::Unavailable { .. }) => {
             return Err(anyhow::Error::new(err).context(format!(
                 "pushing {range}: the connection failed mid-push, so it is unknown whether \

@@ -190,6 +190,9 @@ fn builder(args: &QueryArgs) -> QueryBuilder {
     for creator in &args.creators {
         builder = builder.creator(creator.as_str());
     }
+    if let Some(id) = &args.correlation_id {
+        builder = builder.correlation_id(id.as_str());
+    }
     match args.after {
         Some(After::Cursor(cursor)) => builder = builder.resume_after(cursor),
         Some(After::Position(position)) => builder = builder.position_after(position),

@@ -327,3 +327,68 @@ async fn follow_streams_new_events_in_order() {
     let _ = child.wait();
     assert_eq!(sequences, vec![1, 2, 3, 4]);
 }
+
+/// `--idempotency-key`: the same input pushed twice with the same key and `--batch` is stored
+/// once, and the second run prints the events the first stored. Metadata in the JSON lines is
+/// stored, and `query --correlation-id` selects by it.
+#[tokio::test]
+async fn keyed_pushes_are_stored_once_and_metadata_is_queryable() {
+    let database = TestDatabase::create().await;
+    let url = url(&database);
+    let with_correlation = |line: String, id: &str| {
+        let mut command: serde_json::Value = serde_json::from_str(&line).unwrap();
+        command["metadata"] = serde_json::json!({ "correlation_id": id, "headers": {"h": "v"} });
+        command.to_string()
+    };
+    let input = [
+        with_correlation(command_line("tenant-1", "u-1", "user.added", 1), "req-1"),
+        command_line("tenant-1", "u-1", "user.renamed", 2),
+        with_correlation(command_line("tenant-1", "u-2", "user.added", 3), "req-1"),
+    ]
+    .join("\n");
+    let args = ["push", "--batch", "2", "--idempotency-key", "import-7"];
+    let first = strata(&url, &args, Some(&input));
+    assert_success(&first);
+    let again = strata(&url, &args, Some(&input));
+    assert_success(&again);
+    assert_eq!(
+        stdout(&again),
+        stdout(&first),
+        "the retry prints the stored events"
+    );
+    assert_eq!(stdout(&first).lines().count(), 3);
+    let store = database.store();
+    let all = Query::builder().instance("tenant-1").build().unwrap();
+    assert_eq!(store.count(&all).await.unwrap(), 3, "stored once");
+
+    // The key with other input is refused, and nothing of it is stored.
+    let other = command_line("tenant-1", "u-3", "user.added", 4);
+    let reused = strata(&url, &args, Some(&other));
+    assert!(!reused.status.success());
+    assert!(
+        stderr(&reused).contains("idempotency key"),
+        "{}",
+        stderr(&reused)
+    );
+    assert_eq!(store.count(&all).await.unwrap(), 3);
+
+    let queried = strata(
+        &url,
+        &[
+            "query",
+            "--instance",
+            "tenant-1",
+            "--correlation-id",
+            "req-1",
+        ],
+        None,
+    );
+    assert_success(&queried);
+    let events: Vec<serde_json::Value> = stdout(&queried)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{}", stdout(&queried));
+    assert_eq!(events[0]["metadata"]["correlation_id"], "req-1");
+    assert_eq!(events[1]["metadata"]["headers"]["h"], "v");
+}
