@@ -27,8 +27,10 @@ pub const MAX_HEADER_NAME_LEN: usize = 64;
 ///
 /// Empty metadata (no ids, no headers) is what an event without metadata has; it is stored as
 /// nothing at all and left out of the event's JSON.
+///
+/// Reading ignores fields this build does not know, so metadata a newer build stored (with a field
+/// added later) stays readable by older readers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// Shared by every event of one business request or workflow; queries can select by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
