@@ -24,6 +24,10 @@
 //!   expected sequence, and returns the stored events.
 //! - A [`WriteModel`] folds the events of any query; [`Repository::load_model`] records the
 //!   sequence of every aggregate it saw and [`Repository::push`] expects them.
+//! - A [`Context`] carries the creator, resource owner and metadata of what a call pushes;
+//!   [`Context::caused_by`] passes an event's correlation id on and names it as the cause, and
+//!   [`Context::idempotency_key`] makes a retried call return its first attempt's events instead
+//!   of storing them twice.
 //! - Conflicts are returned, never retried behind your back;
 //!   [`Repository::execute_retrying`] and [`Repository::decide_retrying`] load and decide again
 //!   when you ask.

@@ -399,10 +399,12 @@ pub(crate) async fn load_aggregate_after<A: Aggregate, S: EventStore>(
     let after = loaded.sequence();
     let query = aggregate_query(&aggregate, after)?;
     loaded.expected_new = vec![aggregate.clone()];
-    // One aggregate's events are collected rather than streamed: the stream's hand-over costs
-    // more per event than decoding does, and `into_iter` frees each raw event once it is folded.
-    for event in store.query(&query).await? {
-        apply_event(&mut loaded, event)?;
+    // Streamed, not collected: PostgreSQL's stream fetches on a task of its own, so each event is
+    // decoded and folded while the next rows arrive (R1-typed: 0.94 of the untyped read streamed,
+    // 0.80 collected first, in the same run).
+    let mut events = store.stream(&query);
+    while let Some(event) = events.next().await {
+        apply_event(&mut loaded, event?)?;
     }
     Ok(loaded)
 }
