@@ -20,10 +20,10 @@ use crate::event::DomainEvent;
 /// [`Repository::execute_retrying`](crate::Repository::execute_retrying) safe. Call services
 /// (a password hasher, a clock) before, and pass what they return in the command.
 ///
-/// The state is `Serialize` and `Deserialize` so it can be snapshotted (see
-/// [`Snapshots`](crate::Repository::with_snapshots)); bump
-/// [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) when `apply` changes meaning, so snapshots of
-/// the old meaning are ignored.
+/// The state is `Serialize` and `Deserialize` so it can be snapshotted (feature `snapshots`,
+/// `Repository::with_snapshots`); bump [`SNAPSHOT_VERSION`](Aggregate::SNAPSHOT_VERSION) when
+/// `apply` changes meaning or a state field is one serde fills in by itself, so snapshots of the
+/// old meaning are ignored.
 pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The aggregate's events; their `AGGREGATE_TYPE` is the aggregate type.
     type Event: DomainEvent;

@@ -11,7 +11,8 @@ use crate::envelope::{Envelope, event_id};
 ///
 /// A service usually makes one per request (the authenticated user as creator, their
 /// organisation as owner, the request id as correlation id) and passes it to every repository call
-/// of that request. A handler reacting to an event makes its context with
+/// of that request. An idempotency key, though, names one call: give each keyed call its own
+/// (`context.clone().idempotency_key(format!("{request_id}/signup"))`). A handler reacting to an event makes its context with
 /// [`caused_by`](Context::caused_by): the new events inherit the event's correlation id and name
 /// it as their cause, without the handler passing ids by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,8 @@ impl Context {
 
     fn caused_by_parts(&self, cause: &Metadata, cause_id: String) -> Context {
         let mut context = self.clone();
+        // The key named the call that stored the cause, not this reaction to it.
+        context.idempotency_key = None;
         context.metadata.correlation_id = Some(
             cause
                 .correlation_id
@@ -84,7 +87,10 @@ impl Context {
     /// Calls in this context push under the idempotency key `key` (scoped to the instance pushed
     /// to): a call retried after its outcome was lost (a timeout, `Unavailable`) returns the
     /// events the first attempt stored and stores nothing again, even though the retry loads a
-    /// state that already holds them. Use a fresh key per logical operation (a request id).
+    /// state that already holds them. A key names one call: use a fresh one per logical operation
+    /// (a request id plus what the call does); a key whose recorded events are on other
+    /// aggregates than the call writes to is refused as reused. [`caused_by`](Context::caused_by)
+    /// drops it.
     #[must_use]
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
@@ -104,6 +110,11 @@ impl Context {
     /// The metadata commands carry.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The idempotency key calls in this context push under, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
     }
 
     /// The idempotency key for a push to `instance_id`, when this context has one.

@@ -1,7 +1,7 @@
 //! The repository: load, decide, push, on any [`EventStore`].
 
 use futures::StreamExt;
-use strata_event::{AggregateRef, Command, Event, Sequence};
+use strata_event::{AggregateRef, Command, Event, IdempotencyKey, Sequence};
 use strata_query::Query;
 use strata_store::{ErrorKind, EventStore};
 
@@ -28,9 +28,10 @@ pub enum DomainError<R = std::convert::Infallible> {
     /// A typed event could not become a command.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The aggregate or decision refused the command; nothing was stored.
-    #[error("command rejected: {0}")]
-    Rejected(#[source] R),
+    /// The aggregate or decision refused the command; nothing was stored. Displays as the
+    /// refusal itself.
+    #[error(transparent)]
+    Rejected(R),
 }
 
 impl<R> DomainError<R> {
@@ -54,14 +55,21 @@ impl<R> From<DecodeError> for DomainError<R> {
     }
 }
 
-/// Carries a load's error into a call that may also be rejected.
-fn widen<T>(err: DomainError) -> DomainError<T> {
-    match err {
-        DomainError::Store(err) => DomainError::Store(err),
-        DomainError::Decode(err) => DomainError::Decode(err),
-        DomainError::Encode(err) => DomainError::Encode(err),
-        DomainError::Rejected(never) => match never {},
+impl DomainError {
+    /// This error in a call that may also be rejected with `R`: lets `?` carry the error of a
+    /// load or push into a function returning `DomainError<R>` (`.map_err(DomainError::widen)`).
+    pub fn widen<R>(self) -> DomainError<R> {
+        match self {
+            DomainError::Store(err) => DomainError::Store(err),
+            DomainError::Decode(err) => DomainError::Decode(err),
+            DomainError::Encode(err) => DomainError::Encode(err),
+            DomainError::Rejected(never) => match never {},
+        }
     }
+}
+
+fn widen<T>(err: DomainError) -> DomainError<T> {
+    err.widen()
 }
 
 /// A change a decision makes: `event` for aggregate `aggregate_id` of `instance_id` (its aggregate
@@ -169,21 +177,20 @@ impl<S: EventStore> Repository<S> {
         command: A::Command,
         context: &Context,
     ) -> Result<Vec<Envelope<A::Event>>, DomainError<A::Error>> {
-        if let Some(recorded) = self.recorded::<A::Event, _>(instance_id, context).await? {
-            // A key names one operation: an outcome on another aggregate is a reused key.
-            if let Some(other) = recorded.iter().find(|event| {
-                event.aggregate.aggregate_id.as_str() != aggregate_id
-                    || event.aggregate.aggregate_type.as_str()
-                        != <A::Event as DomainEvent>::AGGREGATE_TYPE
-            }) {
-                return Err(DomainError::Store(
-                    strata_store::Error::IdempotencyKeyReused {
-                        instance_id: other.aggregate.instance_id.clone(),
-                        key: context.idempotency_key.clone().unwrap_or_default(),
-                    },
-                ));
-            }
-            return Ok(recorded);
+        let aggregate = AggregateRef::new(
+            instance_id,
+            <A::Event as DomainEvent>::AGGREGATE_TYPE,
+            aggregate_id,
+        )
+        .map_err(strata_store::Error::from)?;
+        // Before loading: a retry would decide on a state that already holds the first attempt's
+        // events (and might refuse, "already done").
+        if let Some(key) = context
+            .key_for(instance_id)
+            .map_err(strata_store::Error::from)?
+            && let Some(recorded) = self.store.recorded_push(&key).await?
+        {
+            return recorded_outcome(&key, recorded, &[aggregate]).map_err(widen);
         }
         let loaded = self
             .load::<A>(instance_id, aggregate_id)
@@ -198,9 +205,13 @@ impl<S: EventStore> Repository<S> {
             .into_iter()
             .map(|event| Change::new(instance_id, aggregate_id, event))
             .collect();
-        self.push_changes(changes, context, |_| Some(expected))
-            .await
-            .map_err(widen)
+        // Only the loaded aggregate is expected at the loaded sequence; an event whose table row
+        // sends it to another aggregate type is pushed without an expectation.
+        self.push_changes(changes, context, |pushed| {
+            (pushed == &aggregate).then_some(expected)
+        })
+        .await
+        .map_err(widen)
     }
 
     /// [`execute`](Repository::execute), loading and deciding again after a conflict, at most
@@ -278,10 +289,22 @@ impl<S: EventStore> Repository<S> {
         let mut attempt = 1;
         loop {
             let loaded = self.load_model(make()).await.map_err(widen)?;
+            // A retry after a lost answer loads a model that holds the first attempt's events:
+            // when the key recorded a push to aggregates this model reads, that was this
+            // decision, and deciding again would differ (or find nothing left to do).
             if let Some(instance_id) = keyed_instance(&loaded.state, context)
-                && let Some(recorded) = self.recorded(&instance_id, context).await?
+                && let Some(key) = context
+                    .key_for(&instance_id)
+                    .map_err(|err| DomainError::Store(err.into()))?
+                && let Some(recorded) = self.store.recorded_push(&key).await?
             {
-                return Ok(recorded);
+                let seen: Vec<AggregateRef> = loaded
+                    .versions
+                    .keys()
+                    .chain(&loaded.expected_new)
+                    .cloned()
+                    .collect();
+                return recorded_outcome(&key, recorded, &seen).map_err(widen);
             }
             let changes = decide(&loaded.state).map_err(DomainError::Rejected)?;
             match self.push(&loaded, changes, context).await {
@@ -304,11 +327,6 @@ impl<S: EventStore> Repository<S> {
         let key = context
             .key_for(&changes[0].instance_id)
             .map_err(strata_store::Error::from)?;
-        if let Some(key) = &key
-            && let Some(recorded) = self.store.recorded_push(key).await?
-        {
-            return decode_all(recorded);
-        }
         let commands = changes
             .iter()
             .map(|change| {
@@ -321,23 +339,23 @@ impl<S: EventStore> Repository<S> {
                 )
             })
             .collect::<Result<Vec<Command>, EncodeError>>()?;
+        let aggregates: Vec<AggregateRef> = commands
+            .iter()
+            .map(|command| command.aggregate().clone())
+            .collect();
         let stored = match &key {
             None => self.store.push(commands).await?,
             Some(key) => match self.store.push_idempotent(key, commands).await {
-                // Another attempt with this key stored first, deciding on an older state: its
-                // outcome is the operation's.
-                Err(strata_store::Error::IdempotencyKeyReused { .. }) => {
-                    match self.store.recorded_push(key).await? {
-                        Some(recorded) => return decode_all(recorded),
-                        None => {
-                            return Err(strata_store::Error::IdempotencyKeyReused {
-                                instance_id: key.instance_id().clone(),
-                                key: key.key().to_owned(),
-                            }
-                            .into());
-                        }
-                    }
-                }
+                // Another attempt with this key stored first (an identical push is replayed by
+                // the store itself): when it wrote to these aggregates it was this operation,
+                // decided on an older state, and its outcome is the operation's.
+                Err(
+                    err @ (strata_store::Error::IdempotencyKeyReused { .. }
+                    | strata_store::Error::Conflict { .. }),
+                ) => match self.store.recorded_push(key).await? {
+                    Some(recorded) => return recorded_outcome(key, recorded, &aggregates),
+                    None => return Err(err.into()),
+                },
                 outcome => outcome?,
             },
         };
@@ -346,27 +364,6 @@ impl<S: EventStore> Repository<S> {
             .zip(changes)
             .map(|(event, change)| Envelope::wrap(event, change.event))
             .collect())
-    }
-}
-
-impl<S: EventStore> Repository<S> {
-    /// The events a keyed earlier attempt of this call stored, decoded, when `context` has a key
-    /// and the store recorded a push under it for `instance_id`.
-    async fn recorded<E: DomainEvent, R>(
-        &self,
-        instance_id: &str,
-        context: &Context,
-    ) -> Result<Option<Vec<Envelope<E>>>, DomainError<R>> {
-        let Some(key) = context
-            .key_for(instance_id)
-            .map_err(strata_store::Error::from)?
-        else {
-            return Ok(None);
-        };
-        match self.store.recorded_push(&key).await? {
-            Some(recorded) => decode_all(recorded).map(Some).map_err(widen),
-            None => Ok(None),
-        }
     }
 }
 
@@ -382,9 +379,26 @@ fn keyed_instance<W: WriteModel>(model: &W, context: &Context) -> Option<String>
     }
 }
 
-/// Decodes the events a recorded push stored (this build wrote them, so every type is known).
-fn decode_all<E: DomainEvent>(events: Vec<Event>) -> Result<Vec<Envelope<E>>, DomainError> {
-    events
+/// The outcome of a keyed call whose key already has `recorded` events: those events, decoded,
+/// when they are on the aggregates this call writes to (`aggregates`; an earlier attempt of the
+/// same operation); otherwise the key names another operation, and reusing it is refused. Checked
+/// on the raw events, so another operation's events of other types are never decoded.
+fn recorded_outcome<E: DomainEvent>(
+    key: &IdempotencyKey,
+    recorded: Vec<Event>,
+    aggregates: &[AggregateRef],
+) -> Result<Vec<Envelope<E>>, DomainError> {
+    if recorded
+        .iter()
+        .any(|event| !aggregates.contains(&event.aggregate))
+    {
+        return Err(strata_store::Error::IdempotencyKeyReused {
+            instance_id: key.instance_id().clone(),
+            key: key.key().to_owned(),
+        }
+        .into());
+    }
+    recorded
         .into_iter()
         .map(|event| Envelope::decode(event).map_err(DomainError::from))
         .collect()
@@ -415,8 +429,9 @@ pub(crate) fn apply_event<A: Aggregate>(
     event: Event,
 ) -> Result<(), DomainError> {
     loaded.saw(&event.aggregate, event.sequence, event.cursor());
-    if let Some(envelope) = Envelope::decode_with(event, A::UNKNOWN_EVENTS)? {
-        loaded.state.apply(envelope);
+    match Envelope::decode_with(event, A::UNKNOWN_EVENTS)? {
+        Some(envelope) => loaded.state.apply(envelope),
+        None => loaded.skipped += 1,
     }
     Ok(())
 }
@@ -440,7 +455,27 @@ pub(crate) fn aggregate_query(
 /// The aggregates `query` names completely (one instance, and its aggregate types and ids listed):
 /// a load that saw none of their events expects them to still have none.
 fn named_aggregates(query: &Query) -> Vec<AggregateRef> {
-    if query.spans_all_instances() || !query.any_of().is_empty() {
+    // Only a query that reads the named aggregates whole: one that filters their events (by type,
+    // owner, position, limit…) may see none of an aggregate that has some, and expecting it new
+    // would make every push conflict.
+    let reads_whole_aggregates = !query.spans_all_instances()
+        && query.any_of().is_empty()
+        && query.event_types().is_empty()
+        && query.owners().is_empty()
+        && query.creators().is_empty()
+        && query.position_after().is_none()
+        && query.position_at_or_before().is_none()
+        && query.position_before().is_none()
+        && query.sequence_greater_than().is_none()
+        && query.created_after().is_none()
+        && query.created_before().is_none()
+        && query.payload_contains().is_none()
+        && query.exclusion().is_none()
+        && query.correlation_id().is_none()
+        && query.resume_after().is_none()
+        && query.limit().is_none()
+        && query.offset() == 0;
+    if !reads_whole_aggregates {
         return Vec::new();
     }
     let mut named = Vec::new();

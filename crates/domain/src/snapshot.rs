@@ -1,11 +1,18 @@
 //! Snapshots: an aggregate's state at sequence N kept in a `strata-cache` cache, so a load reads
 //! only the events after N.
 //!
-//! A snapshot may only ever cost reading more events, never a wrong state:
+//! A snapshot is meant to cost only reading more events, never a wrong state:
 //!
-//! - it is keyed by the aggregate **and its format** (the state's Rust type and
-//!   [`Aggregate::SNAPSHOT_VERSION`]), so a build whose state differs never finds an older build's
-//!   snapshot, and one that does find a snapshot it cannot decode ignores it;
+//! - it is keyed by the aggregate **and its format**: the state's Rust type,
+//!   [`Aggregate::SNAPSHOT_VERSION`], and a fingerprint of the event table and upcasters, so a
+//!   build that reads events differently never finds an older build's snapshot, and one that does
+//!   find a snapshot it cannot decode ignores it. What the format cannot see is a change to what
+//!   `apply` does, or to a state field serde fills in by itself (`#[serde(default)]`,
+//!   `#[serde(skip)]`, an `Option` added): bump `SNAPSHOT_VERSION` with any such change;
+//! - a load that skipped an event (a type its table does not list, under
+//!   [`UnknownEvents::Skip`](crate::UnknownEvents::Skip)) writes no snapshot, so a newer build that
+//!   knows the type never starts from a state that missed it;
+//! - it names its aggregate, and a snapshot found for another (a key collision) is ignored;
 //! - it records the position of the event at N, and the load re-reads that event: when the store
 //!   no longer has it (the instance was removed and written again, the cache outlived a restore),
 //!   the snapshot is ignored and the aggregate loaded from its first event;
@@ -19,6 +26,7 @@ use strata_store::EventStore;
 use futures::StreamExt;
 
 use crate::aggregate::Aggregate;
+use crate::event::DomainEvent;
 use crate::repository::{DomainError, aggregate_query, apply_event, load_aggregate_after};
 use crate::write_model::Loaded;
 
@@ -73,9 +81,10 @@ impl Snapshots {
             }
         };
         if loaded.events_read() >= self.every
+            && loaded.skipped == 0
             && let Some(last) = loaded.last_cursor()
         {
-            self.save(key, format, &loaded, last).await;
+            self.save(key, format, &aggregate, &loaded, last).await;
         }
         Ok(loaded)
     }
@@ -84,6 +93,7 @@ impl Snapshots {
         &self,
         key: String,
         format: String,
+        aggregate: &AggregateRef,
         loaded: &Loaded<A>,
         last: Cursor,
     ) {
@@ -97,6 +107,7 @@ impl Snapshots {
         let entry = SnapshotEntry {
             key,
             format,
+            aggregate: aggregate.to_string(),
             sequence: loaded.sequence(),
             position: last.position.to_string(),
             in_tx_order: last.in_tx_order,
@@ -116,7 +127,7 @@ async fn from_snapshot<A: Aggregate, S: EventStore>(
     format: &str,
     entry: SnapshotEntry,
 ) -> Result<Option<Loaded<A>>, DomainError> {
-    if entry.format != format || entry.sequence == 0 {
+    if entry.format != format || entry.aggregate != aggregate.to_string() || entry.sequence == 0 {
         return Ok(None);
     }
     let Ok(position) = entry.position.parse::<Position>() else {
@@ -152,9 +163,29 @@ async fn from_snapshot<A: Aggregate, S: EventStore>(
     Ok(Some(loaded))
 }
 
-/// The snapshot format of `A`: its Rust type and snapshot version.
+/// The snapshot format of `A`: its Rust type, snapshot version, and a fingerprint of how it reads
+/// events (its event table and upcast steps), so changing either forgets old snapshots.
 fn format_of<A: Aggregate>() -> String {
-    format!("{}@{}", std::any::type_name::<A>(), A::SNAPSHOT_VERSION)
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new()` has fixed keys: the same table hashes alike in every process of a
+    // build. (A toolchain that hashes differently only forgets snapshots, which costs reading.)
+    let mut hasher = std::hash::DefaultHasher::new();
+    for spec in <A::Event as DomainEvent>::EVENTS {
+        spec.event_type.hash(&mut hasher);
+        spec.aggregate_type_or(<A::Event as DomainEvent>::AGGREGATE_TYPE)
+            .hash(&mut hasher);
+        spec.revision.hash(&mut hasher);
+    }
+    for step in <A::Event as DomainEvent>::UPCASTERS {
+        step.event_type.hash(&mut hasher);
+        step.from.hash(&mut hasher);
+    }
+    format!(
+        "{}@{}#{:016x}",
+        std::any::type_name::<A>(),
+        A::SNAPSHOT_VERSION,
+        hasher.finish()
+    )
 }
 
 /// The cache key: format and aggregate, so builds with different formats never share a key.
@@ -170,6 +201,8 @@ fn key_of(format: &str, aggregate: &AggregateRef) -> String {
 pub struct SnapshotEntry {
     key: String,
     format: String,
+    /// The aggregate, compared on read: keys are built from ids that may contain the separator.
+    aggregate: String,
     sequence: Sequence,
     /// The base event's position as text: `Position` deserialises through `deserialize_any`,
     /// which the cache's bincode cannot.

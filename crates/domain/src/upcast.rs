@@ -12,12 +12,15 @@ use strata_event::Revision;
 /// use serde_json::{Value, json};
 /// use strata_domain::Upcaster;
 ///
-/// // Revision 1 had `name`; revision 2 split it in two.
+/// // Revision 1 had `name`; revision 2 split it in two. A payload that is not an object is an
+/// // error, not a panic (indexing a `Value` to assign panics on a non-object).
 /// fn split_name(mut payload: Value) -> Result<Value, String> {
-///     let name = payload["name"].as_str().ok_or("no name")?.to_owned();
+///     let fields = payload.as_object_mut().ok_or("not an object")?;
+///     let name = fields.remove("name").and_then(|name| name.as_str().map(str::to_owned));
+///     let name = name.ok_or("no name")?;
 ///     let (given, family) = name.split_once(' ').unwrap_or((name.as_str(), ""));
-///     payload["given_name"] = json!(given);
-///     payload["family_name"] = json!(family);
+///     fields.insert("given_name".into(), json!(given));
+///     fields.insert("family_name".into(), json!(family));
 ///     Ok(payload)
 /// }
 ///

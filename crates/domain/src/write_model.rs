@@ -47,6 +47,8 @@ pub struct Loaded<T> {
     pub(crate) expected_new: Vec<AggregateRef>,
     pub(crate) last: Option<Cursor>,
     pub(crate) events_read: u64,
+    /// Events read but not folded (their type is not in the table and was skipped).
+    pub(crate) skipped: u64,
 }
 
 impl<T> Loaded<T> {
@@ -57,6 +59,7 @@ impl<T> Loaded<T> {
             expected_new: Vec::new(),
             last: None,
             events_read: 0,
+            skipped: 0,
         }
     }
 

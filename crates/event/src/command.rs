@@ -302,7 +302,7 @@ impl<'de> Deserialize<'de> for Command {
             unique_constraints: Vec<UniqueConstraintOp>,
             #[serde(default)]
             expected_sequence: Option<Sequence>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "crate::metadata::deserialize_strict")]
             metadata: Metadata,
         }
         fn default_revision() -> Revision {

@@ -28,8 +28,9 @@ pub const MAX_HEADER_NAME_LEN: usize = 64;
 /// Empty metadata (no ids, no headers) is what an event without metadata has; it is stored as
 /// nothing at all and left out of the event's JSON.
 ///
-/// Reading ignores fields this build does not know, so metadata a newer build stored (with a field
-/// added later) stays readable by older readers.
+/// Reading an event ignores fields this build does not know, so metadata a newer build stored
+/// (with a field added later) stays readable by older readers; a command's JSON input refuses
+/// them, as a typo.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Metadata {
     /// Shared by every event of one business request or workflow; queries can select by it.
@@ -41,6 +42,29 @@ pub struct Metadata {
     /// Free-form headers, sorted by name so equal metadata encodes equally.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+}
+
+/// Reads metadata that must not carry fields this build does not know: a command's input, where
+/// an unknown field is a typo to report rather than data to keep.
+pub(crate) fn deserialize_strict<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Metadata, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    }
+    let strict = Strict::deserialize(deserializer)?;
+    Ok(Metadata {
+        correlation_id: strict.correlation_id,
+        causation_id: strict.causation_id,
+        headers: strict.headers,
+    })
 }
 
 impl Metadata {
@@ -124,6 +148,13 @@ fn check_header_name(name: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_metadata_with_a_field_this_build_does_not_know_still_reads() {
+        let newer: Metadata =
+            serde_json::from_str(r#"{"correlation_id":"r","trace_parent":"00-ab"}"#).unwrap();
+        assert_eq!(newer.correlation_id.as_deref(), Some("r"));
+    }
 
     #[test]
     fn empty_metadata_serialises_to_an_empty_object() {

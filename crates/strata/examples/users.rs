@@ -75,8 +75,9 @@ impl DomainEvent for UserEvent {
 
 /// Revision 1 to 2: the display name starts as the username.
 fn display_name(mut payload: Value) -> Result<Value, String> {
-    let username = payload["username"].clone();
-    payload["display_name"] = username;
+    let fields = payload.as_object_mut().ok_or("not an object")?;
+    let username = fields.get("username").cloned().ok_or("no username")?;
+    fields.insert("display_name".into(), username);
     Ok(payload)
 }
 
