@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::error::ValidationError;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, check_text};
 
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
@@ -38,24 +38,7 @@ impl IdempotencyKey {
     ) -> Result<Self, ValidationError> {
         let instance_id = InstanceId::new(instance_id)?;
         let key = key.into();
-        const FIELD: &str = "idempotency key";
-        if key.is_empty() {
-            return Err(ValidationError::Empty { field: FIELD });
-        }
-        if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-            return Err(ValidationError::TooLong {
-                field: FIELD,
-                len: key.len(),
-                max: MAX_IDEMPOTENCY_KEY_LEN,
-            });
-        }
-        if key.chars().any(char::is_control) {
-            return Err(ValidationError::grammar(
-                FIELD,
-                &key,
-                "control characters are not allowed",
-            ));
-        }
+        check_text("idempotency key", &key, MAX_IDEMPOTENCY_KEY_LEN)?;
         Ok(IdempotencyKey { instance_id, key })
     }
 

@@ -20,14 +20,24 @@ pub const MAX_ID_LEN: usize = 200;
 pub const MAX_TYPE_LEN: usize = 128;
 
 pub(crate) fn check_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    check_text(field, value, MAX_ID_LEN)
+}
+
+/// The grammar of ids and of the other free-text values stores keep (metadata, idempotency keys):
+/// non-empty, at most `max` bytes, no control characters.
+pub(crate) fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::Empty { field });
     }
-    if value.len() > MAX_ID_LEN {
+    if value.len() > max {
         return Err(ValidationError::TooLong {
             field,
             len: value.len(),
-            max: MAX_ID_LEN,
+            max,
         });
     }
     if value.chars().any(char::is_control) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+use crate::ids::check_text;
 
 /// Longest correlation id, causation id or header value, in bytes.
 pub const MAX_METADATA_VALUE_LEN: usize = 1024;
@@ -102,24 +103,7 @@ pub(crate) fn check_metadata_value(
     field: &'static str,
     value: &str,
 ) -> Result<(), ValidationError> {
-    if value.is_empty() {
-        return Err(ValidationError::Empty { field });
-    }
-    if value.len() > MAX_METADATA_VALUE_LEN {
-        return Err(ValidationError::TooLong {
-            field,
-            len: value.len(),
-            max: MAX_METADATA_VALUE_LEN,
-        });
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ValidationError::grammar(
-            field,
-            value,
-            "control characters are not allowed",
-        ));
-    }
-    Ok(())
+    check_text(field, value, MAX_METADATA_VALUE_LEN)
 }
 
 fn check_header_name(name: &str) -> Result<(), ValidationError> {
