@@ -43,6 +43,11 @@ use crate::upcast::Upcaster;
 /// # Ok::<(), strata_domain::EncodeError>(())
 /// ```
 ///
+/// The table, not serde, decides which stored types an enum reads, so serde's `#[serde(other)]`
+/// (a catch-all variant) and `#[serde(alias)]` (a second name) have no effect on decoding: read
+/// an unknown type with [`UnknownEvents::Skip`](crate::UnknownEvents::Skip), and a renamed type
+/// by keeping the old name as the variant's serde name (the stored type never changes).
+///
 /// Every variant must have an entry, and every entry a variant: a variant without one fails to
 /// encode ([`EncodeError::NotInTable`](crate::EncodeError::NotInTable)), an entry without one fails
 /// to decode. [`check_table`](crate::check_table) checks both in one line of a test.
