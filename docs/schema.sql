@@ -680,17 +680,8 @@ BEGIN
                                               p_metadata, v_push, v_push, v_position, v_now) a;
                 -- Inside the subtransaction: the key is recorded exactly when the events are.
                 IF v_key IS NOT NULL THEN
-                    INSERT INTO eventstore.idempotency_keys AS ik
-                        (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
-                         created_at)
-                    SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
-                           (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
-                    FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
-                    WHERE x.push = v_push
-                    ON CONFLICT (instance_id, key) DO UPDATE
-                    SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
-                        first_in_tx_order = EXCLUDED.first_in_tx_order,
-                        event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+                    PERFORM eventstore.record_idempotency_key(v_key_instance, v_key,
+                        v_key_fingerprint, v_position, p_push, v_push, v_now);
                 END IF;
             EXCEPTION WHEN SQLSTATE 'SU001' THEN
                 r_push := v_push; r_error := 'unique'; r_error_args := ARRAY[v_failed_op];
@@ -704,17 +695,8 @@ BEGIN
                                           p_event_type, p_revision, p_creator, p_owner, p_payload,
                                           p_metadata, v_push, v_push, v_position, v_now) a;
             IF v_key IS NOT NULL THEN
-                INSERT INTO eventstore.idempotency_keys AS ik
-                    (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
-                     created_at)
-                SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
-                       (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
-                FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
-                WHERE x.push = v_push
-                ON CONFLICT (instance_id, key) DO UPDATE
-                SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
-                    first_in_tx_order = EXCLUDED.first_in_tx_order,
-                    event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+                PERFORM eventstore.record_idempotency_key(v_key_instance, v_key,
+                    v_key_fingerprint, v_position, p_push, v_push, v_now);
             END IF;
         END IF;
     END LOOP;
@@ -746,6 +728,28 @@ BEGIN
             r_position, 0, p_metadata::jsonb)
     RETURNING sequence INTO r_sequence;
     RETURN NEXT;
+END
+$$;
+
+
+--
+-- Name: record_idempotency_key(text, text, text, numeric, integer[], integer, timestamp with time zone); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.record_idempotency_key(p_instance text, p_key text, p_fingerprint text, p_position numeric, p_push_of_command integer[], p_push integer, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO eventstore.idempotency_keys AS ik
+        (instance_id, key, fingerprint, position, first_in_tx_order, event_count, created_at)
+    SELECT p_instance, p_key, p_fingerprint, p_position,
+           (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, p_now
+    FROM unnest(p_push_of_command) WITH ORDINALITY AS x(push, ord)
+    WHERE x.push = p_push
+    ON CONFLICT (instance_id, key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
+        first_in_tx_order = EXCLUDED.first_in_tx_order,
+        event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
 END
 $$;
 
@@ -1352,6 +1356,13 @@ GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_agg
 
 REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) FROM PUBLIC;
 GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) TO strata_writer;
+
+
+--
+-- Name: FUNCTION record_idempotency_key(p_instance text, p_key text, p_fingerprint text, p_position numeric, p_push_of_command integer[], p_push integer, p_now timestamp with time zone); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.record_idempotency_key(p_instance text, p_key text, p_fingerprint text, p_position numeric, p_push_of_command integer[], p_push integer, p_now timestamp with time zone) FROM PUBLIC;
 
 
 --

@@ -225,17 +225,8 @@ BEGIN
                                               p_metadata, v_push, v_push, v_position, v_now) a;
                 -- Inside the subtransaction: the key is recorded exactly when the events are.
                 IF v_key IS NOT NULL THEN
-                    INSERT INTO eventstore.idempotency_keys AS ik
-                        (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
-                         created_at)
-                    SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
-                           (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
-                    FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
-                    WHERE x.push = v_push
-                    ON CONFLICT (instance_id, key) DO UPDATE
-                    SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
-                        first_in_tx_order = EXCLUDED.first_in_tx_order,
-                        event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+                    PERFORM eventstore.record_idempotency_key(v_key_instance, v_key,
+                        v_key_fingerprint, v_position, p_push, v_push, v_now);
                 END IF;
             EXCEPTION WHEN SQLSTATE 'SU001' THEN
                 r_push := v_push; r_error := 'unique'; r_error_args := ARRAY[v_failed_op];
@@ -249,17 +240,8 @@ BEGIN
                                           p_event_type, p_revision, p_creator, p_owner, p_payload,
                                           p_metadata, v_push, v_push, v_position, v_now) a;
             IF v_key IS NOT NULL THEN
-                INSERT INTO eventstore.idempotency_keys AS ik
-                    (instance_id, key, fingerprint, position, first_in_tx_order, event_count,
-                     created_at)
-                SELECT v_key_instance, v_key, v_key_fingerprint, v_position,
-                       (min(x.ord) - 1)::INTEGER, count(*)::INTEGER, v_now
-                FROM unnest(p_push) WITH ORDINALITY AS x(push, ord)
-                WHERE x.push = v_push
-                ON CONFLICT (instance_id, key) DO UPDATE
-                SET fingerprint = EXCLUDED.fingerprint, position = EXCLUDED.position,
-                    first_in_tx_order = EXCLUDED.first_in_tx_order,
-                    event_count = EXCLUDED.event_count, created_at = EXCLUDED.created_at;
+                PERFORM eventstore.record_idempotency_key(v_key_instance, v_key,
+                    v_key_fingerprint, v_position, p_push, v_push, v_now);
             END IF;
         END IF;
     END LOOP;

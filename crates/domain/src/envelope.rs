@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use strata_event::{
-    AggregateRef, Creator, Cursor, Event, EventType, Metadata, Owner, Position, Revision, Sequence,
+    AggregateRef, Creator, Cursor, Event, EventType, Metadata, Owner, Payload, Position, Revision,
+    Sequence,
 };
 
 use crate::codec;
@@ -106,24 +107,12 @@ impl<E: DomainEvent> Envelope<E> {
         event: &Event,
         unknown: UnknownEvents,
     ) -> Result<Option<Envelope<E>>, DecodeError> {
-        let payload = match decode_payload::<E>(event, unknown) {
-            Ok(Some(payload)) => payload,
-            Ok(None) => return Ok(None),
-            Err(failure) => return Err(DecodeError::new::<E>(event, failure)),
-        };
-        Ok(Some(Envelope {
-            payload,
-            aggregate: event.aggregate.clone(),
-            event_type: event.event_type.clone(),
-            sequence: event.sequence,
-            stored_revision: event.revision,
-            created_at: event.created_at,
-            creator: event.creator.clone(),
-            owner: event.owner.clone(),
-            position: event.position,
-            in_tx_order: event.in_tx_order,
-            metadata: event.metadata.clone(),
-        }))
+        match decode_payload::<E>(event, unknown) {
+            // Only the identifiers are cloned; the raw payload was parsed in place.
+            Ok(Some(payload)) => Ok(Some(Envelope::wrap(without_payload(event), payload))),
+            Ok(None) => Ok(None),
+            Err(failure) => Err(DecodeError::new::<E>(event, failure)),
+        }
     }
 }
 
@@ -137,6 +126,23 @@ impl<E> Envelope<E> {
     /// within its instance and the same in every copy of the store.
     pub fn id(&self) -> String {
         event_id(&self.aggregate, self.sequence)
+    }
+}
+
+/// A copy of `event` without its raw payload, which the decoded payload replaces.
+fn without_payload(event: &Event) -> Event {
+    Event {
+        aggregate: event.aggregate.clone(),
+        event_type: event.event_type.clone(),
+        sequence: event.sequence,
+        revision: event.revision,
+        created_at: event.created_at,
+        creator: event.creator.clone(),
+        owner: event.owner.clone(),
+        position: event.position,
+        in_tx_order: event.in_tx_order,
+        raw_payload: Payload::empty(),
+        metadata: event.metadata.clone(),
     }
 }
 

@@ -68,14 +68,12 @@ impl Snapshots {
     ) -> Result<Loaded<A>, DomainError> {
         let format = format_of::<A>();
         let key = key_of(&format, &aggregate);
-        let loaded = match self.cache.get(SnapshotIndex::Aggregate, &key).await {
-            Some(entry) => match from_snapshot::<A, S>(store, &aggregate, &format, entry).await? {
-                Some(loaded) => loaded,
-                None => {
-                    load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default()))
-                        .await?
-                }
-            },
+        let from_snapshot = match self.cache.get(SnapshotIndex::Aggregate, &key).await {
+            Some(entry) => from_snapshot::<A, S>(store, &aggregate, &format, entry).await?,
+            None => None,
+        };
+        let loaded = match from_snapshot {
+            Some(loaded) => loaded,
             None => {
                 load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default())).await?
             }
