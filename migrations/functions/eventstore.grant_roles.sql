@@ -3,7 +3,8 @@
 -- functions added later reach the roles too; with no roles named it does nothing.
 --
 -- The writer (the application) reads events and pushes them only through eventstore.push and
--- eventstore.push_one (and finds a keyed push's outcome through eventstore.recorded_push); it cannot insert, update or delete events or unique constraints itself,
+-- eventstore.push_one (and finds a keyed push's outcome through eventstore.recorded_push); it
+-- creates, rewraps and erases personal-data keys only through their functions; it cannot insert, update or delete events or unique constraints itself,
 -- remove an instance, or change the schema. It runs projections (their bookkeeping tables) and
 -- caches. The migrator applies migrations and administers (remove_instance, mirror).
 CREATE OR REPLACE FUNCTION eventstore.grant_roles() RETURNS VOID
@@ -22,14 +23,18 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA eventstore, projections, cache TO %I', v_writer);
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER '
                        'ON ALL TABLES IN SCHEMA eventstore FROM %I', v_writer);
-        EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints TO %I',
-                       v_writer);
+        EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints, '
+                       'eventstore.subject_keys, eventstore.erased_subjects TO %I', v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
                        'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
                        'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT), '
-                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL) '
+                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL), '
+                       'eventstore.create_subject_key(TEXT, TEXT, INTEGER, TEXT, BYTEA), '
+                       'eventstore.erase_subject(TEXT, TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, '
+                       'TEXT, TEXT), '
+                       'eventstore.rewrap_subject_key(TEXT, TEXT, INTEGER, TEXT, BYTEA, TEXT, BYTEA) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);

@@ -1,22 +1,70 @@
 //! From a typed event to a [`Command`]: the event type and revision from the table, the payload
-//! from serde, the unique constraints from the event, the rest from the [`Context`].
+//! from serde (personal fields sealed by a vault), the unique constraints from the event, the rest
+//! from the [`Context`].
 
-use strata_event::{AggregateRef, Command, Sequence};
+use serde_json::Value;
+use strata_event::{AggregateRef, Command, InstanceId, Sequence, SubjectId};
 
 use crate::codec;
 use crate::context::Context;
 use crate::error::EncodeError;
-use crate::event::{DomainEvent, Unique};
+use crate::event::{DomainEvent, EventSpec, Unique};
 
-/// Builds the command that stores `event` on aggregate `aggregate_id` of `instance_id` (its
-/// aggregate type from the table), expecting the aggregate at the sequence `expected` gives it.
-pub(crate) fn build<E: DomainEvent>(
+/// A typed event on its way to becoming a command: encoded, its table row found, its personal
+/// fields sealed when a vault did so.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) event_type: &'static str,
+    payload: Option<Value>,
+    pub(crate) spec: &'static EventSpec,
+    pub(crate) instance_id: InstanceId,
+    pub(crate) aggregate_id: String,
+    /// Whose personal data it holds, once a vault looked.
+    #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    pub(crate) subject: Option<SubjectId>,
+    sealed: bool,
+}
+
+impl Prepared {
+    #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    pub(crate) fn payload(&self) -> Option<&Value> {
+        self.payload.as_ref()
+    }
+
+    /// Seals the personal fields with `key` of the subject.
+    #[cfg(feature = "personal-data")]
+    pub(crate) fn seal_with(&mut self, key: &crate::personal::DataKey) -> Result<(), EncodeError> {
+        let subject = self.subject.clone().ok_or(EncodeError::Subject {
+            event_type: self.event_type,
+            reason: "no subject was found".to_owned(),
+        })?;
+        if let Some(payload) = &mut self.payload {
+            for path in self.spec.personal {
+                if let Some(field) = crate::personal::format::field_mut(payload, path)
+                    && !field.is_null()
+                    && !crate::personal::format::is_erased_mark(field)
+                    && !crate::personal::format::is_sealed(field)
+                {
+                    *field = crate::personal::seal_value(
+                        self.instance_id.as_str(),
+                        &subject,
+                        key,
+                        field,
+                    );
+                }
+            }
+        }
+        self.sealed = true;
+        Ok(())
+    }
+}
+
+/// Encodes `event` for aggregate `aggregate_id` of `instance_id` and finds its table row.
+pub(crate) fn prepare<E: DomainEvent>(
     event: &E,
     instance_id: &str,
     aggregate_id: &str,
-    context: &Context,
-    expected: &dyn Fn(&AggregateRef) -> Option<Sequence>,
-) -> Result<Command, EncodeError> {
+) -> Result<Prepared, EncodeError> {
     let target = std::any::type_name::<E>();
     let encoded =
         codec::encode(event).map_err(|reason| EncodeError::Serialize { target, reason })?;
@@ -27,17 +75,42 @@ pub(crate) fn build<E: DomainEvent>(
             target,
             event_type: encoded.event_type,
         })?;
+    Ok(Prepared {
+        event_type: encoded.event_type,
+        payload: encoded.payload,
+        spec,
+        instance_id: InstanceId::new(instance_id)?,
+        aggregate_id: aggregate_id.to_owned(),
+        subject: None,
+        sealed: false,
+    })
+}
+
+/// The command `prepared` (made from `event`) becomes, expecting the aggregate at the sequence
+/// `expected` gives it. Refuses personal fields no vault sealed.
+pub(crate) fn finish<E: DomainEvent>(
+    prepared: Prepared,
+    event: &E,
+    context: &Context,
+    expected: &dyn Fn(&AggregateRef) -> Option<Sequence>,
+) -> Result<Command, EncodeError> {
+    let spec = prepared.spec;
+    if !spec.personal.is_empty() && !prepared.sealed {
+        return Err(EncodeError::NeedsVault {
+            event_type: spec.event_type,
+        });
+    }
     let aggregate_type = spec.aggregate_type_or(E::AGGREGATE_TYPE);
     let expected = expected(&AggregateRef::new(
-        instance_id,
+        prepared.instance_id.as_str(),
         aggregate_type,
-        aggregate_id,
+        &prepared.aggregate_id,
     )?);
     let mut builder = Command::builder(
-        instance_id,
+        prepared.instance_id.as_str(),
         aggregate_type,
-        aggregate_id,
-        encoded.event_type,
+        &prepared.aggregate_id,
+        prepared.event_type,
     )
     .revision(spec.revision)
     .creator(context.creator.as_str())
@@ -45,7 +118,7 @@ pub(crate) fn build<E: DomainEvent>(
     if !context.metadata.is_empty() {
         builder = builder.metadata(context.metadata.clone());
     }
-    if let Some(payload) = &encoded.payload {
+    if let Some(payload) = &prepared.payload {
         builder = builder.payload(payload);
     }
     for unique in event.unique_constraints() {
@@ -89,5 +162,10 @@ pub fn command<E: DomainEvent>(
     aggregate_id: &str,
     context: &Context,
 ) -> Result<Command, EncodeError> {
-    build(event, instance_id, aggregate_id, context, &|_| None)
+    finish(
+        prepare(event, instance_id, aggregate_id)?,
+        event,
+        context,
+        &|_| None,
+    )
 }

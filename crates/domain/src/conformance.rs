@@ -9,6 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A failed expectation here is a failed test.
 
+mod personal;
+
+pub use self::personal::{
+    erasing_a_subject_erases_every_read, master_key_rotation_keeps_every_read,
+    personal_fields_are_sealed_and_read_back,
+};
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +53,9 @@ macro_rules! conformance_tests {
             metadata_flows_from_the_context_and_causes_pass_it_on,
             keyed_calls_store_once_and_return_the_first_outcome,
             concurrent_keyed_calls_store_one_copy,
+            personal_fields_are_sealed_and_read_back,
+            erasing_a_subject_erases_every_read,
+            master_key_rotation_keeps_every_read,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1103,7 +1113,10 @@ where
 /// Panics unless every `pub async fn` case of this file is listed in the macro.
 pub fn assert_every_case_listed() {
     strata_store::conformance::assert_every_case_listed(
-        include_str!("conformance.rs"),
+        concat!(
+            include_str!("conformance.rs"),
+            include_str!("conformance/personal.rs")
+        ),
         "strata_domain::conformance_tests!",
     );
 }

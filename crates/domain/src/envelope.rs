@@ -10,6 +10,7 @@ use strata_event::{
 use crate::codec;
 use crate::error::{DecodeError, DecodeFailure};
 use crate::event::DomainEvent;
+use crate::personal::format;
 use crate::upcast::upcast;
 
 /// What to do with a stored event whose type the [`DomainEvent`] table does not list (written by
@@ -55,7 +56,7 @@ impl<E: DomainEvent> Envelope<E> {
     /// Decodes `event`; an event type the table does not list is an error.
     #[allow(clippy::result_large_err)] // Rare, and rich on purpose: it names the event.
     pub fn decode(event: Event) -> Result<Envelope<E>, DecodeError> {
-        match decode_payload::<E>(&event, UnknownEvents::Fail) {
+        match decode_payload::<E>(&event, None, UnknownEvents::Fail) {
             Ok(Some(payload)) => Ok(Envelope::wrap(event, payload)),
             Ok(None) => Err(DecodeError::new::<E>(
                 &event,
@@ -77,10 +78,38 @@ impl<E: DomainEvent> Envelope<E> {
         event: Event,
         unknown: UnknownEvents,
     ) -> Result<Option<Envelope<E>>, DecodeError> {
-        match decode_payload::<E>(&event, unknown) {
+        match decode_payload::<E>(&event, None, unknown) {
             Ok(Some(payload)) => Ok(Some(Envelope::wrap(event, payload))),
             Ok(None) => Ok(None),
             Err(failure) => Err(DecodeError::new::<E>(&event, failure)),
+        }
+    }
+
+    /// Decodes `event` whose payload a vault opened into `payload`.
+    #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    pub(crate) fn decode_opened(
+        event: Event,
+        payload: serde_json::Value,
+        unknown: UnknownEvents,
+    ) -> Result<Option<Envelope<E>>, DecodeError> {
+        match decode_payload::<E>(&event, Some(payload), unknown) {
+            Ok(Some(payload)) => Ok(Some(Envelope::wrap(event, payload))),
+            Ok(None) => Ok(None),
+            Err(failure) => Err(DecodeError::new::<E>(&event, failure)),
+        }
+    }
+
+    /// Decodes a borrowed `event` whose payload a vault opened into `payload`.
+    #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    pub(crate) fn decode_ref_opened(
+        event: &Event,
+        payload: serde_json::Value,
+        unknown: UnknownEvents,
+    ) -> Result<Option<Envelope<E>>, DecodeError> {
+        match decode_payload::<E>(event, Some(payload), unknown) {
+            Ok(Some(payload)) => Ok(Some(Envelope::wrap(without_payload(event), payload))),
+            Ok(None) => Ok(None),
+            Err(failure) => Err(DecodeError::new::<E>(event, failure)),
         }
     }
 
@@ -107,7 +136,7 @@ impl<E: DomainEvent> Envelope<E> {
         event: &Event,
         unknown: UnknownEvents,
     ) -> Result<Option<Envelope<E>>, DecodeError> {
-        match decode_payload::<E>(event, unknown) {
+        match decode_payload::<E>(event, None, unknown) {
             // Only the identifiers are cloned; the raw payload was parsed in place.
             Ok(Some(payload)) => Ok(Some(Envelope::wrap(without_payload(event), payload))),
             Ok(None) => Ok(None),
@@ -154,9 +183,11 @@ pub(crate) fn event_id(aggregate: &AggregateRef, sequence: Sequence) -> String {
     )
 }
 
-/// The table-driven core: find the event's row, upcast an old revision, parse once.
+/// The table-driven core: find the event's row, upcast an old revision, parse once. `opened` is
+/// the payload with its sealed fields opened by a vault, when it had any.
 fn decode_payload<E: DomainEvent>(
     event: &Event,
+    opened: Option<serde_json::Value>,
     unknown: UnknownEvents,
 ) -> Result<Option<E>, DecodeFailure> {
     let event_type = event.event_type.as_str();
@@ -166,31 +197,58 @@ fn decode_payload<E: DomainEvent>(
             UnknownEvents::Fail => Err(DecodeFailure::UnknownEventType),
         };
     };
-    let text = event.raw_payload.json();
-    if event.revision == spec.revision {
-        return codec::decode(event_type, text)
-            .map(Some)
-            .map_err(|err| DecodeFailure::Payload(err.to_string()));
-    }
     if event.revision > spec.revision {
         return Err(DecodeFailure::NewerRevision {
             known: spec.revision,
         });
     }
-    let stored = match text {
-        Some(text) => {
-            serde_json::from_str(text).map_err(|err| DecodeFailure::Payload(err.to_string()))?
+    let text = event.raw_payload.json();
+    let stored = match opened {
+        Some(opened) => opened,
+        None => {
+            if let Some(text) = text
+                && format::may_be_sealed(text)
+                && holds_sealed(text)
+            {
+                return Err(DecodeFailure::Sealed);
+            }
+            if event.revision == spec.revision {
+                return codec::decode(event_type, text)
+                    .map(Some)
+                    .map_err(|err| DecodeFailure::Payload(err.to_string()));
+            }
+            match text {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|err| DecodeFailure::Payload(err.to_string()))?,
+                None => serde_json::Value::Null,
+            }
         }
-        None => serde_json::Value::Null,
     };
-    let current = upcast(
-        E::UPCASTERS,
-        event_type,
-        event.revision,
-        spec.revision,
-        stored,
-    )?;
+    let current = if event.revision == spec.revision {
+        stored
+    } else {
+        upcast(
+            E::UPCASTERS,
+            event_type,
+            event.revision,
+            spec.revision,
+            stored,
+        )?
+    };
     codec::decode_value(event_type, current)
         .map(Some)
         .map_err(|err| DecodeFailure::Payload(err.to_string()))
+}
+
+/// Whether the payload `text` holds a sealed field (the cheap substring test passed).
+fn holds_sealed(text: &str) -> bool {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    let mut found = false;
+    let _ = format::replace_sealed::<()>(&mut value, &mut |_| {
+        found = true;
+        Err(())
+    });
+    found
 }

@@ -70,6 +70,35 @@ pub enum DecodeFailure {
     /// The payload did not deserialise into the variant.
     #[error("{0}")]
     Payload(String),
+    /// The payload holds sealed personal data and was decoded without a `Vault`.
+    #[error("the payload holds sealed personal data: decode it through a Vault")]
+    Sealed,
+    /// The keys of a subject whose data the event holds could not be had (the store failed while
+    /// fetching them); retrying may succeed.
+    #[error("the keys of subject {subject} are not available")]
+    KeysUnavailable {
+        /// The subject.
+        subject: String,
+    },
+    /// The event holds data sealed with a key the store does not have, for a subject that was
+    /// not erased: keys were lost or not copied (a restore or a copy without the keys table).
+    #[error(
+        "key version {version} of subject {subject} is missing, and the subject was not erased"
+    )]
+    KeyMissing {
+        /// The subject.
+        subject: String,
+        /// The key version the data needs.
+        version: u32,
+    },
+    /// A sealed field does not open with its subject's key (altered, or copied from elsewhere).
+    #[error("a sealed field of subject {subject} does not open: {reason}")]
+    Unsealable {
+        /// The subject.
+        subject: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl From<UpcastFailure> for DecodeFailure {
@@ -104,4 +133,19 @@ pub enum EncodeError {
     /// The command broke the event model's rules (an id too long, a payload over the limit).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The event declares personal fields and was encoded without a `Vault`: it would have stored
+    /// them in the clear.
+    #[error("event type {event_type} holds personal data: push it through a Vault")]
+    NeedsVault {
+        /// The event type.
+        event_type: &'static str,
+    },
+    /// The subject of an event's personal data could not be told.
+    #[error("the subject of event type {event_type}: {reason}")]
+    Subject {
+        /// The event type.
+        event_type: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }

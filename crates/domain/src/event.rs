@@ -87,6 +87,22 @@ pub struct EventSpec {
     /// The revision this build writes and decodes into. Older stored revisions go through the
     /// [`DomainEvent::UPCASTERS`] first.
     pub revision: Revision,
+    /// The payload fields that are personal data (dot-separated paths into the payload object):
+    /// sealed per subject when pushed through a `Vault`, erasable (see
+    /// [`personal`](EventSpec::personal)).
+    pub personal: &'static [&'static str],
+    /// Whose personal data those fields are.
+    pub subject: SubjectOf,
+}
+
+/// Whose personal data an event's [`personal`](EventSpec::personal) fields are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectOf {
+    /// The subject is the event's aggregate (a user's own events): the default.
+    AggregateId,
+    /// The subject's id is this (string) field of the payload, e.g. the user an order is for.
+    /// The field itself is not sealed: it names whose key to use.
+    Field(&'static str),
 }
 
 impl EventSpec {
@@ -96,6 +112,8 @@ impl EventSpec {
             event_type,
             aggregate_type: None,
             revision: 1,
+            personal: &[],
+            subject: SubjectOf::AggregateId,
         }
     }
 
@@ -111,6 +129,30 @@ impl EventSpec {
     #[must_use]
     pub const fn of_aggregate(mut self, aggregate_type: &'static str) -> Self {
         self.aggregate_type = Some(aggregate_type);
+        self
+    }
+
+    /// These payload fields are personal data of the event's subject (the aggregate unless
+    /// [`subject_field`](EventSpec::subject_field) says otherwise). Through a `Vault` (feature
+    /// `personal-data`) each is stored encrypted with the subject's key and read back in the
+    /// clear, until the subject is erased; then it reads as the erased mark, which a
+    /// [`Personal<T>`](crate::Personal) field decodes as `Personal::Erased`. Without a vault,
+    /// such an event refuses to encode ([`EncodeError::NeedsVault`](crate::EncodeError)), so
+    /// personal data is never stored in the clear by mistake.
+    ///
+    /// A path names a field of the payload object, `.` descending into nested objects
+    /// (`"address.street"`). An absent or `null` field is left as it is.
+    #[must_use]
+    pub const fn personal(mut self, fields: &'static [&'static str]) -> Self {
+        self.personal = fields;
+        self
+    }
+
+    /// The subject whose data the personal fields are is named by this payload field (a string),
+    /// not by the aggregate id.
+    #[must_use]
+    pub const fn subject_field(mut self, field: &'static str) -> Self {
+        self.subject = SubjectOf::Field(field);
         self
     }
 

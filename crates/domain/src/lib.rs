@@ -33,6 +33,10 @@
 //!   when you ask.
 //! - `Snapshots` (feature `snapshots`) keep aggregate states in a `strata-cache` cache.
 //! - `TypedProjection` (feature `projection`, on by default) gives projections decoded events.
+//! - Fields an event's table declares [`personal`](EventSpec::personal) are sealed per subject by
+//!   a `Vault` (feature `personal-data`) and read back in the clear until the subject is erased;
+//!   then they read as [`Personal::Erased`]. Erasing deletes the subject's keys and records the
+//!   erasure as an event, in one transaction; the events stay append-only.
 //!
 //! `docs/domain.md` walks from a command to a read model and maps every cqrs-es term onto this
 //! crate.
@@ -156,6 +160,7 @@ mod context;
 mod envelope;
 mod error;
 mod event;
+mod personal;
 #[cfg(feature = "projection")]
 mod projection;
 mod repository;
@@ -170,7 +175,10 @@ pub use crate::command::command;
 pub use crate::context::Context;
 pub use crate::envelope::{Envelope, UnknownEvents};
 pub use crate::error::{DecodeError, DecodeFailure, EncodeError};
-pub use crate::event::{DomainEvent, EventSpec, Unique};
+pub use crate::event::{DomainEvent, EventSpec, SubjectOf, Unique};
+#[cfg(feature = "personal-data")]
+pub use crate::personal::{DEFAULT_KEYS_FRESH_FOR, KeyError, Keyring, MasterKey, Rotation, Vault};
+pub use crate::personal::{ERASURE_AGGREGATE_TYPE, ERASURE_EVENT_TYPE, ErasureRecord, Personal};
 #[cfg(feature = "projection")]
 pub use crate::projection::{Typed, TypedProjection, reads_of};
 pub use crate::repository::{Change, DomainError, Repository};

@@ -1,11 +1,14 @@
 //! Typed projections: a projection whose reducer sees decoded, upcast events.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use strata_event::{AggregateRef, Event, InstanceId};
 use strata_projection::{Projection, ProjectionConfig, Reads, ReduceError, Statement};
 
 use crate::envelope::{Envelope, UnknownEvents};
 use crate::event::DomainEvent;
+use crate::personal::{ERASURE_AGGREGATE_TYPE, ERASURE_EVENT_TYPE, ErasureRecord};
 
 /// A [`Projection`] over typed events: the runtime hands it each event decoded (and upcast)
 /// through the same table and upcasters as every other reader. Register it wrapped in [`Typed`]:
@@ -14,6 +17,13 @@ use crate::event::DomainEvent;
 /// It reads every event type of its event's table unless [`reads`](TypedProjection::reads) says
 /// otherwise. An event that does not decode fails like a failing statement: retried, then recorded
 /// as a failed event with the decode error as its message.
+///
+/// When its events hold personal data (fields declared [`personal`](crate::EventSpec::personal)),
+/// give it the vault ([`vault`](TypedProjection::vault)): it then reduces them opened, and also
+/// receives every erasure of a subject in its instances, in order with the events, through
+/// [`erased`](TypedProjection::erased), where it removes or masks the read-model rows holding
+/// the subject's data. Events read after an erasure hold
+/// [`Personal::Erased`](crate::Personal::Erased), so a rebuild writes the erased mark.
 pub trait TypedProjection: Send + Sync + 'static {
     /// The events it reads.
     type Event: DomainEvent;
@@ -48,6 +58,27 @@ pub trait TypedProjection: Send + Sync + 'static {
         let _ = touched;
         Box::pin(std::future::ready(()))
     }
+
+    /// The vault that opens its events' personal fields (feature `personal-data`). Default: none,
+    /// and a sealed event fails to decode.
+    #[cfg(feature = "personal-data")]
+    fn vault(&self) -> Option<&crate::personal::Vault> {
+        None
+    }
+
+    /// Statements that remove or mask what the read model holds of an erased subject's personal
+    /// data (`UPDATE users SET email = NULL WHERE id = $1`). Called, exactly once and in order
+    /// with the events, for every erasure in the projection's instances when its events declare
+    /// personal fields. Default: nothing.
+    fn erased(&self, erasure: &ErasureRecord) -> Result<Vec<Statement>, ReduceError> {
+        let _ = erasure;
+        Ok(Vec::new())
+    }
+}
+
+/// Whether some event of `E`'s table declares personal fields.
+pub(crate) fn holds_personal_data<E: DomainEvent>() -> bool {
+    E::EVENTS.iter().any(|spec| !spec.personal.is_empty())
 }
 
 /// Every (aggregate type, event type) of `E`'s table, grouped by aggregate type.
@@ -80,16 +111,53 @@ impl<P: TypedProjection> Projection for Typed<P> {
     }
 
     fn reads(&self) -> Reads {
-        self.0.reads()
+        let reads = self.0.reads();
+        let reads_erasures = reads
+            .entries()
+            .iter()
+            .any(|(aggregate_type, _)| aggregate_type == ERASURE_AGGREGATE_TYPE);
+        if holds_personal_data::<P::Event>() && !reads_erasures {
+            return reads.events(ERASURE_AGGREGATE_TYPE, [ERASURE_EVENT_TYPE]);
+        }
+        reads
     }
 
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        if let Some(erasure) = ErasureRecord::from_event(event) {
+            return self.0.erased(&erasure);
+        }
+        #[cfg(feature = "personal-data")]
+        if let Some(vault) = self.0.vault() {
+            let opened = vault.open_payload_cached(event).map_err(|failure| {
+                ReduceError::new(crate::DecodeError::new::<P::Event>(event, failure).to_string())
+            })?;
+            if let Some(opened) = opened {
+                return match Envelope::<P::Event>::decode_ref_opened(
+                    event,
+                    opened.payload,
+                    UnknownEvents::Skip,
+                ) {
+                    Ok(Some(envelope)) => self.0.reduce(&envelope),
+                    Ok(None) => Ok(Vec::new()),
+                    Err(err) => Err(ReduceError::new(err.to_string())),
+                };
+            }
+        }
         // Events the table does not list can only reach it through a wider `reads`: skipped.
         match Envelope::<P::Event>::decode_ref(event, UnknownEvents::Skip) {
             Ok(Some(envelope)) => self.0.reduce(&envelope),
             Ok(None) => Ok(Vec::new()),
             Err(err) => Err(ReduceError::new(err.to_string())),
         }
+    }
+
+    fn prepare<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, ()> {
+        #[cfg(feature = "personal-data")]
+        if let Some(vault) = self.0.vault() {
+            return Box::pin(vault.warm(events));
+        }
+        let _ = events;
+        Box::pin(std::future::ready(()))
     }
 
     fn reset(&self, instance: &InstanceId) -> Vec<Statement> {

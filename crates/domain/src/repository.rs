@@ -6,11 +6,12 @@ use strata_query::Query;
 use strata_store::{ErrorKind, EventStore};
 
 use crate::aggregate::Aggregate;
-use crate::command::build;
+use crate::command::{Prepared, finish, prepare};
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{DecodeError, EncodeError};
 use crate::event::DomainEvent;
+use crate::personal::ReadKeys;
 use crate::write_model::{Loaded, WriteModel};
 
 /// What a repository call can meet. `R` is the aggregate's or decision's own refusal
@@ -32,6 +33,21 @@ pub enum DomainError<R = std::convert::Infallible> {
     /// refusal itself.
     #[error(transparent)]
     Rejected(R),
+    /// A personal-data key could not be used: a master key the keyring lacks, or a stored key that
+    /// does not open (store failures are [`DomainError::Store`]).
+    #[cfg(feature = "personal-data")]
+    #[error(transparent)]
+    Keys(crate::personal::KeyError),
+}
+
+#[cfg(feature = "personal-data")]
+impl<R> From<crate::personal::KeyError> for DomainError<R> {
+    fn from(err: crate::personal::KeyError) -> Self {
+        match err {
+            crate::personal::KeyError::Store(err) => DomainError::Store(err),
+            other => DomainError::Keys(other),
+        }
+    }
 }
 
 impl<R> DomainError<R> {
@@ -63,6 +79,8 @@ impl DomainError {
             DomainError::Store(err) => DomainError::Store(err),
             DomainError::Decode(err) => DomainError::Decode(err),
             DomainError::Encode(err) => DomainError::Encode(err),
+            #[cfg(feature = "personal-data")]
+            DomainError::Keys(err) => DomainError::Keys(err),
             DomainError::Rejected(never) => match never {},
         }
     }
@@ -102,6 +120,8 @@ pub struct Repository<S> {
     store: S,
     #[cfg(feature = "snapshots")]
     snapshots: Option<crate::snapshot::Snapshots>,
+    #[cfg(feature = "personal-data")]
+    vault: Option<crate::personal::Vault>,
 }
 
 impl<S: EventStore> Repository<S> {
@@ -111,6 +131,33 @@ impl<S: EventStore> Repository<S> {
             store,
             #[cfg(feature = "snapshots")]
             snapshots: None,
+            #[cfg(feature = "personal-data")]
+            vault: None,
+        }
+    }
+
+    /// Seals the personal fields of what it pushes and opens them in what it loads, with `vault`
+    /// (feature `personal-data`). Without one, events that declare personal fields refuse to
+    /// encode, and sealed events refuse to decode.
+    #[cfg(feature = "personal-data")]
+    #[must_use]
+    pub fn with_vault(mut self, vault: crate::personal::Vault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// The vault, if any.
+    #[cfg(feature = "personal-data")]
+    pub fn vault(&self) -> Option<&crate::personal::Vault> {
+        self.vault.as_ref()
+    }
+
+    fn read_keys(&self) -> ReadKeys<'_> {
+        ReadKeys {
+            #[cfg(feature = "personal-data")]
+            vault: self.vault.as_ref(),
+            #[cfg(not(feature = "personal-data"))]
+            _none: std::marker::PhantomData,
         }
     }
 
@@ -143,7 +190,9 @@ impl<S: EventStore> Repository<S> {
         .map_err(strata_store::Error::from)?;
         #[cfg(feature = "snapshots")]
         if let Some(snapshots) = &self.snapshots {
-            return snapshots.load::<A, S>(&self.store, aggregate).await;
+            return snapshots
+                .load::<A, S>(&self.store, aggregate, self.read_keys())
+                .await;
         }
         self.load_after::<A>(aggregate, Loaded::new(A::default()))
             .await
@@ -155,7 +204,7 @@ impl<S: EventStore> Repository<S> {
         aggregate: AggregateRef,
         loaded: Loaded<A>,
     ) -> Result<Loaded<A>, DomainError> {
-        load_aggregate_after(&self.store, aggregate, loaded).await
+        load_aggregate_after(&self.store, aggregate, loaded, self.read_keys()).await
     }
 
     /// Loads the aggregate, lets it [`handle`](Aggregate::handle) `command`, and pushes the events
@@ -190,7 +239,9 @@ impl<S: EventStore> Repository<S> {
             .map_err(strata_store::Error::from)?
             && let Some(recorded) = self.store.recorded_push(&key).await?
         {
-            return recorded_outcome(&key, recorded, &[aggregate]).map_err(widen);
+            return recorded_outcome(&key, recorded, &[aggregate], self.read_keys())
+                .await
+                .map_err(widen);
         }
         let loaded = self
             .load::<A>(instance_id, aggregate_id)
@@ -246,11 +297,14 @@ impl<S: EventStore> Repository<S> {
         let query = model.query().map_err(strata_store::Error::from)?;
         let mut loaded = Loaded::new(model);
         loaded.expected_new = named_aggregates(&query);
+        let keys = self.read_keys();
         let mut events = self.store.stream(&query);
         while let Some(event) = events.next().await {
             let event = event?;
             loaded.saw(&event.aggregate, event.sequence, event.cursor());
-            if let Some(envelope) = Envelope::decode_with(event, W::UNKNOWN_EVENTS)? {
+            let (envelope, subjects) = keys.decode(event, W::UNKNOWN_EVENTS).await?;
+            loaded.note_subjects(subjects);
+            if let Some(envelope) = envelope {
                 loaded.fold(envelope);
             }
         }
@@ -304,7 +358,9 @@ impl<S: EventStore> Repository<S> {
                     .chain(&loaded.expected_new)
                     .cloned()
                     .collect();
-                return recorded_outcome(&key, recorded, &seen).map_err(widen);
+                return recorded_outcome(&key, recorded, &seen, self.read_keys())
+                    .await
+                    .map_err(widen);
             }
             let changes = decide(&loaded.state).map_err(DomainError::Rejected)?;
             match self.push(&loaded, changes, context).await {
@@ -327,17 +383,21 @@ impl<S: EventStore> Repository<S> {
         let key = context
             .key_for(&changes[0].instance_id)
             .map_err(strata_store::Error::from)?;
-        let commands = changes
+        #[cfg_attr(not(feature = "personal-data"), allow(unused_mut))]
+        let mut prepared = changes
             .iter()
-            .map(|change| {
-                build(
-                    &change.event,
-                    &change.instance_id,
-                    &change.aggregate_id,
-                    context,
-                    &expected,
-                )
-            })
+            .map(|change| prepare(&change.event, &change.instance_id, &change.aggregate_id))
+            .collect::<Result<Vec<Prepared>, EncodeError>>()?;
+        #[cfg(feature = "personal-data")]
+        if let Some(vault) = &self.vault
+            && prepared.iter().any(|item| !item.spec.personal.is_empty())
+        {
+            vault.seal(&mut prepared).await?;
+        }
+        let commands = prepared
+            .into_iter()
+            .zip(&changes)
+            .map(|(prepared, change)| finish(prepared, &change.event, context, &expected))
             .collect::<Result<Vec<Command>, EncodeError>>()?;
         let aggregates: Vec<AggregateRef> = commands
             .iter()
@@ -353,7 +413,10 @@ impl<S: EventStore> Repository<S> {
                     err @ (strata_store::Error::IdempotencyKeyReused { .. }
                     | strata_store::Error::Conflict { .. }),
                 ) => match self.store.recorded_push(key).await? {
-                    Some(recorded) => return recorded_outcome(key, recorded, &aggregates),
+                    Some(recorded) => {
+                        return recorded_outcome(key, recorded, &aggregates, self.read_keys())
+                            .await;
+                    }
                     None => return Err(err.into()),
                 },
                 outcome => outcome?,
@@ -383,10 +446,11 @@ fn keyed_instance<W: WriteModel>(model: &W, context: &Context) -> Option<String>
 /// when they are on the aggregates this call writes to (`aggregates`; an earlier attempt of the
 /// same operation); otherwise the key names another operation, and reusing it is refused. Checked
 /// on the raw events, so another operation's events of other types are never decoded.
-fn recorded_outcome<E: DomainEvent>(
+async fn recorded_outcome<E: DomainEvent>(
     key: &IdempotencyKey,
     recorded: Vec<Event>,
     aggregates: &[AggregateRef],
+    keys: ReadKeys<'_>,
 ) -> Result<Vec<Envelope<E>>, DomainError> {
     if recorded
         .iter()
@@ -398,10 +462,25 @@ fn recorded_outcome<E: DomainEvent>(
         }
         .into());
     }
-    recorded
-        .into_iter()
-        .map(|event| Envelope::decode(event).map_err(DomainError::from))
-        .collect()
+    let mut decoded = Vec::with_capacity(recorded.len());
+    for event in recorded {
+        let aggregate = event.aggregate.clone();
+        let sequence = event.sequence;
+        match keys.decode::<E>(event, crate::UnknownEvents::Fail).await? {
+            (Some(envelope), _) => decoded.push(envelope),
+            // Fail never skips; an unknown type reaches here only through a store that lied.
+            (None, _) => {
+                return Err(strata_store::Error::Backend {
+                    message: format!(
+                        "a recorded event of {aggregate} (sequence {sequence}) did not decode"
+                    ),
+                    source: None,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(decoded)
 }
 
 /// Folds the events of `aggregate` with a sequence past `loaded`'s into it.
@@ -409,6 +488,7 @@ pub(crate) async fn load_aggregate_after<A: Aggregate, S: EventStore>(
     store: &S,
     aggregate: AggregateRef,
     mut loaded: Loaded<A>,
+    keys: ReadKeys<'_>,
 ) -> Result<Loaded<A>, DomainError> {
     let after = loaded.sequence();
     let query = aggregate_query(&aggregate, after)?;
@@ -418,18 +498,21 @@ pub(crate) async fn load_aggregate_after<A: Aggregate, S: EventStore>(
     // 0.80 collected first, in the same run).
     let mut events = store.stream(&query);
     while let Some(event) = events.next().await {
-        apply_event(&mut loaded, event?)?;
+        apply_event(&mut loaded, event?, keys).await?;
     }
     Ok(loaded)
 }
 
 /// Folds one stored event of an aggregate into its loaded state.
-pub(crate) fn apply_event<A: Aggregate>(
+pub(crate) async fn apply_event<A: Aggregate>(
     loaded: &mut Loaded<A>,
     event: Event,
+    keys: ReadKeys<'_>,
 ) -> Result<(), DomainError> {
     loaded.saw(&event.aggregate, event.sequence, event.cursor());
-    match Envelope::decode_with(event, A::UNKNOWN_EVENTS)? {
+    let (envelope, subjects) = keys.decode(event, A::UNKNOWN_EVENTS).await?;
+    loaded.note_subjects(subjects);
+    match envelope {
         Some(envelope) => loaded.state.apply(envelope),
         None => loaded.skipped += 1,
     }

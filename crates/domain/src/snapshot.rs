@@ -16,7 +16,11 @@
 //! - it records the position of the event at N, and the load re-reads that event: when the store
 //!   no longer has it (the instance was removed and written again, the cache outlived a restore),
 //!   the snapshot is ignored and the aggregate loaded from its first event;
-//! - a cache that fails or evicts is a miss, by the cache's own contract.
+//! - a cache that fails or evicts is a miss, by the cache's own contract;
+//! - a state holding personal data in the clear (opened through a `Vault`) is stored sealed with a
+//!   key derived from the keys of every subject whose data it holds: once any of them is erased
+//!   the snapshot cannot be opened, is deleted when next found, and the load folds the events,
+//!   which now read as erased. The cache never holds personal data in the clear.
 
 use serde::{Deserialize, Serialize};
 use strata_cache::{Cache, Entry, Index};
@@ -27,6 +31,7 @@ use futures::StreamExt;
 
 use crate::aggregate::Aggregate;
 use crate::event::DomainEvent;
+use crate::personal::ReadKeys;
 use crate::repository::{DomainError, aggregate_query, apply_event, load_aggregate_after};
 use crate::write_model::Loaded;
 
@@ -65,24 +70,35 @@ impl Snapshots {
         &self,
         store: &S,
         aggregate: AggregateRef,
+        keys: ReadKeys<'_>,
     ) -> Result<Loaded<A>, DomainError> {
         let format = format_of::<A>();
         let key = key_of(&format, &aggregate);
         let from_snapshot = match self.cache.get(SnapshotIndex::Aggregate, &key).await {
-            Some(entry) => from_snapshot::<A, S>(store, &aggregate, &format, entry).await?,
+            Some(entry) => {
+                let found = from_snapshot::<A, S>(store, &aggregate, &format, entry, keys).await?;
+                if let Found::Unreadable = found {
+                    // Sealed for a subject since erased: delete it rather than keep ciphertext
+                    // nobody can read.
+                    self.cache.delete(SnapshotIndex::Aggregate, &[&key]).await;
+                }
+                found.into_loaded()
+            }
             None => None,
         };
         let loaded = match from_snapshot {
             Some(loaded) => loaded,
             None => {
-                load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default())).await?
+                load_aggregate_after(store, aggregate.clone(), Loaded::new(A::default()), keys)
+                    .await?
             }
         };
         if loaded.events_read() >= self.every
             && loaded.skipped == 0
             && let Some(last) = loaded.last_cursor()
         {
-            self.save(key, format, &aggregate, &loaded, last).await;
+            self.save(key, format, &aggregate, &loaded, last, keys)
+                .await;
         }
         Ok(loaded)
     }
@@ -94,6 +110,7 @@ impl Snapshots {
         aggregate: &AggregateRef,
         loaded: &Loaded<A>,
         last: Cursor,
+        keys: ReadKeys<'_>,
     ) {
         let state = match serde_json::to_string(&loaded.state) {
             Ok(state) => state,
@@ -102,6 +119,9 @@ impl Snapshots {
                 return;
             }
         };
+        let Some(state) = seal_state(keys, aggregate, &loaded.subjects, state).await else {
+            return;
+        };
         let entry = SnapshotEntry {
             key,
             format,
@@ -109,6 +129,11 @@ impl Snapshots {
             sequence: loaded.sequence(),
             position: last.position.to_string(),
             in_tx_order: last.in_tx_order,
+            subjects: loaded
+                .subjects
+                .iter()
+                .map(|subject| subject.as_str().to_owned())
+                .collect(),
             state,
         };
         if let Err(err) = self.cache.set(entry).await {
@@ -117,23 +142,46 @@ impl Snapshots {
     }
 }
 
-/// The loaded aggregate from `entry` plus the events after it, or `None` when the snapshot must
-/// be ignored (another format, a state that no longer decodes, a base event the store lacks).
+/// What a snapshot found in the cache gave.
+enum Found<A> {
+    /// The loaded aggregate from the snapshot plus the events after it.
+    Loaded(Loaded<A>),
+    /// Ignored (another format, a state that no longer decodes, a base event the store lacks).
+    Ignored,
+    /// Sealed with keys that are gone: a subject of its state was erased.
+    Unreadable,
+}
+
+impl<A> Found<A> {
+    fn into_loaded(self) -> Option<Loaded<A>> {
+        match self {
+            Found::Loaded(loaded) => Some(loaded),
+            Found::Ignored | Found::Unreadable => None,
+        }
+    }
+}
+
+/// The loaded aggregate from `entry` plus the events after it, unless the snapshot must be
+/// ignored.
 async fn from_snapshot<A: Aggregate, S: EventStore>(
     store: &S,
     aggregate: &AggregateRef,
     format: &str,
     entry: SnapshotEntry,
-) -> Result<Option<Loaded<A>>, DomainError> {
+    keys: ReadKeys<'_>,
+) -> Result<Found<A>, DomainError> {
     if entry.format != format || entry.aggregate != aggregate.to_string() || entry.sequence == 0 {
-        return Ok(None);
+        return Ok(Found::Ignored);
     }
     let Ok(position) = entry.position.parse::<Position>() else {
-        return Ok(None);
+        return Ok(Found::Ignored);
     };
-    let Ok(state) = serde_json::from_str::<A>(&entry.state) else {
+    let Some(state) = open_state(keys, aggregate, &entry).await? else {
+        return Ok(Found::Unreadable);
+    };
+    let Ok(state) = serde_json::from_str::<A>(&state) else {
         tracing::debug!(aggregate = %aggregate, "a snapshot no longer decodes; ignored");
-        return Ok(None);
+        return Ok(Found::Ignored);
     };
     // Read from the snapshot's own event on, to prove the store still has it.
     let query = aggregate_query(aggregate, entry.sequence - 1)?;
@@ -149,21 +197,92 @@ async fn from_snapshot<A: Aggregate, S: EventStore>(
     };
     if !base_matches {
         tracing::debug!(aggregate = %aggregate, "a snapshot's base event is gone; ignored");
-        return Ok(None);
+        return Ok(Found::Ignored);
     }
     let mut loaded = Loaded::new(state);
     loaded.versions.insert(aggregate.clone(), entry.sequence);
     loaded.expected_new = vec![aggregate.clone()];
     loaded.last = Some(Cursor::new(position, entry.in_tx_order));
-    while let Some(event) = events.next().await {
-        apply_event(&mut loaded, event?)?;
+    for subject in &entry.subjects {
+        if let Ok(subject) = strata_event::SubjectId::new(subject.as_str()) {
+            loaded.note_subjects(vec![subject]);
+        }
     }
-    Ok(Some(loaded))
+    while let Some(event) = events.next().await {
+        apply_event(&mut loaded, event?, keys).await?;
+    }
+    Ok(Found::Loaded(loaded))
+}
+
+/// The state as the cache stores it: as is when it holds nobody's personal data, sealed with the
+/// key derived from its subjects' keys otherwise (`None`: no snapshot can be written, a subject
+/// was erased meanwhile or there is no vault).
+async fn seal_state(
+    keys: ReadKeys<'_>,
+    aggregate: &AggregateRef,
+    subjects: &[strata_event::SubjectId],
+    state: String,
+) -> Option<String> {
+    if subjects.is_empty() {
+        return Some(state);
+    }
+    #[cfg(feature = "personal-data")]
+    if let Some(vault) = keys.vault {
+        use base64::Engine;
+        let key = match vault.snapshot_key(&aggregate.instance_id, subjects).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::warn!(error = %err, "no snapshot written: its subjects' keys were not available");
+                return None;
+            }
+        };
+        let sealed = key.seal(aggregate.to_string().as_bytes(), state.as_bytes());
+        return Some(base64::engine::general_purpose::STANDARD_NO_PAD.encode(sealed));
+    }
+    let _ = (keys, aggregate);
+    None
+}
+
+/// The state of `entry` in the clear; `None` when it is sealed and cannot be opened (a subject
+/// erased, no vault).
+async fn open_state(
+    keys: ReadKeys<'_>,
+    aggregate: &AggregateRef,
+    entry: &SnapshotEntry,
+) -> Result<Option<String>, DomainError> {
+    if entry.subjects.is_empty() {
+        return Ok(Some(entry.state.clone()));
+    }
+    #[cfg(feature = "personal-data")]
+    if let Some(vault) = keys.vault {
+        use base64::Engine;
+        let subjects: Vec<strata_event::SubjectId> = entry
+            .subjects
+            .iter()
+            .filter_map(|subject| strata_event::SubjectId::new(subject.as_str()).ok())
+            .collect();
+        let Some(key) = vault
+            .snapshot_key(&aggregate.instance_id, &subjects)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Ok(sealed) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&entry.state)
+        else {
+            return Ok(None);
+        };
+        return Ok(key
+            .open(aggregate.to_string().as_bytes(), &sealed)
+            .and_then(|state| String::from_utf8(state).ok()));
+    }
+    let _ = (keys, aggregate);
+    Ok(None)
 }
 
 /// The snapshot format of `A`: its Rust type, snapshot version, and a fingerprint of how it reads
 /// events (its event table and upcast steps), so changing either forgets old snapshots.
-fn format_of<A: Aggregate>() -> String {
+pub(crate) fn format_of<A: Aggregate>() -> String {
     use std::hash::{Hash, Hasher};
     // `DefaultHasher::new()` has fixed keys: the same table hashes alike in every process of a
     // build. (A toolchain that hashes differently only forgets snapshots, which costs reading.)
@@ -206,8 +325,10 @@ pub struct SnapshotEntry {
     /// which the cache's bincode cannot.
     position: String,
     in_tx_order: u32,
+    /// The subjects whose personal data the state holds; when any, `state` is sealed.
+    subjects: Vec<String>,
     /// The state as JSON: self-describing, so a changed state type fails to decode rather than
-    /// decoding into something else.
+    /// decoding into something else. Sealed (base64) when `subjects` is not empty.
     state: String,
 }
 

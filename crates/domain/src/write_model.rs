@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use strata_event::{AggregateRef, Cursor, Sequence};
+use strata_event::{AggregateRef, Cursor, Sequence, SubjectId};
 use strata_query::{Query, QueryError};
 
 use crate::envelope::{Envelope, UnknownEvents};
@@ -49,6 +49,9 @@ pub struct Loaded<T> {
     pub(crate) events_read: u64,
     /// Events read but not folded (their type is not in the table and was skipped).
     pub(crate) skipped: u64,
+    /// Subjects whose personal data the state may hold in the clear (a snapshot of it is sealed
+    /// with their keys).
+    pub(crate) subjects: Vec<SubjectId>,
 }
 
 impl<T> Loaded<T> {
@@ -60,6 +63,15 @@ impl<T> Loaded<T> {
             last: None,
             events_read: 0,
             skipped: 0,
+            subjects: Vec::new(),
+        }
+    }
+
+    pub(crate) fn note_subjects(&mut self, subjects: Vec<SubjectId>) {
+        for subject in subjects {
+            if !self.subjects.contains(&subject) {
+                self.subjects.push(subject);
+            }
         }
     }
 

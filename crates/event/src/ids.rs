@@ -184,6 +184,11 @@ validated_string!(
     Owner, "owner", check_id
 );
 validated_string!(
+    /// Whose personal data an encrypted field holds (a user id, usually): each subject has its own
+    /// keys, and erasing the subject deletes them.
+    SubjectId, "subject id", check_id
+);
+validated_string!(
     /// The kind of an aggregate, e.g. `user` or `oidc_session`.
     AggregateType, "aggregate type", check_type_name
 );

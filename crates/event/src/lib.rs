@@ -79,7 +79,7 @@ pub use crate::event::{Event, PayloadError};
 pub use crate::idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_LEN};
 pub use crate::ids::{
     AggregateId, AggregateRef, AggregateType, Creator, EventType, InstanceId, MAX_ID_LEN,
-    MAX_TYPE_LEN, Owner, UniqueType,
+    MAX_TYPE_LEN, Owner, SubjectId, UniqueType,
 };
 pub use crate::metadata::{MAX_HEADER_NAME_LEN, MAX_HEADERS, MAX_METADATA_VALUE_LEN, Metadata};
 pub use crate::payload::{MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Payload};

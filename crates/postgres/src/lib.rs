@@ -52,6 +52,7 @@ mod announce;
 mod config;
 mod deprecated;
 mod error;
+mod keys;
 mod migrate;
 pub mod mirror;
 mod projection;

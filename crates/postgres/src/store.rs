@@ -226,7 +226,7 @@ impl PgStore {
 
 impl PgStore {
     /// Tells this process's subscribers, and other processes when configured, about a push.
-    fn announce(&self, stored: &[Event]) {
+    pub(crate) fn announce(&self, stored: &[Event]) {
         if let Some(pushed) = Pushed::of(stored) {
             if let Some(notifier) = &self.inner.notifier {
                 notifier.announce(&pushed);

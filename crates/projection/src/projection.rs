@@ -1,5 +1,6 @@
 //! What a projection is: a name, the events it reads, a reducer, and its settings.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -69,6 +70,16 @@ pub trait Projection: Send + Sync + 'static {
     /// Settings; see [`ProjectionConfig`] for the defaults.
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig::default()
+    }
+
+    /// Runs before a batch's events are reduced, with those events: where a projection fetches
+    /// what its synchronous [`reduce`](Projection::reduce) needs from elsewhere in one call per
+    /// batch (the typed layer fetches the keys of personal data here). It cannot fail the batch:
+    /// an event whose needs it could not meet fails in `reduce` and takes the retry path. The
+    /// default does nothing.
+    fn prepare<'a>(&'a self, events: &'a [Arc<Event>]) -> BoxFuture<'a, ()> {
+        let _ = events;
+        Box::pin(std::future::ready(()))
     }
 
     /// Runs after a batch of this projection's statements **committed**, with the aggregates

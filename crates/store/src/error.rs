@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use strata_event::{AggregateRef, InstanceId, Sequence, UniqueType, ValidationError};
+use strata_event::{AggregateRef, InstanceId, Sequence, SubjectId, UniqueType, ValidationError};
 use strata_query::QueryError;
 use thiserror::Error;
 
@@ -65,6 +65,15 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A subject whose personal data was erased cannot get a key again: its id names someone who
+    /// asked to be forgotten. Nothing was written.
+    #[error("subject {subject_id} of instance {instance_id} was erased")]
+    SubjectErased {
+        /// The subject's instance.
+        instance_id: InstanceId,
+        /// The subject.
+        subject_id: SubjectId,
+    },
     /// The storage cannot be reached right now (connection refused or lost, pool timed out, server
     /// shutting down). Retrying later may succeed.
     #[error("storage unavailable: {message}")]
@@ -99,6 +108,8 @@ pub enum ErrorKind {
     UniqueConstraintViolation,
     /// [`Error::IdempotencyKeyReused`].
     IdempotencyKeyReused,
+    /// [`Error::SubjectErased`].
+    SubjectErased,
     /// [`Error::Unavailable`].
     Unavailable,
     /// [`Error::Backend`].
@@ -115,6 +126,7 @@ impl Error {
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::UniqueConstraintViolation { .. } => ErrorKind::UniqueConstraintViolation,
             Error::IdempotencyKeyReused { .. } => ErrorKind::IdempotencyKeyReused,
+            Error::SubjectErased { .. } => ErrorKind::SubjectErased,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Backend { .. } => ErrorKind::Backend,
         }

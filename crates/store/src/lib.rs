@@ -56,11 +56,16 @@
 pub mod conformance;
 mod error;
 mod idempotency;
+mod keys;
 mod memory;
 mod store;
 
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
 pub use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
+pub use crate::keys::{
+    Erasure, MAX_MASTER_KEY_ID_LEN, SubjectKeyStore, SubjectKeys, WrappedKey, validate_key,
+    validate_master_key_id,
+};
 pub use crate::memory::MemoryStore;
 pub use crate::store::{
     EventStore, MAX_COMMANDS_PER_PUSH, PUSH_NOTICE_CAPACITY, Pushed, validate_push,

@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
 use crate::store::{EventStore, PUSH_NOTICE_CAPACITY, Pushed, validate_push};
 
+mod keys;
+
 /// An event store held in memory, shared by clones.
 ///
 /// Every push runs under one lock, which makes it atomic and serialises pushes; positions count
@@ -55,6 +57,8 @@ struct State {
     /// How many keys were left after the last sweep of expired ones: the next sweep waits until
     /// the map has doubled, so sweeping costs O(1) per keyed push on average.
     keys_after_sweep: usize,
+    /// The personal-data keys and erased subjects (see `memory/keys.rs`).
+    subject_keys: keys::SubjectKeyState,
 }
 
 type UniqueKey = (InstanceId, UniqueType, String);

@@ -18,7 +18,7 @@ use strata_store::Result;
 use crate::config::GroupCommitConfig;
 
 use self::lanes::Lanes;
-pub(crate) use self::wire::metadata_json;
+pub(crate) use self::wire::{metadata_json, stored};
 
 /// One push on its way: its commands, and its idempotency key when it has one.
 #[derive(Debug)]

@@ -280,7 +280,7 @@ async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
 }
 
 /// The event `command` became, from what the database assigned it.
-fn stored(
+pub(crate) fn stored(
     command: &Command,
     sequence: i64,
     in_tx_order: u32,

@@ -361,6 +361,7 @@ where
             horizon,
         } = window;
         let count = events.len();
+        registered.projection.prepare(&events).await;
         let batch: Vec<ReducedEvent> = events
             .into_iter()
             .map(|event| {

@@ -100,6 +100,11 @@ where
             .into_iter()
             .find(|event| event.sequence == failed.sequence)
             .ok_or_else(unknown)?;
+        let event = std::sync::Arc::new(event);
+        registered
+            .projection
+            .prepare(std::slice::from_ref(&event))
+            .await;
         let statements = reduce_guarded(registered.projection.as_ref(), &event).map_err(|err| {
             ProjectionError::Reducer {
                 projection: failed.projection.clone(),

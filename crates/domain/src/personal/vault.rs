@@ -1,0 +1,735 @@
+//! The [`Vault`]: seals declared personal fields when events are pushed, opens them when events
+//! are read, and erases subjects.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use strata_event::{Command, Event, InstanceId, Payload, SubjectId};
+use strata_query::Query;
+use strata_store::{Erasure, EventStore, SubjectKeyStore, SubjectKeys, WrappedKey};
+
+use super::cipher::{DataKey, DerivedKey};
+use super::erasure::{ERASURE_AGGREGATE_TYPE, ERASURE_EVENT_TYPE};
+use super::error::KeyError;
+use super::format::{self, erased_mark, may_be_sealed, replace_sealed, sealed_parts};
+use super::keyring::Keyring;
+use crate::context::Context;
+use crate::error::{DecodeFailure, EncodeError};
+use crate::event::{EventSpec, SubjectOf};
+
+/// How long a fetched key is used before the store is asked again, by default.
+pub const DEFAULT_KEYS_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// How many subjects' keys a vault keeps in memory.
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Keys of personal data for the typed layer: it seals the fields an event's table declares
+/// personal when the event is pushed, opens them when events are read, and erases subjects.
+///
+/// Give it to the repository ([`Repository::with_vault`](crate::Repository::with_vault)) and to
+/// typed projections ([`TypedProjection::vault`](crate::TypedProjection::vault)); every read
+/// through them then decrypts, and reads [`Personal::Erased`](crate::Personal::Erased) where a
+/// subject was erased.
+///
+/// Keys live in the store ([`SubjectKeyStore`]: `MemoryStore` and `PgStore` both), wrapped by
+/// the [`Keyring`]'s current master key. A process keeps unwrapped keys for
+/// [`fresh_for`](Vault::fresh_for) (1 s by default) before asking the store again: an erasure by
+/// this process is seen at once, one by another process within that time.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn SubjectKeyStore>,
+    keyring: Keyring,
+    fresh_for: Duration,
+    cache: RwLock<HashMap<(InstanceId, SubjectId), Arc<Cached>>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("store", &self.inner.store)
+            .field("keyring", &self.inner.keyring)
+            .field("fresh_for", &self.inner.fresh_for)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the vault knows of one subject.
+#[derive(Debug)]
+struct Cached {
+    erased: bool,
+    /// Oldest version first.
+    keys: Vec<DataKey>,
+    fetched: Instant,
+}
+
+impl Cached {
+    fn key(&self, version: u32) -> Option<&DataKey> {
+        self.keys.iter().find(|key| key.version() == version)
+    }
+}
+
+/// A payload with its sealed fields opened, and the subjects whose data it holds in the clear.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) payload: Value,
+    pub(crate) subjects: Vec<SubjectId>,
+}
+
+/// Why a payload could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Keys(KeyError),
+    Failure(DecodeFailure),
+}
+
+/// What a master key rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// Keys rewrapped by the current master key.
+    pub rewrapped: u64,
+    /// Keys that changed under the rotation (erased, or rewrapped by another rotation) and were
+    /// left to their new state.
+    pub skipped: u64,
+}
+
+impl Vault {
+    /// A vault over the keys in `store`, wrapping new keys with `keyring`'s current master key.
+    pub fn new(store: impl SubjectKeyStore + 'static, keyring: Keyring) -> Vault {
+        Vault {
+            inner: Arc::new(Inner {
+                store: Arc::new(store),
+                keyring,
+                fresh_for: DEFAULT_KEYS_FRESH_FOR,
+                cache: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Uses a fetched key for `fresh_for` before asking the store again: how long another
+    /// process's erasure may go unnoticed here. `Duration::ZERO` asks on every read.
+    #[must_use]
+    pub fn fresh_for(self, fresh_for: Duration) -> Vault {
+        let inner = Inner {
+            store: self.inner.store.clone(),
+            keyring: self.inner.keyring.clone(),
+            fresh_for,
+            cache: RwLock::new(HashMap::new()),
+        };
+        Vault {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// The command that stores `event` on `aggregate_id` of `instance_id`, its personal fields
+    /// sealed: [`command`](crate::command) for events that hold personal data.
+    pub async fn command<E: crate::DomainEvent>(
+        &self,
+        event: &E,
+        instance_id: &str,
+        aggregate_id: &str,
+        context: &Context,
+    ) -> Result<Command, crate::DomainError> {
+        let mut prepared = vec![crate::command::prepare(event, instance_id, aggregate_id)?];
+        self.seal(&mut prepared).await?;
+        let [prepared] = <[_; 1]>::try_from(prepared).map_err(|_| EncodeError::Serialize {
+            target: std::any::type_name::<E>(),
+            reason: "sealing changed the number of commands".to_owned(),
+        })?;
+        Ok(crate::command::finish(prepared, event, context, &|_| None)?)
+    }
+
+    /// `event` with its sealed fields opened (or marked erased): for readers of raw events.
+    pub async fn open(&self, event: Event) -> Result<Event, crate::DomainError> {
+        match self.open_payload(&event).await {
+            Ok(None) => Ok(event),
+            Ok(Some(opened)) => {
+                let text = opened.payload.to_string();
+                Ok(Event {
+                    raw_payload: Payload::from_trusted_json(text),
+                    ..event
+                })
+            }
+            Err(OpenError::Keys(err)) => Err(err.into()),
+            Err(OpenError::Failure(failure)) => {
+                Err(crate::DecodeError::new::<Value>(&event, failure).into())
+            }
+        }
+    }
+
+    /// Erases `subject_id` of `instance_id`: deletes its keys and records the erasure (an event
+    /// on aggregate `strata.subject`/`subject_id`, by `context`'s creator) in one transaction.
+    /// From then on every read of its sealed fields returns
+    /// [`Personal::Erased`](crate::Personal::Erased), and pushing personal data of the subject
+    /// fails with [`Error::SubjectErased`](strata_store::Error). Erasing twice changes nothing.
+    pub async fn erase(
+        &self,
+        instance_id: &str,
+        subject_id: &str,
+        context: &Context,
+    ) -> Result<Erasure, KeyError> {
+        let instance = InstanceId::new(instance_id)?;
+        let subject = SubjectId::new(subject_id)?;
+        let mut record = Command::builder(
+            instance_id,
+            ERASURE_AGGREGATE_TYPE,
+            subject_id,
+            ERASURE_EVENT_TYPE,
+        )
+        .creator(context.creator())
+        .owner(context.owner());
+        if !context.metadata().is_empty() {
+            record = record.metadata(context.metadata().clone());
+        }
+        let record = record.build().map_err(strata_store::Error::from)?;
+        let erasure = self
+            .inner
+            .store
+            .erase_subject(&instance, &subject, record)
+            .await;
+        // Whatever the outcome, forget what this process knew: the next read asks the store.
+        self.forget_cached(&instance, &subject);
+        Ok(erasure?)
+    }
+
+    /// Erases again every subject whose erasure `store` records in `instance_id` (every instance
+    /// when `None`): after keys came back from a backup older than the events. Returns the keys
+    /// deleted (0 when nothing had come back).
+    pub async fn reapply_erasures<S: EventStore>(
+        &self,
+        store: &S,
+        instance_id: Option<&str>,
+    ) -> Result<u64, KeyError> {
+        let builder = match instance_id {
+            Some(instance) => Query::builder().instance(instance),
+            None => Query::builder().all_instances(),
+        };
+        let query = builder
+            .aggregate_types([ERASURE_AGGREGATE_TYPE])
+            .event_types([ERASURE_EVENT_TYPE])
+            .build()
+            .map_err(strata_store::Error::from)?;
+        let mut deleted = 0;
+        let mut records = store.stream(&query);
+        while let Some(event) = records.next().await {
+            let event = event?;
+            let subject = SubjectId::new(event.aggregate.aggregate_id.as_str())?;
+            let instance = &event.aggregate.instance_id;
+            deleted += self.inner.store.forget_subject(instance, &subject).await?;
+            self.forget_cached(instance, &subject);
+        }
+        Ok(deleted)
+    }
+
+    /// Adds a new key version for `subject_id`: personal data pushed from now on is sealed with
+    /// it; data sealed with older versions stays readable. Returns the new version.
+    pub async fn rotate_subject_key(
+        &self,
+        instance_id: &str,
+        subject_id: &str,
+    ) -> Result<u32, KeyError> {
+        let instance = InstanceId::new(instance_id)?;
+        let subject = SubjectId::new(subject_id)?;
+        let cached = self
+            .subjects(&instance, std::slice::from_ref(&subject), Freshness::Now)
+            .await?;
+        let next = cached
+            .first()
+            .and_then(|cached| cached.keys.last())
+            .map_or(1, |key| key.version() + 1);
+        self.create_key(&instance, &subject, next).await?;
+        self.forget_cached(&instance, &subject);
+        Ok(next)
+    }
+
+    /// Rewraps every key not wrapped by the keyring's current master key with it, in batches,
+    /// each key by compare-and-swap: readers holding both master keys read throughout. Returns
+    /// what it did.
+    pub async fn rotate_master_key(&self) -> Result<Rotation, KeyError> {
+        let current = self.inner.keyring.current();
+        let mut rotation = Rotation::default();
+        let mut refused: BTreeSet<(InstanceId, SubjectId, u32)> = BTreeSet::new();
+        loop {
+            let batch = self
+                .inner
+                .store
+                .keys_not_wrapped_by(current.id(), 500 + refused.len() as u32)
+                .await?;
+            let todo: Vec<WrappedKey> = batch
+                .into_iter()
+                .filter(|key| {
+                    !refused.contains(&(
+                        key.instance_id.clone(),
+                        key.subject_id.clone(),
+                        key.version,
+                    ))
+                })
+                .collect();
+            if todo.is_empty() {
+                return Ok(rotation);
+            }
+            for old in todo {
+                let key = self.unwrap_key(&old)?;
+                let new = WrappedKey {
+                    master_key_id: current.id().to_owned(),
+                    wrapped: key.wrap(current, &old.instance_id, &old.subject_id),
+                    ..old.clone()
+                };
+                if self.inner.store.rewrap_key(&old, &new).await? {
+                    rotation.rewrapped += 1;
+                } else {
+                    // Erased or rewrapped meanwhile: whatever it is now is not this rotation's.
+                    rotation.skipped += 1;
+                    refused.insert((old.instance_id, old.subject_id, old.version));
+                }
+            }
+        }
+    }
+
+    /// Seals the personal fields of `prepared` commands (fetching or creating their subjects'
+    /// keys, one store call per instance).
+    pub(crate) async fn seal(
+        &self,
+        prepared: &mut [crate::command::Prepared],
+    ) -> Result<(), crate::DomainError> {
+        let mut wanted: HashMap<InstanceId, Vec<SubjectId>> = HashMap::new();
+        for item in prepared.iter_mut() {
+            if item.spec.personal.is_empty() {
+                continue;
+            }
+            let subject = subject_of(item.spec, item.payload(), &item.aggregate_id)?;
+            let subjects = wanted.entry(item.instance_id.clone()).or_default();
+            if !subjects.contains(&subject) {
+                subjects.push(subject.clone());
+            }
+            item.subject = Some(subject);
+        }
+        for (instance, subjects) in wanted {
+            let keys = self.writing_keys(&instance, &subjects).await?;
+            for item in prepared.iter_mut() {
+                if item.instance_id != instance {
+                    continue;
+                }
+                let Some(subject) = item.subject.clone() else {
+                    continue;
+                };
+                let key = keys.get(&subject).ok_or_else(|| {
+                    KeyError::Store(strata_store::Error::SubjectErased {
+                        instance_id: instance.clone(),
+                        subject_id: subject.clone(),
+                    })
+                })?;
+                item.seal_with(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current key of each subject, created when it has none.
+    async fn writing_keys(
+        &self,
+        instance: &InstanceId,
+        subjects: &[SubjectId],
+    ) -> Result<HashMap<SubjectId, DataKey>, KeyError> {
+        let cached = self.subjects(instance, subjects, Freshness::Cached).await?;
+        let mut keys = HashMap::with_capacity(subjects.len());
+        for (subject, cached) in subjects.iter().zip(cached) {
+            if cached.erased {
+                return Err(KeyError::Store(strata_store::Error::SubjectErased {
+                    instance_id: instance.clone(),
+                    subject_id: subject.clone(),
+                }));
+            }
+            let key = match cached.keys.last() {
+                Some(key) => key.clone(),
+                None => self.create_key(instance, subject, 1).await?,
+            };
+            keys.insert(subject.clone(), key);
+        }
+        Ok(keys)
+    }
+
+    /// Creates `subject`'s key of `version` (or takes the one another writer stored first).
+    async fn create_key(
+        &self,
+        instance: &InstanceId,
+        subject: &SubjectId,
+        version: u32,
+    ) -> Result<DataKey, KeyError> {
+        let current = self.inner.keyring.current();
+        let fresh = DataKey::generate(version);
+        let stored = self
+            .inner
+            .store
+            .create_subject_key(WrappedKey {
+                instance_id: instance.clone(),
+                subject_id: subject.clone(),
+                version,
+                master_key_id: current.id().to_owned(),
+                wrapped: fresh.wrap(current, instance, subject),
+            })
+            .await?;
+        let key = self.unwrap_key(&stored)?;
+        self.forget_cached(instance, subject);
+        Ok(key)
+    }
+
+    /// Opens the sealed fields of `event`'s payload; `None` when it has none.
+    pub(crate) async fn open_payload(&self, event: &Event) -> Result<Option<Opened>, OpenError> {
+        let Some((mut payload, subjects)) = parse_sealed(event).map_err(OpenError::Failure)? else {
+            return Ok(None);
+        };
+        let instance = &event.aggregate.instance_id;
+        let cached = self
+            .subjects(instance, &subjects, Freshness::Cached)
+            .await
+            .map_err(OpenError::Keys)?;
+        let known: HashMap<&SubjectId, &Cached> = subjects
+            .iter()
+            .zip(cached.iter().map(Arc::as_ref))
+            .collect();
+        let opened = open_sealed(instance, &mut payload, &|subject| {
+            known.get(subject).copied()
+        })
+        .map_err(OpenError::Failure)?;
+        Ok(Some(Opened {
+            payload,
+            subjects: opened,
+        }))
+    }
+
+    /// [`open_payload`](Vault::open_payload) from what the vault holds in memory, for the
+    /// projection runtime's synchronous reducers after [`warm`](Vault::warm).
+    pub(crate) fn open_payload_cached(
+        &self,
+        event: &Event,
+    ) -> Result<Option<Opened>, DecodeFailure> {
+        let Some((mut payload, _)) = parse_sealed(event)? else {
+            return Ok(None);
+        };
+        let instance = &event.aggregate.instance_id;
+        let cache = self
+            .inner
+            .cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lookup = |subject: &SubjectId| {
+            cache
+                .get(&(instance.clone(), subject.clone()))
+                .map(Arc::as_ref)
+        };
+        let subjects = open_sealed(instance, &mut payload, &lookup)?;
+        Ok(Some(Opened { payload, subjects }))
+    }
+
+    /// Fetches the keys `events` need into memory (one store call per instance), so
+    /// [`open_payload_cached`](Vault::open_payload_cached) finds them. A failure is logged: the
+    /// events then fail to open and take the runtime's retry path.
+    pub(crate) async fn warm(&self, events: &[Arc<Event>]) {
+        let mut wanted: HashMap<&InstanceId, Vec<SubjectId>> = HashMap::new();
+        for event in events {
+            if let Ok(Some((_, subjects))) = parse_sealed(event) {
+                let entry = wanted.entry(&event.aggregate.instance_id).or_default();
+                for subject in subjects {
+                    if !entry.contains(&subject) {
+                        entry.push(subject);
+                    }
+                }
+            }
+        }
+        for (instance, subjects) in wanted {
+            if let Err(err) = self.subjects(instance, &subjects, Freshness::Cached).await {
+                tracing::warn!(error = %err, instance = %instance, "personal-data keys could not be fetched for a projection batch");
+            }
+        }
+    }
+
+    /// The key that seals a snapshot holding the data of `subjects` in the clear: derived from
+    /// all their keys, so it is gone once any of them is erased (`None`).
+    pub(crate) async fn snapshot_key(
+        &self,
+        instance: &InstanceId,
+        subjects: &[SubjectId],
+    ) -> Result<Option<DerivedKey>, KeyError> {
+        let mut sorted = subjects.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let cached = self.subjects(instance, &sorted, Freshness::Cached).await?;
+        let mut hasher = Sha256::new();
+        hasher.update(b"strata.snapshot/1\0");
+        hasher.update(instance.as_str().as_bytes());
+        for (subject, cached) in sorted.iter().zip(&cached) {
+            if cached.erased || cached.keys.is_empty() {
+                return Ok(None);
+            }
+            hasher.update([0]);
+            hasher.update(subject.as_str().as_bytes());
+            for key in &cached.keys {
+                key.feed(&mut hasher);
+            }
+        }
+        Ok(Some(DerivedKey::from_hasher(hasher)))
+    }
+
+    /// What the vault knows of each of `subjects` (in order), from memory when fresh enough,
+    /// otherwise from the store in one call.
+    async fn subjects(
+        &self,
+        instance: &InstanceId,
+        subjects: &[SubjectId],
+        freshness: Freshness,
+    ) -> Result<Vec<Arc<Cached>>, KeyError> {
+        let now = Instant::now();
+        let mut found: Vec<Option<Arc<Cached>>> = {
+            let cache = self
+                .inner
+                .cache
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            subjects
+                .iter()
+                .map(|subject| {
+                    cache
+                        .get(&(instance.clone(), subject.clone()))
+                        .filter(|cached| {
+                            freshness == Freshness::Cached
+                                && now.duration_since(cached.fetched) < self.inner.fresh_for
+                        })
+                        .cloned()
+                })
+                .collect()
+        };
+        let missing: Vec<SubjectId> = subjects
+            .iter()
+            .zip(&found)
+            .filter(|(_, cached)| cached.is_none())
+            .map(|(subject, _)| subject.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(found.into_iter().flatten().collect());
+        }
+        let fetched = self.inner.store.subject_keys(instance, &missing).await?;
+        let mut fresh: HashMap<SubjectId, Arc<Cached>> = HashMap::with_capacity(fetched.len());
+        for SubjectKeys {
+            subject_id,
+            keys,
+            erased,
+        } in fetched
+        {
+            let keys = keys
+                .iter()
+                .map(|wrapped| self.unwrap_key(wrapped))
+                .collect::<Result<Vec<DataKey>, KeyError>>()?;
+            fresh.insert(
+                subject_id,
+                Arc::new(Cached {
+                    erased,
+                    keys,
+                    fetched: now,
+                }),
+            );
+        }
+        {
+            let mut cache = self
+                .inner
+                .cache
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if cache.len() + fresh.len() > CACHE_CAPACITY {
+                let fresh_for = self.inner.fresh_for;
+                cache.retain(|_, cached| now.duration_since(cached.fetched) < fresh_for);
+                if cache.len() + fresh.len() > CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            for (subject, cached) in &fresh {
+                cache.insert((instance.clone(), subject.clone()), cached.clone());
+            }
+        }
+        for (slot, subject) in found.iter_mut().zip(subjects) {
+            if slot.is_none() {
+                *slot = fresh.get(subject).cloned();
+            }
+        }
+        // A store that left a subject out answered wrongly; treat it as having nothing.
+        Ok(found
+            .into_iter()
+            .map(|cached| {
+                cached.unwrap_or_else(|| {
+                    Arc::new(Cached {
+                        erased: false,
+                        keys: Vec::new(),
+                        fetched: now,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    fn unwrap_key(&self, wrapped: &WrappedKey) -> Result<DataKey, KeyError> {
+        let master = self
+            .inner
+            .keyring
+            .get(&wrapped.master_key_id)
+            .ok_or_else(|| KeyError::MasterKeyUnknown {
+                instance_id: wrapped.instance_id.clone(),
+                subject_id: wrapped.subject_id.clone(),
+                master_key_id: wrapped.master_key_id.clone(),
+            })?;
+        DataKey::unwrap_with(
+            master,
+            &wrapped.instance_id,
+            &wrapped.subject_id,
+            wrapped.version,
+            &wrapped.wrapped,
+        )
+        .ok_or_else(|| KeyError::KeyDoesNotOpen {
+            instance_id: wrapped.instance_id.clone(),
+            subject_id: wrapped.subject_id.clone(),
+            master_key_id: wrapped.master_key_id.clone(),
+        })
+    }
+
+    fn forget_cached(&self, instance: &InstanceId, subject: &SubjectId) {
+        self.inner
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(instance.clone(), subject.clone()));
+    }
+}
+
+/// Whether a key in memory may be used, or the store must be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    /// Within `fresh_for`.
+    Cached,
+    /// Ask the store.
+    Now,
+}
+
+/// The subject whose data `payload` of an event of `spec` on `aggregate_id` holds.
+pub(crate) fn subject_of(
+    spec: &EventSpec,
+    payload: Option<&Value>,
+    aggregate_id: &str,
+) -> Result<SubjectId, EncodeError> {
+    let subject = match spec.subject {
+        SubjectOf::AggregateId => aggregate_id,
+        SubjectOf::Field(field) => payload
+            .and_then(|payload| payload.get(field))
+            .and_then(Value::as_str)
+            .ok_or(EncodeError::Subject {
+                event_type: spec.event_type,
+                reason: format!("its subject field {field:?} is not a string in the payload"),
+            })?,
+    };
+    SubjectId::new(subject).map_err(|err| EncodeError::Subject {
+        event_type: spec.event_type,
+        reason: err.to_string(),
+    })
+}
+
+/// Seals `value` (a field's JSON) with `key` for `subject` of `instance`.
+pub(crate) fn seal_value(
+    instance: &str,
+    subject: &SubjectId,
+    key: &DataKey,
+    value: &Value,
+) -> Value {
+    let plaintext = value.to_string();
+    let sealed = key.seal(instance, subject.as_str(), plaintext.as_bytes());
+    format::sealed_value(
+        subject.as_str(),
+        key.version(),
+        STANDARD_NO_PAD.encode(sealed),
+    )
+}
+
+/// The parsed payload and the subjects of its sealed fields, or `None` when it has none.
+fn parse_sealed(event: &Event) -> Result<Option<(Value, Vec<SubjectId>)>, DecodeFailure> {
+    let Some(text) = event.raw_payload.json() else {
+        return Ok(None);
+    };
+    if !may_be_sealed(text) {
+        return Ok(None);
+    }
+    let mut payload: Value =
+        serde_json::from_str(text).map_err(|err| DecodeFailure::Payload(err.to_string()))?;
+    let mut subjects: Vec<SubjectId> = Vec::new();
+    replace_sealed::<DecodeFailure>(&mut payload, &mut |sealed| {
+        if let Some((subject, _, _)) = sealed_parts(sealed) {
+            let subject = SubjectId::new(subject).map_err(|err| DecodeFailure::Unsealable {
+                subject: subject.to_owned(),
+                reason: err.to_string(),
+            })?;
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
+            }
+        }
+        Ok(None)
+    })?;
+    if subjects.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((payload, subjects)))
+}
+
+/// Replaces every sealed field of `payload` by its value, or by the erased mark when its subject
+/// was erased; returns the subjects whose data it opened.
+fn open_sealed<'c>(
+    instance: &InstanceId,
+    payload: &mut Value,
+    lookup: &dyn Fn(&SubjectId) -> Option<&'c Cached>,
+) -> Result<Vec<SubjectId>, DecodeFailure> {
+    let mut opened: Vec<SubjectId> = Vec::new();
+    replace_sealed::<DecodeFailure>(payload, &mut |sealed| {
+        let Some((subject, version, data)) = sealed_parts(sealed) else {
+            return Ok(None);
+        };
+        let unsealable = |reason: &str| DecodeFailure::Unsealable {
+            subject: subject.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let subject_id = SubjectId::new(subject).map_err(|err| unsealable(&err.to_string()))?;
+        let cached = lookup(&subject_id).ok_or_else(|| DecodeFailure::KeysUnavailable {
+            subject: subject.to_owned(),
+        })?;
+        if cached.erased {
+            return Ok(Some(erased_mark()));
+        }
+        let key = cached
+            .key(version)
+            .ok_or_else(|| DecodeFailure::KeyMissing {
+                subject: subject.to_owned(),
+                version,
+            })?;
+        let bytes = STANDARD_NO_PAD
+            .decode(data)
+            .map_err(|_| unsealable("its data is not base64"))?;
+        let plaintext = key
+            .open(instance.as_str(), subject, &bytes)
+            .ok_or_else(|| unsealable("it does not open with the subject's key"))?;
+        let value: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| unsealable("its plaintext is not JSON"))?;
+        if !opened.contains(&subject_id) {
+            opened.push(subject_id);
+        }
+        Ok(Some(value))
+    })?;
+    Ok(opened)
+}
