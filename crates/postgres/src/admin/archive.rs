@@ -189,26 +189,29 @@ pub async fn plan_archive(
 ) -> Result<ArchivePlan, ArchiveError> {
     known_instance(pool, &selection.instance).await?;
     let failed = |err| from_sqlx("planning an archive run", err);
-    let (aggregates, events, bytes, types, last_position, last_in_tx_order): (
+    /// Aggregates, events, bytes, aggregate types and the last (position, in_tx_order).
+    type PlanRow = (
         i64,
         Option<Decimal>,
         Option<Decimal>,
         Option<Vec<String>>,
         Option<Decimal>,
         Option<i32>,
-    ) = sqlx::query_as(
-        "SELECT count(*), sum(c.events), sum(c.bytes), array_agg(DISTINCT c.aggregate_type), \
+    );
+    let (aggregates, events, bytes, types, last_position, last_in_tx_order): PlanRow =
+        sqlx::query_as(
+            "SELECT count(*), sum(c.events), sum(c.bytes), array_agg(DISTINCT c.aggregate_type), \
          (array_agg(c.last_position ORDER BY c.last_position DESC, c.last_in_tx_order DESC))[1], \
          (array_agg(c.last_in_tx_order ORDER BY c.last_position DESC, c.last_in_tx_order DESC))[1] \
          FROM eventstore.archive_candidates($1, $2, $3, $4, NULL, NULL, NULL) c",
-    )
-    .bind(selection.instance.as_str())
-    .bind(strings(&selection.aggregate_types))
-    .bind(strings(&selection.closing_event_types))
-    .bind(selection.horizon)
-    .fetch_one(pool)
-    .await
-    .map_err(failed)?;
+        )
+        .bind(selection.instance.as_str())
+        .bind(strings(&selection.aggregate_types))
+        .bind(strings(&selection.closing_event_types))
+        .bind(selection.horizon)
+        .fetch_one(pool)
+        .await
+        .map_err(failed)?;
     let projections_behind: Vec<String> = match (types, last_position) {
         (Some(types), Some(position)) => sqlx::query_scalar(
             "SELECT p.projection_name FROM projections.reading($1, $2) p \
