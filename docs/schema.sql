@@ -325,6 +325,132 @@ $$;
 
 
 --
+-- Name: archive_batch(text, bigint); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.archive_batch(p_instance text, p_run_id bigint) RETURNS TABLE(r_outcome text, r_done boolean, r_aggregates bigint, r_events bigint, r_projections text[])
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run      eventstore.archive_runs%ROWTYPE;
+    v_types    TEXT[];
+    v_ids      TEXT[];
+    v_count    INTEGER;
+    v_last     RECORD;
+    v_checksum NUMERIC;
+BEGIN
+    -- Locks the run: two processes running it take turns, batch by batch.
+    SELECT * INTO v_run FROM eventstore.archive_runs r
+    WHERE r.instance_id = p_instance AND r.id = p_run_id AND r.kind = 'archive'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'archive run % of instance % does not exist', p_run_id, p_instance
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r_aggregates := 0;
+    r_events := 0;
+    r_projections := '{}';
+    IF v_run.finished_at IS NOT NULL THEN
+        r_outcome := 'done';
+        r_done := true;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(c.aggregate_type ORDER BY c.aggregate_type, c.aggregate_id), '{}'),
+           coalesce(array_agg(c.aggregate_id ORDER BY c.aggregate_type, c.aggregate_id), '{}')
+    INTO v_types, v_ids
+    FROM eventstore.archive_candidates(p_instance, v_run.aggregate_types,
+        v_run.closing_event_types, v_run.horizon, v_run.after_aggregate_type,
+        v_run.after_aggregate_id, v_run.batch_size) c;
+    v_count := cardinality(v_types);
+
+    IF v_count > 0 THEN
+        -- No push to these aggregates lands between here and the move (pushes take the same lock).
+        PERFORM pg_advisory_xact_lock(eventstore.aggregate_lock_key(p_instance, c.t, c.i))
+        FROM unnest(v_types, v_ids) AS c(t, i)
+        ORDER BY eventstore.aggregate_lock_key(p_instance, c.t, c.i);
+
+        SELECT e.position, e.in_tx_order INTO v_last
+        FROM eventstore.events e JOIN unnest(v_types, v_ids) AS c(t, i)
+             ON e.instance_id = p_instance AND e.aggregate_type = c.t AND e.aggregate_id = c.i
+        ORDER BY e.position DESC, e.in_tx_order DESC LIMIT 1;
+
+        SELECT coalesce(array_agg(p.projection_name ORDER BY p.projection_name), '{}')
+        INTO r_projections
+        FROM projections.reading(p_instance, ARRAY(SELECT DISTINCT t FROM unnest(v_types) t)) p
+        WHERE p.position IS NULL OR (p.position, p.in_tx_order) < (v_last.position, v_last.in_tx_order);
+        IF cardinality(r_projections) > 0 THEN
+            r_outcome := 'refused';
+            r_done := false;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        PERFORM set_config('strata.removing_events', 'on', true);
+        -- An aggregate written after the horizon since it was chosen stays hot, whole.
+        WITH moved AS (
+            DELETE FROM eventstore.events e
+            USING unnest(v_types, v_ids) AS c(t, i)
+            WHERE e.instance_id = p_instance AND e.aggregate_type = c.t AND e.aggregate_id = c.i
+              AND NOT EXISTS (
+                  SELECT 1 FROM eventstore.events n
+                  WHERE n.instance_id = p_instance AND n.aggregate_type = c.t
+                    AND n.aggregate_id = c.i AND n.created_at >= v_run.horizon)
+            RETURNING e.*
+        ), archived AS (
+            INSERT INTO eventstore.archived_events SELECT * FROM moved RETURNING *
+        )
+        SELECT count(DISTINCT (a.aggregate_type, a.aggregate_id)), count(*),
+               coalesce(sum(eventstore.event_digest(
+                   a.instance_id, a.aggregate_type, a.aggregate_id, a.sequence, a.event_type,
+                   a.revision, a.created_at, a.creator, a.owner, a.payload, a.position,
+                   a.in_tx_order, a.metadata)), 0)
+        INTO r_aggregates, r_events, v_checksum
+        FROM archived a;
+        PERFORM set_config('strata.removing_events', 'off', true);
+    END IF;
+
+    r_done := v_count < v_run.batch_size;
+    UPDATE eventstore.archive_runs r SET
+        after_aggregate_type = coalesce(v_types[v_count], r.after_aggregate_type),
+        after_aggregate_id = coalesce(v_ids[v_count], r.after_aggregate_id),
+        aggregates = r.aggregates + r_aggregates,
+        events = r.events + r_events,
+        checksum = r.checksum + coalesce(v_checksum, 0),
+        updated_at = now(),
+        finished_at = CASE WHEN r_done THEN now() END
+    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    r_outcome := 'moved';
+    RETURN NEXT;
+END
+$$;
+
+
+--
+-- Name: archive_candidates(text, text[], text[], timestamp with time zone, text, text, integer); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.archive_candidates(p_instance text, p_types text[], p_closing text[], p_horizon timestamp with time zone, p_after_type text, p_after_id text, p_limit integer) RETURNS TABLE(aggregate_type text, aggregate_id text, events bigint, bytes bigint, last_position numeric, last_in_tx_order integer)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.aggregate_type, e.aggregate_id, count(*), sum(pg_column_size(e.*))::bigint,
+           (array_agg(e.position ORDER BY e.position DESC, e.in_tx_order DESC))[1],
+           (array_agg(e.in_tx_order ORDER BY e.position DESC, e.in_tx_order DESC))[1]
+    FROM eventstore.events e
+    WHERE e.instance_id = p_instance
+      AND (cardinality(p_types) = 0 OR e.aggregate_type = ANY (p_types))
+      AND (p_after_type IS NULL OR (e.aggregate_type, e.aggregate_id) > (p_after_type, p_after_id))
+    GROUP BY e.aggregate_type, e.aggregate_id
+    HAVING max(e.created_at) < p_horizon
+       AND (cardinality(p_closing) = 0
+            OR (array_agg(e.event_type ORDER BY e.sequence DESC))[1] = ANY (p_closing))
+    ORDER BY e.aggregate_type, e.aggregate_id
+    LIMIT p_limit
+$$;
+
+
+--
 -- Name: begin_push(); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -405,7 +531,8 @@ CREATE FUNCTION eventstore.current_sequence(p_instance text, p_aggregate_type te
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
-    v_last RECORD;
+    v_last     RECORD;
+    v_archived BIGINT;
 BEGIN
     SELECT ev.instance_id, ev.aggregate_type, ev.aggregate_id, ev.sequence INTO v_last
     FROM eventstore.events ev
@@ -417,9 +544,25 @@ BEGIN
        AND v_last.aggregate_id = p_aggregate_id THEN
         RETURN v_last.sequence;
     END IF;
-    RETURN 0;
+    -- Equality on the key's first three columns and its order: only the primary key serves it.
+    SELECT a.sequence INTO v_archived
+    FROM eventstore.archived_events a
+    WHERE a.instance_id = p_instance AND a.aggregate_type = p_aggregate_type
+      AND a.aggregate_id = p_aggregate_id
+    ORDER BY a.sequence DESC
+    LIMIT 1;
+    RETURN coalesce(v_archived, 0);
 END
 $$;
+
+
+--
+-- Name: event_digest(text, text, text, bigint, text, integer, timestamp with time zone, text, text, jsonb, numeric, integer, jsonb); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.event_digest(p_instance_id text, p_aggregate_type text, p_aggregate_id text, p_sequence bigint, p_event_type text, p_revision integer, p_created_at timestamp with time zone, p_creator text, p_owner text, p_payload jsonb, p_position numeric, p_in_tx_order integer, p_metadata jsonb) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN ((('x'::text || substr(md5(concat_ws(chr(31), p_instance_id, p_aggregate_type, p_aggregate_id, (p_sequence)::text, p_event_type, (p_revision)::text, (EXTRACT(epoch FROM p_created_at))::text, p_creator, p_owner, COALESCE((p_payload)::text, '\N'::text), (p_position)::text, (p_in_tx_order)::text, COALESCE((p_metadata)::text, '\N'::text))), 1, 15)))::bit(60))::bigint;
 
 
 --
@@ -443,8 +586,10 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA eventstore, projections, cache TO %I', v_writer);
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER '
                        'ON ALL TABLES IN SCHEMA eventstore FROM %I', v_writer);
-        EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints TO %I',
-                       v_writer);
+        -- The archive is readable like the hot table (reads through the archive, and
+        -- EventStore::current_sequence), never writable.
+        EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints, '
+                       'eventstore.archived_events TO %I', v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
@@ -465,9 +610,168 @@ BEGIN
         EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA eventstore, projections, cache TO %I',
                        v_migrator);
         EXECUTE format('GRANT ALL ON ALL SEQUENCES IN SCHEMA projections, cache TO %I', v_migrator);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION eventstore.remove_instance(TEXT) TO %I',
-                       v_migrator);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION eventstore.remove_instance(TEXT), '
+                       'eventstore.hard_delete(TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, TEXT[], TEXT[]), '
+                       'eventstore.archive_candidates(TEXT, TEXT[], TEXT[], TIMESTAMPTZ, TEXT, TEXT, '
+                       'INTEGER), '
+                       'eventstore.archive_batch(TEXT, BIGINT), eventstore.restore_batch(TEXT, BIGINT), '
+                       'projections.reading(TEXT, TEXT[]) TO %I', v_migrator);
     END IF;
+END
+$$;
+
+
+--
+-- Name: hard_delete(text, text, text, text, text, boolean, text[], text[]); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.hard_delete(p_instance text, p_aggregate_type text, p_aggregate_id text, p_actor text, p_reason text, p_rebuild boolean, p_release_unique_types text[], p_release_unique_values text[]) RETURNS TABLE(r_outcome text, r_removal_id bigint, r_hot_events bigint, r_archived_events bigint, r_idempotency_keys bigint, r_unique_constraints bigint, r_failed_events bigint, r_projections text[])
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_whole      BOOLEAN := p_aggregate_type IS NULL AND p_aggregate_id IS NULL;
+    v_types      TEXT[];
+    v_first      RECORD;
+    v_last       RECORD;
+    v_checksum   NUMERIC;
+BEGIN
+    IF coalesce(p_instance, '') = '' OR coalesce(p_actor, '') = '' OR coalesce(p_reason, '') = ''
+       OR (p_aggregate_type IS NULL) <> (p_aggregate_id IS NULL)
+       OR p_aggregate_type = '' OR p_aggregate_id = ''
+       OR cardinality(coalesce(p_release_unique_types, '{}'))
+          <> cardinality(coalesce(p_release_unique_values, '{}'))
+       OR (v_whole AND cardinality(coalesce(p_release_unique_types, '{}')) > 0) THEN
+        RAISE EXCEPTION 'hard_delete: an instance, an actor and a reason are required, an aggregate '
+                        'type and id go together, and unique constraints are released per aggregate '
+                        'as type/value pairs'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT v_whole THEN
+        v_types := ARRAY[p_aggregate_type];
+        -- No push to the aggregate can land between the count and the delete.
+        PERFORM pg_advisory_xact_lock(
+            eventstore.aggregate_lock_key(p_instance, p_aggregate_type, p_aggregate_id));
+    END IF;
+
+    -- The projections' leases: none of them can move its checkpoint while this runs.
+    PERFORM pg_advisory_xact_lock(projections.lease_key(p.projection_name, p_instance))
+    FROM projections.reading(p_instance, v_types) p
+    ORDER BY projections.lease_key(p.projection_name, p_instance);
+
+    SELECT e.position, e.in_tx_order INTO v_first
+    FROM (SELECT h.position, h.in_tx_order FROM eventstore.events h
+          WHERE h.instance_id = p_instance
+            AND (v_whole OR (h.aggregate_type = p_aggregate_type AND h.aggregate_id = p_aggregate_id))
+          UNION ALL
+          SELECT a.position, a.in_tx_order FROM eventstore.archived_events a
+          WHERE a.instance_id = p_instance
+            AND (v_whole OR (a.aggregate_type = p_aggregate_type AND a.aggregate_id = p_aggregate_id))
+         ) e
+    ORDER BY e.position, e.in_tx_order LIMIT 1;
+    IF NOT FOUND THEN
+        r_outcome := 'not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT e.position, e.in_tx_order INTO v_last
+    FROM (SELECT h.position, h.in_tx_order FROM eventstore.events h
+          WHERE h.instance_id = p_instance
+            AND (v_whole OR (h.aggregate_type = p_aggregate_type AND h.aggregate_id = p_aggregate_id))
+          UNION ALL
+          SELECT a.position, a.in_tx_order FROM eventstore.archived_events a
+          WHERE a.instance_id = p_instance
+            AND (v_whole OR (a.aggregate_type = p_aggregate_type AND a.aggregate_id = p_aggregate_id))
+         ) e
+    ORDER BY e.position DESC, e.in_tx_order DESC LIMIT 1;
+
+    SELECT coalesce(array_agg(p.projection_name ORDER BY p.projection_name), '{}') INTO r_projections
+    FROM projections.reading(p_instance, v_types) p
+    WHERE p.position IS NOT NULL
+      AND (p.position, p.in_tx_order) >= (v_first.position, v_first.in_tx_order);
+    IF cardinality(r_projections) > 0 AND NOT p_rebuild THEN
+        r_outcome := 'refused';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    PERFORM set_config('strata.removing_events', 'on', true);
+
+    -- Keys first, while the events they point at can still be found.
+    DELETE FROM eventstore.idempotency_keys k
+    WHERE k.instance_id = p_instance
+      AND (v_whole OR EXISTS (
+          SELECT 1 FROM eventstore.events e
+          WHERE e.instance_id = p_instance AND e.aggregate_type = p_aggregate_type
+            AND e.aggregate_id = p_aggregate_id AND e.position = k.position
+            AND e.in_tx_order BETWEEN k.first_in_tx_order
+                                  AND k.first_in_tx_order + k.event_count - 1
+          UNION ALL
+          SELECT 1 FROM eventstore.archived_events e
+          WHERE e.instance_id = p_instance AND e.aggregate_type = p_aggregate_type
+            AND e.aggregate_id = p_aggregate_id AND e.position = k.position
+            AND e.in_tx_order BETWEEN k.first_in_tx_order
+                                  AND k.first_in_tx_order + k.event_count - 1));
+    GET DIAGNOSTICS r_idempotency_keys = ROW_COUNT;
+
+    DELETE FROM eventstore.events e
+    WHERE e.instance_id = p_instance
+      AND (v_whole OR (e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id));
+    GET DIAGNOSTICS r_hot_events = ROW_COUNT;
+
+    WITH removed AS (
+        DELETE FROM eventstore.archived_events e
+        WHERE e.instance_id = p_instance
+          AND (v_whole OR (e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id))
+        RETURNING e.*
+    )
+    SELECT count(*), coalesce(sum(eventstore.event_digest(
+               instance_id, aggregate_type, aggregate_id, sequence, event_type, revision,
+               created_at, creator, owner, payload, position, in_tx_order, metadata)), 0)
+    INTO r_archived_events, v_checksum
+    FROM removed;
+
+    PERFORM set_config('strata.removing_events', 'off', true);
+
+    IF v_whole THEN
+        -- A manifest of an instance that is gone describes nothing.
+        DELETE FROM eventstore.archive_runs WHERE instance_id = p_instance;
+        DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance;
+        GET DIAGNOSTICS r_unique_constraints = ROW_COUNT;
+        DELETE FROM projections.failed_events WHERE instance_id = p_instance;
+        GET DIAGNOSTICS r_failed_events = ROW_COUNT;
+    ELSE
+        IF r_archived_events > 0 THEN
+            -- Keeps `strata archive verify` balanced: the manifest says what left the archive.
+            INSERT INTO eventstore.archive_runs (instance_id, kind, aggregate_types, aggregate_id,
+                closing_event_types, batch_size, aggregates, events, checksum, actor, finished_at)
+            VALUES (p_instance, 'hard_delete', ARRAY[p_aggregate_type], p_aggregate_id, '{}', 1, 1,
+                    r_archived_events, v_checksum, p_actor, now());
+        END IF;
+        DELETE FROM eventstore.unique_constraints u
+        USING unnest(p_release_unique_types, p_release_unique_values) AS r(t, v)
+        WHERE u.instance_id = p_instance AND u.unique_type = r.t AND u.unique_field = r.v;
+        GET DIAGNOSTICS r_unique_constraints = ROW_COUNT;
+        DELETE FROM projections.failed_events f
+        WHERE f.instance_id = p_instance AND f.aggregate_type = p_aggregate_type
+          AND f.aggregate_id = p_aggregate_id;
+        GET DIAGNOSTICS r_failed_events = ROW_COUNT;
+    END IF;
+
+    IF p_rebuild AND cardinality(r_projections) > 0 THEN
+        INSERT INTO projections.requests (instance_id, projection_name, kind)
+        SELECT p_instance, p, 'rebuild' FROM unnest(r_projections) AS p;
+    END IF;
+
+    INSERT INTO eventstore.removals (instance_id, aggregate_type, aggregate_id, hot_events,
+        archived_events, first_position, first_in_tx_order, last_position, last_in_tx_order,
+        idempotency_keys, unique_constraints, failed_events, projections_rebuilt, actor, reason)
+    VALUES (p_instance, p_aggregate_type, p_aggregate_id, r_hot_events, r_archived_events,
+            v_first.position, v_first.in_tx_order, v_last.position, v_last.in_tx_order,
+            r_idempotency_keys, r_unique_constraints, r_failed_events, r_projections, p_actor,
+            p_reason)
+    RETURNING id INTO r_removal_id;
+    r_outcome := 'removed';
+    RETURN NEXT;
 END
 $$;
 
@@ -777,12 +1081,13 @@ CREATE FUNCTION eventstore.refuse_event_change() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('strata.removing_instance', true) = 'on' THEN
+    IF TG_OP = 'DELETE' AND current_setting('strata.removing_events', true) = 'on' THEN
         RETURN OLD;
     END IF;
-    RAISE EXCEPTION 'eventstore.events is append-only: % is refused', TG_OP
+    RAISE EXCEPTION '%.% is append-only: % is refused', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege',
-              HINT = 'events can only be removed with eventstore.remove_instance(instance_id)';
+              HINT = 'events are removed only by eventstore.remove_instance, eventstore.hard_delete '
+                     'and strata archive (strata_postgres::admin)';
 END
 $$;
 
@@ -796,14 +1101,104 @@ CREATE FUNCTION eventstore.remove_instance(p_instance_id text) RETURNS bigint
     AS $$
 DECLARE
     removed BIGINT;
+    archived BIGINT;
 BEGIN
-    PERFORM set_config('strata.removing_instance', 'on', true);
+    -- The one mechanism the append-only triggers honour (eventstore.refuse_event_change).
+    PERFORM set_config('strata.removing_events', 'on', true);
     DELETE FROM eventstore.events WHERE instance_id = p_instance_id;
     GET DIAGNOSTICS removed = ROW_COUNT;
+    DELETE FROM eventstore.archived_events WHERE instance_id = p_instance_id;
+    GET DIAGNOSTICS archived = ROW_COUNT;
+    DELETE FROM eventstore.archive_runs WHERE instance_id = p_instance_id;
     DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
     DELETE FROM eventstore.idempotency_keys WHERE instance_id = p_instance_id;
-    PERFORM set_config('strata.removing_instance', 'off', true);
-    RETURN removed;
+    PERFORM set_config('strata.removing_events', 'off', true);
+    RETURN removed + archived;
+END
+$$;
+
+
+--
+-- Name: restore_batch(text, bigint); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.restore_batch(p_instance text, p_run_id bigint) RETURNS TABLE(r_done boolean, r_aggregates bigint, r_events bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run      eventstore.archive_runs%ROWTYPE;
+    v_types    TEXT[];
+    v_ids      TEXT[];
+    v_count    INTEGER;
+    v_checksum NUMERIC;
+BEGIN
+    SELECT * INTO v_run FROM eventstore.archive_runs r
+    WHERE r.instance_id = p_instance AND r.id = p_run_id AND r.kind = 'restore'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'restore run % of instance % does not exist', p_run_id, p_instance
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r_aggregates := 0;
+    r_events := 0;
+    IF v_run.finished_at IS NOT NULL THEN
+        r_done := true;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    SELECT coalesce(array_agg(c.aggregate_type ORDER BY c.aggregate_type, c.aggregate_id), '{}'),
+           coalesce(array_agg(c.aggregate_id ORDER BY c.aggregate_type, c.aggregate_id), '{}')
+    INTO v_types, v_ids
+    FROM (SELECT a.aggregate_type, a.aggregate_id
+          FROM eventstore.archived_events a
+          WHERE a.instance_id = p_instance
+            AND (cardinality(v_run.aggregate_types) = 0
+                 OR a.aggregate_type = ANY (v_run.aggregate_types))
+            AND (v_run.aggregate_id IS NULL OR a.aggregate_id = v_run.aggregate_id)
+            AND (v_run.after_aggregate_type IS NULL
+                 OR (a.aggregate_type, a.aggregate_id)
+                    > (v_run.after_aggregate_type, v_run.after_aggregate_id))
+          GROUP BY a.aggregate_type, a.aggregate_id
+          ORDER BY a.aggregate_type, a.aggregate_id
+          LIMIT v_run.batch_size) c;
+    v_count := cardinality(v_types);
+
+    IF v_count > 0 THEN
+        PERFORM pg_advisory_xact_lock(eventstore.aggregate_lock_key(p_instance, c.t, c.i))
+        FROM unnest(v_types, v_ids) AS c(t, i)
+        ORDER BY eventstore.aggregate_lock_key(p_instance, c.t, c.i);
+
+        PERFORM set_config('strata.removing_events', 'on', true);
+        WITH moved AS (
+            DELETE FROM eventstore.archived_events a
+            USING unnest(v_types, v_ids) AS c(t, i)
+            WHERE a.instance_id = p_instance AND a.aggregate_type = c.t AND a.aggregate_id = c.i
+            RETURNING a.*
+        ), restored AS (
+            INSERT INTO eventstore.events SELECT * FROM moved RETURNING *
+        )
+        SELECT count(DISTINCT (e.aggregate_type, e.aggregate_id)), count(*),
+               coalesce(sum(eventstore.event_digest(
+                   e.instance_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
+                   e.revision, e.created_at, e.creator, e.owner, e.payload, e.position,
+                   e.in_tx_order, e.metadata)), 0)
+        INTO r_aggregates, r_events, v_checksum
+        FROM restored e;
+        PERFORM set_config('strata.removing_events', 'off', true);
+    END IF;
+
+    r_done := v_count < v_run.batch_size;
+    UPDATE eventstore.archive_runs r SET
+        after_aggregate_type = coalesce(v_types[v_count], r.after_aggregate_type),
+        after_aggregate_id = coalesce(v_ids[v_count], r.after_aggregate_id),
+        aggregates = r.aggregates + r_aggregates,
+        events = r.events + r_events,
+        checksum = r.checksum + coalesce(v_checksum, 0),
+        updated_at = now(),
+        finished_at = CASE WHEN r_done THEN now() END
+    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    RETURN NEXT;
 END
 $$;
 
@@ -872,6 +1267,25 @@ CREATE FUNCTION projections.lease_key(p_projection text, p_instance text) RETURN
 
 
 --
+-- Name: reading(text, text[]); Type: FUNCTION; Schema: projections; Owner: -
+--
+
+CREATE FUNCTION projections.reading(p_instance text, p_aggregate_types text[]) RETURNS TABLE(projection_name text, "position" numeric, in_tx_order integer)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(cs.projection_name, r.projection_name), cs.position, cs.in_tx_order
+    FROM (SELECT s.projection_name, s.position, s.in_tx_order
+          FROM projections.current_states s WHERE s.instance_id = p_instance) cs
+    FULL JOIN projections.registry r ON r.projection_name = cs.projection_name
+    WHERE r.projection_name IS NULL
+       OR p_aggregate_types IS NULL
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(r.reads) AS rd(pair)
+                  WHERE rd.pair->>0 = ANY (p_aggregate_types))
+    ORDER BY 1
+$$;
+
+
+--
 -- Name: object_ids; Type: SEQUENCE; Schema: cache; Owner: -
 --
 
@@ -922,6 +1336,69 @@ CREATE TABLE eventstore.applied_functions (
     file text NOT NULL,
     checksum text NOT NULL,
     applied_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: archive_runs; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.archive_runs (
+    instance_id text NOT NULL,
+    id bigint NOT NULL,
+    kind text NOT NULL,
+    aggregate_types text[] NOT NULL,
+    aggregate_id text,
+    closing_event_types text[] NOT NULL,
+    horizon timestamp with time zone,
+    batch_size integer NOT NULL,
+    after_aggregate_type text,
+    after_aggregate_id text,
+    aggregates bigint DEFAULT 0 NOT NULL,
+    events bigint DEFAULT 0 NOT NULL,
+    checksum numeric DEFAULT 0 NOT NULL,
+    actor text NOT NULL,
+    db_user text DEFAULT CURRENT_USER NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT archive_runs_batch_size_check CHECK ((batch_size > 0)),
+    CONSTRAINT archive_runs_kind_check CHECK ((kind = ANY (ARRAY['archive'::text, 'restore'::text, 'hard_delete'::text])))
+);
+
+
+--
+-- Name: archive_runs_id_seq; Type: SEQUENCE; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE eventstore.archive_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME eventstore.archive_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: archived_events; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.archived_events (
+    instance_id text NOT NULL,
+    aggregate_type text NOT NULL,
+    aggregate_id text NOT NULL,
+    sequence bigint NOT NULL,
+    event_type text NOT NULL,
+    revision integer NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    creator text NOT NULL,
+    owner text NOT NULL,
+    payload jsonb,
+    "position" numeric NOT NULL,
+    in_tx_order integer NOT NULL,
+    metadata jsonb
 );
 
 
@@ -979,6 +1456,46 @@ CREATE TABLE eventstore.mirror_progress (
     in_tx_order integer NOT NULL,
     events_copied bigint NOT NULL,
     updated_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: removals; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.removals (
+    instance_id text NOT NULL,
+    id bigint NOT NULL,
+    aggregate_type text,
+    aggregate_id text,
+    hot_events bigint NOT NULL,
+    archived_events bigint NOT NULL,
+    first_position numeric,
+    first_in_tx_order integer,
+    last_position numeric,
+    last_in_tx_order integer,
+    idempotency_keys bigint NOT NULL,
+    unique_constraints bigint NOT NULL,
+    failed_events bigint NOT NULL,
+    projections_rebuilt text[] NOT NULL,
+    actor text NOT NULL,
+    db_user text DEFAULT CURRENT_USER NOT NULL,
+    removed_at timestamp with time zone DEFAULT now() NOT NULL,
+    reason text NOT NULL
+);
+
+
+--
+-- Name: removals_id_seq; Type: SEQUENCE; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE eventstore.removals ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME eventstore.removals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 
 
@@ -1147,6 +1664,22 @@ ALTER TABLE ONLY eventstore.applied_functions
 
 
 --
+-- Name: archive_runs archive_runs_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.archive_runs
+    ADD CONSTRAINT archive_runs_pkey PRIMARY KEY (instance_id, id);
+
+
+--
+-- Name: archived_events archived_events_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.archived_events
+    ADD CONSTRAINT archived_events_pkey PRIMARY KEY (instance_id, aggregate_type, aggregate_id, sequence);
+
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
 --
 
@@ -1168,6 +1701,14 @@ ALTER TABLE ONLY eventstore.idempotency_keys
 
 ALTER TABLE ONLY eventstore.mirror_progress
     ADD CONSTRAINT mirror_progress_pkey PRIMARY KEY (source, instances);
+
+
+--
+-- Name: removals removals_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.removals
+    ADD CONSTRAINT removals_pkey PRIMARY KEY (instance_id, id);
 
 
 --
@@ -1242,6 +1783,13 @@ CREATE INDEX string_keys_object ON ONLY cache.string_keys USING btree (cache_nam
 
 
 --
+-- Name: archived_events_instance_position; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX archived_events_instance_position ON eventstore.archived_events USING btree (instance_id, "position", in_tx_order);
+
+
+--
 -- Name: events_aggregate_type_position; Type: INDEX; Schema: eventstore; Owner: -
 --
 
@@ -1281,6 +1829,20 @@ CREATE INDEX events_projection ON eventstore.events USING btree (instance_id, ag
 --
 
 CREATE INDEX failed_events_by_projection ON projections.failed_events USING btree (projection_name);
+
+
+--
+-- Name: archived_events archived_events_append_only; Type: TRIGGER; Schema: eventstore; Owner: -
+--
+
+CREATE TRIGGER archived_events_append_only BEFORE DELETE OR UPDATE ON eventstore.archived_events FOR EACH ROW EXECUTE FUNCTION eventstore.refuse_event_change();
+
+
+--
+-- Name: archived_events archived_events_no_truncate; Type: TRIGGER; Schema: eventstore; Owner: -
+--
+
+CREATE TRIGGER archived_events_no_truncate BEFORE TRUNCATE ON eventstore.archived_events FOR EACH STATEMENT EXECUTE FUNCTION eventstore.refuse_event_change();
 
 
 --
@@ -1329,6 +1891,22 @@ REVOKE ALL ON FUNCTION eventstore.append_events(p_push integer[], p_instance tex
 
 
 --
+-- Name: FUNCTION archive_batch(p_instance text, p_run_id bigint); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.archive_batch(p_instance text, p_run_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.archive_batch(p_instance text, p_run_id bigint) TO strata_migrator;
+
+
+--
+-- Name: FUNCTION archive_candidates(p_instance text, p_types text[], p_closing text[], p_horizon timestamp with time zone, p_after_type text, p_after_id text, p_limit integer); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.archive_candidates(p_instance text, p_types text[], p_closing text[], p_horizon timestamp with time zone, p_after_type text, p_after_id text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.archive_candidates(p_instance text, p_types text[], p_closing text[], p_horizon timestamp with time zone, p_after_type text, p_after_id text, p_limit integer) TO strata_migrator;
+
+
+--
 -- Name: FUNCTION begin_push(); Type: ACL; Schema: eventstore; Owner: -
 --
 
@@ -1340,6 +1918,14 @@ REVOKE ALL ON FUNCTION eventstore.begin_push() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION eventstore.grant_roles() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION hard_delete(p_instance text, p_aggregate_type text, p_aggregate_id text, p_actor text, p_reason text, p_rebuild boolean, p_release_unique_types text[], p_release_unique_values text[]); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.hard_delete(p_instance text, p_aggregate_type text, p_aggregate_id text, p_actor text, p_reason text, p_rebuild boolean, p_release_unique_types text[], p_release_unique_values text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.hard_delete(p_instance text, p_aggregate_type text, p_aggregate_id text, p_actor text, p_reason text, p_rebuild boolean, p_release_unique_types text[], p_release_unique_values text[]) TO strata_migrator;
 
 
 --
@@ -1382,10 +1968,26 @@ GRANT ALL ON FUNCTION eventstore.remove_instance(p_instance_id text) TO strata_m
 
 
 --
+-- Name: FUNCTION restore_batch(p_instance text, p_run_id bigint); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.restore_batch(p_instance text, p_run_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.restore_batch(p_instance text, p_run_id bigint) TO strata_migrator;
+
+
+--
 -- Name: FUNCTION set_up_roles(p_writer text, p_migrator text); Type: ACL; Schema: eventstore; Owner: -
 --
 
 REVOKE ALL ON FUNCTION eventstore.set_up_roles(p_writer text, p_migrator text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reading(p_instance text, p_aggregate_types text[]); Type: ACL; Schema: projections; Owner: -
+--
+
+REVOKE ALL ON FUNCTION projections.reading(p_instance text, p_aggregate_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION projections.reading(p_instance text, p_aggregate_types text[]) TO strata_migrator;
 
 
 --
@@ -1420,6 +2022,21 @@ GRANT ALL ON TABLE eventstore.applied_functions TO strata_migrator;
 
 
 --
+-- Name: TABLE archive_runs; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.archive_runs TO strata_migrator;
+
+
+--
+-- Name: TABLE archived_events; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT SELECT ON TABLE eventstore.archived_events TO strata_writer;
+GRANT ALL ON TABLE eventstore.archived_events TO strata_migrator;
+
+
+--
 -- Name: TABLE events; Type: ACL; Schema: eventstore; Owner: -
 --
 
@@ -1439,6 +2056,13 @@ GRANT ALL ON TABLE eventstore.idempotency_keys TO strata_migrator;
 --
 
 GRANT ALL ON TABLE eventstore.mirror_progress TO strata_migrator;
+
+
+--
+-- Name: TABLE removals; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.removals TO strata_migrator;
 
 
 --

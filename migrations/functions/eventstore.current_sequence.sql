@@ -1,6 +1,9 @@
 -- An aggregate's current sequence (0 when it has no events), by one backward primary-key probe:
 -- the last key at or before (instance, type, id, i64::MAX) is this aggregate's latest event if it
--- has any, else another aggregate's (then 0).
+-- has any, else another aggregate's. Only then is the archive asked, by a primary-key probe of
+-- eventstore.archived_events, so a push to an archived aggregate continues its sequence instead of
+-- starting again at 1; an aggregate with a hot event (every push but an aggregate's first) never
+-- pays for it (docs/operations.md, "Archiving").
 --
 -- The shape is the point. PL/pgSQL keeps a session's plan until the table's statistics change,
 -- and with missing or stale statistics `max(sequence) WHERE instance_id = … AND aggregate_type =
@@ -13,7 +16,8 @@ CREATE OR REPLACE FUNCTION eventstore.current_sequence(
 ) RETURNS BIGINT
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_last RECORD;
+    v_last     RECORD;
+    v_archived BIGINT;
 BEGIN
     SELECT ev.instance_id, ev.aggregate_type, ev.aggregate_id, ev.sequence INTO v_last
     FROM eventstore.events ev
@@ -25,6 +29,13 @@ BEGIN
        AND v_last.aggregate_id = p_aggregate_id THEN
         RETURN v_last.sequence;
     END IF;
-    RETURN 0;
+    -- Equality on the key's first three columns and its order: only the primary key serves it.
+    SELECT a.sequence INTO v_archived
+    FROM eventstore.archived_events a
+    WHERE a.instance_id = p_instance AND a.aggregate_type = p_aggregate_type
+      AND a.aggregate_id = p_aggregate_id
+    ORDER BY a.sequence DESC
+    LIMIT 1;
+    RETURN coalesce(v_archived, 0);
 END
 $$;

@@ -6,7 +6,8 @@
 -- eventstore.push_one (and finds a keyed push's outcome through eventstore.recorded_push); it
 -- creates, rewraps and erases personal-data keys only through their functions; it cannot insert, update or delete events or unique constraints itself,
 -- remove an instance, or change the schema. It runs projections (their bookkeeping tables) and
--- caches. The migrator applies migrations and administers (remove_instance, mirror).
+-- caches. The migrator applies migrations and administers (remove_instance, hard_delete, the archive,
+-- mirror).
 CREATE OR REPLACE FUNCTION eventstore.grant_roles() RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -23,8 +24,12 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA eventstore, projections, cache TO %I', v_writer);
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER '
                        'ON ALL TABLES IN SCHEMA eventstore FROM %I', v_writer);
+        -- The archive is readable like the hot table (reads through the archive, and
+        -- EventStore::current_sequence), never writable; personal-data keys are read directly and
+        -- written only through their functions.
         EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints, '
-                       'eventstore.subject_keys, eventstore.erased_subjects TO %I', v_writer);
+                       'eventstore.archived_events, eventstore.subject_keys, '
+                       'eventstore.erased_subjects TO %I', v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
@@ -49,8 +54,12 @@ BEGIN
         EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA eventstore, projections, cache TO %I',
                        v_migrator);
         EXECUTE format('GRANT ALL ON ALL SEQUENCES IN SCHEMA projections, cache TO %I', v_migrator);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION eventstore.remove_instance(TEXT) TO %I',
-                       v_migrator);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION eventstore.remove_instance(TEXT), '
+                       'eventstore.hard_delete(TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, TEXT[], TEXT[]), '
+                       'eventstore.archive_candidates(TEXT, TEXT[], TEXT[], TIMESTAMPTZ, TEXT, TEXT, '
+                       'INTEGER), '
+                       'eventstore.archive_batch(TEXT, BIGINT), eventstore.restore_batch(TEXT, BIGINT), '
+                       'projections.reading(TEXT, TEXT[]) TO %I', v_migrator);
     END IF;
 END
 $$;

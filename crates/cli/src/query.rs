@@ -97,6 +97,26 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let query = build(builder(&args))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.include_archive {
+        // The archive is read by an administrative call, all at once: the store's streaming read
+        // sees the hot table only.
+        let events = strata_postgres::admin::query_including_archive(store.pools().query(), &query)
+            .await
+            .context("reading events and the archive")?;
+        match format {
+            OutputFormat::Json => {
+                for event in &events {
+                    write_event_line(&mut out, event)?;
+                }
+            }
+            OutputFormat::Table => {
+                let rows: Vec<Vec<String>> = events.iter().map(table_row).collect();
+                write_table(&mut out, &TABLE_HEADERS, &rows).context("writing to stdout")?;
+            }
+        }
+        out.flush().context("writing to stdout")?;
+        return Ok(());
+    }
     match format {
         OutputFormat::Json => {
             // Streamed: memory stays flat however many events match.

@@ -400,8 +400,9 @@ impl EventStore for PgStore {
 
     async fn current_sequence(&self, aggregate: &AggregateRef) -> Result<Sequence> {
         let sequence: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(max(sequence), 0) FROM eventstore.events \
-             WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+            // The push's own lookup, so an archived aggregate's sequence is the one its next push
+            // continues from.
+            "SELECT eventstore.current_sequence($1, $2, $3)",
         )
         .bind(aggregate.instance_id.as_str())
         .bind(aggregate.aggregate_type.as_str())

@@ -1,5 +1,6 @@
 //! What operators' tools need beyond a service's API: the projection registry and operator
-//! requests, live runtimes, least-privilege roles and the state of the migrations.
+//! requests, live runtimes, least-privilege roles, the state of the migrations, hard deletes and
+//! the archive.
 //!
 //! This module serves the `strata` CLI and tools like it; a service does not need it. Its items
 //! follow the CLI and may change between minor versions.
@@ -9,11 +10,22 @@
 //! - `roles.rs`: creating the writer and migrator roles, which is never a side effect of
 //!   migrating.
 //! - `idempotency.rs`: deleting idempotency keys past their retention.
+//! - `hard_delete.rs`: removing an aggregate's or an instance's events for good, audited.
+//! - `archive.rs`: moving closed aggregates to the archive and back, verifying it, reading
+//!   through it.
 
+mod archive;
+mod hard_delete;
 mod idempotency;
 mod registry;
 mod roles;
 
+pub use self::archive::{
+    ArchiveError, ArchivePlan, ArchiveRun, ArchiveSelection, ArchiveVerification, BatchOutcome,
+    RestoreSelection, archive_batch, plan_archive, query_including_archive, restore_batch,
+    start_archive_run, start_restore_run, verify_archive,
+};
+pub use self::hard_delete::{DeleteTarget, HardDelete, HardDeleteError, Removal, hard_delete};
 pub use self::idempotency::prune_idempotency_keys;
 pub use self::registry::{
     LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,

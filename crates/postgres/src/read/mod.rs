@@ -28,6 +28,7 @@ use crate::error::{from_sqlx, unexpected_answer};
 pub(crate) use self::render::RenderedQuery;
 pub(crate) use self::render::{
     render_count, render_instance_heads, render_instance_ids, render_latest_position, render_query,
+    render_query_with_archive,
 };
 
 /// Every event `query` selects, in its order.
@@ -38,6 +39,16 @@ pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>
         .fetch_all(pool)
         .await
         .map_err(|err| from_sqlx("querying events", err))?;
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+/// Every event `query` selects in the hot table and the archive together, in its order.
+pub(crate) async fn fetch_all_with_archive(pool: &PgPool, query: &Query) -> Result<Vec<Event>> {
+    let rows: Vec<EventRow> = render_query_with_archive(query)
+        .to_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(|err| from_sqlx("querying events and the archive", err))?;
     rows.into_iter().map(EventRow::into_event).collect()
 }
 

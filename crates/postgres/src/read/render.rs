@@ -70,6 +70,27 @@ pub(crate) fn render_query(query: &Query) -> RenderedQuery {
     rendered
 }
 
+/// What a read through the archive selects from: the hot table and the archive as one relation.
+/// Both have the same columns in the same order, and PostgreSQL pushes the filters into each side
+/// of the `UNION ALL`, so each is answered by its own indexes.
+const EVENTS_AND_ARCHIVE: &str = "(SELECT * FROM eventstore.events \
+     UNION ALL SELECT * FROM eventstore.archived_events) AS events";
+
+/// [`render_query`] over the hot table and the archive (`eventstore.archived_events`) together:
+/// the exclusion's sub-query reads both too, so an aggregate's archived events exclude it as its
+/// hot ones would. For operators' reads that ask for the archive (`strata query
+/// --include-archive`).
+pub(crate) fn render_query_with_archive(query: &Query) -> RenderedQuery {
+    let mut rendered = render_query(query);
+    // Every table reference `render_query` writes is the hot table, by this exact text (the
+    // test below holds it to that), so the same query shape reads both.
+    rendered.sql = rendered.sql.replace(
+        "FROM eventstore.events",
+        &format!("FROM {EVENTS_AND_ARCHIVE}"),
+    );
+    rendered
+}
+
 /// Renders `SELECT max(position)` over what `query` selects (order, offset and limit ignored).
 pub(crate) fn render_latest_position(query: &Query) -> RenderedQuery {
     let mut rendered = RenderedQuery::new("SELECT max(position) FROM eventstore.events".into());

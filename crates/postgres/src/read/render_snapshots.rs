@@ -109,3 +109,21 @@ fn correlation_id_filters_on_the_partial_index() {
         [Text("instance-1"), Text("request-7")]"#]],
     );
 }
+
+#[test]
+fn a_read_through_the_archive_reads_both_tables_everywhere() {
+    // The exclusion's sub-query too: an aggregate excluded by an archived event stays excluded.
+    let query = Query::builder()
+        .instance("instance-1")
+        .aggregate_types(["oidc_session"])
+        .exclude_aggregates_with(["oidc_session"], ["oidc_session.access_token.revoked"])
+        .build()
+        .unwrap();
+    let sql = super::render::render_query_with_archive(&query).sql;
+    let union = "(SELECT * FROM eventstore.events UNION ALL SELECT * FROM eventstore.archived_events) AS events";
+    assert_eq!(sql.matches(union).count(), 2, "{sql}");
+    assert!(
+        !sql.replace(union, "").contains("eventstore.events"),
+        "a table reference left on the hot table alone: {sql}"
+    );
+}
