@@ -524,6 +524,33 @@ $$;
 
 
 --
+-- Name: create_subject_key(text, text, integer, text, bytea); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.create_subject_key(p_instance text, p_subject text, p_version integer, p_master_key_id text, p_wrapped bytea) RETURNS TABLE(r_master_key_id text, r_wrapped bytea)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(eventstore.subject_lock_key(p_instance, p_subject));
+    IF EXISTS (SELECT 1 FROM eventstore.erased_subjects
+               WHERE instance_id = p_instance AND subject_id = p_subject) THEN
+        RAISE EXCEPTION 'subject % of instance % was erased', p_subject, p_instance
+            USING ERRCODE = 'SE001';
+    END IF;
+    INSERT INTO eventstore.subject_keys (instance_id, subject_id, key_version, master_key_id,
+                                         wrapped_key)
+    VALUES (p_instance, p_subject, p_version, p_master_key_id, p_wrapped)
+    ON CONFLICT (instance_id, subject_id, key_version) DO NOTHING;
+    RETURN QUERY
+        SELECT k.master_key_id, k.wrapped_key FROM eventstore.subject_keys k
+        WHERE k.instance_id = p_instance AND k.subject_id = p_subject
+          AND k.key_version = p_version;
+END
+$$;
+
+
+--
 -- Name: current_sequence(text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -552,6 +579,37 @@ BEGIN
     ORDER BY a.sequence DESC
     LIMIT 1;
     RETURN coalesce(v_archived, 0);
+END
+$$;
+
+
+--
+-- Name: erase_subject(text, text, text, text, text, integer, text, text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.erase_subject(p_instance text, p_subject text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) RETURNS TABLE(r_keys_deleted bigint, r_sequence bigint, r_position numeric, r_created_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_erased_before BOOLEAN;
+BEGIN
+    PERFORM pg_advisory_xact_lock(eventstore.subject_lock_key(p_instance, p_subject));
+    SELECT EXISTS (SELECT 1 FROM eventstore.erased_subjects
+                   WHERE instance_id = p_instance AND subject_id = p_subject)
+    INTO v_erased_before;
+    -- The record first: a push must be its transaction's first write (docs/position.md).
+    IF NOT v_erased_before AND p_event_type IS NOT NULL THEN
+        SELECT one.r_sequence, one.r_position, one.r_created_at
+        INTO r_sequence, r_position, r_created_at
+        FROM eventstore.push_one(p_instance, p_aggregate_type, p_aggregate_id, p_event_type,
+                                 p_revision, p_creator, p_owner, p_payload, p_metadata) one;
+    END IF;
+    DELETE FROM eventstore.subject_keys WHERE instance_id = p_instance AND subject_id = p_subject;
+    GET DIAGNOSTICS r_keys_deleted = ROW_COUNT;
+    INSERT INTO eventstore.erased_subjects (instance_id, subject_id, position)
+    VALUES (p_instance, p_subject, r_position) ON CONFLICT DO NOTHING;
+    RETURN NEXT;
 END
 $$;
 
@@ -587,15 +645,21 @@ BEGIN
         EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER '
                        'ON ALL TABLES IN SCHEMA eventstore FROM %I', v_writer);
         -- The archive is readable like the hot table (reads through the archive, and
-        -- EventStore::current_sequence), never writable.
+        -- EventStore::current_sequence), never writable; personal-data keys are read directly and
+        -- written only through their functions.
         EXECUTE format('GRANT SELECT ON eventstore.events, eventstore.unique_constraints, '
-                       'eventstore.archived_events TO %I', v_writer);
+                       'eventstore.archived_events, eventstore.subject_keys, '
+                       'eventstore.erased_subjects TO %I', v_writer);
         EXECUTE format('GRANT EXECUTE ON FUNCTION '
                        'eventstore.push(INTEGER[], TEXT[], TEXT[], TEXT[], TEXT[], INTEGER[], '
                        'TEXT[], TEXT[], TEXT[], BIGINT[], TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], '
                        'TEXT[], INTEGER[], TEXT[], TEXT[], TEXT[], INTERVAL), '
                        'eventstore.push_one(TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, TEXT, TEXT), '
-                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL) '
+                       'eventstore.recorded_push(TEXT, TEXT, INTERVAL), '
+                       'eventstore.create_subject_key(TEXT, TEXT, INTEGER, TEXT, BYTEA), '
+                       'eventstore.erase_subject(TEXT, TEXT, TEXT, TEXT, TEXT, INTEGER, TEXT, TEXT, '
+                       'TEXT, TEXT), '
+                       'eventstore.rewrap_subject_key(TEXT, TEXT, INTEGER, TEXT, BYTEA, TEXT, BYTEA) '
                        'TO %I', v_writer);
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projections '
                        'TO %I', v_writer);
@@ -739,6 +803,9 @@ BEGIN
         GET DIAGNOSTICS r_unique_constraints = ROW_COUNT;
         DELETE FROM projections.failed_events WHERE instance_id = p_instance;
         GET DIAGNOSTICS r_failed_events = ROW_COUNT;
+        -- Its subjects' keys go with it (nothing is left for them to open).
+        DELETE FROM eventstore.subject_keys WHERE instance_id = p_instance;
+        DELETE FROM eventstore.erased_subjects WHERE instance_id = p_instance;
     ELSE
         IF r_archived_events > 0 THEN
             -- Keeps `strata archive verify` balanced: the manifest says what left the archive.
@@ -1112,6 +1179,8 @@ BEGIN
     DELETE FROM eventstore.archive_runs WHERE instance_id = p_instance_id;
     DELETE FROM eventstore.unique_constraints WHERE instance_id = p_instance_id;
     DELETE FROM eventstore.idempotency_keys WHERE instance_id = p_instance_id;
+    DELETE FROM eventstore.subject_keys WHERE instance_id = p_instance_id;
+    DELETE FROM eventstore.erased_subjects WHERE instance_id = p_instance_id;
     PERFORM set_config('strata.removing_events', 'off', true);
     RETURN removed + archived;
 END
@@ -1204,6 +1273,24 @@ $$;
 
 
 --
+-- Name: rewrap_subject_key(text, text, integer, text, bytea, text, bytea); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.rewrap_subject_key(p_instance text, p_subject text, p_version integer, p_old_master_key_id text, p_old_wrapped bytea, p_new_master_key_id text, p_new_wrapped bytea) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE eventstore.subject_keys
+    SET master_key_id = p_new_master_key_id, wrapped_key = p_new_wrapped
+    WHERE instance_id = p_instance AND subject_id = p_subject AND key_version = p_version
+      AND master_key_id = p_old_master_key_id AND wrapped_key = p_old_wrapped;
+    RETURN FOUND;
+END
+$$;
+
+
+--
 -- Name: set_up_roles(text, text); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -1245,6 +1332,17 @@ BEGIN
     END LOOP;
     PERFORM eventstore.grant_roles();
 END
+$$;
+
+
+--
+-- Name: subject_lock_key(text, text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.subject_lock_key(p_instance text, p_subject text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT hashtextextended('subject' || chr(31) || p_instance || chr(31) || p_subject, 0)
 $$;
 
 
@@ -1403,6 +1501,18 @@ CREATE TABLE eventstore.archived_events (
 
 
 --
+-- Name: erased_subjects; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.erased_subjects (
+    instance_id text NOT NULL,
+    subject_id text NOT NULL,
+    erased_at timestamp with time zone DEFAULT now() NOT NULL,
+    "position" numeric
+);
+
+
+--
 -- Name: events; Type: TABLE; Schema: eventstore; Owner: -
 --
 
@@ -1507,6 +1617,21 @@ CREATE TABLE eventstore.roles (
     kind text NOT NULL,
     role_name text NOT NULL,
     CONSTRAINT roles_kind_check CHECK ((kind = ANY (ARRAY['writer'::text, 'migrator'::text])))
+);
+
+
+--
+-- Name: subject_keys; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.subject_keys (
+    instance_id text NOT NULL,
+    subject_id text NOT NULL,
+    key_version integer NOT NULL,
+    master_key_id text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT subject_keys_key_version_check CHECK ((key_version > 0))
 );
 
 
@@ -1680,6 +1805,14 @@ ALTER TABLE ONLY eventstore.archived_events
 
 
 --
+-- Name: erased_subjects erased_subjects_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.erased_subjects
+    ADD CONSTRAINT erased_subjects_pkey PRIMARY KEY (instance_id, subject_id);
+
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
 --
 
@@ -1717,6 +1850,14 @@ ALTER TABLE ONLY eventstore.removals
 
 ALTER TABLE ONLY eventstore.roles
     ADD CONSTRAINT roles_pkey PRIMARY KEY (kind);
+
+
+--
+-- Name: subject_keys subject_keys_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.subject_keys
+    ADD CONSTRAINT subject_keys_pkey PRIMARY KEY (instance_id, subject_id, key_version);
 
 
 --
@@ -1825,6 +1966,13 @@ CREATE INDEX events_projection ON eventstore.events USING btree (instance_id, ag
 
 
 --
+-- Name: subject_keys_master_key; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX subject_keys_master_key ON eventstore.subject_keys USING btree (master_key_id);
+
+
+--
 -- Name: failed_events_by_projection; Type: INDEX; Schema: projections; Owner: -
 --
 
@@ -1914,6 +2062,22 @@ REVOKE ALL ON FUNCTION eventstore.begin_push() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION create_subject_key(p_instance text, p_subject text, p_version integer, p_master_key_id text, p_wrapped bytea); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.create_subject_key(p_instance text, p_subject text, p_version integer, p_master_key_id text, p_wrapped bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.create_subject_key(p_instance text, p_subject text, p_version integer, p_master_key_id text, p_wrapped bytea) TO strata_writer;
+
+
+--
+-- Name: FUNCTION erase_subject(p_instance text, p_subject text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.erase_subject(p_instance text, p_subject text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.erase_subject(p_instance text, p_subject text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) TO strata_writer;
+
+
+--
 -- Name: FUNCTION grant_roles(); Type: ACL; Schema: eventstore; Owner: -
 --
 
@@ -1973,6 +2137,14 @@ GRANT ALL ON FUNCTION eventstore.remove_instance(p_instance_id text) TO strata_m
 
 REVOKE ALL ON FUNCTION eventstore.restore_batch(p_instance text, p_run_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION eventstore.restore_batch(p_instance text, p_run_id bigint) TO strata_migrator;
+
+
+--
+-- Name: FUNCTION rewrap_subject_key(p_instance text, p_subject text, p_version integer, p_old_master_key_id text, p_old_wrapped bytea, p_new_master_key_id text, p_new_wrapped bytea); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.rewrap_subject_key(p_instance text, p_subject text, p_version integer, p_old_master_key_id text, p_old_wrapped bytea, p_new_master_key_id text, p_new_wrapped bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION eventstore.rewrap_subject_key(p_instance text, p_subject text, p_version integer, p_old_master_key_id text, p_old_wrapped bytea, p_new_master_key_id text, p_new_wrapped bytea) TO strata_writer;
 
 
 --
@@ -2037,6 +2209,14 @@ GRANT ALL ON TABLE eventstore.archived_events TO strata_migrator;
 
 
 --
+-- Name: TABLE erased_subjects; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT SELECT ON TABLE eventstore.erased_subjects TO strata_writer;
+GRANT ALL ON TABLE eventstore.erased_subjects TO strata_migrator;
+
+
+--
 -- Name: TABLE events; Type: ACL; Schema: eventstore; Owner: -
 --
 
@@ -2070,6 +2250,14 @@ GRANT ALL ON TABLE eventstore.removals TO strata_migrator;
 --
 
 GRANT ALL ON TABLE eventstore.roles TO strata_migrator;
+
+
+--
+-- Name: TABLE subject_keys; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT SELECT ON TABLE eventstore.subject_keys TO strata_writer;
+GRANT ALL ON TABLE eventstore.subject_keys TO strata_migrator;
 
 
 --

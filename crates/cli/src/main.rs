@@ -8,6 +8,8 @@ mod archive;
 mod cache;
 mod connect;
 mod delete;
+mod erase;
+mod keys;
 mod migrate;
 mod mirror;
 mod output;
@@ -177,6 +179,90 @@ Examples:
     /// Move closed aggregates' events to the archive table and back: plan, run, verify, restore
     #[command(subcommand)]
     Archive(ArchiveCommand),
+
+    /// Erase a subject's personal data (crypto-shredding), or replay recorded erasures
+    #[command(after_help = "\
+Deletes the subject's keys, records it as erased and pushes a `strata.subject.erased` event on
+aggregate strata.subject/SUBJECT, in one transaction. Every field sealed with those keys then
+reads as erased, in every process (within its Vault's fresh_for), in projections (their `erased`
+hook runs) and in copies made by `strata mirror` afterwards. The events themselves stay. Erasing
+twice changes nothing. Needs no master key.
+
+--reapply deletes again the keys of every subject whose erasure event exists: after the keys
+table came back from a backup older than the events.
+
+Examples:
+  strata erase --instance tenant-1 --subject u-42 --actor dpo@example.com
+  strata erase --reapply --yes")]
+    Erase(EraseArgs),
+
+    /// Personal-data keys: state, a new master key, master-key rotation
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+struct EraseArgs {
+    /// The subject's instance (with --reapply: only this instance)
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The subject to erase (a user id, usually)
+    #[arg(long, value_name = "ID", required_unless_present = "reapply")]
+    subject: Option<String>,
+    /// Who erases (recorded as the event's creator)
+    #[arg(long, value_name = "WHO", default_value = "strata-cli")]
+    actor: String,
+    /// The resource owner recorded on the event
+    #[arg(long, value_name = "ID", default_value = "strata-cli")]
+    owner: String,
+    /// Replay every recorded erasure instead of erasing one subject
+    #[arg(long, conflicts_with = "subject")]
+    reapply: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// How many keys each master key wraps, subjects with keys, subjects erased
+    Status {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Print a new random master key as id:base64, for STRATA_MASTER_KEY
+    Generate {
+        /// The new key's id (stored beside every key it wraps)
+        #[arg(long, value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Rewrap every key with the master key in STRATA_MASTER_KEY
+    #[command(after_help = "\
+Reads the new master key from STRATA_MASTER_KEY and the old ones from STRATA_PREVIOUS_MASTER_KEYS
+(comma-separated), each spelled id:base64-of-32-bytes. Deploy every service with the new key
+current and the old ones previous first; then run this; then drop the old keys. Each key is
+rewrapped by compare-and-swap, so services read throughout and a second run finishes what an
+interrupted one left.
+
+Example:
+  STRATA_MASTER_KEY=k2:... STRATA_PREVIOUS_MASTER_KEYS=k1:... strata keys rotate --yes")]
+    Rotate {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -840,6 +926,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mirror(args) => mirror::run(args).await,
         Command::Delete(command) => delete::run(command).await,
         Command::Archive(command) => archive::run(command).await,
+        Command::Erase(args) => erase::run(args).await,
+        Command::Keys(command) => keys::run(command).await,
     }
 }
 

@@ -169,6 +169,16 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
                     .into_iter()
                     .map(|row| InstanceId::from_stored(row.instance_id)),
             );
+            let keys = strata_postgres::mirror::subject_key_rows(&source, None)
+                .await
+                .context("reading the source's personal-data keys")?;
+            all.extend(
+                keys.keys
+                    .into_iter()
+                    .map(|row| row.0)
+                    .chain(keys.erased.into_iter().map(|row| row.0))
+                    .map(InstanceId::from_stored),
+            );
             all.into_iter().collect()
         }
     };
@@ -179,6 +189,19 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         .await
         .context("copying unique constraints")?;
     eprintln!("unique constraints: {} copied", constraints.len());
+    // After the events: a copy interrupted before this point fails loudly on sealed fields
+    // (a key missing) rather than reading them as erased.
+    let keys = strata_postgres::mirror::subject_key_rows(&source, Some(&scope))
+        .await
+        .context("reading the source's personal-data keys")?;
+    strata_postgres::mirror::replace_subject_keys(&destination, &scope, &keys)
+        .await
+        .context("copying personal-data keys")?;
+    eprintln!(
+        "personal-data keys: {} copied, {} erased subjects",
+        keys.keys.len(),
+        keys.erased.len()
+    );
     let mut moved = 0;
     if !side_effects.is_empty() {
         moved = strata_postgres::mirror::skip_to_head(&destination, &side_effects, &scope)
@@ -192,6 +215,8 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         already_present: read - inserted,
         batches,
         unique_constraints: constraints.len(),
+        subject_keys: keys.keys.len(),
+        erased_subjects: keys.erased.len(),
         checkpoints_moved: moved,
         instances: counts,
     };
@@ -247,6 +272,10 @@ struct Mirrored {
     already_present: u64,
     batches: u64,
     unique_constraints: usize,
+    /// Personal-data keys copied (still wrapped by the source's master keys).
+    subject_keys: usize,
+    /// Subjects erased in the source, and so in the copy.
+    erased_subjects: usize,
     /// Checkpoints of side-effect projections moved to the mirrored head.
     checkpoints_moved: u64,
     instances: Vec<InstanceCounts>,

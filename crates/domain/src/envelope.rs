@@ -100,7 +100,10 @@ impl<E: DomainEvent> Envelope<E> {
     }
 
     /// Decodes a borrowed `event` whose payload a vault opened into `payload`.
-    #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "personal-data", feature = "projection")),
+        allow(dead_code)
+    )]
     pub(crate) fn decode_ref_opened(
         event: &Event,
         payload: serde_json::Value,

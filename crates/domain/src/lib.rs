@@ -177,7 +177,10 @@ pub use crate::envelope::{Envelope, UnknownEvents};
 pub use crate::error::{DecodeError, DecodeFailure, EncodeError};
 pub use crate::event::{DomainEvent, EventSpec, SubjectOf, Unique};
 #[cfg(feature = "personal-data")]
-pub use crate::personal::{DEFAULT_KEYS_FRESH_FOR, KeyError, Keyring, MasterKey, Rotation, Vault};
+pub use crate::personal::{
+    DEFAULT_KEYS_FRESH_FOR, KeyError, Keyring, MasterKey, Rotation, Vault, erase_subject,
+    reapply_erasures,
+};
 pub use crate::personal::{ERASURE_AGGREGATE_TYPE, ERASURE_EVENT_TYPE, ErasureRecord, Personal};
 #[cfg(feature = "projection")]
 pub use crate::projection::{Typed, TypedProjection, reads_of};

@@ -1,4 +1,5 @@
-//! The SQL of `strata mirror`: copying events and unique constraints into another store, idempotently.
+//! The SQL of `strata mirror`: copying events, unique constraints and personal-data keys into
+//! another store, idempotently.
 //!
 //! This module serves the `strata` CLI; a service does not need it, and its items follow the CLI
 //! and may change between minor versions.
@@ -365,4 +366,94 @@ fn corrupt(what: &str, err: impl std::fmt::Display) -> Error {
         "eventstore.mirror_progress",
         format_args!("an invalid {what}: {err}"),
     )
+}
+
+/// The personal-data key state of some instances: wrapped keys (still wrapped by the source's
+/// master keys: a copy is readable with the same keyring) and erased subjects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectKeyRows {
+    /// `(instance, subject, version, master key id, wrapped key)`, sorted.
+    pub keys: Vec<(String, String, i32, String, Vec<u8>)>,
+    /// `(instance, subject)` of erased subjects, sorted.
+    pub erased: Vec<(String, String)>,
+}
+
+/// The personal-data key state of `instances` (every instance when `None`).
+pub async fn subject_key_rows(
+    store: &PgStore,
+    instances: Option<&[InstanceId]>,
+) -> Result<SubjectKeyRows> {
+    let filter: Option<Vec<&str>> =
+        instances.map(|list| list.iter().map(InstanceId::as_str).collect());
+    let keys = sqlx::query_as(
+        "SELECT instance_id, subject_id, key_version, master_key_id, wrapped_key \
+         FROM eventstore.subject_keys WHERE $1::text[] IS NULL OR instance_id = ANY($1) \
+         ORDER BY instance_id, subject_id, key_version",
+    )
+    .bind(&filter)
+    .fetch_all(store.pools().query())
+    .await
+    .map_err(|err| from_sqlx("reading subject keys", err))?;
+    let erased = sqlx::query_as(
+        "SELECT instance_id, subject_id FROM eventstore.erased_subjects \
+         WHERE $1::text[] IS NULL OR instance_id = ANY($1) ORDER BY instance_id, subject_id",
+    )
+    .bind(&filter)
+    .fetch_all(store.pools().query())
+    .await
+    .map_err(|err| from_sqlx("reading erased subjects", err))?;
+    Ok(SubjectKeyRows { keys, erased })
+}
+
+/// Makes the destination's personal-data keys and erased subjects of `instances` exactly `rows`,
+/// in one transaction: a subject erased in the source is erased here too (its keys deleted), so a
+/// copy never keeps what the source forgot.
+pub async fn replace_subject_keys(
+    destination: &PgStore,
+    instances: &[InstanceId],
+    rows: &SubjectKeyRows,
+) -> Result<()> {
+    let instances: Vec<&str> = instances.iter().map(InstanceId::as_str).collect();
+    let mut tx = destination
+        .pools()
+        .push()
+        .begin()
+        .await
+        .map_err(|err| from_sqlx("starting to copy subject keys", err))?;
+    for table in ["eventstore.subject_keys", "eventstore.erased_subjects"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE instance_id = ANY($1)"))
+            .bind(&instances)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| from_sqlx("clearing subject keys", err))?;
+    }
+    for chunk in rows.keys.chunks(5_000) {
+        sqlx::query(
+            "INSERT INTO eventstore.subject_keys \
+                 (instance_id, subject_id, key_version, master_key_id, wrapped_key) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[])",
+        )
+        .bind(chunk.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|k| k.4.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| from_sqlx("copying subject keys", err))?;
+    }
+    for chunk in rows.erased.chunks(5_000) {
+        sqlx::query(
+            "INSERT INTO eventstore.erased_subjects (instance_id, subject_id) \
+             SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(chunk.iter().map(|e| e.0.as_str()).collect::<Vec<_>>())
+        .bind(chunk.iter().map(|e| e.1.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| from_sqlx("copying erased subjects", err))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|err| from_sqlx("committing subject keys", err))
 }

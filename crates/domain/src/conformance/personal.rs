@@ -527,7 +527,10 @@ where
         )
         .await
         .unwrap();
-    assert!(events[1].raw_payload.json().unwrap().contains("\"key\":2"));
+    assert_eq!(
+        events[1].raw_payload.to_value()["email"]["strata.sealed"]["key"],
+        2
+    );
     let customer = repository.load::<Customer>(INSTANCE, "c-7").await.unwrap();
     assert_eq!(
         customer.state.email,

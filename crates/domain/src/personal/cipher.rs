@@ -98,6 +98,7 @@ impl DataKey {
         Some(DataKey::from_bytes(version, bytes))
     }
 
+    #[cfg_attr(not(feature = "snapshots"), allow(dead_code))]
     /// Feeds this key into a derivation (the snapshot key of a state holding the subject's data).
     pub(crate) fn feed(&self, hasher: &mut Sha256) {
         hasher.update(self.version.to_be_bytes());
@@ -107,8 +108,10 @@ impl DataKey {
 
 /// A key derived from the data keys of every subject whose data a snapshot holds: erasing any of
 /// them makes the snapshot unreadable.
+#[cfg_attr(not(feature = "snapshots"), allow(dead_code))]
 pub(crate) struct DerivedKey(Aes256Gcm);
 
+#[cfg_attr(not(feature = "snapshots"), allow(dead_code))]
 impl DerivedKey {
     pub(crate) fn from_hasher(hasher: Sha256) -> DerivedKey {
         let digest = hasher.finalize();

@@ -36,6 +36,6 @@ pub use self::error::KeyError;
 #[cfg(feature = "personal-data")]
 pub use self::keyring::{Keyring, MasterKey};
 #[cfg(feature = "personal-data")]
-pub use self::vault::{DEFAULT_KEYS_FRESH_FOR, Rotation, Vault};
+pub use self::vault::{DEFAULT_KEYS_FRESH_FOR, Rotation, Vault, erase_subject, reapply_erasures};
 #[cfg(feature = "personal-data")]
 pub(crate) use self::vault::{OpenError, seal_value};

@@ -171,67 +171,40 @@ impl Vault {
         }
     }
 
-    /// Erases `subject_id` of `instance_id`: deletes its keys and records the erasure (an event
-    /// on aggregate `strata.subject`/`subject_id`, by `context`'s creator) in one transaction.
-    /// From then on every read of its sealed fields returns
-    /// [`Personal::Erased`](crate::Personal::Erased), and pushing personal data of the subject
-    /// fails with [`Error::SubjectErased`](strata_store::Error). Erasing twice changes nothing.
+    /// Erases `subject_id` of `instance_id` ([`erase_subject`]) and forgets what this process
+    /// knew of its keys. From then on every read of its sealed fields returns
+    /// [`Personal::Erased`](crate::Personal::Erased) (in other processes within their
+    /// [`fresh_for`](Vault::fresh_for)), and pushing personal data of the subject fails with
+    /// [`Error::SubjectErased`](strata_store::Error). Erasing twice changes nothing.
     pub async fn erase(
         &self,
         instance_id: &str,
         subject_id: &str,
         context: &Context,
     ) -> Result<Erasure, KeyError> {
-        let instance = InstanceId::new(instance_id)?;
-        let subject = SubjectId::new(subject_id)?;
-        let mut record = Command::builder(
-            instance_id,
-            ERASURE_AGGREGATE_TYPE,
-            subject_id,
-            ERASURE_EVENT_TYPE,
-        )
-        .creator(context.creator())
-        .owner(context.owner());
-        if !context.metadata().is_empty() {
-            record = record.metadata(context.metadata().clone());
+        let erasure =
+            erase_subject(self.inner.store.as_ref(), instance_id, subject_id, context).await;
+        if let (Ok(instance), Ok(subject)) =
+            (InstanceId::new(instance_id), SubjectId::new(subject_id))
+        {
+            // Whatever the outcome, the next read asks the store.
+            self.forget_cached(&instance, &subject);
         }
-        let record = record.build().map_err(strata_store::Error::from)?;
-        let erasure = self
-            .inner
-            .store
-            .erase_subject(&instance, &subject, record)
-            .await;
-        // Whatever the outcome, forget what this process knew: the next read asks the store.
-        self.forget_cached(&instance, &subject);
-        Ok(erasure?)
+        erasure
     }
 
-    /// Erases again every subject whose erasure `store` records in `instance_id` (every instance
-    /// when `None`): after keys came back from a backup older than the events. Returns the keys
-    /// deleted (0 when nothing had come back).
+    /// [`reapply_erasures`] through this vault's key store, forgetting what this process knew.
     pub async fn reapply_erasures<S: EventStore>(
         &self,
         store: &S,
         instance_id: Option<&str>,
     ) -> Result<u64, KeyError> {
-        let builder = match instance_id {
-            Some(instance) => Query::builder().instance(instance),
-            None => Query::builder().all_instances(),
-        };
-        let query = builder
-            .aggregate_types([ERASURE_AGGREGATE_TYPE])
-            .event_types([ERASURE_EVENT_TYPE])
-            .build()
-            .map_err(strata_store::Error::from)?;
-        let mut deleted = 0;
-        let mut records = store.stream(&query);
-        while let Some(event) = records.next().await {
-            let event = event?;
-            let subject = SubjectId::new(event.aggregate.aggregate_id.as_str())?;
-            let instance = &event.aggregate.instance_id;
-            deleted += self.inner.store.forget_subject(instance, &subject).await?;
-            self.forget_cached(instance, &subject);
-        }
+        let deleted = reapply_erasures(store, self.inner.store.as_ref(), instance_id).await?;
+        self.inner
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
         Ok(deleted)
     }
 
@@ -414,6 +387,7 @@ impl Vault {
 
     /// [`open_payload`](Vault::open_payload) from what the vault holds in memory, for the
     /// projection runtime's synchronous reducers after [`warm`](Vault::warm).
+    #[cfg_attr(not(feature = "projection"), allow(dead_code))]
     pub(crate) fn open_payload_cached(
         &self,
         event: &Event,
@@ -439,6 +413,7 @@ impl Vault {
     /// Fetches the keys `events` need into memory (one store call per instance), so
     /// [`open_payload_cached`](Vault::open_payload_cached) finds them. A failure is logged: the
     /// events then fail to open and take the runtime's retry path.
+    #[cfg_attr(not(feature = "projection"), allow(dead_code))]
     pub(crate) async fn warm(&self, events: &[Arc<Event>]) {
         let mut wanted: HashMap<&InstanceId, Vec<SubjectId>> = HashMap::new();
         for event in events {
@@ -460,6 +435,7 @@ impl Vault {
 
     /// The key that seals a snapshot holding the data of `subjects` in the clear: derived from
     /// all their keys, so it is gone once any of them is erased (`None`).
+    #[cfg_attr(not(feature = "snapshots"), allow(dead_code))]
     pub(crate) async fn snapshot_key(
         &self,
         instance: &InstanceId,
@@ -732,4 +708,59 @@ fn open_sealed<'c>(
         Ok(Some(value))
     })?;
     Ok(opened)
+}
+
+/// Erases `subject_id` of `instance_id` in `keys`: deletes its keys, records it as erased and
+/// pushes the record (an event on aggregate `strata.subject`/`subject_id` by `context`'s creator)
+/// in one transaction. Needs no master key: an operator erases without being able to read.
+pub async fn erase_subject<K: SubjectKeyStore + ?Sized>(
+    keys: &K,
+    instance_id: &str,
+    subject_id: &str,
+    context: &Context,
+) -> Result<Erasure, KeyError> {
+    let instance = InstanceId::new(instance_id)?;
+    let subject = SubjectId::new(subject_id)?;
+    let mut record = Command::builder(
+        instance_id,
+        ERASURE_AGGREGATE_TYPE,
+        subject_id,
+        ERASURE_EVENT_TYPE,
+    )
+    .creator(context.creator())
+    .owner(context.owner());
+    if !context.metadata().is_empty() {
+        record = record.metadata(context.metadata().clone());
+    }
+    let record = record.build().map_err(strata_store::Error::from)?;
+    Ok(keys.erase_subject(&instance, &subject, record).await?)
+}
+
+/// Erases again in `keys` every subject whose erasure `store` records in `instance_id` (every
+/// instance when `None`): after keys came back from a backup older than the events. Returns the
+/// keys deleted (0 when nothing had come back).
+pub async fn reapply_erasures<S: EventStore, K: SubjectKeyStore + ?Sized>(
+    store: &S,
+    keys: &K,
+    instance_id: Option<&str>,
+) -> Result<u64, KeyError> {
+    let builder = match instance_id {
+        Some(instance) => Query::builder().instance(instance),
+        None => Query::builder().all_instances(),
+    };
+    let query = builder
+        .aggregate_types([ERASURE_AGGREGATE_TYPE])
+        .event_types([ERASURE_EVENT_TYPE])
+        .build()
+        .map_err(strata_store::Error::from)?;
+    let mut deleted = 0;
+    let mut records = store.stream(&query);
+    while let Some(event) = records.next().await {
+        let event = event?;
+        let subject = SubjectId::new(event.aggregate.aggregate_id.as_str())?;
+        deleted += keys
+            .forget_subject(&event.aggregate.instance_id, &subject)
+            .await?;
+    }
+    Ok(deleted)
 }

@@ -13,10 +13,12 @@
 //! - `hard_delete.rs`: removing an aggregate's or an instance's events for good, audited.
 //! - `archive.rs`: moving closed aggregates to the archive and back, verifying it, reading
 //!   through it.
+//! - `keys.rs`: counting personal-data keys by master key, and erased subjects.
 
 mod archive;
 mod hard_delete;
 mod idempotency;
+mod keys;
 mod registry;
 mod roles;
 
@@ -27,6 +29,7 @@ pub use self::archive::{
 };
 pub use self::hard_delete::{DeleteTarget, HardDelete, HardDeleteError, Removal, hard_delete};
 pub use self::idempotency::prune_idempotency_keys;
+pub use self::keys::{SubjectKeyStatus, subject_key_status};
 pub use self::registry::{
     LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
     live_runtimes, pending_projection_requests, registered_projections, request_projection_work,
