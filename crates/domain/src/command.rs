@@ -48,6 +48,7 @@ impl Prepared {
                     *field = crate::personal::seal_value(
                         self.instance_id.as_str(),
                         &subject,
+                        subject.as_str() == self.aggregate_id,
                         key,
                         field,
                     );

@@ -89,7 +89,7 @@ impl<E: DomainEvent> Envelope<E> {
     #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
     pub(crate) fn decode_opened(
         event: Event,
-        payload: serde_json::Value,
+        payload: &str,
         unknown: UnknownEvents,
     ) -> Result<Option<Envelope<E>>, DecodeError> {
         match decode_payload::<E>(&event, Some(payload), unknown) {
@@ -106,7 +106,7 @@ impl<E: DomainEvent> Envelope<E> {
     )]
     pub(crate) fn decode_ref_opened(
         event: &Event,
-        payload: serde_json::Value,
+        payload: &str,
         unknown: UnknownEvents,
     ) -> Result<Option<Envelope<E>>, DecodeError> {
         match decode_payload::<E>(event, Some(payload), unknown) {
@@ -187,10 +187,10 @@ pub(crate) fn event_id(aggregate: &AggregateRef, sequence: Sequence) -> String {
 }
 
 /// The table-driven core: find the event's row, upcast an old revision, parse once. `opened` is
-/// the payload with its sealed fields opened by a vault, when it had any.
+/// the payload text with its sealed fields opened by a vault, when it had any.
 fn decode_payload<E: DomainEvent>(
     event: &Event,
-    opened: Option<serde_json::Value>,
+    opened: Option<&str>,
     unknown: UnknownEvents,
 ) -> Result<Option<E>, DecodeFailure> {
     let event_type = event.event_type.as_str();
@@ -205,39 +205,37 @@ fn decode_payload<E: DomainEvent>(
             known: spec.revision,
         });
     }
-    let text = event.raw_payload.json();
-    let stored = match opened {
-        Some(opened) => opened,
+    let text = match opened {
+        Some(opened) => Some(opened),
         None => {
+            let text = event.raw_payload.json();
             if let Some(text) = text
                 && format::may_be_sealed(text)
                 && holds_sealed(text)
             {
                 return Err(DecodeFailure::Sealed);
             }
-            if event.revision == spec.revision {
-                return codec::decode(event_type, text)
-                    .map(Some)
-                    .map_err(|err| DecodeFailure::Payload(err.to_string()));
-            }
-            match text {
-                Some(text) => serde_json::from_str(text)
-                    .map_err(|err| DecodeFailure::Payload(err.to_string()))?,
-                None => serde_json::Value::Null,
-            }
+            text
         }
     };
-    let current = if event.revision == spec.revision {
-        stored
-    } else {
-        upcast(
-            E::UPCASTERS,
-            event_type,
-            event.revision,
-            spec.revision,
-            stored,
-        )?
+    if event.revision == spec.revision {
+        return codec::decode(event_type, text)
+            .map(Some)
+            .map_err(|err| DecodeFailure::Payload(err.to_string()));
+    }
+    let stored = match text {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|err| DecodeFailure::Payload(err.to_string()))?
+        }
+        None => serde_json::Value::Null,
     };
+    let current = upcast(
+        E::UPCASTERS,
+        event_type,
+        event.revision,
+        spec.revision,
+        stored,
+    )?;
     codec::decode_value(event_type, current)
         .map(Some)
         .map_err(|err| DecodeFailure::Payload(err.to_string()))

@@ -134,7 +134,7 @@ impl<P: TypedProjection> Projection for Typed<P> {
             if let Some(opened) = opened {
                 return match Envelope::<P::Event>::decode_ref_opened(
                     event,
-                    opened.payload,
+                    &opened.payload,
                     UnknownEvents::Skip,
                 ) {
                     Ok(Some(envelope)) => self.0.reduce(&envelope),

@@ -7,6 +7,7 @@ use strata_event::{AggregateRef, Event, Payload, Position};
 use crate::codec;
 use crate::envelope::Envelope;
 use crate::event::DomainEvent;
+use crate::personal::format;
 
 /// Where an event enum and its [`DomainEvent::EVENTS`] table disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,11 +39,26 @@ pub enum TableMismatch {
         /// What went wrong.
         reason: String,
     },
+    /// A personal field does not decode once erased (type it `Personal<T>`), or is not in the
+    /// sample's payload.
+    #[error("personal field {field:?} of {event_type} ({target}) cannot read as erased: {reason}")]
+    NotErasable {
+        /// The Rust type.
+        target: &'static str,
+        /// The variant's event type.
+        event_type: &'static str,
+        /// The declared field.
+        field: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Checks that `samples` (one value of each variant) and `E`'s table agree: every sample's event
-/// type has a row, every row has a sample, and every sample decodes back equal from its own
-/// encoding. Meant for a test:
+/// type has a row, every row has a sample, every sample decodes back equal from its own
+/// encoding, and every field the table declares [`personal`](crate::EventSpec::personal) is in
+/// its sample and still decodes once erased (it is a [`Personal<T>`](crate::Personal)). Meant for
+/// a test:
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
@@ -106,9 +122,34 @@ pub fn check_table<E: DomainEvent + PartialEq + Debug>(samples: &[E]) -> Result<
             raw_payload: payload,
             metadata: strata_event::Metadata::default(),
         };
-        let decoded = Envelope::<E>::decode(stored).map_err(|err| round_trip(err.to_string()))?;
+        let decoded =
+            Envelope::<E>::decode(stored.clone()).map_err(|err| round_trip(err.to_string()))?;
         if &decoded.payload != sample {
             return Err(round_trip(format!("decoded as {:?}", decoded.payload)));
+        }
+        for field in spec.personal {
+            let not_erasable = |reason: String| TableMismatch::NotErasable {
+                target,
+                event_type,
+                field,
+                reason,
+            };
+            let mut erased = encoded.payload.clone().unwrap_or(serde_json::Value::Null);
+            match format::field_mut(&mut erased, field) {
+                Some(value) => *value = format::erased_mark(),
+                None => {
+                    return Err(not_erasable(
+                        "the sample's payload has no such field".into(),
+                    ));
+                }
+            }
+            let payload =
+                Payload::from_value(&erased).map_err(|err| not_erasable(err.to_string()))?;
+            Envelope::<E>::decode(Event {
+                raw_payload: payload,
+                ..stored.clone()
+            })
+            .map_err(|err| not_erasable(err.failure.to_string()))?;
         }
         covered.push(event_type);
     }

@@ -54,3 +54,46 @@ fn a_matching_sample_passes_and_each_mismatch_is_named() {
         })
     ));
 }
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Customer {
+    #[serde(rename = "customer.registered")]
+    Registered {
+        email: strata_domain::Personal<String>,
+        name: String,
+    },
+}
+
+impl DomainEvent for Customer {
+    const AGGREGATE_TYPE: &'static str = "customer";
+    const EVENTS: &'static [EventSpec] =
+        &[EventSpec::new("customer.registered").personal(&["email"])];
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Careless {
+    #[serde(rename = "customer.registered")]
+    Registered { email: String },
+}
+
+impl DomainEvent for Careless {
+    const AGGREGATE_TYPE: &'static str = "customer";
+    const EVENTS: &'static [EventSpec] =
+        &[EventSpec::new("customer.registered").personal(&["email", "phone"])];
+}
+
+#[test]
+fn personal_fields_must_read_as_erased() {
+    let registered = Customer::Registered {
+        email: strata_domain::Personal::Value("a@example.com".into()),
+        name: "a".into(),
+    };
+    assert_eq!(check_table(&[registered]), Ok(()));
+    // A plain String cannot hold the erased mark: an erased subject would stop every reader.
+    assert!(matches!(
+        check_table(&[Careless::Registered {
+            email: "a@example.com".into()
+        }]),
+        Err(TableMismatch::NotErasable { field: "email", .. })
+    ));
+}

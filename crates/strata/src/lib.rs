@@ -81,6 +81,9 @@
 //!   database driver.
 //! - `cache`: the cache with its memory connector (the `cache` module); `cache-postgres` and
 //!   `cache-redis` add its PostgreSQL and Redis connectors, and their clients. Off by default.
+//! - `personal-data`: fields declared personal are sealed per subject with AES-256-GCM and
+//!   erased by deleting the subject's keys (`Vault`, `docs/personal-data.md`); pulls in aes-gcm
+//!   and base64. Off by default; without it, events declaring personal fields refuse to encode.
 //! - `tls`: TLS to PostgreSQL (`sslmode=require`, or `verify-full` with `sslrootcert=`) and, with
 //!   `cache-redis`, to Redis (`rediss://`), through rustls: no system OpenSSL. Off by default.
 //!
@@ -95,9 +98,14 @@
 #[doc(inline)]
 pub use strata_domain::{
     Aggregate, Change, Context, DecodeError, DomainError, DomainEvent, EncodeError, Envelope,
-    EventSpec, Loaded, Repository, Typed, TypedProjection, Unique, UnknownEvents, Upcaster,
-    WriteModel,
+    ErasureRecord, EventSpec, Loaded, Personal, Repository, SubjectOf, Typed, TypedProjection,
+    Unique, UnknownEvents, Upcaster, WriteModel,
 };
+
+#[cfg(feature = "personal-data")]
+#[cfg_attr(docsrs, doc(cfg(feature = "personal-data")))]
+#[doc(inline)]
+pub use strata_domain::{KeyError, Keyring, MasterKey, Vault};
 #[doc(inline)]
 pub use strata_event::{
     AggregateId, AggregateRef, AggregateType, Command, CommandBuilder, Creator, Cursor,
@@ -114,7 +122,9 @@ pub use strata_projection::{
 #[doc(inline)]
 pub use strata_query::{Order, Query, QueryBuilder, QueryError, SubQuery, SubQueryBuilder};
 #[doc(inline)]
-pub use strata_store::{Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result};
+pub use strata_store::{
+    Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result, SubjectKeyStore,
+};
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

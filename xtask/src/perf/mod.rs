@@ -2,6 +2,7 @@
 //! what to read (docs/benchmarks.md).
 
 mod cache;
+mod personal;
 mod projections;
 mod reads;
 mod runner;
@@ -26,23 +27,27 @@ const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
 
 Runs W1 W2 W3 (writes, C = 8 and 32), W1-keyed (W1 with a fresh idempotency key per push, C = 8,
-in rounds alternating with W1), R1 R2 Q1 (reads over 200 000+ events), R1-typed and R10k
+in rounds alternating with W1), W1-encrypted (W1 with one personal field sealed per subject, C = 8,
+alternating with W1), R1 R2 Q1 (reads over 200 000+ events), R1-typed, R1-encrypted (R1-typed with
+a sealed field per event) and R10k
 (aggregates loaded through the typed layer, R10k also through a snapshot), P1 (projection
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
 C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
 `C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
-not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed) go to stderr. Redis: REDIS_URL, by default
+not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 13] = [
+const EVENT_WORKLOADS: [&str; 15] = [
     "W1",
     "W2",
     "W3",
     "W1-keyed",
+    "W1-encrypted",
     "R1",
     "R1-typed",
+    "R1-encrypted",
     "R10k",
     "R10k-snapshot",
     "R2",
@@ -167,7 +172,10 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let config = PgConfig::default();
 
-    if ["W1", "W2", "W3", "W1-keyed"].iter().any(|w| wanted(w)) {
+    if ["W1", "W2", "W3", "W1-keyed", "W1-encrypted"]
+        .iter()
+        .any(|w| wanted(w))
+    {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         rows.extend(
@@ -235,16 +243,31 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             rows.push(keyed.events_row("strata", "W1-keyed", 8, keyed_time));
             rows.push(unkeyed.events_row("strata-unkeyed", "W1-keyed", 8, unkeyed_time));
         }
+        if wanted("W1-encrypted") {
+            eprintln!("bench: W1-encrypted at C=8, in rounds alternating with W1");
+            let rounds: u32 = if options.quick { 2 } else { 4 };
+            rows.extend(personal::run_w1_encrypted(&store, timing, rounds).await?);
+        }
     }
-    if ["R1", "R1-typed", "R10k", "R10k-snapshot", "R2", "Q1", "P1"]
-        .iter()
-        .any(|w| wanted(w))
+    if [
+        "R1",
+        "R1-typed",
+        "R1-encrypted",
+        "R10k",
+        "R10k-snapshot",
+        "R2",
+        "Q1",
+        "P1",
+    ]
+    .iter()
+    .any(|w| wanted(w))
     {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         let pool = database.pool(4);
         reads::load(&store, &pool, 200_000).await?;
         typed::load(&store, &pool).await?;
+        personal::load(&store).await?;
         database.settle().await?;
         rows.extend(
             reads::run_reads(
@@ -258,6 +281,10 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         );
         let raw_r10k = reads::raw_read(&pool, reads::RAW_R1, &["bench", "user", "r10k-aggregate"]);
         rows.extend(typed::run_typed(&store, raw_r10k, timing, &wanted).await?);
+        if wanted("R1-encrypted") {
+            eprintln!("bench: R1-encrypted");
+            rows.extend(personal::run_r1_encrypted(&store, timing).await?);
+        }
         if wanted("P1") {
             rows.extend(projections::p1(&store, &pool).await?);
         }
@@ -327,6 +354,7 @@ fn print_event_table(rows: &[Row]) {
         let reference = match row.workload.as_str() {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),
+            "W1-encrypted" => find("strata-plain", "W1-encrypted", row.concurrency),
             _ => find("raw", &row.workload, row.concurrency),
         };
         let (raw_rate, ratio, raw_latency) = match reference {
@@ -361,6 +389,7 @@ fn print_event_table(rows: &[Row]) {
     }
     for (typed, untyped) in [
         ("R1-typed", "R1"),
+        ("R1-encrypted", "R1-typed"),
         ("R10k-typed", "R10k"),
         ("R10k-snapshot", "R10k"),
     ] {
@@ -368,7 +397,7 @@ fn print_event_table(rows: &[Row]) {
             (find("strata", typed, 1), find("strata", untyped, 1))
         {
             println!(
-                "{typed}: {:.0} events/s, {:.2} x Strata's untyped {untyped} in the same run",
+                "{typed}: {:.0} events/s, {:.2} x Strata's {untyped} in the same run",
                 rate(typed_row),
                 rate(typed_row) / rate(untyped_row).max(1e-9)
             );
@@ -380,6 +409,17 @@ fn print_event_table(rows: &[Row]) {
         .chain(poll_line(rows))
     {
         println!("{line}");
+    }
+    if let (Some(sealed), Some(untyped)) = (
+        find("strata", "R1-encrypted", 1),
+        find("strata-untyped", "R1-encrypted", 1),
+    ) {
+        println!(
+            "R1-encrypted: the same sealed events read untyped {:.0} events/s; opened and typed \
+             {:.2} x that",
+            rate(untyped),
+            rate(sealed) / rate(untyped).max(1e-9)
+        );
     }
     if let Some(p2) = find("strata", "P2", 8) {
         println!(

@@ -15,7 +15,7 @@ use strata_store::EventStore;
 use crate::perf::runner::{Operation, Timing, payload, run};
 use crate::perf::stats::{Row, Samples};
 
-const AGGREGATES: u64 = 10_000;
+pub(crate) const AGGREGATES: u64 = 10_000;
 const W3_EVENTS: usize = 100;
 
 fn command(aggregate_id: &str, n: u64) -> Result<Command> {
@@ -149,7 +149,7 @@ fn random_slot(task: usize, iteration: u64) -> u64 {
     x % AGGREGATES
 }
 
-fn w1_pick(task: usize, iteration: u64) -> (String, usize) {
+pub(crate) fn w1_pick(task: usize, iteration: u64) -> (String, usize) {
     (format!("agg-{}", random_slot(task, iteration)), 1)
 }
 fn hot_pick(_: usize, _: u64) -> (String, usize) {

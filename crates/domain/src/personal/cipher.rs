@@ -2,7 +2,7 @@
 //! subject's data key and for wrapping data keys under a master key. Each ciphertext is bound (as
 //! associated data) to where it belongs, so a ciphertext copied elsewhere does not open.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
 use strata_event::{InstanceId, SubjectId};
@@ -59,12 +59,34 @@ impl DataKey {
     }
 
     /// Opens what [`seal`](DataKey::seal) made; `None` when it was altered or sealed elsewhere.
+    #[cfg(test)]
     pub(crate) fn open(&self, instance: &str, subject: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-        open(
-            &self.cipher,
-            &field_aad(instance, subject, self.version),
-            sealed,
-        )
+        let mut buffer = sealed.to_vec();
+        self.open_in_place(instance, subject, &mut buffer)
+            .then_some(buffer)
+    }
+
+    /// Opens `buffer` (what [`seal`](DataKey::seal) made) into its plaintext, in place, without
+    /// allocating; false when it was altered or sealed elsewhere (the buffer is then garbage).
+    pub(crate) fn open_in_place(
+        &self,
+        instance: &str,
+        subject: &str,
+        buffer: &mut Vec<u8>,
+    ) -> bool {
+        if buffer.len() < NONCE_LEN + 16 {
+            return false;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&buffer[..NONCE_LEN]);
+        buffer.drain(..NONCE_LEN);
+        self.cipher
+            .decrypt_in_place(
+                Nonce::from_slice(&nonce),
+                &field_aad(instance, subject, self.version),
+                buffer,
+            )
+            .is_ok()
     }
 
     /// This key wrapped by `master`.
@@ -162,7 +184,16 @@ fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn field_aad(instance: &str, subject: &str, version: u32) -> Vec<u8> {
-    format!("strata.sealed/1\u{0}{instance}\u{0}{subject}\u{0}{version}").into_bytes()
+    const PREFIX: &[u8] = b"strata.sealed/1\0";
+    let version = version.to_be_bytes();
+    let mut aad = Vec::with_capacity(PREFIX.len() + instance.len() + subject.len() + 2 + 4);
+    aad.extend_from_slice(PREFIX);
+    aad.extend_from_slice(instance.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(subject.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&version);
+    aad
 }
 
 fn key_aad(instance: &InstanceId, subject: &SubjectId, version: u32) -> Vec<u8> {

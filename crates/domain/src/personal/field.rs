@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_sealed_field_read_without_a_vault_is_an_error_not_a_value() {
-        let sealed = r#"{"strata.sealed":{"subject":"u-1","key":1,"data":"AAAA"}}"#;
+        let sealed = r#"{"strata.sealed":"1:AAAA:u-1"}"#;
         let err = serde_json::from_str::<Personal<String>>(sealed).unwrap_err();
         assert!(err.to_string().contains("Vault"), "{err}");
     }

@@ -1,6 +1,10 @@
 //! How personal data looks inside a stored payload: a sealed field is replaced by
-//! `{"strata.sealed":{"subject":…,"key":…,"data":…}}` (AES-256-GCM under the subject's key,
-//! base64), and a read after the erasure puts `{"strata.erased":{}}` in its place.
+//! `{"strata.sealed":"KEY:DATA:SUBJECT"}` (the subject's key version, the field's JSON sealed with
+//! AES-256-GCM under that key in unpadded base64, and the subject's id, last because it may hold
+//! any character; empty when the subject is the event's aggregate, the usual case), and a read
+//! after the erasure puts `{"strata.erased":{}}` in its place. One short string, not an object of
+//! three fields: every sealed event carries it, and its size is most of what sealing adds to
+//! reading.
 //!
 //! The format is table-independent on read: sealed values are found wherever they are in the
 //! payload, so events written at an older revision (with other field names) open like new ones.
@@ -35,15 +39,17 @@ pub(crate) fn sealed_parts(value: &Value) -> Option<(&str, u32, &str)> {
     if map.len() != 1 {
         return None;
     }
-    let inner = map.get(SEALED_TAG)?.as_object()?;
-    let subject = inner.get("subject")?.as_str()?;
-    let version = u32::try_from(inner.get("key")?.as_u64()?).ok()?;
-    let data = inner.get("data")?.as_str()?;
-    Some((subject, version, data))
+    split_sealed(map.get(SEALED_TAG)?.as_str()?)
+}
+
+/// `KEY:DATA:SUBJECT` into subject, key version and data.
+pub(crate) fn split_sealed(sealed: &str) -> Option<(&str, u32, &str)> {
+    let (version, rest) = sealed.split_once(':')?;
+    let (data, subject) = rest.split_once(':')?;
+    Some((subject, version.parse().ok()?, data))
 }
 
 /// The erased mark.
-#[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
 pub(crate) fn erased_mark() -> Value {
     let mut map = serde_json::Map::with_capacity(1);
     map.insert(ERASED_TAG.to_owned(), Value::Object(serde_json::Map::new()));
@@ -52,13 +58,12 @@ pub(crate) fn erased_mark() -> Value {
 
 /// A sealed field's object.
 #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
-pub(crate) fn sealed_value(subject: &str, version: u32, data: String) -> Value {
-    let mut inner = serde_json::Map::with_capacity(3);
-    inner.insert("subject".to_owned(), Value::String(subject.to_owned()));
-    inner.insert("key".to_owned(), Value::from(version));
-    inner.insert("data".to_owned(), Value::String(data));
+pub(crate) fn sealed_value(subject: &str, version: u32, data: &str) -> Value {
     let mut map = serde_json::Map::with_capacity(1);
-    map.insert(SEALED_TAG.to_owned(), Value::Object(inner));
+    map.insert(
+        SEALED_TAG.to_owned(),
+        Value::String(format!("{version}:{data}:{subject}")),
+    );
     Value::Object(map)
 }
 
@@ -91,7 +96,6 @@ pub(crate) fn replace_sealed<E>(
 }
 
 /// The value at `path` (dot-separated field names) in `value`, if present.
-#[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
 pub(crate) fn field_mut<'a>(value: &'a mut Value, path: &str) -> Option<&'a mut Value> {
     path.split('.').try_fold(value, |current, name| {
         current.as_object_mut()?.get_mut(name)

@@ -119,3 +119,50 @@ impl Keyring {
             .find(|key| key.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn master_keys_refuse_bad_input_with_a_reason() {
+        for (id, key) in [
+            ("", [0u8; 32].as_slice()),
+            ("a b", &[0u8; 32]),
+            ("k", &[0u8; 31]),
+        ] {
+            assert!(matches!(
+                MasterKey::new(id, key),
+                Err(KeyError::InvalidMasterKey { .. })
+            ));
+        }
+        for spelled in [
+            "no-colon",
+            "k:not base64!",
+            "k:AAAA",
+            ":AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            assert!(MasterKey::parse(spelled).is_err(), "{spelled}");
+        }
+        let (key, spelled) = MasterKey::generate("k1").unwrap();
+        let parsed = MasterKey::parse(&spelled).unwrap();
+        assert_eq!((key.id(), parsed.id()), ("k1", "k1"));
+        assert!(!format!("{key:?}").contains(spelled.split(':').nth(1).unwrap()));
+    }
+
+    #[test]
+    fn a_keyring_finds_current_and_previous_keys_once() {
+        let (one, _) = MasterKey::generate("one").unwrap();
+        let (two, _) = MasterKey::generate("two").unwrap();
+        let ring = Keyring::new(two.clone())
+            .with_previous(one.clone())
+            .with_previous(one)
+            .with_previous(two);
+        assert_eq!(ring.current().id(), "two");
+        assert_eq!(ring.get("one").map(MasterKey::id), Some("one"));
+        assert!(ring.get("three").is_none());
+        assert_eq!(ring.previous.len(), 1);
+    }
+}

@@ -6,7 +6,8 @@
 //! - `erasure.rs`: the event that records an erasure, on the `strata.subject` aggregate.
 //! - `read.rs`: decoding with or without a vault, for every typed read path.
 //! - With feature `personal-data`: `keyring.rs` (master keys), `cipher.rs` (AES-256-GCM),
-//!   `vault.rs` (the [`Vault`] that seals, opens, erases and rotates), `error.rs`.
+//!   `key_cache.rs` (unwrapped keys in memory), `open.rs` (opening sealed fields in a payload's text), `vault.rs` (the [`Vault`] that seals,
+//!   opens, erases and rotates), `error.rs`.
 //!
 //! `docs/personal-data.md` is the guide: declaring fields, erasing, rotating, what a service must
 //! still do itself.
@@ -21,7 +22,11 @@ mod cipher;
 #[cfg(feature = "personal-data")]
 mod error;
 #[cfg(feature = "personal-data")]
+mod key_cache;
+#[cfg(feature = "personal-data")]
 mod keyring;
+#[cfg(feature = "personal-data")]
+mod open;
 #[cfg(feature = "personal-data")]
 mod vault;
 

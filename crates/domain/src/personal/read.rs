@@ -31,7 +31,7 @@ impl ReadKeys<'_> {
             return match vault.open_payload(&event).await {
                 Ok(None) => Ok((Envelope::decode_with(event, unknown)?, Vec::new())),
                 Ok(Some(opened)) => Ok((
-                    Envelope::decode_opened(event, opened.payload, unknown)?,
+                    Envelope::decode_opened(event, &opened.payload, unknown)?,
                     opened.subjects,
                 )),
                 Err(super::OpenError::Keys(err)) => Err(err.into()),

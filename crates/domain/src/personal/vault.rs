@@ -2,7 +2,7 @@
 //! are read, and erases subjects.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -17,17 +17,16 @@ use strata_store::{Erasure, EventStore, SubjectKeyStore, SubjectKeys, WrappedKey
 use super::cipher::{DataKey, DerivedKey};
 use super::erasure::{ERASURE_AGGREGATE_TYPE, ERASURE_EVENT_TYPE};
 use super::error::KeyError;
-use super::format::{self, erased_mark, may_be_sealed, replace_sealed, sealed_parts};
+use super::format;
+use super::key_cache::{Cached, KeyCache};
 use super::keyring::Keyring;
+use super::open::Sealed;
 use crate::context::Context;
 use crate::error::{DecodeFailure, EncodeError};
 use crate::event::{EventSpec, SubjectOf};
 
 /// How long a fetched key is used before the store is asked again, by default.
 pub const DEFAULT_KEYS_FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// How many subjects' keys a vault keeps in memory.
-const CACHE_CAPACITY: usize = 100_000;
 
 /// Keys of personal data for the typed layer: it seals the fields an event's table declares
 /// personal when the event is pushed, opens them when events are read, and erases subjects.
@@ -50,7 +49,7 @@ struct Inner {
     store: Arc<dyn SubjectKeyStore>,
     keyring: Keyring,
     fresh_for: Duration,
-    cache: RwLock<HashMap<(InstanceId, SubjectId), Arc<Cached>>>,
+    cache: KeyCache,
 }
 
 impl std::fmt::Debug for Vault {
@@ -63,25 +62,11 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// What the vault knows of one subject.
-#[derive(Debug)]
-struct Cached {
-    erased: bool,
-    /// Oldest version first.
-    keys: Vec<DataKey>,
-    fetched: Instant,
-}
-
-impl Cached {
-    fn key(&self, version: u32) -> Option<&DataKey> {
-        self.keys.iter().find(|key| key.version() == version)
-    }
-}
-
-/// A payload with its sealed fields opened, and the subjects whose data it holds in the clear.
+/// A payload (JSON text) with its sealed fields opened, and the subjects whose data it holds in
+/// the clear.
 #[derive(Debug)]
 pub(crate) struct Opened {
-    pub(crate) payload: Value,
+    pub(crate) payload: String,
     pub(crate) subjects: Vec<SubjectId>,
 }
 
@@ -110,7 +95,7 @@ impl Vault {
                 store: Arc::new(store),
                 keyring,
                 fresh_for: DEFAULT_KEYS_FRESH_FOR,
-                cache: RwLock::new(HashMap::new()),
+                cache: KeyCache::default(),
             }),
         }
     }
@@ -123,7 +108,7 @@ impl Vault {
             store: self.inner.store.clone(),
             keyring: self.inner.keyring.clone(),
             fresh_for,
-            cache: RwLock::new(HashMap::new()),
+            cache: KeyCache::default(),
         };
         Vault {
             inner: Arc::new(inner),
@@ -157,13 +142,10 @@ impl Vault {
     pub async fn open(&self, event: Event) -> Result<Event, crate::DomainError> {
         match self.open_payload(&event).await {
             Ok(None) => Ok(event),
-            Ok(Some(opened)) => {
-                let text = opened.payload.to_string();
-                Ok(Event {
-                    raw_payload: Payload::from_trusted_json(text),
-                    ..event
-                })
-            }
+            Ok(Some(opened)) => Ok(Event {
+                raw_payload: Payload::from_trusted_json(opened.payload),
+                ..event
+            }),
             Err(OpenError::Keys(err)) => Err(err.into()),
             Err(OpenError::Failure(failure)) => {
                 Err(crate::DecodeError::new::<Value>(&event, failure).into())
@@ -200,11 +182,7 @@ impl Vault {
         instance_id: Option<&str>,
     ) -> Result<u64, KeyError> {
         let deleted = reapply_erasures(store, self.inner.store.as_ref(), instance_id).await?;
-        self.inner
-            .cache
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.inner.cache.clear();
         Ok(deleted)
     }
 
@@ -318,7 +296,9 @@ impl Vault {
         instance: &InstanceId,
         subjects: &[SubjectId],
     ) -> Result<HashMap<SubjectId, DataKey>, KeyError> {
-        let cached = self.subjects(instance, subjects, Freshness::Cached).await?;
+        // Any age: data sealed with a key another process has just erased is unreadable anyway,
+        // so writers need not ask the store on every push.
+        let cached = self.subjects(instance, subjects, Freshness::Any).await?;
         let mut keys = HashMap::with_capacity(subjects.len());
         for (subject, cached) in subjects.iter().zip(cached) {
             if cached.erased {
@@ -329,7 +309,23 @@ impl Vault {
             }
             let key = match cached.keys.last() {
                 Some(key) => key.clone(),
-                None => self.create_key(instance, subject, 1).await?,
+                None => {
+                    let key = self.create_key(instance, subject, 1).await?;
+                    // Its only key: later pushes find it here.
+                    self.inner.cache.insert_all(
+                        instance.as_str(),
+                        [(
+                            subject.as_str().to_owned(),
+                            Arc::new(Cached {
+                                erased: false,
+                                keys: vec![key.clone()],
+                                fetched: Instant::now(),
+                            }),
+                        )],
+                        self.inner.fresh_for,
+                    );
+                    key
+                }
             };
             keys.insert(subject.clone(), key);
         }
@@ -363,26 +359,38 @@ impl Vault {
 
     /// Opens the sealed fields of `event`'s payload; `None` when it has none.
     pub(crate) async fn open_payload(&self, event: &Event) -> Result<Option<Opened>, OpenError> {
-        let Some((mut payload, subjects)) = parse_sealed(event).map_err(OpenError::Failure)? else {
+        let Some(sealed) = Sealed::find(event).map_err(OpenError::Failure)? else {
             return Ok(None);
         };
         let instance = &event.aggregate.instance_id;
+        // The usual case: every key is in memory and fresh; no allocation to find them.
+        {
+            let cache = self.inner.cache.read();
+            let now = Instant::now();
+            let fresh = |subject: &str| {
+                cache
+                    .get(instance.as_str(), subject)
+                    .filter(|cached| now.duration_since(cached.fetched) < self.inner.fresh_for)
+            };
+            if sealed.all_subjects(&mut |subject| fresh(subject).is_some()) {
+                let (payload, subjects) =
+                    sealed.open(instance, &fresh).map_err(OpenError::Failure)?;
+                return Ok(Some(Opened { payload, subjects }));
+            }
+        }
+        let subjects = sealed.subjects().map_err(OpenError::Failure)?;
         let cached = self
             .subjects(instance, &subjects, Freshness::Cached)
             .await
             .map_err(OpenError::Keys)?;
-        let known: HashMap<&SubjectId, &Cached> = subjects
-            .iter()
-            .zip(cached.iter().map(Arc::as_ref))
-            .collect();
-        let opened = open_sealed(instance, &mut payload, &|subject| {
-            known.get(subject).copied()
-        })
-        .map_err(OpenError::Failure)?;
-        Ok(Some(Opened {
-            payload,
-            subjects: opened,
-        }))
+        let lookup = |subject: &str| {
+            subjects
+                .iter()
+                .position(|known| known.as_str() == subject)
+                .map(|index| cached[index].as_ref())
+        };
+        let (payload, subjects) = sealed.open(instance, &lookup).map_err(OpenError::Failure)?;
+        Ok(Some(Opened { payload, subjects }))
     }
 
     /// [`open_payload`](Vault::open_payload) from what the vault holds in memory, for the
@@ -392,21 +400,13 @@ impl Vault {
         &self,
         event: &Event,
     ) -> Result<Option<Opened>, DecodeFailure> {
-        let Some((mut payload, _)) = parse_sealed(event)? else {
+        let Some(sealed) = Sealed::find(event)? else {
             return Ok(None);
         };
         let instance = &event.aggregate.instance_id;
-        let cache = self
-            .inner
-            .cache
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lookup = |subject: &SubjectId| {
-            cache
-                .get(&(instance.clone(), subject.clone()))
-                .map(Arc::as_ref)
-        };
-        let subjects = open_sealed(instance, &mut payload, &lookup)?;
+        let cache = self.inner.cache.read();
+        let lookup = |subject: &str| cache.get(instance.as_str(), subject);
+        let (payload, subjects) = sealed.open(instance, &lookup)?;
         Ok(Some(Opened { payload, subjects }))
     }
 
@@ -417,7 +417,9 @@ impl Vault {
     pub(crate) async fn warm(&self, events: &[Arc<Event>]) {
         let mut wanted: HashMap<&InstanceId, Vec<SubjectId>> = HashMap::new();
         for event in events {
-            if let Ok(Some((_, subjects))) = parse_sealed(event) {
+            if let Ok(Some(sealed)) = Sealed::find(event)
+                && let Ok(subjects) = sealed.subjects()
+            {
                 let entry = wanted.entry(&event.aggregate.instance_id).or_default();
                 for subject in subjects {
                     if !entry.contains(&subject) {
@@ -471,21 +473,19 @@ impl Vault {
     ) -> Result<Vec<Arc<Cached>>, KeyError> {
         let now = Instant::now();
         let mut found: Vec<Option<Arc<Cached>>> = {
-            let cache = self
-                .inner
-                .cache
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let cache = self.inner.cache.read();
             subjects
                 .iter()
                 .map(|subject| {
-                    cache
-                        .get(&(instance.clone(), subject.clone()))
-                        .filter(|cached| {
-                            freshness == Freshness::Cached
-                                && now.duration_since(cached.fetched) < self.inner.fresh_for
-                        })
-                        .cloned()
+                    let cached = cache.shared(instance.as_str(), subject.as_str())?;
+                    let usable = match freshness {
+                        Freshness::Cached => {
+                            now.duration_since(cached.fetched) < self.inner.fresh_for
+                        }
+                        Freshness::Any => !cached.keys.is_empty() || cached.erased,
+                        Freshness::Now => false,
+                    };
+                    usable.then(|| cached.clone())
                 })
                 .collect()
         };
@@ -520,21 +520,13 @@ impl Vault {
             );
         }
         {
-            let mut cache = self
-                .inner
-                .cache
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if cache.len() + fresh.len() > CACHE_CAPACITY {
-                let fresh_for = self.inner.fresh_for;
-                cache.retain(|_, cached| now.duration_since(cached.fetched) < fresh_for);
-                if cache.len() + fresh.len() > CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            for (subject, cached) in &fresh {
-                cache.insert((instance.clone(), subject.clone()), cached.clone());
-            }
+            self.inner.cache.insert_all(
+                instance.as_str(),
+                fresh
+                    .iter()
+                    .map(|(subject, cached)| (subject.as_str().to_owned(), cached.clone())),
+                self.inner.fresh_for,
+            );
         }
         for (slot, subject) in found.iter_mut().zip(subjects) {
             if slot.is_none() {
@@ -581,11 +573,7 @@ impl Vault {
     }
 
     fn forget_cached(&self, instance: &InstanceId, subject: &SubjectId) {
-        self.inner
-            .cache
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&(instance.clone(), subject.clone()));
+        self.inner.cache.remove(instance.as_str(), subject.as_str());
     }
 }
 
@@ -594,6 +582,8 @@ impl Vault {
 enum Freshness {
     /// Within `fresh_for`.
     Cached,
+    /// Whatever its age (writing: a key erased meanwhile only makes the new data unreadable).
+    Any,
     /// Ask the store.
     Now,
 }
@@ -620,94 +610,19 @@ pub(crate) fn subject_of(
     })
 }
 
-/// Seals `value` (a field's JSON) with `key` for `subject` of `instance`.
+/// Seals `value` (a field's JSON) with `key` for `subject` of `instance`; the subject is left out
+/// of the sealed string when it is the event's aggregate (`is_aggregate`), as readers assume.
 pub(crate) fn seal_value(
     instance: &str,
     subject: &SubjectId,
+    is_aggregate: bool,
     key: &DataKey,
     value: &Value,
 ) -> Value {
     let plaintext = value.to_string();
     let sealed = key.seal(instance, subject.as_str(), plaintext.as_bytes());
-    format::sealed_value(
-        subject.as_str(),
-        key.version(),
-        STANDARD_NO_PAD.encode(sealed),
-    )
-}
-
-/// The parsed payload and the subjects of its sealed fields, or `None` when it has none.
-fn parse_sealed(event: &Event) -> Result<Option<(Value, Vec<SubjectId>)>, DecodeFailure> {
-    let Some(text) = event.raw_payload.json() else {
-        return Ok(None);
-    };
-    if !may_be_sealed(text) {
-        return Ok(None);
-    }
-    let mut payload: Value =
-        serde_json::from_str(text).map_err(|err| DecodeFailure::Payload(err.to_string()))?;
-    let mut subjects: Vec<SubjectId> = Vec::new();
-    replace_sealed::<DecodeFailure>(&mut payload, &mut |sealed| {
-        if let Some((subject, _, _)) = sealed_parts(sealed) {
-            let subject = SubjectId::new(subject).map_err(|err| DecodeFailure::Unsealable {
-                subject: subject.to_owned(),
-                reason: err.to_string(),
-            })?;
-            if !subjects.contains(&subject) {
-                subjects.push(subject);
-            }
-        }
-        Ok(None)
-    })?;
-    if subjects.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some((payload, subjects)))
-}
-
-/// Replaces every sealed field of `payload` by its value, or by the erased mark when its subject
-/// was erased; returns the subjects whose data it opened.
-fn open_sealed<'c>(
-    instance: &InstanceId,
-    payload: &mut Value,
-    lookup: &dyn Fn(&SubjectId) -> Option<&'c Cached>,
-) -> Result<Vec<SubjectId>, DecodeFailure> {
-    let mut opened: Vec<SubjectId> = Vec::new();
-    replace_sealed::<DecodeFailure>(payload, &mut |sealed| {
-        let Some((subject, version, data)) = sealed_parts(sealed) else {
-            return Ok(None);
-        };
-        let unsealable = |reason: &str| DecodeFailure::Unsealable {
-            subject: subject.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let subject_id = SubjectId::new(subject).map_err(|err| unsealable(&err.to_string()))?;
-        let cached = lookup(&subject_id).ok_or_else(|| DecodeFailure::KeysUnavailable {
-            subject: subject.to_owned(),
-        })?;
-        if cached.erased {
-            return Ok(Some(erased_mark()));
-        }
-        let key = cached
-            .key(version)
-            .ok_or_else(|| DecodeFailure::KeyMissing {
-                subject: subject.to_owned(),
-                version,
-            })?;
-        let bytes = STANDARD_NO_PAD
-            .decode(data)
-            .map_err(|_| unsealable("its data is not base64"))?;
-        let plaintext = key
-            .open(instance.as_str(), subject, &bytes)
-            .ok_or_else(|| unsealable("it does not open with the subject's key"))?;
-        let value: Value = serde_json::from_slice(&plaintext)
-            .map_err(|_| unsealable("its plaintext is not JSON"))?;
-        if !opened.contains(&subject_id) {
-            opened.push(subject_id);
-        }
-        Ok(Some(value))
-    })?;
-    Ok(opened)
+    let written = if is_aggregate { "" } else { subject.as_str() };
+    format::sealed_value(written, key.version(), &STANDARD_NO_PAD.encode(sealed))
 }
 
 /// Erases `subject_id` of `instance_id` in `keys`: deletes its keys, records it as erased and
