@@ -530,3 +530,103 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         "only the two runs started above"
     );
 }
+
+/// Counts `user` events per instance in a memory read model.
+struct UserEvents;
+
+impl strata_projection::Projection for UserEvents {
+    fn name(&self) -> &str {
+        "user_events"
+    }
+
+    fn reads(&self) -> strata_projection::Reads {
+        strata_projection::Reads::new().aggregate("user")
+    }
+
+    fn reduce(
+        &self,
+        event: &strata_event::Event,
+    ) -> Result<Vec<strata_projection::Statement>, strata_projection::ReduceError> {
+        Ok(vec![strata_projection::Statement::increment(
+            "user_events",
+            vec![("instance_id", event.aggregate.instance_id.as_str().into())],
+            vec![("events", 1i64.into())],
+        )])
+    }
+
+    fn reset(&self, instance: &InstanceId) -> Vec<strata_projection::Statement> {
+        vec![strata_projection::Statement::delete(
+            "user_events",
+            vec![("instance_id", instance.as_str().into())],
+        )]
+    }
+}
+
+/// The events a rebuilt `user_events` counts in `t1`, on `store`.
+async fn rebuilt_count(store: strata_postgres::PgStore) -> i64 {
+    let read_models = strata_projection::MemoryProjections::new();
+    let runtime = strata_projection::ProjectionRuntime::builder(store.clone(), read_models.clone())
+        .register(UserEvents)
+        .expect("register")
+        .start()
+        .await
+        .expect("start");
+    let instance = InstanceId::new("t1").expect("id");
+    runtime
+        .rebuild("user_events", Some(&instance))
+        .await
+        .expect("rebuild");
+    let head = store
+        .latest_position(&Query::builder().all_instances().build().expect("query"))
+        .await
+        .expect("head")
+        .expect("events");
+    runtime
+        .catch_up("user_events", &instance, head, Duration::from_secs(20))
+        .await
+        .expect("caught up");
+    runtime
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    read_models
+        .rows("user_events")
+        .into_iter()
+        .find(|row| row.get("instance_id") == Some(&strata_projection::SqlValue::from("t1")))
+        .and_then(|row| match row.get("events") {
+            Some(strata_projection::SqlValue::BigInt(count)) => Some(*count),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_rebuilt_on_a_store_that_reads_the_archive_counts_archived_events() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let pool = database.pool(2);
+    populate(&store, 4).await;
+    let run = start_archive_run(&pool, &selection("t1"), 10, "ops")
+        .await
+        .expect("run");
+    assert!(archive_to_the_end(&pool, &run).await > 0);
+    let hot_users = count(
+        &pool,
+        "SELECT count(*) FROM eventstore.events WHERE instance_id = 't1' AND aggregate_type = 'user'",
+    )
+    .await;
+    assert_eq!(
+        rebuilt_count(store).await,
+        hot_users,
+        "by default, the hot table only"
+    );
+    let with_archive = database.store_with(strata_postgres::PgConfig {
+        read_archive: true,
+        ..strata_integration_tests::test_config()
+    });
+    assert_eq!(
+        rebuilt_count(with_archive).await,
+        12,
+        "every user event, archived ones included"
+    );
+}

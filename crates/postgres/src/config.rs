@@ -105,6 +105,13 @@ pub struct PgConfig {
     /// Processes sharing a database should agree on it. Default: 24 hours
     /// ([`strata_store::DEFAULT_IDEMPOTENCY_RETENTION`]).
     pub idempotency_key_retention: Duration,
+    /// Read events from the hot table and the archive (`eventstore.archived_events`) together:
+    /// [`EventStore::query`](strata_store::EventStore::query) and
+    /// [`stream`](strata_store::EventStore::stream) return archived events in their place, so a
+    /// projection runtime on such a store rebuilds from every event, archived ones included.
+    /// Counts, heads and positions still read the hot table. Default: off (reads see the hot table
+    /// only, as `strata archive` documents).
+    pub read_archive: bool,
 }
 
 impl Default for PgConfig {
@@ -117,6 +124,7 @@ impl Default for PgConfig {
             notify_pushes: true,
             listen_for_pushes: true,
             idempotency_key_retention: strata_store::DEFAULT_IDEMPOTENCY_RETENTION,
+            read_archive: false,
         }
     }
 }

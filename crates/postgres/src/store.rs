@@ -23,8 +23,9 @@ use crate::config::{PgConfig, PoolConfig};
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
-    EventRow, fetch_all, fetch_recorded, render_count, render_instance_heads, render_instance_ids,
-    render_latest_position, render_query,
+    EventRow, fetch_all, fetch_all_with_archive, fetch_recorded, render_count,
+    render_instance_heads, render_instance_ids, render_latest_position, render_query,
+    render_query_with_archive,
 };
 
 /// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
@@ -135,6 +136,8 @@ struct Inner {
     pusher: Pusher,
     /// How long idempotency keys count as live (`PgConfig::idempotency_key_retention`).
     key_retention: std::time::Duration,
+    /// Whether event reads include the archive (`PgConfig::read_archive`).
+    read_archive: bool,
     /// This process's pushes, and other processes' the listener hears.
     pushes: broadcast::Sender<Pushed>,
     notifier: Option<Notifier>,
@@ -200,6 +203,7 @@ impl PgStore {
                 pools,
                 pusher,
                 key_retention: config.idempotency_key_retention,
+                read_archive: config.read_archive,
                 pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
                 notifier,
                 listener,
@@ -328,7 +332,11 @@ impl EventStore for PgStore {
         // bounded channel: memory stays flat however many rows match, and dropping the stream
         // stops the fetch and returns the connection.
         let (sender, receiver) = mpsc::channel::<Result<Event>>(256);
-        let rendered = render_query(query);
+        let rendered = if self.inner.read_archive {
+            render_query_with_archive(query)
+        } else {
+            render_query(query)
+        };
         let pool = self.pools().query().clone();
         tokio::spawn(async move {
             let mut rows = rendered.to_query_as::<EventRow>().fetch(&pool);
@@ -349,6 +357,9 @@ impl EventStore for PgStore {
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Event>> {
+        if self.inner.read_archive {
+            return fetch_all_with_archive(self.pools().query(), query).await;
+        }
         fetch_all(self.pools().query(), query).await
     }
 
