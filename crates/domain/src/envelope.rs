@@ -87,6 +87,7 @@ impl<E: DomainEvent> Envelope<E> {
 
     /// Decodes `event` whose payload a vault opened into `payload`.
     #[cfg_attr(not(feature = "personal-data"), allow(dead_code))]
+    #[allow(clippy::result_large_err)] // As `decode`: rare, and it names the event.
     pub(crate) fn decode_opened(
         event: Event,
         payload: &str,
@@ -100,6 +101,7 @@ impl<E: DomainEvent> Envelope<E> {
     }
 
     /// Decodes a borrowed `event` whose payload a vault opened into `payload`.
+    #[allow(clippy::result_large_err)]
     #[cfg_attr(
         not(all(feature = "personal-data", feature = "projection")),
         allow(dead_code)

@@ -14,6 +14,10 @@ use crate::error::{from_sqlx, unexpected_answer};
 use crate::push::{metadata_json, stored};
 use crate::store::PgStore;
 
+/// A subject asked for, one of its keys if it has any (version, master key id, wrapped key), and
+/// whether it was erased.
+type SubjectKeyRow = (String, Option<i32>, Option<String>, Option<Vec<u8>>, bool);
+
 /// The SQLSTATE eventstore.create_subject_key raises for an erased subject.
 const SUBJECT_ERASED: &str = "SE001";
 
@@ -32,21 +36,20 @@ impl SubjectKeyStore for PgStore {
             }
             let names: Vec<&str> = asked.iter().map(|subject| subject.as_str()).collect();
             // One round trip for the keys and the erasure marks of every subject asked.
-            let rows: Vec<(String, Option<i32>, Option<String>, Option<Vec<u8>>, bool)> =
-                sqlx::query_as(
-                    "SELECT s.subject_id, k.key_version, k.master_key_id, k.wrapped_key, \
+            let rows: Vec<SubjectKeyRow> = sqlx::query_as(
+                "SELECT s.subject_id, k.key_version, k.master_key_id, k.wrapped_key, \
                             EXISTS (SELECT 1 FROM eventstore.erased_subjects e \
                                     WHERE e.instance_id = $1 AND e.subject_id = s.subject_id) \
                      FROM unnest($2::text[]) AS s(subject_id) \
                      LEFT JOIN eventstore.subject_keys k \
                             ON k.instance_id = $1 AND k.subject_id = s.subject_id \
                      ORDER BY s.subject_id, k.key_version",
-                )
-                .bind(instance_id.as_str())
-                .bind(&names)
-                .fetch_all(self.pools().query())
-                .await
-                .map_err(|err| from_sqlx("reading subject keys", err))?;
+            )
+            .bind(instance_id.as_str())
+            .bind(&names)
+            .fetch_all(self.pools().query())
+            .await
+            .map_err(|err| from_sqlx("reading subject keys", err))?;
             let mut found: Vec<SubjectKeys> = asked
                 .iter()
                 .map(|subject| SubjectKeys {
