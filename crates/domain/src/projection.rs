@@ -128,13 +128,17 @@ impl<P: TypedProjection> Projection for Typed<P> {
         }
         #[cfg(feature = "personal-data")]
         if let Some(vault) = self.0.vault() {
-            let opened = vault.open_payload_cached(event).map_err(|failure| {
-                ReduceError::new(crate::DecodeError::new::<P::Event>(event, failure).to_string())
-            })?;
+            let opened = vault
+                .open_payload_cached(event, &mut Vec::new())
+                .map_err(|failure| {
+                    ReduceError::new(
+                        crate::DecodeError::new::<P::Event>(event, failure).to_string(),
+                    )
+                })?;
             if let Some(opened) = opened {
                 return match Envelope::<P::Event>::decode_ref_opened(
                     event,
-                    &opened.payload,
+                    &opened,
                     UnknownEvents::Skip,
                 ) {
                     Ok(Some(envelope)) => self.0.reduce(&envelope),

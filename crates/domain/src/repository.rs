@@ -302,8 +302,9 @@ impl<S: EventStore> Repository<S> {
         while let Some(event) = events.next().await {
             let event = event?;
             loaded.saw(&event.aggregate, event.sequence, event.cursor());
-            let (envelope, subjects) = keys.decode(event, W::UNKNOWN_EVENTS).await?;
-            loaded.note_subjects(subjects);
+            let envelope = keys
+                .decode(event, W::UNKNOWN_EVENTS, &mut loaded.subjects)
+                .await?;
             if let Some(envelope) = envelope {
                 loaded.fold(envelope);
             }
@@ -466,10 +467,13 @@ async fn recorded_outcome<E: DomainEvent>(
     for event in recorded {
         let aggregate = event.aggregate.clone();
         let sequence = event.sequence;
-        match keys.decode::<E>(event, crate::UnknownEvents::Fail).await? {
-            (Some(envelope), _) => decoded.push(envelope),
+        match keys
+            .decode::<E>(event, crate::UnknownEvents::Fail, &mut Vec::new())
+            .await?
+        {
+            Some(envelope) => decoded.push(envelope),
             // Fail never skips; an unknown type reaches here only through a store that lied.
-            (None, _) => {
+            None => {
                 return Err(strata_store::Error::Backend {
                     message: format!(
                         "a recorded event of {aggregate} (sequence {sequence}) did not decode"
@@ -510,8 +514,9 @@ pub(crate) async fn apply_event<A: Aggregate>(
     keys: ReadKeys<'_>,
 ) -> Result<(), DomainError> {
     loaded.saw(&event.aggregate, event.sequence, event.cursor());
-    let (envelope, subjects) = keys.decode(event, A::UNKNOWN_EVENTS).await?;
-    loaded.note_subjects(subjects);
+    let envelope = keys
+        .decode(event, A::UNKNOWN_EVENTS, &mut loaded.subjects)
+        .await?;
     match envelope {
         Some(envelope) => loaded.state.apply(envelope),
         None => loaded.skipped += 1,

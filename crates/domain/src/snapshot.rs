@@ -203,11 +203,11 @@ async fn from_snapshot<A: Aggregate, S: EventStore>(
     loaded.versions.insert(aggregate.clone(), entry.sequence);
     loaded.expected_new = vec![aggregate.clone()];
     loaded.last = Some(Cursor::new(position, entry.in_tx_order));
-    for subject in &entry.subjects {
-        if let Ok(subject) = strata_event::SubjectId::new(subject.as_str()) {
-            loaded.note_subjects(vec![subject]);
-        }
-    }
+    loaded.subjects = entry
+        .subjects
+        .iter()
+        .filter_map(|subject| strata_event::SubjectId::new(subject.as_str()).ok())
+        .collect();
     while let Some(event) = events.next().await {
         apply_event(&mut loaded, event?, keys).await?;
     }

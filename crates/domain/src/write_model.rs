@@ -67,14 +67,6 @@ impl<T> Loaded<T> {
         }
     }
 
-    pub(crate) fn note_subjects(&mut self, subjects: Vec<SubjectId>) {
-        for subject in subjects {
-            if !self.subjects.contains(&subject) {
-                self.subjects.push(subject);
-            }
-        }
-    }
-
     /// The sequence of `aggregate` as loaded: `Some(0)` for an aggregate the load expects to be
     /// new, `None` for one it knows nothing about.
     pub fn version(&self, aggregate: &AggregateRef) -> Option<Sequence> {

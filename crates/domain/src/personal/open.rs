@@ -143,14 +143,15 @@ impl<'a> Sealed<'a> {
     }
 
     /// The payload text with every sealed field opened, or replaced by the erased mark when its
-    /// subject was erased; and the subjects whose data it opened. `lookup` gives what is known of
-    /// a subject's keys (`None`: nothing fetched, an error).
+    /// subject was erased; the subjects whose data it opened are added to `opened` (each once, no
+    /// allocation for one already there). `lookup` gives what is known of a subject's keys
+    /// (`None`: nothing fetched, an error).
     pub(crate) fn open<'c>(
         self,
         instance: &InstanceId,
         lookup: &dyn Fn(&str) -> Option<&'c Cached>,
-    ) -> Result<(String, Vec<SubjectId>), DecodeFailure> {
-        let mut opened: Vec<SubjectId> = Vec::new();
+        opened: &mut Vec<SubjectId>,
+    ) -> Result<String, DecodeFailure> {
         match self {
             Sealed::Spans { text, spans } => {
                 let mut out = String::with_capacity(text.len());
@@ -163,14 +164,14 @@ impl<'a> Sealed<'a> {
                             out.push_str(std::str::from_utf8(&plaintext).map_err(|_| {
                                 unsealable(&span.subject, "its plaintext is not UTF-8")
                             })?);
-                            note_opened(&mut opened, &span.subject)?;
+                            note_opened(opened, &span.subject)?;
                         }
                         None => out.push_str(ERASED_TEXT),
                     }
                     last = span.end;
                 }
                 out.push_str(&text[last..]);
-                Ok((out, opened))
+                Ok(out)
             }
             Sealed::Tree(mut tree, aggregate_id) => {
                 replace_sealed::<DecodeFailure>(&mut tree, &mut |sealed| {
@@ -180,7 +181,7 @@ impl<'a> Sealed<'a> {
                     let subject = or_aggregate(subject, aggregate_id);
                     match open_one(instance, subject, version, data, lookup)? {
                         Some(plaintext) => {
-                            note_opened(&mut opened, subject)?;
+                            note_opened(opened, subject)?;
                             serde_json::from_slice(&plaintext)
                                 .map(Some)
                                 .map_err(|_| unsealable(subject, "its plaintext is not JSON"))
@@ -188,7 +189,7 @@ impl<'a> Sealed<'a> {
                         None => Ok(Some(format::erased_mark())),
                     }
                 })?;
-                Ok((tree.to_string(), opened))
+                Ok(tree.to_string())
             }
         }
     }
@@ -336,10 +337,11 @@ mod tests {
             fetched: std::time::Instant::now(),
         };
         let instance = InstanceId::new("acme").unwrap();
-        let (text, opened) = Sealed::find(&event)
+        let mut opened = Vec::new();
+        let text = Sealed::find(&event)
             .unwrap()
             .unwrap()
-            .open(&instance, &|_| Some(&erased))
+            .open(&instance, &|_| Some(&erased), &mut opened)
             .unwrap();
         assert_eq!(
             text,

@@ -16,30 +16,28 @@ pub(crate) struct ReadKeys<'a> {
     pub(crate) _none: std::marker::PhantomData<&'a ()>,
 }
 
-/// A decoded event (`None`: an unknown type skipped) and the subjects whose data it opened.
-pub(crate) type Decoded<E> = (Option<Envelope<E>>, Vec<SubjectId>);
-
 impl ReadKeys<'_> {
-    /// Decodes `event` under `unknown`'s rule, opening its sealed fields when there is a vault.
+    /// Decodes `event` under `unknown`'s rule (`None`: an unknown type skipped), opening its
+    /// sealed fields when there is a vault and adding the subjects whose data it opened to
+    /// `subjects`.
     pub(crate) async fn decode<E: DomainEvent>(
         &self,
         event: Event,
         unknown: UnknownEvents,
-    ) -> Result<Decoded<E>, DomainError> {
+        subjects: &mut Vec<SubjectId>,
+    ) -> Result<Option<Envelope<E>>, DomainError> {
         #[cfg(feature = "personal-data")]
         if let Some(vault) = self.vault {
-            return match vault.open_payload(&event).await {
-                Ok(None) => Ok((Envelope::decode_with(event, unknown)?, Vec::new())),
-                Ok(Some(opened)) => Ok((
-                    Envelope::decode_opened(event, &opened.payload, unknown)?,
-                    opened.subjects,
-                )),
+            return match vault.open_payload(&event, subjects).await {
+                Ok(None) => Ok(Envelope::decode_with(event, unknown)?),
+                Ok(Some(opened)) => Ok(Envelope::decode_opened(event, &opened, unknown)?),
                 Err(super::OpenError::Keys(err)) => Err(err.into()),
                 Err(super::OpenError::Failure(failure)) => {
                     Err(crate::DecodeError::new::<E>(&event, failure).into())
                 }
             };
         }
-        Ok((Envelope::decode_with(event, unknown)?, Vec::new()))
+        let _ = subjects;
+        Ok(Envelope::decode_with(event, unknown)?)
     }
 }

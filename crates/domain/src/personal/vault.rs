@@ -62,14 +62,6 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// A payload (JSON text) with its sealed fields opened, and the subjects whose data it holds in
-/// the clear.
-#[derive(Debug)]
-pub(crate) struct Opened {
-    pub(crate) payload: String,
-    pub(crate) subjects: Vec<SubjectId>,
-}
-
 /// Why a payload could not be opened.
 #[derive(Debug)]
 pub(crate) enum OpenError {
@@ -140,10 +132,10 @@ impl Vault {
 
     /// `event` with its sealed fields opened (or marked erased): for readers of raw events.
     pub async fn open(&self, event: Event) -> Result<Event, crate::DomainError> {
-        match self.open_payload(&event).await {
+        match self.open_payload(&event, &mut Vec::new()).await {
             Ok(None) => Ok(event),
             Ok(Some(opened)) => Ok(Event {
-                raw_payload: Payload::from_trusted_json(opened.payload),
+                raw_payload: Payload::from_trusted_json(opened),
                 ..event
             }),
             Err(OpenError::Keys(err)) => Err(err.into()),
@@ -357,8 +349,13 @@ impl Vault {
         Ok(key)
     }
 
-    /// Opens the sealed fields of `event`'s payload; `None` when it has none.
-    pub(crate) async fn open_payload(&self, event: &Event) -> Result<Option<Opened>, OpenError> {
+    /// The text of `event`'s payload with its sealed fields opened (`None` when it has none),
+    /// adding the subjects whose data it opened to `opened` (each once).
+    pub(crate) async fn open_payload(
+        &self,
+        event: &Event,
+        opened: &mut Vec<SubjectId>,
+    ) -> Result<Option<String>, OpenError> {
         let Some(sealed) = Sealed::find(event).map_err(OpenError::Failure)? else {
             return Ok(None);
         };
@@ -373,9 +370,10 @@ impl Vault {
                     .filter(|cached| now.duration_since(cached.fetched) < self.inner.fresh_for)
             };
             if sealed.all_subjects(&mut |subject| fresh(subject).is_some()) {
-                let (payload, subjects) =
-                    sealed.open(instance, &fresh).map_err(OpenError::Failure)?;
-                return Ok(Some(Opened { payload, subjects }));
+                let payload = sealed
+                    .open(instance, &fresh, opened)
+                    .map_err(OpenError::Failure)?;
+                return Ok(Some(payload));
             }
         }
         let subjects = sealed.subjects().map_err(OpenError::Failure)?;
@@ -389,8 +387,10 @@ impl Vault {
                 .position(|known| known.as_str() == subject)
                 .map(|index| cached[index].as_ref())
         };
-        let (payload, subjects) = sealed.open(instance, &lookup).map_err(OpenError::Failure)?;
-        Ok(Some(Opened { payload, subjects }))
+        let payload = sealed
+            .open(instance, &lookup, opened)
+            .map_err(OpenError::Failure)?;
+        Ok(Some(payload))
     }
 
     /// [`open_payload`](Vault::open_payload) from what the vault holds in memory, for the
@@ -399,15 +399,15 @@ impl Vault {
     pub(crate) fn open_payload_cached(
         &self,
         event: &Event,
-    ) -> Result<Option<Opened>, DecodeFailure> {
+        opened: &mut Vec<SubjectId>,
+    ) -> Result<Option<String>, DecodeFailure> {
         let Some(sealed) = Sealed::find(event)? else {
             return Ok(None);
         };
         let instance = &event.aggregate.instance_id;
         let cache = self.inner.cache.read();
         let lookup = |subject: &str| cache.get(instance.as_str(), subject);
-        let (payload, subjects) = sealed.open(instance, &lookup)?;
-        Ok(Some(Opened { payload, subjects }))
+        Ok(Some(sealed.open(instance, &lookup, opened)?))
     }
 
     /// Fetches the keys `events` need into memory (one store call per instance), so
