@@ -6,8 +6,8 @@ use futures::future::BoxFuture;
 use rust_decimal::Decimal;
 use strata_event::{Command, InstanceId, Position, SubjectId};
 use strata_store::{
-    Erasure, Error, Result, SubjectKeyStore, SubjectKeys, WrappedKey, validate_key,
-    validate_master_key_id, validate_push,
+    Erasure, Error, Result, SubjectKeyStore, SubjectKeys, WrappedKey, validate_erasure_record,
+    validate_key, validate_master_key_id, validate_rewrap,
 };
 
 use crate::error::{from_sqlx, unexpected_answer};
@@ -114,17 +114,7 @@ impl SubjectKeyStore for PgStore {
         record: Command,
     ) -> BoxFuture<'a, Result<Erasure>> {
         Box::pin(async move {
-            validate_push(std::slice::from_ref(&record))?;
-            if record.aggregate().instance_id != *instance_id {
-                return Err(Error::invalid_input(
-                    "an erasure's record is pushed to the subject's instance",
-                ));
-            }
-            if record.expected_sequence().is_some() || !record.unique_constraints().is_empty() {
-                return Err(Error::invalid_input(
-                    "an erasure's record carries no expected sequence or unique constraint",
-                ));
-            }
+            validate_erasure_record(instance_id, &record)?;
             let row: (i64, Option<i64>, Option<Decimal>, Option<DateTime<Utc>>) = sqlx::query_as(
                 "SELECT * FROM eventstore.erase_subject($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
@@ -221,14 +211,7 @@ impl SubjectKeyStore for PgStore {
         new: &'a WrappedKey,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            validate_key(new)?;
-            if (&old.instance_id, &old.subject_id, old.version)
-                != (&new.instance_id, &new.subject_id, new.version)
-            {
-                return Err(Error::invalid_input(
-                    "a rewrapped key keeps its subject and version",
-                ));
-            }
+            validate_rewrap(old, new)?;
             let version = i32::try_from(old.version)
                 .map_err(|_| Error::invalid_input("a subject key's version is at most 2^31 - 1"))?;
             sqlx::query_scalar("SELECT eventstore.rewrap_subject_key($1, $2, $3, $4, $5, $6, $7)")

@@ -115,8 +115,12 @@ pub trait SubjectKeyStore: Send + Sync + std::fmt::Debug {
 
 /// Checks what a backend is asked to store about a key.
 pub fn validate_key(key: &WrappedKey) -> Result<()> {
-    if key.version == 0 {
-        return Err(Error::invalid_input("a subject key's version starts at 1"));
+    if key.version == 0 || key.version > i32::MAX as u32 {
+        return Err(Error::invalid_input(format!(
+            "a subject key's version is 1 to {}, not {}",
+            i32::MAX,
+            key.version
+        )));
     }
     validate_master_key_id(&key.master_key_id)?;
     if key.wrapped.is_empty() || key.wrapped.len() > 1024 {
@@ -124,6 +128,36 @@ pub fn validate_key(key: &WrappedKey) -> Result<()> {
             "a wrapped key is 1 to 1024 bytes, not {}",
             key.wrapped.len()
         )));
+    }
+    Ok(())
+}
+
+/// Checks a rewrap: `new` is a valid key of the same subject and version as `old`.
+pub fn validate_rewrap(old: &WrappedKey, new: &WrappedKey) -> Result<()> {
+    validate_key(new)?;
+    if (&old.instance_id, &old.subject_id, old.version)
+        != (&new.instance_id, &new.subject_id, new.version)
+    {
+        return Err(Error::invalid_input(
+            "a rewrapped key keeps its subject and version",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an erasure's record: one valid command in the subject's instance, with no expected
+/// sequence or unique constraint (an erasure must not fail on either).
+pub fn validate_erasure_record(instance_id: &InstanceId, record: &Command) -> Result<()> {
+    crate::store::validate_push(std::slice::from_ref(record))?;
+    if record.aggregate().instance_id != *instance_id {
+        return Err(Error::invalid_input(
+            "an erasure's record is pushed to the subject's instance",
+        ));
+    }
+    if record.expected_sequence().is_some() || !record.unique_constraints().is_empty() {
+        return Err(Error::invalid_input(
+            "an erasure's record carries no expected sequence or unique constraint",
+        ));
     }
     Ok(())
 }
@@ -139,4 +173,53 @@ pub fn validate_master_key_id(id: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn key(version: u32, master: &str, wrapped: usize) -> WrappedKey {
+        WrappedKey {
+            instance_id: InstanceId::new("acme").unwrap(),
+            subject_id: SubjectId::new("u-1").unwrap(),
+            version,
+            master_key_id: master.to_owned(),
+            wrapped: vec![7; wrapped],
+        }
+    }
+
+    #[test]
+    fn bad_keys_rewraps_and_records_are_refused_alike_on_every_backend() {
+        assert!(validate_key(&key(1, "m1", 60)).is_ok());
+        for bad in [
+            key(0, "m1", 60),
+            key(i32::MAX as u32 + 1, "m1", 60),
+            key(1, "", 60),
+            key(1, "has space", 60),
+            key(1, &"m".repeat(MAX_MASTER_KEY_ID_LEN + 1), 60),
+            key(1, "m1", 0),
+            key(1, "m1", 1025),
+        ] {
+            assert!(
+                matches!(validate_key(&bad), Err(Error::InvalidInput { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_rewrap(&key(1, "m1", 60), &key(1, "m2", 60)).is_ok());
+        assert!(validate_rewrap(&key(1, "m1", 60), &key(2, "m2", 60)).is_err());
+
+        let acme = InstanceId::new("acme").unwrap();
+        let record = |instance: &str| {
+            Command::builder(instance, "strata.subject", "u-1", "strata.subject.erased")
+                .creator("dpo")
+                .owner("org")
+        };
+        assert!(validate_erasure_record(&acme, &record("acme").build().unwrap()).is_ok());
+        assert!(validate_erasure_record(&acme, &record("other").build().unwrap()).is_err());
+        let expecting = record("acme").expect_sequence(0).build().unwrap();
+        assert!(validate_erasure_record(&acme, &expecting).is_err());
+    }
 }

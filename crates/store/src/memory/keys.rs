@@ -9,7 +9,8 @@ use strata_event::{Command, InstanceId, SubjectId};
 use super::MemoryStore;
 use crate::error::{Error, Result};
 use crate::keys::{
-    Erasure, SubjectKeyStore, SubjectKeys, WrappedKey, validate_key, validate_master_key_id,
+    Erasure, SubjectKeyStore, SubjectKeys, WrappedKey, validate_erasure_record, validate_key,
+    validate_master_key_id, validate_rewrap,
 };
 use crate::store::Pushed;
 
@@ -78,11 +79,7 @@ impl SubjectKeyStore for MemoryStore {
         record: Command,
     ) -> BoxFuture<'a, Result<Erasure>> {
         let outcome = (|| {
-            if record.aggregate().instance_id != *instance_id {
-                return Err(Error::invalid_input(
-                    "an erasure's record is pushed to the subject's instance",
-                ));
-            }
+            validate_erasure_record(instance_id, &record)?;
             let mut state = self.lock();
             let id = (instance_id.clone(), subject_id.clone());
             if state.subject_keys.erased.contains(&id) {
@@ -163,28 +160,22 @@ impl SubjectKeyStore for MemoryStore {
         old: &'a WrappedKey,
         new: &'a WrappedKey,
     ) -> BoxFuture<'a, Result<bool>> {
-        let outcome =
-            validate_key(new).and_then(|()| {
-                if (&old.instance_id, &old.subject_id, old.version)
-                    != (&new.instance_id, &new.subject_id, new.version)
-                {
-                    return Err(Error::invalid_input(
-                        "a rewrapped key keeps its subject and version",
-                    ));
-                }
-                let mut state = self.lock();
-                let id = (old.instance_id.clone(), old.subject_id.clone());
-                let Some(stored) = state.subject_keys.keys.get_mut(&id).and_then(|versions| {
+        let outcome = validate_rewrap(old, new).map(|()| {
+            let mut state = self.lock();
+            let id = (old.instance_id.clone(), old.subject_id.clone());
+            let stored =
+                state.subject_keys.keys.get_mut(&id).and_then(|versions| {
                     versions.iter_mut().find(|key| key.version == old.version)
-                }) else {
-                    return Ok(false);
-                };
-                if stored != old {
-                    return Ok(false);
+                });
+            match stored {
+                // Compare-and-swap: only the exact wrapping the rotation read is replaced.
+                Some(stored) if stored == old => {
+                    *stored = new.clone();
+                    true
                 }
-                *stored = new.clone();
-                Ok(true)
-            });
+                _ => false,
+            }
+        });
         Box::pin(std::future::ready(outcome))
     }
 }
