@@ -609,6 +609,9 @@ BEGIN
     GET DIAGNOSTICS r_keys_deleted = ROW_COUNT;
     INSERT INTO eventstore.erased_subjects (instance_id, subject_id, position)
     VALUES (p_instance, p_subject, r_position) ON CONFLICT DO NOTHING;
+    -- Delivered at commit to every process listening: their vaults forget the subject's keys
+    -- at once. Erasures are rare, so the notice may travel inside the transaction.
+    PERFORM pg_notify('strata_erased', p_instance || chr(10) || p_subject);
     RETURN NEXT;
 END
 $$;

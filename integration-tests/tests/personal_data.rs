@@ -399,3 +399,47 @@ async fn after_an_erasure_no_plaintext_is_left_in_postgres_or_redis() {
     runtime.shutdown(Duration::from_secs(10)).await.unwrap();
     cache.truncate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_forgets_an_erased_subjects_keys_at_once() {
+    let database = TestDatabase::create().await;
+    // Two stores on their own pools: what two processes are to each other.
+    let (here, there) = (database.store(), database.store());
+    let (master, _) = MasterKey::generate("k1").unwrap();
+    let erasing = Vault::new(here.clone(), Keyring::new(master.clone()));
+    let writer = Repository::new(here.clone()).with_vault(erasing.clone());
+    let context = Context::new("test", "org-1");
+    writer
+        .execute::<Customer>(
+            INSTANCE,
+            "c-1",
+            ("Ada Secretname".to_owned(), "ada@example.com".to_owned()),
+            &context,
+        )
+        .await
+        .unwrap();
+    // The other process would keep the key for an hour: only the database's notice can reach it.
+    let reader = Repository::new(there.clone()).with_vault(
+        Vault::new(there.clone(), Keyring::new(master)).fresh_for(Duration::from_secs(3600)),
+    );
+    let email = || async {
+        reader
+            .load::<Customer>(INSTANCE, "c-1")
+            .await
+            .unwrap()
+            .state
+            .email
+    };
+    assert!(matches!(email().await, Some(Personal::Value(_))));
+    // Let its listener connect before the erasure (a notice sent earlier is not heard).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    erasing.erase(INSTANCE, "c-1", &context).await.unwrap();
+    let noticed = async {
+        while email().await != Some(Personal::Erased) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), noticed)
+        .await
+        .expect("the other process heard the erasure through NOTIFY strata_erased");
+}

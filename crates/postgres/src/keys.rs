@@ -144,6 +144,7 @@ impl SubjectKeyStore for PgStore {
             if let Some(event) = &recorded {
                 self.announce(std::slice::from_ref(event));
             }
+            self.erasure_notices().announce(instance_id, subject_id);
             Ok(Erasure {
                 keys_deleted: keys_deleted as u64,
                 recorded,
@@ -166,6 +167,7 @@ impl SubjectKeyStore for PgStore {
             .fetch_one(self.pools().push())
             .await
             .map_err(|err| from_sqlx("forgetting a subject", err))?;
+            self.erasure_notices().announce(instance_id, subject_id);
             Ok(deleted as u64)
         })
     }
@@ -203,6 +205,10 @@ impl SubjectKeyStore for PgStore {
                 })
                 .collect()
         })
+    }
+
+    fn erasures(&self) -> Option<tokio::sync::broadcast::Receiver<strata_store::ErasedSubject>> {
+        Some(self.erasure_notices().subscribe())
     }
 
     fn rewrap_key<'a>(

@@ -51,6 +51,7 @@ pub mod admin;
 mod announce;
 mod config;
 mod deprecated;
+mod erasure_notices;
 mod error;
 mod keys;
 mod migrate;
@@ -62,6 +63,7 @@ mod store;
 
 pub use crate::announce::PUSH_CHANNEL;
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
+pub use crate::erasure_notices::ERASURE_CHANNEL;
 pub use crate::migrate::{
     AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
 };

@@ -142,6 +142,8 @@ struct Inner {
     pushes: broadcast::Sender<Pushed>,
     notifier: Option<Notifier>,
     listener: Option<Listener>,
+    /// Erasures heard for the vaults on this store.
+    erasures: crate::erasure_notices::ErasureNotices,
 }
 
 impl PgStore {
@@ -198,6 +200,8 @@ impl PgStore {
         let listener = config
             .listen_for_pushes
             .then(|| Listener::new(pools.projection.clone(), notifier.as_ref()));
+        // A vault's listener holds one query connection while the vault lives.
+        let erasures = crate::erasure_notices::ErasureNotices::new(pools.query.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pools,
@@ -207,8 +211,14 @@ impl PgStore {
                 pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
                 notifier,
                 listener,
+                erasures,
             }),
         })
+    }
+
+    /// The erasure notices of this store (for its `SubjectKeyStore` implementation).
+    pub(crate) fn erasure_notices(&self) -> &crate::erasure_notices::ErasureNotices {
+        &self.inner.erasures
     }
 
     /// The pools, for projections, migrations and diagnostics.

@@ -58,6 +58,20 @@ pub struct Erasure {
     pub recorded: Option<Event>,
 }
 
+/// A subject whose keys were just deleted (erased, or forgotten again), as a store announces it to
+/// every vault on it, in this process and, where the backend can, in others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedSubject {
+    /// The subject's instance.
+    pub instance_id: InstanceId,
+    /// The subject.
+    pub subject_id: SubjectId,
+}
+
+/// How many erasure notices a vault may fall behind before it misses some (it then forgets every
+/// key it holds).
+pub const ERASURE_NOTICE_CAPACITY: usize = 256;
+
 /// The longest id a master key may have.
 pub const MAX_MASTER_KEY_ID_LEN: usize = 64;
 
@@ -111,6 +125,13 @@ pub trait SubjectKeyStore: Send + Sync + std::fmt::Debug {
         old: &'a WrappedKey,
         new: &'a WrappedKey,
     ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Notices of subjects whose keys were deleted, from this store's erasures and, where the
+    /// backend can hear them, other processes'; `None` when it announces nothing. A vault forgets
+    /// the keys it holds for them at once, instead of after its `fresh_for`.
+    fn erasures(&self) -> Option<tokio::sync::broadcast::Receiver<ErasedSubject>> {
+        None
+    }
 }
 
 /// Checks what a backend is asked to store about a key.

@@ -63,8 +63,9 @@ mod store;
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
 pub use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
 pub use crate::keys::{
-    Erasure, MAX_MASTER_KEY_ID_LEN, SubjectKeyStore, SubjectKeys, WrappedKey,
-    validate_erasure_record, validate_key, validate_master_key_id, validate_rewrap,
+    ERASURE_NOTICE_CAPACITY, ErasedSubject, Erasure, MAX_MASTER_KEY_ID_LEN, SubjectKeyStore,
+    SubjectKeys, WrappedKey, validate_erasure_record, validate_key, validate_master_key_id,
+    validate_rewrap,
 };
 pub use crate::memory::MemoryStore;
 pub use crate::store::{

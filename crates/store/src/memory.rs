@@ -31,6 +31,8 @@ mod keys;
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     pushes: broadcast::Sender<Pushed>,
+    /// Subjects whose keys were deleted, for every vault on this store.
+    erasures: broadcast::Sender<crate::keys::ErasedSubject>,
     idempotency_retention: Duration,
 }
 
@@ -39,6 +41,7 @@ impl Default for MemoryStore {
         MemoryStore {
             state: Arc::default(),
             pushes: broadcast::channel(PUSH_NOTICE_CAPACITY).0,
+            erasures: broadcast::channel(crate::keys::ERASURE_NOTICE_CAPACITY).0,
             idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }

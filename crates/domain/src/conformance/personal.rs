@@ -327,6 +327,15 @@ where
     );
     let other = Repository::new(store.clone())
         .with_vault(Vault::new(store.clone(), keyring.clone()).fresh_for(Duration::ZERO));
+    // A vault that would keep its keys for an hour: only the store's erasure notice can make it
+    // forget them.
+    let patient = Repository::new(store.clone()).with_vault(
+        Vault::new(store.clone(), keyring.clone()).fresh_for(Duration::from_secs(3600)),
+    );
+    assert!(matches!(
+        email_of(&patient, "c-1").await,
+        Some(Personal::Value(_))
+    ));
     assert!(matches!(
         email_of(&other, "c-1").await,
         Some(Personal::Value(_))
@@ -345,6 +354,14 @@ where
     // Every read path: this process, another process, the snapshot, the projection.
     assert_eq!(email_of(&repository, "c-1").await, Some(Personal::Erased));
     assert_eq!(email_of(&other, "c-1").await, Some(Personal::Erased));
+    let noticed = async {
+        while email_of(&patient, "c-1").await != Some(Personal::Erased) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), noticed)
+        .await
+        .expect("a vault holding the keys forgets them on the store's erasure notice");
     let customer = repository.load::<Customer>(INSTANCE, "c-1").await.unwrap();
     assert_eq!(customer.state.name, Some(Personal::Erased));
     assert_eq!(

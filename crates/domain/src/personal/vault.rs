@@ -81,30 +81,40 @@ pub struct Rotation {
 
 impl Vault {
     /// A vault over the keys in `store`, wrapping new keys with `keyring`'s current master key.
+    ///
+    /// Made inside a Tokio runtime, it also listens for erasures the store announces (every
+    /// erasure through the same store, and on PostgreSQL other processes' through
+    /// `LISTEN strata_erased`, on one query connection while the vault lives) and forgets those
+    /// subjects' keys at once; `fresh_for` then only bounds what a lost notice can delay.
     pub fn new(store: impl SubjectKeyStore + 'static, keyring: Keyring) -> Vault {
-        Vault {
-            inner: Arc::new(Inner {
-                store: Arc::new(store),
-                keyring,
-                fresh_for: DEFAULT_KEYS_FRESH_FOR,
-                cache: KeyCache::default(),
-            }),
-        }
+        Vault::start(Arc::new(store), keyring, DEFAULT_KEYS_FRESH_FOR)
     }
 
-    /// Uses a fetched key for `fresh_for` before asking the store again: how long another
-    /// process's erasure may go unnoticed here. `Duration::ZERO` asks on every read.
+    /// Uses a fetched key for `fresh_for` before asking the store again: the longest another
+    /// process's erasure may go unnoticed here when its notice is lost (a dropped connection).
+    /// `Duration::ZERO` asks on every read.
     #[must_use]
     pub fn fresh_for(self, fresh_for: Duration) -> Vault {
-        let inner = Inner {
-            store: self.inner.store.clone(),
-            keyring: self.inner.keyring.clone(),
+        Vault::start(
+            self.inner.store.clone(),
+            self.inner.keyring.clone(),
+            fresh_for,
+        )
+    }
+
+    fn start(store: Arc<dyn SubjectKeyStore>, keyring: Keyring, fresh_for: Duration) -> Vault {
+        let inner = Arc::new(Inner {
+            store,
+            keyring,
             fresh_for,
             cache: KeyCache::default(),
-        };
-        Vault {
-            inner: Arc::new(inner),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(notices) = inner.store.erasures()
+        {
+            runtime.spawn(forget_erased(Arc::downgrade(&inner), notices));
         }
+        Vault { inner }
     }
 
     /// The keyring.
@@ -574,6 +584,37 @@ impl Vault {
 
     fn forget_cached(&self, instance: &InstanceId, subject: &SubjectId) {
         self.inner.cache.remove(instance.as_str(), subject.as_str());
+    }
+}
+
+/// Forgets the keys of every subject the store announces erased, until the vault is dropped.
+async fn forget_erased(
+    vault: std::sync::Weak<Inner>,
+    mut notices: tokio::sync::broadcast::Receiver<strata_store::ErasedSubject>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => notice,
+            // A dropped vault stops listening soon, not at the next erasure.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if vault.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(inner) = vault.upgrade() else {
+            return;
+        };
+        match notice {
+            Ok(erased) => inner
+                .cache
+                .remove(erased.instance_id.as_str(), erased.subject_id.as_str()),
+            // Some notices were missed: forget everything rather than guess.
+            Err(RecvError::Lagged(_)) => inner.cache.clear(),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

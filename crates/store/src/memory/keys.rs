@@ -9,12 +9,22 @@ use strata_event::{Command, InstanceId, SubjectId};
 use super::MemoryStore;
 use crate::error::{Error, Result};
 use crate::keys::{
-    Erasure, SubjectKeyStore, SubjectKeys, WrappedKey, validate_erasure_record, validate_key,
-    validate_master_key_id, validate_rewrap,
+    ErasedSubject, Erasure, SubjectKeyStore, SubjectKeys, WrappedKey, validate_erasure_record,
+    validate_key, validate_master_key_id, validate_rewrap,
 };
 use crate::store::Pushed;
 
 type Subject = (InstanceId, SubjectId);
+
+impl MemoryStore {
+    fn announce_erasure(&self, instance_id: &InstanceId, subject_id: &SubjectId) {
+        // No vault listening is not an error.
+        let _ = self.erasures.send(ErasedSubject {
+            instance_id: instance_id.clone(),
+            subject_id: subject_id.clone(),
+        });
+    }
+}
 
 /// The keys of every subject (by version) and the subjects erased.
 #[derive(Debug, Default)]
@@ -101,6 +111,7 @@ impl SubjectKeyStore for MemoryStore {
                 if let Some(pushed) = Pushed::of(&stored) {
                     let _ = self.pushes.send(pushed);
                 }
+                self.announce_erasure(instance_id, subject_id);
                 Ok(Erasure {
                     keys_deleted,
                     recorded: stored.into_iter().next(),
@@ -124,6 +135,8 @@ impl SubjectKeyStore for MemoryStore {
             .remove(&id)
             .map_or(0, |keys| keys.len());
         state.subject_keys.erased.insert(id);
+        drop(state);
+        self.announce_erasure(instance_id, subject_id);
         Box::pin(std::future::ready(Ok(deleted as u64)))
     }
 
@@ -153,6 +166,10 @@ impl SubjectKeyStore for MemoryStore {
             found
         });
         Box::pin(std::future::ready(outcome))
+    }
+
+    fn erasures(&self) -> Option<tokio::sync::broadcast::Receiver<ErasedSubject>> {
+        Some(self.erasures.subscribe())
     }
 
     fn rewrap_key<'a>(
