@@ -2,6 +2,7 @@
 //! back through `strata_postgres::admin`, with confirmations, progress and JSON reports.
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use strata_event::{AggregateId, AggregateType, EventType, InstanceId};
 use strata_postgres::PgStore;
@@ -13,7 +14,126 @@ use strata_postgres::admin::{
 use crate::connect::connect;
 use crate::output::{OutputFormat, confirm, report, write_json_line, write_table};
 use crate::progress::Progress;
-use crate::{ArchiveCommand, ArchiveRestoreArgs, ArchiveRunArgs, ArchiveSelectionArgs, usage};
+use crate::{Database, ReportOutput, usage};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ArchiveCommand {
+    /// What a run would move now: aggregates, events, size, projections in the way
+    #[command(after_help = "\
+An aggregate is archived whole, when its latest event is older than --older-than (or --before),
+of the --aggregate-type given (any when absent), and, with --closed-by, when its latest event has
+one of those types.
+
+Examples:
+  strata archive plan --instance tenant-1 --older-than 365d
+  strata archive plan --instance tenant-1 --aggregate-type user --closed-by user.removed --older-than 90d")]
+    Plan(ArchiveSelectionArgs),
+    /// Move the selected aggregates to eventstore.archived_events, in resumable batches
+    #[command(after_help = "\
+Each batch moves whole aggregates in one transaction together with the run's row in
+eventstore.archive_runs, so an interrupted run leaves every event in exactly one place, and the
+next `strata archive run` with the same instance, types and --closed-by resumes it (keeping its
+first horizon). Refused while a projection reading those aggregates has not processed them yet
+(it reads only the hot table). Progress goes to stderr.
+
+Examples:
+  strata archive run --instance tenant-1 --older-than 365d --actor ops --yes
+  strata archive run --instance tenant-1 --aggregate-type user --closed-by user.removed \\
+      --older-than 90d --batch 500 --actor ops --yes")]
+    Run(ArchiveRunArgs),
+    /// Check the archive against the manifest: counts, checksums, nothing both hot and archived
+    #[command(after_help = "\
+Exits 1 when an instance's archive differs from its manifest or shares an event with the hot
+table. Also reports split aggregates (pushed to after they were archived: their sequence
+continued in the hot table) and unfinished runs.
+
+Examples:
+  strata archive verify
+  strata archive verify --instance tenant-1 --output json")]
+    Verify {
+        /// Only this instance
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Move archived aggregates back to the hot table, unchanged, in resumable batches
+    #[command(after_help = "\
+Restored events keep their positions and sequences. Projections that processed them before they
+were archived keep what they made of them; a projection rebuilt since without the archive needs
+another rebuild to see them.
+
+Examples:
+  strata archive restore --instance tenant-1 --actor ops --yes
+  strata archive restore --instance tenant-1 --aggregate-type user --aggregate-id u-1 --actor ops --yes")]
+    Restore(ArchiveRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveSelectionArgs {
+    /// The instance
+    #[arg(long, value_name = "ID")]
+    instance: String,
+    /// Only aggregates of this type (repeatable; every type when absent)
+    #[arg(long = "aggregate-type", value_name = "TYPE")]
+    aggregate_types: Vec<String>,
+    /// Only aggregates whose latest event has this type (repeatable), e.g. user.removed
+    #[arg(long = "closed-by", value_name = "EVENT_TYPE")]
+    closed_by: Vec<String>,
+    /// Only aggregates whose latest event is at least this old (e.g. 90d, 12h)
+    #[arg(long, value_name = "AGE", value_parser = crate::cache::parse_age, required_unless_present = "before", conflicts_with = "before")]
+    older_than: Option<std::time::Duration>,
+    /// Only aggregates whose latest event was created before TIME (RFC 3339)
+    #[arg(long, value_name = "TIME", value_parser = crate::query::parse_instant)]
+    before: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveRunArgs {
+    #[command(flatten)]
+    selection: ArchiveSelectionArgs,
+    /// Aggregates per batch (one transaction each)
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
+    /// Who runs it, recorded in the manifest
+    #[arg(long, value_name = "WHO")]
+    actor: String,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveRestoreArgs {
+    /// The instance
+    #[arg(long, value_name = "ID")]
+    instance: String,
+    /// Only aggregates of this type (repeatable; every type when absent)
+    #[arg(long = "aggregate-type", value_name = "TYPE")]
+    aggregate_types: Vec<String>,
+    /// Only this aggregate (with exactly one --aggregate-type)
+    #[arg(long, value_name = "ID")]
+    aggregate_id: Option<String>,
+    /// Aggregates per batch (one transaction each)
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch: u32,
+    /// Who runs it, recorded in the manifest
+    #[arg(long, value_name = "WHO")]
+    actor: String,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
 
 /// What `archive plan` prints.
 #[derive(Debug, Serialize)]

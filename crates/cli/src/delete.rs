@@ -2,13 +2,90 @@
 //! after a confirmation, reporting what was removed.
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use strata_event::{AggregateRef, InstanceId};
 use strata_postgres::admin::{DeleteTarget, HardDelete, HardDeleteError, hard_delete};
 
 use crate::connect::connect;
 use crate::output::{confirm, report};
-use crate::{DeleteCommand, DeleteCommon, usage};
+use crate::{Database, ReportOutput, usage};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeleteCommand {
+    /// Remove one aggregate's events (hot and archived), its idempotency keys and named uniques
+    #[command(after_help = "\
+The only exception to append-only besides removing an instance: for a court order or data pushed
+by mistake. In one transaction it removes the aggregate's events from the hot table and the
+archive, the idempotency keys whose push included one of them (a retry then pushes again), their
+failed-event records and the unique constraints named with --release-unique (unique constraints
+name no aggregate, so others stay), and records who, when, why and how much in
+eventstore.removals. Refused while a projection has processed any of the events, unless --rebuild
+queues a rebuild of those projections for the instance in the same transaction.
+Run it as the migrator role; the writer role may not.
+
+Examples:
+  strata delete aggregate --instance tenant-1 --type user --id u-1 --actor dpo@example.com \\
+      --reason 'court order 2026-17' --release-unique username=alice --rebuild
+  strata delete aggregate --instance t1 --type user --id u-9 --actor ops --reason 'test data' --yes")]
+    Aggregate(DeleteAggregateArgs),
+    /// Remove every event of an instance (hot and archived), its unique constraints and keys
+    #[command(after_help = "\
+Like `delete aggregate` for every aggregate of the instance, audited in eventstore.removals.
+Stop the instance's writers first: a push that commits after the delete is kept.
+
+Example:
+  strata delete instance --instance tenant-9 --actor ops --reason 'tenant left' --rebuild --yes")]
+    Instance(DeleteInstanceArgs),
+}
+
+/// What every hard delete takes besides its target.
+#[derive(Debug, Args)]
+pub(crate) struct DeleteCommon {
+    /// Who asks (a person, a ticket), recorded with the database role
+    #[arg(long, value_name = "WHO")]
+    actor: String,
+    /// Why, recorded in eventstore.removals
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Queue a rebuild of the projections that processed the removed events instead of refusing
+    #[arg(long)]
+    rebuild: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteAggregateArgs {
+    /// The aggregate's instance
+    #[arg(long, value_name = "ID")]
+    instance: String,
+    /// The aggregate's type
+    #[arg(long = "type", value_name = "TYPE")]
+    aggregate_type: String,
+    /// The aggregate's id
+    #[arg(long = "id", value_name = "ID")]
+    aggregate_id: String,
+    /// Also release this unique constraint, as TYPE=VALUE (repeatable)
+    #[arg(long = "release-unique", value_name = "TYPE=VALUE", value_parser = parse_unique)]
+    release_unique: Vec<(String, String)>,
+    #[command(flatten)]
+    common: DeleteCommon,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteInstanceArgs {
+    /// The instance
+    #[arg(long, value_name = "ID")]
+    instance: String,
+    #[command(flatten)]
+    common: DeleteCommon,
+}
 
 /// What `strata delete` prints.
 #[derive(Debug, Serialize)]

@@ -2,12 +2,39 @@
 //! replay recorded erasures after keys came back from an older backup.
 
 use anyhow::Context as _;
+use clap::Args;
 use serde::Serialize;
 use strata_domain::{Context, erase_subject, reapply_erasures};
 
 use crate::connect::connect;
 use crate::output::{confirm, report};
-use crate::{EraseArgs, usage};
+use crate::{Database, ReportOutput, usage};
+
+#[derive(Debug, Args)]
+pub(crate) struct EraseArgs {
+    /// The subject's instance (with --reapply: only this instance)
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The subject to erase (a user id, usually)
+    #[arg(long, value_name = "ID", required_unless_present = "reapply")]
+    subject: Option<String>,
+    /// Who erases (recorded as the event's creator)
+    #[arg(long, value_name = "WHO", default_value = "strata-cli")]
+    actor: String,
+    /// The resource owner recorded on the event
+    #[arg(long, value_name = "ID", default_value = "strata-cli")]
+    owner: String,
+    /// Replay every recorded erasure instead of erasing one subject
+    #[arg(long, conflicts_with = "subject")]
+    reapply: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    database: Database,
+    #[command(flatten)]
+    output: ReportOutput,
+}
 
 /// What `strata erase` prints.
 #[derive(Debug, Serialize)]

@@ -5,13 +5,52 @@
 //! older ones still wrapping keys, each spelled `id:base64-of-32-bytes`, comma-separated.
 
 use anyhow::Context as _;
+use clap::Subcommand;
 use serde::Serialize;
 use strata_domain::{Keyring, MasterKey, Vault};
 use strata_postgres::admin::subject_key_status;
 
 use crate::connect::connect;
 use crate::output::{confirm, report};
-use crate::{KeysCommand, usage};
+use crate::{Database, ReportOutput, usage};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// How many keys each master key wraps, subjects with keys, subjects erased
+    Status {
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Print a new random master key as id:base64, for STRATA_MASTER_KEY
+    Generate {
+        /// The new key's id (stored beside every key it wraps)
+        #[arg(long, value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Rewrap every key with the master key in STRATA_MASTER_KEY
+    #[command(after_help = "\
+Reads the new master key from STRATA_MASTER_KEY and the old ones from STRATA_PREVIOUS_MASTER_KEYS
+(comma-separated), each spelled id:base64-of-32-bytes. Deploy every service with the new key
+current and the old ones previous first; then run this; then drop the old keys. Each key is
+rewrapped by compare-and-swap, so services read throughout and a second run finishes what an
+interrupted one left.
+
+Example:
+  STRATA_MASTER_KEY=k2:... STRATA_PREVIOUS_MASTER_KEYS=k1:... strata keys rotate --yes")]
+    Rotate {
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        database: Database,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+}
 
 /// The environment variable holding the current master key.
 pub(crate) const MASTER_KEY_ENV: &str = "STRATA_MASTER_KEY";

@@ -1,8 +1,10 @@
 //! `strata`: the operator command line for a Strata event store on PostgreSQL.
 //!
-//! Every subcommand lives in its own module; this file holds the argument definitions (their doc
-//! comments are the `--help` text, snapshotted in `tests/help/`), the dispatch, and the exit codes:
-//! 0 success, 1 failure, 2 bad usage.
+//! Every subcommand lives in its own module; this file holds the command list, the arguments every
+//! command shares and those of the older commands, the dispatch, and the exit codes: 0 success,
+//! 1 failure, 2 bad usage. The later command groups (`delete`, `archive`, `erase`, `keys`) define
+//! their arguments beside their code. Argument doc comments are the `--help` text, snapshotted in
+//! `tests/help/`.
 
 mod archive;
 mod cache;
@@ -174,11 +176,11 @@ Examples:
 
     /// Hard delete: remove an aggregate's or an instance's events for good, audited
     #[command(subcommand)]
-    Delete(DeleteCommand),
+    Delete(delete::DeleteCommand),
 
     /// Move closed aggregates' events to the archive table and back: plan, run, verify, restore
     #[command(subcommand)]
-    Archive(ArchiveCommand),
+    Archive(archive::ArchiveCommand),
 
     /// Erase a subject's personal data (crypto-shredding), or replay recorded erasures
     #[command(after_help = "\
@@ -194,270 +196,11 @@ table came back from a backup older than the events.
 Examples:
   strata erase --instance tenant-1 --subject u-42 --actor dpo@example.com
   strata erase --reapply --yes")]
-    Erase(EraseArgs),
+    Erase(erase::EraseArgs),
 
     /// Personal-data keys: state, a new master key, master-key rotation
     #[command(subcommand)]
-    Keys(KeysCommand),
-}
-
-#[derive(Debug, Args)]
-struct EraseArgs {
-    /// The subject's instance (with --reapply: only this instance)
-    #[arg(long, value_name = "ID")]
-    instance: Option<String>,
-    /// The subject to erase (a user id, usually)
-    #[arg(long, value_name = "ID", required_unless_present = "reapply")]
-    subject: Option<String>,
-    /// Who erases (recorded as the event's creator)
-    #[arg(long, value_name = "WHO", default_value = "strata-cli")]
-    actor: String,
-    /// The resource owner recorded on the event
-    #[arg(long, value_name = "ID", default_value = "strata-cli")]
-    owner: String,
-    /// Replay every recorded erasure instead of erasing one subject
-    #[arg(long, conflicts_with = "subject")]
-    reapply: bool,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    yes: bool,
-    #[command(flatten)]
-    database: Database,
-    #[command(flatten)]
-    output: ReportOutput,
-}
-
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// How many keys each master key wraps, subjects with keys, subjects erased
-    Status {
-        #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        output: ReportOutput,
-    },
-    /// Print a new random master key as id:base64, for STRATA_MASTER_KEY
-    Generate {
-        /// The new key's id (stored beside every key it wraps)
-        #[arg(long, value_name = "ID")]
-        id: String,
-        #[command(flatten)]
-        output: ReportOutput,
-    },
-    /// Rewrap every key with the master key in STRATA_MASTER_KEY
-    #[command(after_help = "\
-Reads the new master key from STRATA_MASTER_KEY and the old ones from STRATA_PREVIOUS_MASTER_KEYS
-(comma-separated), each spelled id:base64-of-32-bytes. Deploy every service with the new key
-current and the old ones previous first; then run this; then drop the old keys. Each key is
-rewrapped by compare-and-swap, so services read throughout and a second run finishes what an
-interrupted one left.
-
-Example:
-  STRATA_MASTER_KEY=k2:... STRATA_PREVIOUS_MASTER_KEYS=k1:... strata keys rotate --yes")]
-    Rotate {
-        /// Do not ask for confirmation
-        #[arg(long)]
-        yes: bool,
-        #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        output: ReportOutput,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeleteCommand {
-    /// Remove one aggregate's events (hot and archived), its idempotency keys and named uniques
-    #[command(after_help = "\
-The only exception to append-only besides removing an instance: for a court order or data pushed
-by mistake. In one transaction it removes the aggregate's events from the hot table and the
-archive, the idempotency keys whose push included one of them (a retry then pushes again), their
-failed-event records and the unique constraints named with --release-unique (unique constraints
-name no aggregate, so others stay), and records who, when, why and how much in
-eventstore.removals. Refused while a projection has processed any of the events, unless --rebuild
-queues a rebuild of those projections for the instance in the same transaction.
-Run it as the migrator role; the writer role may not.
-
-Examples:
-  strata delete aggregate --instance tenant-1 --type user --id u-1 --actor dpo@example.com \\
-      --reason 'court order 2026-17' --release-unique username=alice --rebuild
-  strata delete aggregate --instance t1 --type user --id u-9 --actor ops --reason 'test data' --yes")]
-    Aggregate(DeleteAggregateArgs),
-    /// Remove every event of an instance (hot and archived), its unique constraints and keys
-    #[command(after_help = "\
-Like `delete aggregate` for every aggregate of the instance, audited in eventstore.removals.
-Stop the instance's writers first: a push that commits after the delete is kept.
-
-Example:
-  strata delete instance --instance tenant-9 --actor ops --reason 'tenant left' --rebuild --yes")]
-    Instance(DeleteInstanceArgs),
-}
-
-/// What every hard delete takes besides its target.
-#[derive(Debug, Args)]
-struct DeleteCommon {
-    /// Who asks (a person, a ticket), recorded with the database role
-    #[arg(long, value_name = "WHO")]
-    actor: String,
-    /// Why, recorded in eventstore.removals
-    #[arg(long, value_name = "TEXT")]
-    reason: String,
-    /// Queue a rebuild of the projections that processed the removed events instead of refusing
-    #[arg(long)]
-    rebuild: bool,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    yes: bool,
-    #[command(flatten)]
-    database: Database,
-    #[command(flatten)]
-    output: ReportOutput,
-}
-
-#[derive(Debug, Args)]
-struct DeleteAggregateArgs {
-    /// The aggregate's instance
-    #[arg(long, value_name = "ID")]
-    instance: String,
-    /// The aggregate's type
-    #[arg(long = "type", value_name = "TYPE")]
-    aggregate_type: String,
-    /// The aggregate's id
-    #[arg(long = "id", value_name = "ID")]
-    aggregate_id: String,
-    /// Also release this unique constraint, as TYPE=VALUE (repeatable)
-    #[arg(long = "release-unique", value_name = "TYPE=VALUE", value_parser = delete::parse_unique)]
-    release_unique: Vec<(String, String)>,
-    #[command(flatten)]
-    common: DeleteCommon,
-}
-
-#[derive(Debug, Args)]
-struct DeleteInstanceArgs {
-    /// The instance
-    #[arg(long, value_name = "ID")]
-    instance: String,
-    #[command(flatten)]
-    common: DeleteCommon,
-}
-
-#[derive(Debug, Subcommand)]
-enum ArchiveCommand {
-    /// What a run would move now: aggregates, events, size, projections in the way
-    #[command(after_help = "\
-An aggregate is archived whole, when its latest event is older than --older-than (or --before),
-of the --aggregate-type given (any when absent), and, with --closed-by, when its latest event has
-one of those types.
-
-Examples:
-  strata archive plan --instance tenant-1 --older-than 365d
-  strata archive plan --instance tenant-1 --aggregate-type user --closed-by user.removed --older-than 90d")]
-    Plan(ArchiveSelectionArgs),
-    /// Move the selected aggregates to eventstore.archived_events, in resumable batches
-    #[command(after_help = "\
-Each batch moves whole aggregates in one transaction together with the run's row in
-eventstore.archive_runs, so an interrupted run leaves every event in exactly one place, and the
-next `strata archive run` with the same instance, types and --closed-by resumes it (keeping its
-first horizon). Refused while a projection reading those aggregates has not processed them yet
-(it reads only the hot table). Progress goes to stderr.
-
-Examples:
-  strata archive run --instance tenant-1 --older-than 365d --actor ops --yes
-  strata archive run --instance tenant-1 --aggregate-type user --closed-by user.removed \\
-      --older-than 90d --batch 500 --actor ops --yes")]
-    Run(ArchiveRunArgs),
-    /// Check the archive against the manifest: counts, checksums, nothing both hot and archived
-    #[command(after_help = "\
-Exits 1 when an instance's archive differs from its manifest or shares an event with the hot
-table. Also reports split aggregates (pushed to after they were archived: their sequence
-continued in the hot table) and unfinished runs.
-
-Examples:
-  strata archive verify
-  strata archive verify --instance tenant-1 --output json")]
-    Verify {
-        /// Only this instance
-        #[arg(long, value_name = "ID")]
-        instance: Option<String>,
-        #[command(flatten)]
-        database: Database,
-        #[command(flatten)]
-        output: ReportOutput,
-    },
-    /// Move archived aggregates back to the hot table, unchanged, in resumable batches
-    #[command(after_help = "\
-Restored events keep their positions and sequences. Projections that processed them before they
-were archived keep what they made of them; a projection rebuilt since without the archive needs
-another rebuild to see them.
-
-Examples:
-  strata archive restore --instance tenant-1 --actor ops --yes
-  strata archive restore --instance tenant-1 --aggregate-type user --aggregate-id u-1 --actor ops --yes")]
-    Restore(ArchiveRestoreArgs),
-}
-
-#[derive(Debug, Args)]
-struct ArchiveSelectionArgs {
-    /// The instance
-    #[arg(long, value_name = "ID")]
-    instance: String,
-    /// Only aggregates of this type (repeatable; every type when absent)
-    #[arg(long = "aggregate-type", value_name = "TYPE")]
-    aggregate_types: Vec<String>,
-    /// Only aggregates whose latest event has this type (repeatable), e.g. user.removed
-    #[arg(long = "closed-by", value_name = "EVENT_TYPE")]
-    closed_by: Vec<String>,
-    /// Only aggregates whose latest event is at least this old (e.g. 90d, 12h)
-    #[arg(long, value_name = "AGE", value_parser = cache::parse_age, required_unless_present = "before", conflicts_with = "before")]
-    older_than: Option<std::time::Duration>,
-    /// Only aggregates whose latest event was created before TIME (RFC 3339)
-    #[arg(long, value_name = "TIME", value_parser = query::parse_instant)]
-    before: Option<chrono::DateTime<chrono::Utc>>,
-    #[command(flatten)]
-    database: Database,
-    #[command(flatten)]
-    output: ReportOutput,
-}
-
-#[derive(Debug, Args)]
-struct ArchiveRunArgs {
-    #[command(flatten)]
-    selection: ArchiveSelectionArgs,
-    /// Aggregates per batch (one transaction each)
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch: u32,
-    /// Who runs it, recorded in the manifest
-    #[arg(long, value_name = "WHO")]
-    actor: String,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    yes: bool,
-}
-
-#[derive(Debug, Args)]
-struct ArchiveRestoreArgs {
-    /// The instance
-    #[arg(long, value_name = "ID")]
-    instance: String,
-    /// Only aggregates of this type (repeatable; every type when absent)
-    #[arg(long = "aggregate-type", value_name = "TYPE")]
-    aggregate_types: Vec<String>,
-    /// Only this aggregate (with exactly one --aggregate-type)
-    #[arg(long, value_name = "ID")]
-    aggregate_id: Option<String>,
-    /// Aggregates per batch (one transaction each)
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    batch: u32,
-    /// Who runs it, recorded in the manifest
-    #[arg(long, value_name = "WHO")]
-    actor: String,
-    /// Do not ask for confirmation
-    #[arg(long)]
-    yes: bool,
-    #[command(flatten)]
-    database: Database,
-    #[command(flatten)]
-    output: ReportOutput,
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Args)]
