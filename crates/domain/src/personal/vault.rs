@@ -157,8 +157,9 @@ impl Vault {
 
     /// Erases `subject_id` of `instance_id` ([`erase_subject`]) and forgets what this process
     /// knew of its keys. From then on every read of its sealed fields returns
-    /// [`Personal::Erased`](crate::Personal::Erased) (in other processes within their
-    /// [`fresh_for`](Vault::fresh_for)), and pushing personal data of the subject fails with
+    /// [`Personal::Erased`](crate::Personal::Erased) (other vaults forget the keys on the store's
+    /// erasure notice, or within their [`fresh_for`](Vault::fresh_for) if it is lost), and
+    /// pushing personal data of the subject fails with
     /// [`Error::SubjectErased`](strata_store::Error). Erasing twice changes nothing.
     pub async fn erase(
         &self,
@@ -188,8 +189,9 @@ impl Vault {
         Ok(deleted)
     }
 
-    /// Adds a new key version for `subject_id`: personal data pushed from now on is sealed with
-    /// it; data sealed with older versions stays readable. Returns the new version.
+    /// Adds a new key version for `subject_id`: personal data pushed from now on through this
+    /// vault is sealed with it (through other vaults once they next fetch the subject's keys);
+    /// data sealed with older versions stays readable. Returns the new version.
     pub async fn rotate_subject_key(
         &self,
         instance_id: &str,
