@@ -51,11 +51,9 @@ impl DataKey {
 
     /// Seals `plaintext` for `subject` of `instance`.
     pub(crate) fn seal(&self, instance: &str, subject: &str, plaintext: &[u8]) -> Vec<u8> {
-        seal(
-            &self.cipher,
-            &field_aad(instance, subject, self.version),
-            plaintext,
-        )
+        let mut aad = [0u8; FIELD_AAD_MAX];
+        let aad = field_aad(&mut aad, instance, subject, self.version);
+        seal(&self.cipher, aad, plaintext)
     }
 
     /// Opens what [`seal`](DataKey::seal) made; `None` when it was altered or sealed elsewhere.
@@ -80,12 +78,10 @@ impl DataKey {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&buffer[..NONCE_LEN]);
         buffer.drain(..NONCE_LEN);
+        let mut aad = [0u8; FIELD_AAD_MAX];
+        let aad = field_aad(&mut aad, instance, subject, self.version);
         self.cipher
-            .decrypt_in_place(
-                Nonce::from_slice(&nonce),
-                &field_aad(instance, subject, self.version),
-                buffer,
-            )
+            .decrypt_in_place(Nonce::from_slice(&nonce), aad, buffer)
             .is_ok()
     }
 
@@ -183,17 +179,41 @@ fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn field_aad(instance: &str, subject: &str, version: u32) -> Vec<u8> {
+/// The longest associated data of a field: the prefix, two ids of at most `MAX_ID_LEN` bytes,
+/// two separators and the version.
+const FIELD_AAD_MAX: usize = 16 + 2 * strata_event::MAX_ID_LEN + 2 + 4;
+
+/// What a sealed field is bound to (its instance, subject and key version), written into `buffer`
+/// on the stack: sealing and opening a field allocate nothing for it.
+fn field_aad<'b>(
+    buffer: &'b mut [u8; FIELD_AAD_MAX],
+    instance: &str,
+    subject: &str,
+    version: u32,
+) -> &'b [u8] {
     const PREFIX: &[u8] = b"strata.sealed/1\0";
-    let version = version.to_be_bytes();
-    let mut aad = Vec::with_capacity(PREFIX.len() + instance.len() + subject.len() + 2 + 4);
-    aad.extend_from_slice(PREFIX);
-    aad.extend_from_slice(instance.as_bytes());
-    aad.push(0);
-    aad.extend_from_slice(subject.as_bytes());
-    aad.push(0);
-    aad.extend_from_slice(&version);
-    aad
+    let parts: [&[u8]; 6] = [
+        PREFIX,
+        instance.as_bytes(),
+        &[0],
+        subject.as_bytes(),
+        &[0],
+        &version.to_be_bytes(),
+    ];
+    let mut at: usize = 0;
+    for part in parts {
+        let Some(end) = at
+            .checked_add(part.len())
+            .filter(|end| *end <= FIELD_AAD_MAX)
+        else {
+            // Ids are validated to MAX_ID_LEN, so this cannot happen; an empty slice would only
+            // make the field fail to open, never open wrongly.
+            return &[];
+        };
+        buffer[at..end].copy_from_slice(part);
+        at = end;
+    }
+    &buffer[..at]
 }
 
 fn key_aad(instance: &InstanceId, subject: &SubjectId, version: u32) -> Vec<u8> {

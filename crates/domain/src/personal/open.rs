@@ -106,14 +106,6 @@ impl<'a> Sealed<'a> {
         Ok(any.then_some(Sealed::Tree(tree, event.aggregate.aggregate_id.as_str())))
     }
 
-    /// Whether `known` holds for every subject (stops at the first that it does not).
-    pub(crate) fn all_subjects(&self, known: &mut dyn FnMut(&str) -> bool) -> bool {
-        match self {
-            Sealed::Spans { spans, .. } => spans.iter().all(|span| known(&span.subject)),
-            Sealed::Tree(..) => false,
-        }
-    }
-
     /// The subjects whose keys opening needs, each once.
     pub(crate) fn subjects(&self) -> Result<Vec<SubjectId>, DecodeFailure> {
         let mut subjects: Vec<SubjectId> = Vec::new();
@@ -147,7 +139,7 @@ impl<'a> Sealed<'a> {
     /// allocation for one already there). `lookup` gives what is known of a subject's keys
     /// (`None`: nothing fetched, an error).
     pub(crate) fn open<'c>(
-        self,
+        &self,
         instance: &InstanceId,
         lookup: &dyn Fn(&str) -> Option<&'c Cached>,
         opened: &mut Vec<SubjectId>,
@@ -156,7 +148,7 @@ impl<'a> Sealed<'a> {
             Sealed::Spans { text, spans } => {
                 let mut out = String::with_capacity(text.len());
                 let mut last = 0;
-                for span in &spans {
+                for span in spans {
                     out.push_str(&text[last..span.start]);
                     match open_one(instance, &span.subject, span.version, &span.data, lookup)? {
                         Some(plaintext) => {
@@ -173,7 +165,8 @@ impl<'a> Sealed<'a> {
                 out.push_str(&text[last..]);
                 Ok(out)
             }
-            Sealed::Tree(mut tree, aggregate_id) => {
+            Sealed::Tree(tree, aggregate_id) => {
+                let mut tree = tree.clone();
                 replace_sealed::<DecodeFailure>(&mut tree, &mut |sealed| {
                     let Some((subject, version, data)) = sealed_parts(sealed) else {
                         return Ok(None);

@@ -372,7 +372,8 @@ impl Vault {
             return Ok(None);
         };
         let instance = &event.aggregate.instance_id;
-        // The usual case: every key is in memory and fresh; no allocation to find them.
+        // The usual case: every key is in memory and fresh; no allocation to find them, and each
+        // looked up once.
         {
             let cache = self.inner.cache.read();
             let now = Instant::now();
@@ -381,11 +382,10 @@ impl Vault {
                     .get(instance.as_str(), subject)
                     .filter(|cached| now.duration_since(cached.fetched) < self.inner.fresh_for)
             };
-            if sealed.all_subjects(&mut |subject| fresh(subject).is_some()) {
-                let payload = sealed
-                    .open(instance, &fresh, opened)
-                    .map_err(OpenError::Failure)?;
-                return Ok(Some(payload));
+            match sealed.open(instance, &fresh, opened) {
+                // A key not in memory (or stale): fetch below.
+                Err(DecodeFailure::KeysUnavailable { .. }) => {}
+                opened => return opened.map(Some).map_err(OpenError::Failure),
             }
         }
         let subjects = sealed.subjects().map_err(OpenError::Failure)?;
