@@ -411,16 +411,9 @@ BEGIN
         PERFORM set_config('strata.removing_events', 'off', true);
     END IF;
 
-    r_done := v_count < v_run.batch_size;
-    UPDATE eventstore.archive_runs r SET
-        after_aggregate_type = coalesce(v_types[v_count], r.after_aggregate_type),
-        after_aggregate_id = coalesce(v_ids[v_count], r.after_aggregate_id),
-        aggregates = r.aggregates + r_aggregates,
-        events = r.events + r_events,
-        checksum = r.checksum + coalesce(v_checksum, 0),
-        updated_at = now(),
-        finished_at = CASE WHEN r_done THEN now() END
-    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    r_done := eventstore.record_archive_batch(
+        p_instance, p_run_id, v_types[v_count], v_ids[v_count], v_count, v_run.batch_size,
+        r_aggregates, r_events, v_checksum);
     r_outcome := 'moved';
     RETURN NEXT;
 END
@@ -1107,6 +1100,30 @@ $$;
 
 
 --
+-- Name: record_archive_batch(text, bigint, text, text, integer, integer, bigint, bigint, numeric); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.record_archive_batch(p_instance text, p_run_id bigint, p_last_type text, p_last_id text, p_selected integer, p_batch_size integer, p_aggregates bigint, p_events bigint, p_checksum numeric) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_done BOOLEAN := p_selected < p_batch_size;
+BEGIN
+    UPDATE eventstore.archive_runs r SET
+        after_aggregate_type = coalesce(p_last_type, r.after_aggregate_type),
+        after_aggregate_id = coalesce(p_last_id, r.after_aggregate_id),
+        aggregates = r.aggregates + p_aggregates,
+        events = r.events + p_events,
+        checksum = r.checksum + coalesce(p_checksum, 0),
+        updated_at = now(),
+        finished_at = CASE WHEN v_done THEN now() END
+    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    RETURN v_done;
+END
+$$;
+
+
+--
 -- Name: record_idempotency_key(text, text, text, numeric, integer[], integer, timestamp with time zone); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -1260,16 +1277,9 @@ BEGIN
         PERFORM set_config('strata.removing_events', 'off', true);
     END IF;
 
-    r_done := v_count < v_run.batch_size;
-    UPDATE eventstore.archive_runs r SET
-        after_aggregate_type = coalesce(v_types[v_count], r.after_aggregate_type),
-        after_aggregate_id = coalesce(v_ids[v_count], r.after_aggregate_id),
-        aggregates = r.aggregates + r_aggregates,
-        events = r.events + r_events,
-        checksum = r.checksum + coalesce(v_checksum, 0),
-        updated_at = now(),
-        finished_at = CASE WHEN r_done THEN now() END
-    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    r_done := eventstore.record_archive_batch(
+        p_instance, p_run_id, v_types[v_count], v_ids[v_count], v_count, v_run.batch_size,
+        r_aggregates, r_events, v_checksum);
     RETURN NEXT;
 END
 $$;
@@ -2109,6 +2119,13 @@ GRANT ALL ON FUNCTION eventstore.push(p_push integer[], p_instance text[], p_agg
 
 REVOKE ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) FROM PUBLIC;
 GRANT ALL ON FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text) TO strata_writer;
+
+
+--
+-- Name: FUNCTION record_archive_batch(p_instance text, p_run_id bigint, p_last_type text, p_last_id text, p_selected integer, p_batch_size integer, p_aggregates bigint, p_events bigint, p_checksum numeric); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.record_archive_batch(p_instance text, p_run_id bigint, p_last_type text, p_last_id text, p_selected integer, p_batch_size integer, p_aggregates bigint, p_events bigint, p_checksum numeric) FROM PUBLIC;
 
 
 --

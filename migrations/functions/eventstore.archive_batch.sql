@@ -93,16 +93,9 @@ BEGIN
         PERFORM set_config('strata.removing_events', 'off', true);
     END IF;
 
-    r_done := v_count < v_run.batch_size;
-    UPDATE eventstore.archive_runs r SET
-        after_aggregate_type = coalesce(v_types[v_count], r.after_aggregate_type),
-        after_aggregate_id = coalesce(v_ids[v_count], r.after_aggregate_id),
-        aggregates = r.aggregates + r_aggregates,
-        events = r.events + r_events,
-        checksum = r.checksum + coalesce(v_checksum, 0),
-        updated_at = now(),
-        finished_at = CASE WHEN r_done THEN now() END
-    WHERE r.instance_id = p_instance AND r.id = p_run_id;
+    r_done := eventstore.record_archive_batch(
+        p_instance, p_run_id, v_types[v_count], v_ids[v_count], v_count, v_run.batch_size,
+        r_aggregates, r_events, v_checksum);
     r_outcome := 'moved';
     RETURN NEXT;
 END

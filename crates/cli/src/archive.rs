@@ -7,8 +7,8 @@ use serde::Serialize;
 use strata_event::{AggregateId, AggregateType, EventType, InstanceId};
 use strata_postgres::PgStore;
 use strata_postgres::admin::{
-    ArchiveError, ArchiveRun, ArchiveSelection, RestoreSelection, archive_batch, plan_archive,
-    restore_batch, start_archive_run, start_restore_run, verify_archive,
+    ArchiveError, ArchiveRun, ArchiveSelection, BatchOutcome, RestoreSelection, archive_batch,
+    plan_archive, restore_batch, start_archive_run, start_restore_run, verify_archive,
 };
 
 use crate::connect::connect;
@@ -271,24 +271,13 @@ async fn archive(args: ArchiveRunArgs) -> anyhow::Result<()> {
     let run = start_archive_run(pool, &selection, args.batch, &args.actor)
         .await
         .map_err(|err| failed(err, "starting the run"))?;
-    let mut progress = Progress::start("aggregates", Some(plan.aggregates));
-    let mut moved = (0, 0);
-    loop {
-        match archive_batch(pool, &run).await {
-            Ok(batch) => {
-                progress.add(batch.aggregates);
-                moved = (moved.0 + batch.aggregates, moved.1 + batch.events);
-                if batch.done {
-                    break;
-                }
-            }
-            Err(err) => {
-                progress.abandon();
-                return Err(failed(err, "archiving (run again to resume)"));
-            }
-        }
-    }
-    progress.finish();
+    let progress = Progress::start("aggregates", Some(plan.aggregates));
+    let moved = run_batches(
+        progress,
+        || archive_batch(pool, &run),
+        "archiving (run again to resume)",
+    )
+    .await?;
     finish(&store, &run, "archive", moved, args.selection.output.output).await
 }
 
@@ -321,25 +310,44 @@ async fn restore(args: ArchiveRestoreArgs) -> anyhow::Result<()> {
     let run = start_restore_run(pool, &selection, args.batch, &args.actor)
         .await
         .map_err(|err| failed(err, "starting the restore"))?;
-    let mut progress = Progress::start("aggregates", None);
+    let progress = Progress::start("aggregates", None);
+    let moved = run_batches(
+        progress,
+        || restore_batch(pool, &run),
+        "restoring (run again to resume)",
+    )
+    .await?;
+    finish(&store, &run, "restore", moved, args.output.output).await
+}
+
+/// Runs `batch` until the run is done, showing progress; returns the aggregates and events moved
+/// by this invocation.
+async fn run_batches<F, B>(
+    mut progress: Progress,
+    mut batch: F,
+    doing: &'static str,
+) -> anyhow::Result<(u64, u64)>
+where
+    F: FnMut() -> B,
+    B: std::future::Future<Output = Result<BatchOutcome, ArchiveError>>,
+{
     let mut moved = (0, 0);
     loop {
-        match restore_batch(pool, &run).await {
+        match batch().await {
             Ok(batch) => {
                 progress.add(batch.aggregates);
                 moved = (moved.0 + batch.aggregates, moved.1 + batch.events);
                 if batch.done {
-                    break;
+                    progress.finish();
+                    return Ok(moved);
                 }
             }
             Err(err) => {
                 progress.abandon();
-                return Err(failed(err, "restoring (run again to resume)"));
+                return Err(failed(err, doing));
             }
         }
     }
-    progress.finish();
-    finish(&store, &run, "restore", moved, args.output.output).await
 }
 
 /// Reports the run's totals (an earlier, interrupted invocation's batches included: `run` holds

@@ -68,6 +68,7 @@ pub static FUNCTIONS: &[SqlFunction] = sql_functions![
     "eventstore.idempotency_lock_key.sql",
     "eventstore.push.sql",
     "eventstore.push_one.sql",
+    "eventstore.record_archive_batch.sql",
     "eventstore.record_idempotency_key.sql",
     "eventstore.recorded_push.sql",
     "eventstore.remove_instance.sql",
