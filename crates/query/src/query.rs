@@ -278,6 +278,16 @@ impl Query {
         }
     }
 
+    /// A copy of this query that reads only events positioned strictly below `bound` (and below
+    /// its own bound, when it has a lower one): a page below the commit horizon, which no late
+    /// commit can change.
+    pub fn below(&self, bound: Position) -> Query {
+        Query {
+            position_before: Some(self.position_before.map_or(bound, |own| own.min(bound))),
+            ..self.clone()
+        }
+    }
+
     /// The aggregate this query is confined to, when its own filters name exactly one (the OR list
     /// can only narrow that further). Backends read such queries from their per-aggregate index.
     pub fn single_aggregate(&self) -> Option<AggregateRef> {

@@ -34,6 +34,10 @@ use strata_query::Query;
 
 use crate::{Error, ErrorKind, EventStore};
 
+mod subscriptions;
+
+pub use self::subscriptions::*;
+
 /// Writes one `#[tokio::test]` per conformance case (a unit test fails when a case is missing from
 /// the list below). `$make` is an expression evaluating to a future
 /// that yields a fresh store; it is evaluated once per test. `$expiring` does the same for a store
@@ -77,6 +81,13 @@ macro_rules! conformance_tests {
             empty_idempotent_push_records_nothing,
             concurrent_idempotent_retries_store_one_copy,
             idempotent_pushes_grouped_with_others,
+            subscription_catches_up_then_follows_live,
+            subscription_resumes_after_a_cursor_or_from_now,
+            subscription_filters_like_its_query,
+            subscription_refuses_queries_it_cannot_follow,
+            subscription_with_an_upper_bound_ends,
+            subscription_under_concurrent_writers_misses_nothing,
+            subscription_waits_for_a_slow_reader,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1474,6 +1485,10 @@ pub fn assert_every_case_listed(source: &str, macro_name: &str) {
 mod tests {
     #[test]
     fn every_case_is_listed() {
-        super::assert_every_case_listed(include_str!("conformance.rs"), "conformance_tests!");
+        let source = concat!(
+            include_str!("conformance.rs"),
+            include_str!("conformance/subscriptions.rs")
+        );
+        super::assert_every_case_listed(source, "conformance_tests!");
     }
 }

@@ -59,6 +59,7 @@ mod idempotency;
 mod keys;
 mod memory;
 mod store;
+mod subscription;
 
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
 pub use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
@@ -71,3 +72,4 @@ pub use crate::memory::MemoryStore;
 pub use crate::store::{
     EventStore, MAX_COMMANDS_PER_PUSH, PUSH_NOTICE_CAPACITY, Pushed, validate_push,
 };
+pub use crate::subscription::{StartFrom, SubscribeOptions, Subscription};

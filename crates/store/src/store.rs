@@ -9,6 +9,7 @@ use strata_query::Query;
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
+use crate::subscription::{StartFrom, SubscribeOptions, Subscription};
 
 /// Most commands one push may carry. A larger import should be split; one push is one transaction
 /// and holds its aggregates' locks until it commits.
@@ -110,6 +111,65 @@ pub trait EventStore: Send + Sync {
     /// its other triggers).
     fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
         None
+    }
+
+    /// The events `query` selects as a live stream: those stored after `from` first, then each as
+    /// its push commits, in `(position, in_tx_order)` order, each once, none skipped, however late
+    /// a push commits (the stream reads only below the [commit
+    /// horizon](EventStore::commit_horizon)). See [`Subscription`] for errors, backpressure and
+    /// stopping, and [`EventStore::subscribe_with`] for the settings.
+    ///
+    /// Refuses ([`Error::InvalidInput`]) a descending query, a limit, an offset, a
+    /// `resume_after` (give the cursor as [`StartFrom::After`]) and an aggregate exclusion. It
+    /// returns once the start is fixed ([`StartFrom::Now`] reads the horizon), so an event pushed
+    /// after it returns is always delivered. Call it inside a Tokio runtime: the stream is read by
+    /// a task of its own.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use strata_event::Command;
+    /// use strata_query::Query;
+    /// use strata_store::{EventStore, MemoryStore, StartFrom};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let users = Query::builder().instance("acme").aggregate_types(["user"]).build()?;
+    /// let mut subscription = store.subscribe(&users, StartFrom::Beginning).await?;
+    ///
+    /// let added = Command::builder("acme", "user", "u-1", "user.added")
+    ///     .creator("admin")
+    ///     .owner("acme")
+    ///     .build()?;
+    /// store.push(vec![added]).await?;
+    ///
+    /// let event = subscription.next().await.expect("the stream is live")?;
+    /// assert_eq!(event.event_type.as_str(), "user.added");
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn subscribe(
+        &self,
+        query: &Query,
+        from: StartFrom,
+    ) -> impl Future<Output = Result<Subscription>> + Send
+    where
+        Self: Clone + Sized + 'static,
+    {
+        self.subscribe_with(query, from, SubscribeOptions::default())
+    }
+
+    /// [`EventStore::subscribe`] with `options` (buffer size, poll interval, retry pause).
+    fn subscribe_with(
+        &self,
+        query: &Query,
+        from: StartFrom,
+        options: SubscribeOptions,
+    ) -> impl Future<Output = Result<Subscription>> + Send
+    where
+        Self: Clone + Sized + 'static,
+    {
+        Subscription::start(self.clone(), query.clone(), from, options)
     }
 
     /// The aggregate's current sequence: that of its last event, `0` when it has none.
