@@ -1690,7 +1690,8 @@ CREATE TABLE projections.failed_events (
     failure_count integer NOT NULL,
     error text NOT NULL,
     last_failed_at timestamp with time zone NOT NULL,
-    skipped_by_operator boolean DEFAULT false NOT NULL
+    skipped_by_operator boolean DEFAULT false NOT NULL,
+    parked boolean DEFAULT false NOT NULL
 );
 
 
@@ -1702,7 +1703,8 @@ CREATE TABLE projections.registry (
     projection_name text NOT NULL,
     reads jsonb NOT NULL,
     has_side_effects boolean NOT NULL,
-    registered_at timestamp with time zone NOT NULL
+    registered_at timestamp with time zone NOT NULL,
+    consumer_name text
 );
 
 

@@ -7,7 +7,7 @@ mod support;
 use strata_event::{Command, Event, InstanceId};
 use strata_integration_tests::TestDatabase;
 use strata_postgres::{PgProjections, PgStore};
-use strata_projection::{ProjectionBackend, Reads};
+use strata_projection::{ProjectionBackend, Reads, Registration};
 use strata_query::Query;
 use strata_store::EventStore;
 use support::{assert_success, stderr, stdout, strata, strata_with_env, url};
@@ -84,7 +84,12 @@ async fn mirroring_twice_copies_each_event_once_in_order() {
     // A projection with side effects, registered by the destination's runtime before the mirror.
     let backend = PgProjections::new(to.pool(2));
     backend
-        .register("notifications", &Reads::new().aggregate("user"), true)
+        .register(&Registration {
+            name: "notifications",
+            reads: &Reads::new().aggregate("user"),
+            has_side_effects: true,
+            consumer: None,
+        })
         .await
         .unwrap();
 

@@ -8,7 +8,10 @@ use strata_event::{Command, InstanceId};
 use strata_integration_tests::TestDatabase;
 use strata_postgres::PgProjections;
 use strata_postgres::admin::pending_projection_requests;
-use strata_projection::{ProjectionBackend, Reads, ReducedEvent, RuntimeHeartbeat};
+use strata_projection::{
+    FailurePolicy, OnFailure, ProjectionBackend, Reads, ReducedEvent, Registration,
+    RuntimeHeartbeat,
+};
 use strata_store::EventStore;
 use support::{assert_success, stderr, stdout, strata};
 
@@ -32,7 +35,12 @@ async fn setup() -> (TestDatabase, String) {
     }
     let backend = PgProjections::new(database.pool(2));
     backend
-        .register("users", &Reads::new().events("user", ["user.added"]), false)
+        .register(&Registration {
+            name: "users",
+            reads: &Reads::new().events("user", ["user.added"]),
+            has_side_effects: false,
+            consumer: None,
+        })
         .await
         .unwrap();
     // What a runtime does with an event that keeps failing: with a limit of one attempt it is
@@ -53,7 +61,11 @@ async fn setup() -> (TestDatabase, String) {
             statements: Err("boom: no such column".into()),
         },
     ];
-    backend.apply(lease, batch, 1).await.unwrap();
+    let policy = FailurePolicy {
+        max_failure_count: 1,
+        on_failure: OnFailure::Skip,
+    };
+    backend.apply(lease, batch, policy).await.unwrap();
     let url = support::url(&database);
     (database, url)
 }

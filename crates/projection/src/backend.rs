@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position, Sequence};
 
 use crate::error::ProjectionError;
-use crate::projection::Reads;
+use crate::projection::{OnFailure, Reads};
 use crate::statement::Statement;
 
 /// How far a projection got in one instance.
@@ -60,6 +60,9 @@ pub struct FailedEvent {
     /// the gap it leaves in the read model is accepted, so
     /// [`catch_up`](crate::ProjectionRuntime::catch_up) no longer reports it.
     pub skipped_by_operator: bool,
+    /// Its aggregate is parked ([`OnFailure::Park`](crate::OnFailure::Park)): the aggregate's
+    /// later events in this pair wait until it is retried or skipped.
+    pub parked: bool,
 }
 
 /// Where a leased pair stands, as [`ProjectionBackend::checkpoint`] reads it.
@@ -74,6 +77,9 @@ pub struct Checkpoint {
     /// the runtime waits out [`ProjectionConfig::retry_failed_after`](crate::ProjectionConfig::retry_failed_after)
     /// from it before trying that event again.
     pub next_failure: Option<NextFailure>,
+    /// The aggregates parked in this pair ([`FailedEvent::parked`]): the runtime holds their
+    /// events back.
+    pub parked: Vec<AggregateRef>,
 }
 
 /// The failure recorded for the event a pair stopped before (see [`Checkpoint::next_failure`]).
@@ -155,8 +161,43 @@ pub struct BatchOutcome {
     pub processed: usize,
     /// Of those, events recorded as failed for good and skipped.
     pub skipped: usize,
+    /// Of those, events whose last attempt failed and parked their aggregate.
+    pub parked: usize,
     /// An event failed but has attempts left: the batch stopped before it, to retry it later.
     pub stalled: bool,
+}
+
+/// How a pair treats failing events: attempts, then skip or park.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Attempts before an event is given up on.
+    pub max_failure_count: u32,
+    /// What giving up means.
+    pub on_failure: OnFailure,
+}
+
+/// What [`ProjectionBackend::unpark`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unparked {
+    /// Events of the batch applied.
+    pub applied: usize,
+    /// The sequence of the event that failed and parks the aggregate again; `None` when the
+    /// aggregate flows again.
+    pub parked_at: Option<Sequence>,
+}
+
+/// A pair as the runtime registers it with [`ProjectionBackend::register`].
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The pair's name: a projection's, or a consumer part's
+    /// ([`partition_name`](crate::partition_name)).
+    pub name: &'a str,
+    /// What it reads.
+    pub reads: &'a Reads,
+    /// Whether applying it causes effects outside its read model.
+    pub has_side_effects: bool,
+    /// The consumer it is a part of; `None` for a projection.
+    pub consumer: Option<&'a str>,
 }
 
 /// Storage for read models and projection bookkeeping.
@@ -184,14 +225,30 @@ pub trait ProjectionBackend: Send + Sync + 'static {
 
     /// Applies `batch` in order and moves the checkpoint past what it processed, atomically, then
     /// ends the lease. Each event's statements apply entirely or not at all. A failing event gets
-    /// its failure count raised; below `max_failure_count` the batch stops before it, at the limit
-    /// it is recorded as failed and skipped.
+    /// its failure count raised; below `policy.max_failure_count` the batch stops before it, at
+    /// the limit it is recorded as failed and passed, and with [`OnFailure::Park`] also marked
+    /// parked, and the batch's later events of its aggregate are passed without applying them
+    /// (they are owed to the aggregate, see [`ProjectionBackend::unpark`]).
     fn apply(
         &self,
         lease: Self::Lease,
         batch: Vec<ReducedEvent>,
-        max_failure_count: u32,
+        policy: FailurePolicy,
     ) -> impl Future<Output = Result<BatchOutcome, ProjectionError>> + Send;
+
+    /// Lets the parked aggregate of `parked` flow again, then ends the lease. `batch` holds the
+    /// events it is owed, in order: its events from the parked one (from the one after it when
+    /// `skip_parked`) up to the checkpoint. They are applied in order until one fails: then the
+    /// aggregate stays parked at that event (its failure recorded, its count raised when it is
+    /// `parked`'s event, 1 otherwise, replacing `parked`'s record); otherwise `parked`'s record is removed, or, when
+    /// `skip_parked`, kept as skipped by an operator and no longer parked. All atomically.
+    fn unpark(
+        &self,
+        lease: Self::Lease,
+        parked: &FailedEvent,
+        batch: Vec<ReducedEvent>,
+        skip_parked: bool,
+    ) -> impl Future<Output = Result<Unparked, ProjectionError>> + Send;
 
     /// Ends a lease without changing anything.
     fn release(&self, lease: Self::Lease) -> impl Future<Output = ()> + Send;
@@ -280,15 +337,13 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         async {}
     }
 
-    /// Records that this process runs `projection` (what it reads, whether it has side effects),
-    /// so operator tools can report lag without the projection's code. Optional.
+    /// Records that this process runs a pair (what it reads, whether it has side effects, the
+    /// consumer it belongs to), so operator tools can report lag without the projection's code. Optional.
     fn register(
         &self,
-        projection: &str,
-        reads: &Reads,
-        has_side_effects: bool,
+        registration: &Registration<'_>,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
-        let _ = (projection, reads, has_side_effects);
+        let _ = registration;
         async { Ok(()) }
     }
 

@@ -43,7 +43,7 @@ pub enum ProjectionError {
          (position {position}) after {attempts} attempt(s): {cause}",
         projection = failed.projection,
         instance = failed.aggregate.instance_id,
-        outcome = if *skipped { "skipped" } else { "has not yet applied" },
+        outcome = if failed.parked { "parked the aggregate at" } else if *skipped { "skipped" } else { "has not yet applied" },
         aggregate = failed.aggregate,
         sequence = failed.sequence,
         position = failed.position,

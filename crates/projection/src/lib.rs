@@ -93,6 +93,7 @@
 mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod consumer;
 mod error;
 mod memory;
 mod projection;
@@ -100,11 +101,16 @@ mod runtime;
 mod statement;
 
 pub use crate::backend::{
-    BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailedEventKey, NextFailure,
-    OperatorRequest, ProjectionBackend, ReducedEvent, RuntimeHeartbeat,
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailedEventKey, FailurePolicy,
+    NextFailure, OperatorRequest, ProjectionBackend, ReducedEvent, Registration, RuntimeHeartbeat,
+    Unparked,
+};
+pub use crate::consumer::{
+    Consumer, ConsumerConfig, HandleError, Handled, MAX_CONSUMER_PARTITIONS, aggregate_partition,
+    partition_name, split_partition_name,
 };
 pub use crate::error::ProjectionError;
 pub use crate::memory::{MemoryLease, MemoryProjections, Row};
-pub use crate::projection::{Projection, ProjectionConfig, Reads, ReduceError};
+pub use crate::projection::{OnFailure, Projection, ProjectionConfig, Reads, ReduceError};
 pub use crate::runtime::{ProjectionRuntime, ProjectionStatus, RuntimeBuilder, RuntimeConfig};
 pub use crate::statement::{Column, SqlValue, Statement, is_identifier};

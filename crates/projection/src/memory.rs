@@ -7,9 +7,10 @@ use chrono::Utc;
 use strata_event::{AggregateRef, Cursor, InstanceId, Sequence};
 
 use crate::backend::{
-    BatchOutcome, Checkpoint, CurrentState, FailedEvent, NextFailure, ProjectionBackend,
-    ReducedEvent,
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailurePolicy, NextFailure,
+    ProjectionBackend, ReducedEvent, Unparked,
 };
+use crate::projection::OnFailure;
 use crate::error::ProjectionError;
 use crate::statement::{Column, SqlValue, Statement};
 
@@ -271,10 +272,21 @@ impl ProjectionBackend for MemoryProjections {
                 failure_count: failed.failure_count,
                 last_failed_at: failed.last_failed_at,
             });
+        let parked = state
+            .failed
+            .values()
+            .filter(|failed| {
+                failed.parked
+                    && &failed.projection == projection
+                    && &failed.aggregate.instance_id == instance
+            })
+            .map(|failed| failed.aggregate.clone())
+            .collect();
         Ok(Checkpoint {
             cursor,
             horizon: None,
             next_failure,
+            parked,
         })
     }
 
@@ -282,13 +294,21 @@ impl ProjectionBackend for MemoryProjections {
         &self,
         lease: MemoryLease,
         batch: Vec<ReducedEvent>,
-        max_failure_count: u32,
+        policy: FailurePolicy,
     ) -> Result<BatchOutcome, ProjectionError> {
+        let max_failure_count = policy.max_failure_count;
         let mut state = lock(&self.state);
         let mut outcome = BatchOutcome::default();
         let mut last = None;
+        let mut parked_now: HashSet<AggregateRef> = HashSet::new();
         for reduced in batch {
             let event = &reduced.event;
+            if parked_now.contains(&event.aggregate) {
+                // Owed to the aggregate parked earlier in this batch.
+                outcome.processed += 1;
+                last = Some(reduced.event);
+                continue;
+            }
             let failed_key = (
                 lease.key.projection.clone(),
                 event.aggregate.clone(),
@@ -315,6 +335,7 @@ impl ProjectionBackend for MemoryProjections {
                             error: String::new(),
                             last_failed_at: Utc::now(),
                             skipped_by_operator: false,
+                            parked: false,
                         });
                     // A count already at the limit (given up by an operator) is left alone.
                     if entry.failure_count < max_failure_count {
@@ -326,7 +347,13 @@ impl ProjectionBackend for MemoryProjections {
                         outcome.stalled = true;
                         break;
                     }
-                    outcome.skipped += 1;
+                    if policy.on_failure == OnFailure::Park && !entry.skipped_by_operator {
+                        entry.parked = true;
+                        parked_now.insert(event.aggregate.clone());
+                        outcome.parked += 1;
+                    } else {
+                        outcome.skipped += 1;
+                    }
                 }
             }
             outcome.processed += 1;
@@ -349,6 +376,73 @@ impl ProjectionBackend for MemoryProjections {
         drop(state);
         drop(lease);
         Ok(outcome)
+    }
+
+    async fn unpark(
+        &self,
+        lease: MemoryLease,
+        parked: &FailedEvent,
+        batch: Vec<ReducedEvent>,
+        skip_parked: bool,
+    ) -> Result<Unparked, ProjectionError> {
+        let mut state = lock(&self.state);
+        let projection = lease.key.projection.clone();
+        let parked_key = (projection.clone(), parked.aggregate.clone(), parked.sequence);
+        // One lock for all of it: nobody sees the events applied without the record updated.
+        let mut unparked = Unparked::default();
+        let mut failure = None;
+        for reduced in &batch {
+            let result = reduced
+                .statements
+                .clone()
+                .and_then(|statements| state.execute(&statements));
+            if let Err(error) = result {
+                failure = Some((reduced.event.clone(), error));
+                break;
+            }
+            unparked.applied += 1;
+        }
+        let previous = state.failed.remove(&parked_key);
+        match failure {
+            Some((event, error)) => {
+                let same = event.aggregate == parked.aggregate && event.sequence == parked.sequence;
+                let count = match (&previous, same) {
+                    (Some(previous), true) => previous.failure_count.saturating_add(1),
+                    _ => 1,
+                };
+                state.failed.insert(
+                    (projection.clone(), event.aggregate.clone(), event.sequence),
+                    FailedEvent {
+                        projection,
+                        aggregate: event.aggregate.clone(),
+                        sequence: event.sequence,
+                        position: event.position,
+                        in_tx_order: event.in_tx_order,
+                        failure_count: count,
+                        error,
+                        last_failed_at: Utc::now(),
+                        skipped_by_operator: false,
+                        parked: true,
+                    },
+                );
+                if skip_parked && let Some(mut previous) = previous {
+                    previous.parked = false;
+                    previous.skipped_by_operator = true;
+                    state.failed.insert(parked_key, previous);
+                }
+                unparked.parked_at = Some(event.sequence);
+            }
+            None => {
+                if skip_parked && let Some(mut previous) = previous {
+                    previous.parked = false;
+                    previous.skipped_by_operator = true;
+                    state.failed.insert(parked_key, previous);
+                }
+            }
+        }
+        drop(state);
+        drop(lease);
+        Ok(unparked)
     }
 
     async fn release(&self, lease: MemoryLease) {

@@ -207,11 +207,32 @@ pub struct ProjectionConfig {
     pub requeue_every: Duration,
     /// After an event failed, wait this long before trying it again. Default: 1 s.
     pub retry_failed_after: Duration,
-    /// Attempts before an event is recorded as failed for good and skipped. Default: 5.
+    /// Attempts before an event is recorded as failed for good and skipped (or its aggregate
+    /// parked, see [`ProjectionConfig::on_failure`]). Default: 5.
     pub max_failure_count: u32,
     /// Longest a batch transaction may take; beyond it the batch is rolled back and retried with
     /// half as many events. Default: 30 s.
     pub transaction_duration: Duration,
+    /// What happens to an event after its last attempt. Default: [`OnFailure::Skip`].
+    pub on_failure: OnFailure,
+}
+
+/// What the runtime does with an event that failed [`max_failure_count`] times.
+///
+/// [`max_failure_count`]: ProjectionConfig::max_failure_count
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Record it as a [`FailedEvent`](crate::FailedEvent) and pass it: the aggregate's later
+    /// events apply without it. An operator can retry it out of order or accept the gap. Right for
+    /// read models where one missing event is better than a stalled row.
+    #[default]
+    Skip,
+    /// Record it as failed and **park its aggregate** in this pair: the aggregate's later events
+    /// wait (the checkpoint moves past them, they are owed), every other aggregate keeps
+    /// flowing. Retrying (after a fix) applies the failed event and then every event the
+    /// aggregate received meanwhile, in order; skipping passes the failed event and applies the
+    /// rest. Right where order matters more than progress: side effects, state machines.
+    Park,
 }
 
 impl Default for ProjectionConfig {
@@ -222,6 +243,7 @@ impl Default for ProjectionConfig {
             retry_failed_after: Duration::from_secs(1),
             max_failure_count: 5,
             transaction_duration: Duration::from_secs(30),
+            on_failure: OnFailure::Skip,
         }
     }
 }

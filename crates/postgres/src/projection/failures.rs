@@ -1,8 +1,13 @@
 //! The slow path of a batch that failed: each event again behind its own savepoint, to find the
 //! culprit, count its attempts and record it, then the checkpoint past what was applied.
 
+use std::collections::HashSet;
+
 use sqlx::{Postgres, Transaction};
-use strata_projection::{BatchOutcome, ProjectionError, ReducedEvent};
+use strata_event::{AggregateRef, Event};
+use strata_projection::{
+    BatchOutcome, FailedEvent, FailurePolicy, OnFailure, ProjectionError, ReducedEvent, Unparked,
+};
 
 use crate::projection::render::execute;
 use crate::projection::{PgLease, move_checkpoint, store_error};
@@ -11,10 +16,12 @@ use crate::projection::{PgLease, move_checkpoint, store_error};
 pub(crate) async fn apply_event_by_event(
     mut lease: PgLease,
     batch: Vec<ReducedEvent>,
-    max_failure_count: u32,
+    policy: FailurePolicy,
 ) -> Result<BatchOutcome, ProjectionError> {
+    let max_failure_count = policy.max_failure_count;
     let failed_before: Vec<RecordedFailure> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, failure_count FROM projections.failed_events \
+        "SELECT aggregate_type, aggregate_id, sequence, failure_count, skipped_by_operator \
+         FROM projections.failed_events \
          WHERE instance_id = $1 AND projection_name = $2",
     )
     .bind(lease.instance.as_str())
@@ -30,7 +37,14 @@ pub(crate) async fn apply_event_by_event(
     };
     let mut outcome = BatchOutcome::default();
     let mut last = None;
+    // Aggregates this batch parked: their later events in it are owed, not applied.
+    let mut parked_now: HashSet<&AggregateRef> = HashSet::new();
     for reduced in &batch {
+        if parked_now.contains(&reduced.event.aggregate) {
+            outcome.processed += 1;
+            last = Some(reduced.event.clone());
+            continue;
+        }
         savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
         let result = match &reduced.statements {
             Ok(statements) => execute(&mut lease.tx, statements).await,
@@ -52,12 +66,22 @@ pub(crate) async fn apply_event_by_event(
                 } else {
                     before + 1
                 };
-                record_failure(&mut lease, reduced, count, &error).await?;
+                let park = count >= max_failure_count
+                    && policy.on_failure == OnFailure::Park
+                    && !failed_before
+                        .iter()
+                        .any(|failure| failure.is_of(reduced) && failure.skipped_by_operator);
+                record_failure(&mut lease, &reduced.event, count, &error, park).await?;
                 if count < max_failure_count {
                     outcome.stalled = true;
                     break;
                 }
-                outcome.skipped += 1;
+                if park {
+                    parked_now.insert(&reduced.event.aggregate);
+                    outcome.parked += 1;
+                } else {
+                    outcome.skipped += 1;
+                }
             }
         }
         outcome.processed += 1;
@@ -72,6 +96,70 @@ pub(crate) async fn apply_event_by_event(
         .await
         .map_err(|err| store_error("committing a projection batch", err))?;
     Ok(outcome)
+}
+
+/// [`ProjectionBackend::unpark`](strata_projection::ProjectionBackend::unpark) on PostgreSQL:
+/// the owed events behind a savepoint each, in order, until one fails; the park record follows
+/// in the same transaction.
+pub(crate) async fn unpark_in_order(
+    mut lease: PgLease,
+    parked: &FailedEvent,
+    batch: Vec<ReducedEvent>,
+    skip_parked: bool,
+) -> Result<Unparked, ProjectionError> {
+    let mut unparked = Unparked::default();
+    let mut failure = None;
+    for reduced in &batch {
+        savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
+        let result = match &reduced.statements {
+            Ok(statements) => execute(&mut lease.tx, statements).await,
+            Err(err) => Err(err.clone()),
+        };
+        match result {
+            Ok(()) => {
+                savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
+                unparked.applied += 1;
+            }
+            Err(error) => {
+                savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
+                failure = Some((reduced, error));
+                break;
+            }
+        }
+    }
+    // The old record goes (or stays as the operator's skip), and a new failure parks again.
+    sqlx::query(if skip_parked {
+        "UPDATE projections.failed_events SET parked = false, skipped_by_operator = true \
+         WHERE instance_id = $1 AND projection_name = $2 AND aggregate_type = $3 \
+         AND aggregate_id = $4 AND sequence = $5"
+    } else {
+        "DELETE FROM projections.failed_events WHERE instance_id = $1 AND projection_name = $2 \
+         AND aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5"
+    })
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(parked.aggregate.aggregate_type.as_str())
+    .bind(parked.aggregate.aggregate_id.as_str())
+    .bind(parked.sequence as i64)
+    .execute(&mut *lease.tx)
+    .await
+    .map_err(|err| store_error("releasing a parked aggregate", err))?;
+        if let Some((reduced, error)) = failure {
+        let again = !skip_parked && reduced.event.sequence == parked.sequence;
+        let count = if again {
+            parked.failure_count.saturating_add(1)
+        } else {
+            1
+        };
+        record_failure(&mut lease, &reduced.event, count, &error, true).await?;
+        unparked.parked_at = Some(reduced.event.sequence);
+    }
+    lease
+        .tx
+        .commit()
+        .await
+        .map_err(|err| store_error("committing a released aggregate", err))?;
+    Ok(unparked)
 }
 
 async fn forget_failure(
@@ -95,18 +183,19 @@ async fn forget_failure(
 
 async fn record_failure(
     lease: &mut PgLease,
-    reduced: &ReducedEvent,
+    event: &Event,
     count: u32,
     error: &str,
+    parked: bool,
 ) -> Result<(), ProjectionError> {
-    let event = &reduced.event;
     sqlx::query(
         "INSERT INTO projections.failed_events (instance_id, projection_name, aggregate_type, \
-         aggregate_id, sequence, position, in_tx_order, failure_count, error, last_failed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
+         aggregate_id, sequence, position, in_tx_order, failure_count, error, last_failed_at, \
+         parked) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10) \
          ON CONFLICT (instance_id, projection_name, aggregate_type, aggregate_id, sequence) \
          DO UPDATE SET failure_count = EXCLUDED.failure_count, error = EXCLUDED.error, \
-         last_failed_at = now()",
+         last_failed_at = now(), parked = EXCLUDED.parked",
     )
     .bind(lease.instance.as_str())
     .bind(&lease.projection)
@@ -117,6 +206,7 @@ async fn record_failure(
     .bind(event.in_tx_order as i32)
     .bind(i32::try_from(count).unwrap_or(i32::MAX))
     .bind(error)
+    .bind(parked)
     .execute(&mut *lease.tx)
     .await
     .map(drop)
@@ -141,6 +231,7 @@ struct RecordedFailure {
     aggregate_id: String,
     sequence: i64,
     failure_count: i32,
+    skipped_by_operator: bool,
 }
 
 impl RecordedFailure {

@@ -14,12 +14,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use sqlx::{PgPool, Postgres, Transaction};
 use strata_event::{Cursor, InstanceId};
 use strata_projection::{
-    BatchOutcome, Checkpoint, CurrentState, FailedEvent, NextFailure, OperatorRequest,
-    ProjectionBackend, ProjectionError, Reads, ReducedEvent, RuntimeHeartbeat, Statement,
+    BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailurePolicy, NextFailure,
+    OperatorRequest, ProjectionBackend, ProjectionError, ReducedEvent, Registration,
+    RuntimeHeartbeat, Statement, Unparked,
 };
 
 use crate::error::{from_sqlx, unexpected_answer};
-use crate::projection::failures::apply_event_by_event;
+use crate::projection::failures::{apply_event_by_event, unpark_in_order};
 use crate::projection::render::{execute, execute_merged};
 use crate::projection::rows::{
     CheckpointRow, FAILED_COLUMNS, FailedRow, RequestRow, STATE_COLUMNS, StateRow, decode_failed,
@@ -143,12 +144,13 @@ impl ProjectionBackend for PgProjections {
 
     async fn checkpoint(&self, lease: &mut PgLease) -> Result<Checkpoint, ProjectionError> {
         // One round trip: the checkpoint, the failure recorded for the next event (failures with
-        // attempts left sit right after the checkpoint), and the horizon, read after the lock and
+        // attempts left sit right after the checkpoint), the parked aggregates, and the horizon, read after the lock and
         // before the events, which is all the runtime needs of it.
         let row: CheckpointRow = sqlx::query_as(
             "SELECT state.position, state.in_tx_order, eventstore.commit_horizon() AS horizon, \
                     next.failure_count AS next_failure_count, \
-                    next.last_failed_at AS next_failed_at \
+                    next.last_failed_at AS next_failed_at, \
+                    parked.parked_types, parked.parked_ids \
              FROM (SELECT) AS one \
              LEFT JOIN projections.current_states state \
                     ON state.instance_id = $1 AND state.projection_name = $2 \
@@ -159,14 +161,20 @@ impl ProjectionBackend for PgProjections {
                         OR (failed.position, failed.in_tx_order) \
                            > (state.position, state.in_tx_order)) \
                  ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
-             ) AS next ON true",
+             ) AS next ON true \
+             LEFT JOIN LATERAL ( \
+                 SELECT array_agg(aggregate_type) AS parked_types, \
+                        array_agg(aggregate_id) AS parked_ids \
+                 FROM projections.failed_events parked \
+                 WHERE parked.instance_id = $1 AND parked.projection_name = $2 AND parked.parked \
+             ) AS parked ON true",
         )
         .bind(lease.instance.as_str())
         .bind(&lease.projection)
         .fetch_one(&mut *lease.tx)
         .await
         .map_err(|err| store_error("reading a checkpoint", err))?;
-        let checkpoint = row.decode()?;
+        let checkpoint = row.decode(&lease.instance)?;
         lease.read_cursor = checkpoint.cursor;
         lease.read_next_failure = checkpoint.next_failure.clone();
         Ok(checkpoint)
@@ -176,14 +184,14 @@ impl ProjectionBackend for PgProjections {
         &self,
         mut lease: PgLease,
         batch: Vec<ReducedEvent>,
-        max_failure_count: u32,
+        policy: FailurePolicy,
     ) -> Result<BatchOutcome, ProjectionError> {
         // Fast path: every statement of the batch (runs of upserts merged), then the checkpoint, in
         // as few round trips as possible and without savepoints. Only when something fails is the
         // batch redone event by event to find and record the culprit. A reducer that failed
         // leaves nothing to try: that batch goes event by event at once, on the same lease.
         if batch.iter().any(|reduced| reduced.statements.is_err()) {
-            return apply_event_by_event(lease, batch, max_failure_count).await;
+            return apply_event_by_event(lease, batch, policy).await;
         }
         let statements: Vec<&Statement> = batch
             .iter()
@@ -226,7 +234,17 @@ impl ProjectionBackend for PgProjections {
             self.release(lease).await;
             return Ok(BatchOutcome::default());
         }
-        apply_event_by_event(lease, batch, max_failure_count).await
+        apply_event_by_event(lease, batch, policy).await
+    }
+
+    async fn unpark(
+        &self,
+        lease: PgLease,
+        parked: &FailedEvent,
+        batch: Vec<ReducedEvent>,
+        skip_parked: bool,
+    ) -> Result<Unparked, ProjectionError> {
+        unpark_in_order(lease, parked, batch, skip_parked).await
     }
 
     async fn release(&self, lease: PgLease) {
@@ -411,28 +429,26 @@ impl ProjectionBackend for PgProjections {
         }
     }
 
-    async fn register(
-        &self,
-        projection: &str,
-        reads: &Reads,
-        has_side_effects: bool,
-    ) -> Result<(), ProjectionError> {
-        if has_side_effects {
+    async fn register(&self, registration: &Registration<'_>) -> Result<(), ProjectionError> {
+        if registration.has_side_effects {
             self.durable_projections
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(projection.to_owned());
+                .insert(registration.name.to_owned());
         }
-        let reads = serde_json::to_string(reads.entries()).map_err(|err| corrupt("reads", err))?;
+        let reads = serde_json::to_string(registration.reads.entries())
+            .map_err(|err| corrupt("reads", err))?;
         sqlx::query(
-            "INSERT INTO projections.registry (projection_name, reads, has_side_effects, registered_at) \
-             VALUES ($1, $2::jsonb, $3, now()) ON CONFLICT (projection_name) DO UPDATE \
+            "INSERT INTO projections.registry \
+             (projection_name, reads, has_side_effects, consumer_name, registered_at) \
+             VALUES ($1, $2::jsonb, $3, $4, now()) ON CONFLICT (projection_name) DO UPDATE \
              SET reads = EXCLUDED.reads, has_side_effects = EXCLUDED.has_side_effects, \
-             registered_at = now()",
+             consumer_name = EXCLUDED.consumer_name, registered_at = now()",
         )
-        .bind(projection)
+        .bind(registration.name)
         .bind(reads)
-        .bind(has_side_effects)
+        .bind(registration.has_side_effects)
+        .bind(registration.consumer)
         .execute(&self.pool)
         .await
         .map(drop)

@@ -37,6 +37,7 @@ pub(crate) struct FailedRow {
     error: String,
     last_failed_at: DateTime<Utc>,
     skipped_by_operator: bool,
+    parked: bool,
 }
 
 /// What [`ProjectionBackend::checkpoint`](strata_projection::ProjectionBackend::checkpoint) reads
@@ -48,10 +49,22 @@ pub(crate) struct CheckpointRow {
     horizon: Decimal,
     next_failure_count: Option<i32>,
     next_failed_at: Option<DateTime<Utc>>,
+    /// The parked aggregates' types and ids, in two parallel arrays.
+    parked_types: Option<Vec<String>>,
+    parked_ids: Option<Vec<String>>,
 }
 
 impl CheckpointRow {
-    pub(crate) fn decode(self) -> Result<Checkpoint, ProjectionError> {
+    pub(crate) fn decode(self, instance: &InstanceId) -> Result<Checkpoint, ProjectionError> {
+        let parked = self
+            .parked_types
+            .unwrap_or_default()
+            .into_iter()
+            .zip(self.parked_ids.unwrap_or_default())
+            .map(|(aggregate_type, aggregate_id)| {
+                aggregate_ref(instance.clone(), aggregate_type, aggregate_id)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let cursor = match self.position.zip(self.in_tx_order) {
             Some((position, in_tx_order)) => Some(Cursor::new(
                 Position::new(position).map_err(|err| corrupt("position", err))?,
@@ -69,6 +82,7 @@ impl CheckpointRow {
                     failure_count: count.max(0) as u32,
                     last_failed_at: at,
                 }),
+            parked,
         })
     }
 }
@@ -139,13 +153,14 @@ pub(crate) fn decode_failed(row: FailedRow) -> Result<FailedEvent, ProjectionErr
         error: row.error,
         last_failed_at: row.last_failed_at,
         skipped_by_operator: row.skipped_by_operator,
+        parked: row.parked,
     })
 }
 
 pub(crate) const STATE_COLUMNS: &str = "instance_id, projection_name, position, in_tx_order, aggregate_type, \
      aggregate_id, sequence, updated_at";
 pub(crate) const FAILED_COLUMNS: &str = "instance_id, projection_name, aggregate_type, aggregate_id, sequence, \
-     position, in_tx_order, failure_count, error, last_failed_at, skipped_by_operator";
+     position, in_tx_order, failure_count, error, last_failed_at, skipped_by_operator, parked";
 
 fn aggregate_ref(
     instance_id: InstanceId,

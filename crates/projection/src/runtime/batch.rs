@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::backend::{Checkpoint, ProjectionBackend, ReducedEvent};
+use crate::consumer::{ConsumerPart, HandleError, Handled};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ReduceError};
 use crate::statement::Statement;
@@ -271,7 +272,8 @@ where
             backend.release(lease).await;
             return Ok(BatchStep::Finished(PairRun::Done));
         }
-        self.apply_window(pair, lease, window, bulk_limit, fetched, sharing)
+        let parked: HashSet<AggregateRef> = checkpoint.parked.into_iter().collect();
+        self.apply_window(pair, lease, window, &parked, bulk_limit, fetched, sharing)
             .await
     }
 
@@ -345,11 +347,13 @@ where
     /// next batch is read while this one applies (on the query pool, beside the batch's own
     /// connection): a lone projection catching up keeps the database's reading and its writing busy
     /// instead of taking turns.
+    #[allow(clippy::too_many_arguments)] // The batch's inputs, each used once.
     async fn apply_window(
         &self,
         pair: &PairKey,
         lease: B::Lease,
         window: Window,
+        parked: &HashSet<AggregateRef>,
         bulk_limit: &mut u32,
         fetched: &mut Option<Fetched>,
         sharing: Sharing,
@@ -357,19 +361,30 @@ where
         let registered = &self.inner.projections[pair.index];
         let Window {
             events,
-            complete,
+            mut complete,
             horizon,
         } = window;
         let count = events.len();
-        registered.projection.prepare(&events).await;
-        let batch: Vec<ReducedEvent> = events
-            .into_iter()
-            .map(|event| {
-                let statements = reduce_guarded(registered.projection.as_ref(), &event)
-                    .map_err(|err| err.to_string());
-                ReducedEvent { event, statements }
-            })
-            .collect();
+        let batch = match &registered.part {
+            Some(part) => {
+                let handling = tokio::time::timeout(
+                    registered.config.transaction_duration,
+                    handle_window(part, events, parked),
+                );
+                let Ok(handled) = handling.await else {
+                    self.inner.backend.release(lease).await;
+                    *bulk_limit = (*bulk_limit / 2).max(1);
+                    tracing::warn!(consumer = %part.name, instance = %pair.instance, bulk_limit = *bulk_limit, "handling a batch exceeded its time bound; retrying smaller");
+                    return Ok(BatchStep::More);
+                };
+                if handled.len() < count {
+                    // The consumer stopped early: what follows is delivered in the next batch.
+                    complete = false;
+                }
+                handled
+            }
+            None => reduce_window(registered.projection.as_ref(), events, parked).await,
+        };
         // Each aggregate once, with the index of its first event: after the commit, those the
         // checkpoint moved past are what the batch touched.
         let first_touches = first_touches(batch.iter().map(|reduced| reduced.event.as_ref()));
@@ -377,7 +392,7 @@ where
         let started = Instant::now();
         // The next batch, read while this one applies: below the same horizon, after this
         // batch's last event. It serves the next batch if that starts where this one ends.
-        let ahead = (!complete && sharing == Sharing::Own)
+        let ahead = (!complete && sharing == Sharing::Own && registered.part.is_none())
             .then(|| batch.last())
             .flatten()
             .map(|last| last.event.cursor());
@@ -395,9 +410,7 @@ where
         let applying = Applying::start(&self.inner, pair.clone());
         let apply = tokio::time::timeout(
             registered.config.transaction_duration,
-            self.inner
-                .backend
-                .apply(lease, batch, registered.config.max_failure_count),
+            self.inner.backend.apply(lease, batch, registered.policy),
         )
         .instrument(span.clone());
         let (applied, read_ahead) = tokio::join!(apply, read_ahead);
@@ -432,6 +445,12 @@ where
                     "events failed for good and were skipped"
                 );
             }
+            if outcome.parked > 0 {
+                tracing::warn!(
+                    parked = outcome.parked,
+                    "events failed for good and parked their aggregates"
+                );
+            }
         });
         let touched: Vec<AggregateRef> = first_touches
             .into_iter()
@@ -457,6 +476,91 @@ where
         }
         Ok(BatchStep::More)
     }
+}
+
+/// The window's events reduced, those of parked aggregates passed without reducing (they are
+/// owed to their aggregate until it is unparked).
+pub(super) async fn reduce_window(
+    projection: &dyn Projection,
+    events: Vec<Arc<Event>>,
+    parked: &HashSet<AggregateRef>,
+) -> Vec<ReducedEvent> {
+    projection.prepare(&events).await;
+    events
+        .into_iter()
+        .map(|event| {
+            let statements = if parked.contains(&event.aggregate) {
+                Ok(Vec::new())
+            } else {
+                reduce_guarded(projection, &event).map_err(|err| err.to_string())
+            };
+            ReducedEvent { event, statements }
+        })
+        .collect()
+}
+
+/// The window's events handed to a consumer part: those of other parts and of parked aggregates
+/// are passed, the rest handled in one call. The batch ends at the first event the consumer did
+/// not acknowledge: with its error when it failed, before it when the consumer simply stopped.
+pub(super) async fn handle_window(
+    part: &ConsumerPart,
+    events: Vec<Arc<Event>>,
+    parked: &HashSet<AggregateRef>,
+) -> Vec<ReducedEvent> {
+    let delivered: Vec<Arc<Event>> = events
+        .iter()
+        .filter(|event| part.owns(event) && !parked.contains(&event.aggregate))
+        .cloned()
+        .collect();
+    let handled = handle_guarded(part, &delivered).await;
+    let mut batch = Vec::with_capacity(events.len());
+    let mut acknowledged = 0;
+    for event in events {
+        let mine = part.owns(&event) && !parked.contains(&event.aggregate);
+        if mine {
+            if acknowledged == handled.acknowledged.min(delivered.len()) {
+                if let Some(failure) = handled.failure {
+                    batch.push(ReducedEvent {
+                        event,
+                        statements: Err(failure.to_string()),
+                    });
+                }
+                break;
+            }
+            acknowledged += 1;
+        }
+        batch.push(ReducedEvent {
+            event,
+            statements: Ok(Vec::new()),
+        });
+    }
+    batch
+}
+
+/// Runs the consumer on `events`, a panic of its code turned into a failure of the first event
+/// it did not acknowledge (it cannot say which: the first of the batch).
+pub(super) async fn handle_guarded(part: &ConsumerPart, events: &[Arc<Event>]) -> Handled {
+    if events.is_empty() {
+        return Handled::all(0);
+    }
+    std::panic::AssertUnwindSafe(part.consumer.handle_batch(events))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Handled::failed_at(
+                0,
+                HandleError::new(format!("the handler panicked: {}", panic_message(&*panic))),
+            )
+        })
+}
+
+/// The message a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 /// Each aggregate of `events` once, with the index of its first event, so the runtime can tell
@@ -516,12 +620,10 @@ pub(super) fn reduce_guarded(
 ) -> Result<Vec<Statement>, ReduceError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| projection.reduce(event)))
         .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned());
-            Err(ReduceError::new(format!("the reducer panicked: {message}")))
+            Err(ReduceError::new(format!(
+                "the reducer panicked: {}",
+                panic_message(&*panic)
+            )))
         })
 }
 

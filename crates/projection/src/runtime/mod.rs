@@ -27,7 +27,8 @@ use strata_store::EventStore;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::backend::{ProjectionBackend, RuntimeHeartbeat};
+use crate::backend::{FailurePolicy, ProjectionBackend, Registration, RuntimeHeartbeat};
+use crate::consumer::{Consumer, ConsumerPart, split_partition_name};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ProjectionConfig, Reads, is_projection_name};
 
@@ -72,6 +73,8 @@ pub struct RuntimeBuilder<S, B> {
     config: RuntimeConfig,
     projections: Vec<Registered>,
     by_name: HashMap<String, usize>,
+    /// Names of the consumers added, whose parts are in `by_name` under their part names.
+    consumers: HashSet<String>,
 }
 
 impl<S, B> std::fmt::Debug for RuntimeBuilder<S, B> {
@@ -95,8 +98,17 @@ where
     }
 
     /// Adds a projection. Refuses invalid definitions and duplicate names.
-    pub fn register(mut self, projection: impl Projection) -> Result<Self, ProjectionError> {
+    pub fn register(self, projection: impl Projection) -> Result<Self, ProjectionError> {
         let name = projection.name().to_owned();
+        self.add(Arc::new(projection), &name, None)
+    }
+
+    /// Adds a [`Consumer`]: its events are handled, at least once and in order per aggregate,
+    /// by the same workers, leases and checkpoints as projections (one pair per part and
+    /// instance, see [`ConsumerConfig::partitions`](crate::ConsumerConfig::partitions)).
+    /// Refuses invalid definitions and names already taken by a projection or consumer.
+    pub fn consumer(mut self, consumer: impl Consumer) -> Result<Self, ProjectionError> {
+        let name = consumer.name().to_owned();
         if !is_projection_name(&name) {
             return Err(ProjectionError::InvalidProjection {
                 name,
@@ -104,7 +116,33 @@ where
                     .into(),
             });
         }
-        if self.by_name.contains_key(&name) {
+        if self.by_name.contains_key(&name) || self.consumers.contains(&name) {
+            return Err(ProjectionError::DuplicateName(name));
+        }
+        self.consumers.insert(name.clone());
+        for part in ConsumerPart::split(consumer)? {
+            let part = Arc::new(part);
+            let part_name = part.name.clone();
+            self = self.add(Arc::clone(&part) as Arc<dyn Projection>, &part_name, Some(part))?;
+        }
+        Ok(self)
+    }
+
+    fn add(
+        mut self,
+        projection: Arc<dyn Projection>,
+        name: &str,
+        part: Option<Arc<ConsumerPart>>,
+    ) -> Result<Self, ProjectionError> {
+        let name = name.to_owned();
+        if part.is_none() && !is_projection_name(&name) {
+            return Err(ProjectionError::InvalidProjection {
+                name,
+                reason: "names are 1 to 100 characters of [a-z0-9_.], starting with a letter or _"
+                    .into(),
+            });
+        }
+        if self.by_name.contains_key(&name) || self.consumers.contains(&name) && part.is_none() {
             return Err(ProjectionError::DuplicateName(name));
         }
         let reads = projection.reads();
@@ -117,22 +155,34 @@ where
             });
         }
         self.by_name.insert(name, self.projections.len());
-        let same_reads: Vec<usize> = self
-            .projections
-            .iter()
-            .enumerate()
-            .filter(|(_, other)| other.reads.entries() == reads.entries())
-            .map(|(index, _)| index)
-            .collect();
+        // A consumer's handler may take its time (it calls out): it runs alone, so no
+        // projection waits for it in a shared run.
+        let same_reads: Vec<usize> = if part.is_some() {
+            Vec::new()
+        } else {
+            self.projections
+                .iter()
+                .enumerate()
+                .filter(|(_, other)| {
+                    other.part.is_none() && other.reads.entries() == reads.entries()
+                })
+                .map(|(index, _)| index)
+                .collect()
+        };
         let index = self.projections.len();
         for &other in &same_reads {
             self.projections[other].same_reads.push(index);
         }
         self.projections.push(Registered {
-            projection: Arc::new(projection),
+            projection,
+            policy: FailurePolicy {
+                max_failure_count: config.max_failure_count,
+                on_failure: config.on_failure,
+            },
             config,
             reads,
             same_reads,
+            part,
         });
         Ok(self)
     }
@@ -168,16 +218,18 @@ where
             heartbeat: RuntimeHeartbeat::of_this_process(&names),
         });
         let runtime = ProjectionRuntime { inner };
+        runtime.check_consumer_partitions().await?;
         for registered in &runtime.inner.projections {
-            runtime
-                .inner
-                .backend
-                .register(
-                    registered.projection.name(),
-                    &registered.reads,
-                    registered.projection.has_side_effects(),
-                )
-                .await?;
+            let registration = Registration {
+                name: registered.projection.name(),
+                reads: &registered.reads,
+                has_side_effects: registered.projection.has_side_effects(),
+                consumer: registered
+                    .part
+                    .as_ref()
+                    .map(|part| split_partition_name(&part.name).0),
+            };
+            runtime.inner.backend.register(&registration).await?;
         }
         runtime.start_triggers();
         runtime.trigger_everything().await?;
@@ -223,12 +275,49 @@ where
             config: RuntimeConfig::default(),
             projections: Vec::new(),
             by_name: HashMap::new(),
+            consumers: HashSet::new(),
         }
     }
 
     /// Runs every projection in `instance` now (the runtime does this by itself after pushes).
     pub fn trigger(&self, instance: &InstanceId) {
         self.trigger_instances(std::slice::from_ref(instance));
+    }
+
+    /// Refuses to start a consumer whose checkpoints were made with another number of parts:
+    /// its aggregates would change parts, and with them the order and exclusivity of their
+    /// handling.
+    async fn check_consumer_partitions(&self) -> Result<(), ProjectionError> {
+        let parts: Vec<&ConsumerPart> = self
+            .inner
+            .projections
+            .iter()
+            .filter_map(|registered| registered.part.as_deref())
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        for state in self.inner.backend.states().await? {
+            let (consumer, found) = split_partition_name(&state.projection);
+            let Some(part) = parts
+                .iter()
+                .find(|part| split_partition_name(&part.name).0 == consumer)
+            else {
+                continue;
+            };
+            let found = found.map_or(1, |(_, count)| count);
+            if found != part.partitions {
+                return Err(ProjectionError::InvalidProjection {
+                    name: consumer.to_owned(),
+                    reason: format!(
+                        "its checkpoints were made with {found} partition(s), not {}: drain it \
+                         and unregister it (`strata consumers unregister`) before changing them",
+                        part.partitions
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The name of the pair's projection.
@@ -250,7 +339,10 @@ where
 
 struct Registered {
     projection: Arc<dyn Projection>,
+    /// Set for a consumer's part: its events are handled by the consumer, not reduced.
+    part: Option<Arc<ConsumerPart>>,
     config: ProjectionConfig,
+    policy: FailurePolicy,
     reads: Reads,
     /// The other projections that read exactly the same events: a run of this one takes along
     /// those queued for the same instance and fetches each batch of events once for all of them.

@@ -1,17 +1,18 @@
 //! What operators ask for: rebuilds and failed events, from the API or queued by the CLI.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use strata_event::InstanceId;
+use strata_event::{AggregateRef, Event, InstanceId};
 use strata_query::Query;
 use strata_store::EventStore;
 
 use crate::backend::{FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend};
 use crate::error::ProjectionError;
 
-use crate::runtime::batch::reduce_guarded;
+use crate::runtime::batch::{handle_window, reduce_guarded, reduce_window};
 use crate::runtime::{PairKey, ProjectionRuntime, lock};
 
 impl<S, B> ProjectionRuntime<S, B>
@@ -77,7 +78,14 @@ where
 
     /// Re-reduces and applies a failed event now (after a fix), and forgets the failure. The
     /// projection has moved on meanwhile, so the event is applied out of order, as in ZITADEL.
+    ///
+    /// A parked event ([`FailedEvent::parked`]) is retried in order instead: it and every event
+    /// its aggregate received meanwhile, then the aggregate flows again. If one of them fails, the
+    /// aggregate stays parked at that one.
     pub async fn retry_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        if failed.parked {
+            return self.unpark(failed, false).await;
+        }
         let index = self.index(&failed.projection)?;
         let registered = &self.inner.projections[index];
         let query = Query::builder()
@@ -132,13 +140,121 @@ where
     }
 
     /// Gives up on a failed event now: its projection passes it without further attempts.
+    ///
+    /// For a parked event, the aggregate flows again without it: the events it received meanwhile
+    /// are applied (handled) in order first.
     pub async fn skip_failed(&self, failed: &FailedEvent) -> Result<(), ProjectionError> {
+        if failed.parked {
+            return self.unpark(failed, true).await;
+        }
         let index = self.index(&failed.projection)?;
         let max = self.inner.projections[index].config.max_failure_count;
         self.inner.backend.skip(failed, max).await?;
         self.schedule(PairKey {
             index,
             instance: failed.aggregate.instance_id.clone(),
+        });
+        Ok(())
+    }
+
+    /// Lets a parked aggregate flow again: under the pair's lease, the events it is owed (from
+    /// the parked one, or the one after it when `skip_parked`, up to the checkpoint) are reduced
+    /// or handled in order and handed to the backend with the park record.
+    async fn unpark(&self, failed: &FailedEvent, skip_parked: bool) -> Result<(), ProjectionError> {
+        let index = self.index(&failed.projection)?;
+        let registered = &self.inner.projections[index];
+        let instance = &failed.aggregate.instance_id;
+        let mut lease = self.wait_for_lease(&failed.projection, instance).await?;
+        let found = async {
+            // The record as it is now, under the lease: another process may have moved it.
+            let current = self
+                .inner
+                .backend
+                .failed_events_in(&failed.projection, instance)
+                .await?
+                .into_iter()
+                .find(|record| {
+                    record.parked
+                        && record.aggregate == failed.aggregate
+                        && record.sequence == failed.sequence
+                });
+            let checkpoint = self.inner.backend.checkpoint(&mut lease).await?;
+            Ok::<_, ProjectionError>((current, checkpoint))
+        }
+        .await;
+        let (current, checkpoint) = match found {
+            Ok(found) => found,
+            Err(err) => {
+                self.inner.backend.release(lease).await;
+                return Err(err);
+            }
+        };
+        let (Some(current), Some(checkpoint_cursor)) = (current, checkpoint.cursor) else {
+            self.inner.backend.release(lease).await;
+            return Err(ProjectionError::UnknownFailedEvent {
+                projection: failed.projection.clone(),
+                aggregate: failed.aggregate.to_string(),
+                sequence: failed.sequence,
+            });
+        };
+        let first = if skip_parked {
+            current.sequence
+        } else {
+            current.sequence.saturating_sub(1)
+        };
+        let query = registered
+            .reads
+            .query(instance)
+            .aggregate_types([current.aggregate.aggregate_type.as_str()])
+            .aggregate_ids([current.aggregate.aggregate_id.as_str()])
+            .sequence_greater_than(first)
+            .position_at_or_before(checkpoint_cursor.position)
+            .build();
+        let owed = match query {
+            Ok(query) => self.inner.store.query(&query).await.map_err(Into::into),
+            Err(err) => Err(err.into()),
+        };
+        let owed: Vec<Arc<Event>> = match owed {
+            Ok(events) => events
+                .into_iter()
+                .filter(|event| event.cursor() <= checkpoint_cursor)
+                .map(Arc::new)
+                .collect(),
+            Err(err) => {
+                self.inner.backend.release(lease).await;
+                return Err(err);
+            }
+        };
+        let none_parked = HashSet::new();
+        let batch = match &registered.part {
+            Some(part) => handle_window(part, owed, &none_parked).await,
+            None => reduce_window(registered.projection.as_ref(), owed, &none_parked).await,
+        };
+        let touched: Vec<AggregateRef> = batch
+            .first()
+            .map(|reduced| reduced.event.aggregate.clone())
+            .into_iter()
+            .collect();
+        let unparked = self
+            .inner
+            .backend
+            .unpark(lease, &current, batch, skip_parked)
+            .await?;
+        if unparked.applied > 0 && registered.part.is_none() {
+            let hook = registered.projection.after_commit(&touched);
+            std::panic::AssertUnwindSafe(hook)
+                .catch_unwind()
+                .await
+                .map_err(|_| ProjectionError::Panicked {
+                    projection: failed.projection.clone(),
+                })?;
+        }
+        if let Some(sequence) = unparked.parked_at {
+            tracing::warn!(projection = %failed.projection, aggregate = %failed.aggregate, sequence, "the aggregate failed again and stays parked");
+        }
+        self.schedule(PairKey {
+            index,
+            instance: instance.clone(),
         });
         Ok(())
     }
