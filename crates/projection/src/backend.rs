@@ -241,7 +241,9 @@ pub trait ProjectionBackend: Send + Sync + 'static {
     /// `skip_parked`) up to the checkpoint. They are applied in order until one fails: then the
     /// aggregate stays parked at that event (its failure recorded, its count raised when it is
     /// `parked`'s event, 1 otherwise, replacing `parked`'s record); otherwise `parked`'s record is removed, or, when
-    /// `skip_parked`, kept as skipped by an operator and no longer parked. All atomically.
+    /// `skip_parked`, kept as skipped by an operator and no longer parked. All atomically. Fails
+    /// with [`ProjectionError::UnknownFailedEvent`], changing nothing, when `parked`'s record is
+    /// no longer parked (another operator got there first).
     fn unpark(
         &self,
         lease: Self::Lease,

@@ -25,9 +25,13 @@ use strata_store::EventStore;
 use tokio::sync::Notify;
 
 use crate::{
-    Projection, ProjectionBackend, ProjectionConfig, ProjectionError, ProjectionRuntime, Reads,
-    ReduceError, SqlValue, Statement,
+    OnFailure, Projection, ProjectionBackend, ProjectionConfig, ProjectionError, ProjectionRuntime,
+    Reads, ReduceError, SqlValue, Statement,
 };
+
+mod consumers;
+
+pub use self::consumers::*;
 
 /// A read-model row as the suite compares it: column to value, every value as text (`NULL` for
 /// SQL `NULL`), so rows read from any backend compare alike.
@@ -76,6 +80,13 @@ macro_rules! projection_conformance_tests {
             shutdown_reports_batches_still_running_at_its_deadline,
             unregister_forgets_checkpoints_and_failures,
             a_panicking_hook_is_reported_and_the_pair_runs_on,
+            a_consumer_gets_every_event_in_order_and_resumes_after_a_restart,
+            unacknowledged_events_are_delivered_again,
+            a_failing_aggregate_is_parked_while_others_flow,
+            skipping_a_parked_event_delivers_the_rest_in_order,
+            a_projection_can_park_instead_of_skipping,
+            partitions_split_an_instance_and_keep_each_aggregate_in_order,
+            changing_a_consumers_partitions_is_refused,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -127,6 +138,7 @@ struct Docs {
     attempts: Arc<AtomicU32>,
     retry_after: Duration,
     max_failures: u32,
+    on_failure: OnFailure,
 }
 
 impl Docs {
@@ -136,6 +148,7 @@ impl Docs {
             attempts: Arc::new(AtomicU32::new(0)),
             retry_after,
             max_failures,
+            on_failure: OnFailure::Skip,
         }
     }
 
@@ -193,6 +206,7 @@ impl Projection for Docs {
         ProjectionConfig {
             retry_failed_after: self.retry_after,
             max_failure_count: self.max_failures,
+            on_failure: self.on_failure,
             ..ProjectionConfig::default()
         }
     }
@@ -698,8 +712,12 @@ pub async fn unregister_forgets_checkpoints_and_failures<H: Harness>(harness: &H
 mod tests {
     #[test]
     fn every_case_is_listed() {
-        strata_store::conformance::assert_every_case_listed(
+        let source = concat!(
             include_str!("conformance.rs"),
+            include_str!("conformance/consumers.rs")
+        );
+        strata_store::conformance::assert_every_case_listed(
+            source,
             "projection_conformance_tests!",
         );
     }

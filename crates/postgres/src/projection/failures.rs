@@ -107,6 +107,28 @@ pub(crate) async fn unpark_in_order(
     batch: Vec<ReducedEvent>,
     skip_parked: bool,
 ) -> Result<Unparked, ProjectionError> {
+    // Locks the record first: it must still be parked, or another operator got there first.
+    let still_parked: Option<bool> = sqlx::query_scalar(
+        "SELECT parked FROM projections.failed_events WHERE instance_id = $1 \
+         AND projection_name = $2 AND aggregate_type = $3 AND aggregate_id = $4 AND sequence = $5 \
+         FOR UPDATE",
+    )
+    .bind(lease.instance.as_str())
+    .bind(&lease.projection)
+    .bind(parked.aggregate.aggregate_type.as_str())
+    .bind(parked.aggregate.aggregate_id.as_str())
+    .bind(parked.sequence as i64)
+    .fetch_optional(&mut *lease.tx)
+    .await
+    .map_err(|err| store_error("reading a parked aggregate", err))?;
+    if still_parked != Some(true) {
+        let _ = lease.tx.rollback().await;
+        return Err(ProjectionError::UnknownFailedEvent {
+            projection: parked.projection.clone(),
+            aggregate: parked.aggregate.to_string(),
+            sequence: parked.sequence,
+        });
+    }
     let mut unparked = Unparked::default();
     let mut failure = None;
     for reduced in &batch {
@@ -144,7 +166,7 @@ pub(crate) async fn unpark_in_order(
     .execute(&mut *lease.tx)
     .await
     .map_err(|err| store_error("releasing a parked aggregate", err))?;
-        if let Some((reduced, error)) = failure {
+    if let Some((reduced, error)) = failure {
         let again = !skip_parked && reduced.event.sequence == parked.sequence;
         let count = if again {
             parked.failure_count.saturating_add(1)

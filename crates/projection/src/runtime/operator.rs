@@ -164,38 +164,36 @@ where
         let index = self.index(&failed.projection)?;
         let registered = &self.inner.projections[index];
         let instance = &failed.aggregate.instance_id;
+        // Read before the lease: the lease holds one of the backend's connections, and a small
+        // pool may have no other. The backend checks, under the lease, that it is still parked.
+        let current = self
+            .inner
+            .backend
+            .failed_events_in(&failed.projection, instance)
+            .await?
+            .into_iter()
+            .find(|record| {
+                record.parked
+                    && record.aggregate == failed.aggregate
+                    && record.sequence == failed.sequence
+            });
+        let unknown = || ProjectionError::UnknownFailedEvent {
+            projection: failed.projection.clone(),
+            aggregate: failed.aggregate.to_string(),
+            sequence: failed.sequence,
+        };
+        let current = current.ok_or_else(unknown)?;
         let mut lease = self.wait_for_lease(&failed.projection, instance).await?;
-        let found = async {
-            // The record as it is now, under the lease: another process may have moved it.
-            let current = self
-                .inner
-                .backend
-                .failed_events_in(&failed.projection, instance)
-                .await?
-                .into_iter()
-                .find(|record| {
-                    record.parked
-                        && record.aggregate == failed.aggregate
-                        && record.sequence == failed.sequence
-                });
-            let checkpoint = self.inner.backend.checkpoint(&mut lease).await?;
-            Ok::<_, ProjectionError>((current, checkpoint))
-        }
-        .await;
-        let (current, checkpoint) = match found {
-            Ok(found) => found,
+        let checkpoint = match self.inner.backend.checkpoint(&mut lease).await {
+            Ok(checkpoint) => checkpoint,
             Err(err) => {
                 self.inner.backend.release(lease).await;
                 return Err(err);
             }
         };
-        let (Some(current), Some(checkpoint_cursor)) = (current, checkpoint.cursor) else {
+        let Some(checkpoint_cursor) = checkpoint.cursor else {
             self.inner.backend.release(lease).await;
-            return Err(ProjectionError::UnknownFailedEvent {
-                projection: failed.projection.clone(),
-                aggregate: failed.aggregate.to_string(),
-                sequence: failed.sequence,
-            });
+            return Err(unknown());
         };
         let first = if skip_parked {
             current.sequence
