@@ -1,0 +1,240 @@
+//! Durable consumers in separate processes under concurrent writers, late commits and SIGKILL:
+//! every event handled at least once, and no aggregate's events ever handled out of order or by
+//! two processes at once.
+//!
+//! Workers are `consumer_worker` processes (src/bin) sharing one database; each runs the
+//! `courier` consumer split into two parts, which logs the start and the end of every handling
+//! in `deliveries` with its process id and the database's clock.
+
+use std::collections::HashMap;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use strata_event::Command;
+use strata_integration_tests::{TestDatabase, push_held_open};
+use strata_store::EventStore;
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn database_url(database: &TestDatabase) -> String {
+    let admin = strata_integration_tests::admin_url();
+    match admin.rfind('/') {
+        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
+            let (base, rest) = admin.split_at(slash);
+            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+            format!("{base}/{}{query}", database.name)
+        }
+        _ => format!("{admin}/{}", database.name),
+    }
+}
+
+fn spawn_worker(url: &str, slow: bool) -> Worker {
+    let mut command = Process::new(env!("CARGO_BIN_EXE_consumer_worker"));
+    command
+        .env("DATABASE_URL", url)
+        .args(["--partitions", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if slow {
+        command.arg("--slow");
+    }
+    Worker(command.spawn().expect("start a worker process"))
+}
+
+async fn prepare() -> (TestDatabase, String) {
+    let database = TestDatabase::create().await;
+    sqlx::query(
+        "CREATE TABLE public.deliveries (id BIGSERIAL PRIMARY KEY, pid INTEGER NOT NULL, \
+         instance_id TEXT NOT NULL, aggregate_id TEXT NOT NULL, sequence BIGINT NOT NULL, \
+         started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), finished_at TIMESTAMPTZ)",
+    )
+    .execute(&database.pool(1))
+    .await
+    .expect("deliveries table");
+    let url = database_url(&database);
+    (database, url)
+}
+
+/// Concurrent writers on a few hot aggregates, some holding their transaction open so later
+/// pushes commit first.
+async fn write(database: &TestDatabase, pushes_per_writer: u64) -> u64 {
+    let store = Arc::new(database.store());
+    let pool = database.pool(4);
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            for n in 0..pushes_per_writer {
+                let command = Command::builder(
+                    format!("tenant-{}", (writer + n) % 2),
+                    "user",
+                    format!("u{}", n % 7),
+                    "user.touched",
+                )
+                .creator("writer")
+                .owner("org")
+                .build()
+                .expect("valid command");
+                store.push(vec![command]).await.expect("push");
+            }
+        }));
+    }
+    let slow_pushes = (pushes_per_writer / 10).max(3);
+    for writer in 0..2u64 {
+        let pool = pool.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..slow_pushes {
+                let pause = Duration::from_millis(10 + (n * 13 + writer * 7) % 60);
+                push_held_open(
+                    &pool,
+                    &format!("tenant-{}", n % 2),
+                    "user",
+                    &format!("slow-{writer}-{n}"),
+                    pause,
+                )
+                .await
+                .expect("held-open push");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    4 * pushes_per_writer + 2 * slow_pushes
+}
+
+#[derive(sqlx::FromRow)]
+struct Delivery {
+    pid: i32,
+    instance_id: String,
+    aggregate_id: String,
+    sequence: i64,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// Waits until every event was handled to the end at least once, then checks each aggregate's
+/// deliveries, in the order they started: each one's sequence is at most one past the highest
+/// delivered before (in order; a redelivery after a crash goes back, never ahead), and none
+/// started before an earlier one of the same aggregate finished (never two at once).
+async fn assert_in_order_and_exclusive(database: &TestDatabase, events: u64) {
+    let pool = database.pool(1);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM eventstore.events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(total as u64, events);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let missing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM eventstore.events e WHERE NOT EXISTS (SELECT 1 FROM deliveries d \
+             WHERE d.instance_id = e.instance_id AND d.aggregate_id = e.aggregate_id \
+               AND d.sequence = e.sequence AND d.finished_at IS NOT NULL)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("missing");
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumers stalled with {missing} of {total} events never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deliveries: Vec<Delivery> = sqlx::query_as(
+        "SELECT pid, instance_id, aggregate_id, sequence, started_at, finished_at \
+         FROM deliveries ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("deliveries");
+    let mut per_aggregate: HashMap<(String, String), Vec<&Delivery>> = HashMap::new();
+    for delivery in &deliveries {
+        per_aggregate
+            .entry((delivery.instance_id.clone(), delivery.aggregate_id.clone()))
+            .or_default()
+            .push(delivery);
+    }
+    let mut redelivered = 0;
+    for ((instance, aggregate), handled) in &per_aggregate {
+        let mut highest = 0;
+        let mut busy_until: Option<DateTime<Utc>> = None;
+        for delivery in handled {
+            assert!(
+                delivery.sequence <= highest + 1,
+                "{instance}/{aggregate}: sequence {} handled (by process {}) before {}",
+                delivery.sequence,
+                delivery.pid,
+                highest + 1
+            );
+            if delivery.sequence <= highest {
+                redelivered += 1;
+            }
+            highest = highest.max(delivery.sequence);
+            if let Some(busy_until) = busy_until {
+                assert!(
+                    delivery.started_at >= busy_until,
+                    "{instance}/{aggregate}: sequence {} started (process {}) while an earlier \
+                     handling was still running",
+                    delivery.sequence,
+                    delivery.pid
+                );
+            }
+            if let Some(finished) = delivery.finished_at {
+                busy_until = Some(busy_until.map_or(finished, |until| until.max(finished)));
+            }
+        }
+    }
+    eprintln!(
+        "{} deliveries of {total} events, {redelivered} redelivered after a crash",
+        deliveries.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_in_three_processes_handle_every_event_in_order() {
+    let (database, url) = prepare().await;
+    let _workers: Vec<Worker> = (0..3).map(|_| spawn_worker(&url, false)).collect();
+    let events = write(&database, 120).await;
+    assert_in_order_and_exclusive(&database, events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_consumers_never_reorder_or_overlap_an_aggregate() {
+    let (database, url) = prepare().await;
+    let workers = Arc::new(std::sync::Mutex::new(
+        (0..3).map(|_| spawn_worker(&url, true)).collect::<Vec<_>>(),
+    ));
+    let killer = {
+        let workers = Arc::clone(&workers);
+        let url = url.clone();
+        tokio::spawn(async move {
+            for round in 0..8 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut workers = workers.lock().unwrap_or_else(|p| p.into_inner());
+                // SIGKILL while others run, mid-batch more often than not with slow handling;
+                // a fresh process replaces it.
+                let victim = round % workers.len();
+                let mut killed = workers.remove(victim);
+                let _ = killed.0.kill();
+                let _ = killed.0.wait();
+                workers.push(spawn_worker(&url, true));
+            }
+        })
+    };
+    let events = write(&database, 100).await;
+    killer.await.expect("killer");
+    assert_in_order_and_exclusive(&database, events).await;
+    drop(workers);
+}
