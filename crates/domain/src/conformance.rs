@@ -13,7 +13,7 @@ mod personal;
 
 pub use self::personal::{
     erasing_a_subject_erases_every_read, master_key_rotation_keeps_every_read,
-    personal_fields_are_sealed_and_read_back,
+    personal_fields_are_sealed_and_read_back, typed_subscriptions_open_personal_data,
 };
 
 use std::time::Duration;
@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             personal_fields_are_sealed_and_read_back,
             erasing_a_subject_erases_every_read,
             master_key_rotation_keeps_every_read,
+            typed_subscriptions_open_personal_data,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -166,6 +166,7 @@ mod projection;
 mod repository;
 #[cfg(feature = "snapshots")]
 mod snapshot;
+mod subscription;
 mod table_check;
 mod upcast;
 mod write_model;
@@ -187,6 +188,7 @@ pub use crate::projection::{Typed, TypedProjection, reads_of};
 pub use crate::repository::{Change, DomainError, Repository};
 #[cfg(feature = "snapshots")]
 pub use crate::snapshot::{SnapshotEntry, SnapshotIndex, Snapshots};
+pub use crate::subscription::TypedSubscription;
 pub use crate::table_check::{TableMismatch, check_table};
 pub use crate::upcast::Upcaster;
 pub use crate::write_model::{Loaded, WriteModel};

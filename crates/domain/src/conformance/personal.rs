@@ -634,3 +634,66 @@ async fn snapshot_key_of(cache: &Cache<crate::SnapshotEntry>, id: &str) -> Strin
     );
     key
 }
+
+/// A typed subscription decodes each event through the repository's vault: personal fields in
+/// the clear while the subject's keys exist, [`Personal::Erased`] once it was erased; event
+/// types the enum does not list (the erasure record's) are passed over.
+pub async fn typed_subscriptions_open_personal_data<S>(store: &S)
+where
+    S: EventStore + SubjectKeyStore + Clone + 'static,
+{
+    let (keyring, _) = new_keyring("m1");
+    let vault = Vault::new(store.clone(), keyring);
+    let repository = Repository::new(store.clone()).with_vault(vault.clone());
+    let customers = Query::builder()
+        .instance(INSTANCE)
+        .aggregate_types(["customer"])
+        .build()
+        .unwrap();
+    let mut live = repository
+        .subscribe::<CustomerEvent>(&customers, strata_store::StartFrom::Beginning)
+        .await
+        .unwrap();
+    for id in ["c-1", "c-2"] {
+        repository
+            .execute::<Customer>(INSTANCE, id, format!("{id}.{EMAIL}"), &context())
+            .await
+            .unwrap();
+    }
+    for id in ["c-1", "c-2"] {
+        let envelope = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .expect("delivered")
+            .expect("live")
+            .unwrap();
+        assert_eq!(envelope.aggregate.aggregate_id.as_str(), id);
+        let CustomerEvent::Registered { email, .. } = envelope.payload else {
+            panic!("a registration");
+        };
+        assert_eq!(email, Personal::Value(format!("{id}.{EMAIL}")));
+    }
+    vault.erase(INSTANCE, "c-1", &context()).await.unwrap();
+    let everything = Query::builder().instance(INSTANCE).build().unwrap();
+    let mut replay = repository
+        .subscribe::<CustomerEvent>(&everything, strata_store::StartFrom::Beginning)
+        .await
+        .unwrap();
+    let mut emails = Vec::new();
+    for _ in 0..2 {
+        let envelope = tokio::time::timeout(Duration::from_secs(10), replay.next())
+            .await
+            .expect("delivered")
+            .expect("live")
+            .unwrap();
+        if let CustomerEvent::Registered { email, .. } = envelope.payload {
+            emails.push(email);
+        }
+    }
+    assert_eq!(
+        emails,
+        [Personal::Erased, Personal::Value(format!("c-2.{EMAIL}"))]
+    );
+    // The erasure record is of another aggregate type: passed over, nothing more arrives.
+    let more = tokio::time::timeout(Duration::from_millis(300), replay.next()).await;
+    assert!(more.is_err(), "unexpected: {more:?}");
+}
