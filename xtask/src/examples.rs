@@ -1,6 +1,6 @@
-//! `cargo xtask examples`: runs `examples/users.rs` as the README says, on the in-memory store
-//! and on a fresh PostgreSQL database, and checks that the PostgreSQL run leaves the database as
-//! it found it (no registered projection, no read-model table, no events).
+//! `cargo xtask examples`: runs the examples (`users`, `notifications`) as the README says, on the
+//! in-memory store and on a fresh PostgreSQL database each, and checks that every PostgreSQL run
+//! leaves the database as it found it (nothing registered, no read-model table, no events).
 
 use std::process::Command;
 
@@ -9,12 +9,22 @@ use sqlx::{Connection, Executor};
 
 use crate::server;
 
+/// The examples, each run on both backends.
+const EXAMPLES: [&str; 2] = ["users", "notifications"];
+
 pub(crate) fn run() -> Result<()> {
-    crate::run(Command::new(crate::cargo()).args(["run", "--quiet", "--example", "users"]))?;
+    for example in EXAMPLES {
+        run_example(example)?;
+    }
+    Ok(())
+}
+
+fn run_example(example: &str) -> Result<()> {
+    crate::run(Command::new(crate::cargo()).args(["run", "--quiet", "--example", example]))?;
     let server = server::PgServer::find_or_start()?;
     let runtime = server::runtime()?;
     let admin_url = server.url().to_owned();
-    let name = format!("strata_test_{}_example", std::process::id());
+    let name = format!("strata_test_{}_example_{example}", std::process::id());
     let url = with_database(&admin_url, &name);
     runtime.block_on(async {
         let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -30,7 +40,7 @@ pub(crate) fn run() -> Result<()> {
     })?;
     let ran = crate::run(
         Command::new(crate::cargo())
-            .args(["run", "--quiet", "--example", "users"])
+            .args(["run", "--quiet", "--example", example])
             .env("DATABASE_URL", &url),
     );
     let checked = ran.and_then(|()| runtime.block_on(left_as_found(&url)));

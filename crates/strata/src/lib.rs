@@ -99,7 +99,7 @@
 pub use strata_domain::{
     Aggregate, Change, Context, DecodeError, DomainError, DomainEvent, EncodeError, Envelope,
     ErasureRecord, EventSpec, Loaded, Personal, Repository, SubjectOf, Typed, TypedProjection,
-    Unique, UnknownEvents, Upcaster, WriteModel,
+    TypedSubscription, Unique, UnknownEvents, Upcaster, WriteModel,
 };
 
 #[cfg(feature = "personal-data")]
@@ -115,15 +115,16 @@ pub use strata_event::{
 };
 #[doc(inline)]
 pub use strata_projection::{
-    FailedEvent, MemoryProjections, Projection, ProjectionBackend, ProjectionConfig,
-    ProjectionError, ProjectionRuntime, ProjectionStatus, Reads, ReduceError, RuntimeBuilder,
-    RuntimeConfig, SqlValue, Statement,
+    Consumer, ConsumerConfig, FailedEvent, HandleError, Handled, MemoryProjections, OnFailure,
+    Projection, ProjectionBackend, ProjectionConfig, ProjectionError, ProjectionRuntime,
+    ProjectionStatus, Reads, ReduceError, RuntimeBuilder, RuntimeConfig, SqlValue, Statement,
 };
 #[doc(inline)]
 pub use strata_query::{Order, Query, QueryBuilder, QueryError, SubQuery, SubQueryBuilder};
 #[doc(inline)]
 pub use strata_store::{
-    Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result, SubjectKeyStore,
+    Error, ErrorKind, EventStore, MAX_COMMANDS_PER_PUSH, MemoryStore, Result, StartFrom,
+    SubjectKeyStore, SubscribeOptions, Subscription,
 };
 
 #[cfg(feature = "postgres")]
