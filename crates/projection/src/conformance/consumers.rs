@@ -283,6 +283,12 @@ pub async fn a_failing_aggregate_is_parked_while_others_flow<H: Harness>(harness
     assert_eq!(record.sequence, 1);
     assert_eq!(record.failure_count, 2);
     assert!(record.error.contains("bad is down"), "{}", record.error);
+    let status = runtime.status().await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(
+        (status[0].parked_aggregates, status[0].failed_events),
+        (1, 1)
+    );
     // Later events keep flowing for the others, never for the parked aggregate.
     push_each(&store, &[("good", "doc.renamed"), ("bad", "doc.renamed")]).await;
     recorder

@@ -22,8 +22,11 @@ pub struct ProjectionStatus {
     pub events_behind: u64,
     /// Age of the oldest unprocessed event, 0 when up to date.
     pub seconds_behind: f64,
-    /// Failed events recorded for this projection and instance.
+    /// Failed events recorded for this projection and instance (parked ones included).
     pub failed_events: u64,
+    /// Aggregates parked in this pair ([`OnFailure::Park`](crate::OnFailure::Park)): their later
+    /// events wait for an operator's retry or skip.
+    pub parked_aggregates: u64,
 }
 
 impl<S, B> ProjectionRuntime<S, B>
@@ -73,6 +76,12 @@ where
                     failed_events: failed
                         .iter()
                         .filter(|f| f.projection == name && f.aggregate.instance_id == instance)
+                        .count() as u64,
+                    parked_aggregates: failed
+                        .iter()
+                        .filter(|f| {
+                            f.parked && f.projection == name && f.aggregate.instance_id == instance
+                        })
                         .count() as u64,
                     instance_id: instance,
                 });
