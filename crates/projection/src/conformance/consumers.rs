@@ -278,6 +278,8 @@ pub async fn a_failing_aggregate_is_parked_while_others_flow<H: Harness>(harness
         .await;
     let parked_now = parked(harness, "parking").await;
     assert_eq!(parked_now.len(), 1, "{parked_now:?}");
+    assert_eq!(runtime.parked(Some("parking")).await.unwrap(), parked_now);
+    assert_eq!(runtime.parked(None).await.unwrap(), parked_now);
     let record = &parked_now[0];
     assert_eq!(record.aggregate.aggregate_id.as_str(), "bad");
     assert_eq!(record.sequence, 1);

@@ -10,6 +10,7 @@ use strata_query::Query;
 use strata_store::EventStore;
 
 use crate::backend::{FailedEvent, FailedEventKey, OperatorRequest, ProjectionBackend};
+use crate::consumer::split_partition_name;
 use crate::error::ProjectionError;
 
 use crate::runtime::batch::{handle_window, reduce_guarded, reduce_window};
@@ -74,6 +75,30 @@ where
             self.index(name)?;
         }
         self.inner.backend.failed_events(projection).await
+    }
+
+    /// The parked aggregates (their parked events), of one projection or consumer (all its
+    /// parts) or of every pair this runtime runs, in `(position, in_tx_order)` order per pair.
+    /// Hand one to [`retry_failed`](Self::retry_failed) or [`skip_failed`](Self::skip_failed).
+    pub async fn parked(&self, name: Option<&str>) -> Result<Vec<FailedEvent>, ProjectionError> {
+        let pairs: Vec<&str> = self
+            .inner
+            .projections
+            .iter()
+            .map(|registered| registered.projection.name())
+            .filter(|pair| name.is_none_or(|name| split_partition_name(pair).0 == name))
+            .collect();
+        if let Some(name) = name
+            && pairs.is_empty()
+        {
+            return Err(ProjectionError::UnknownProjection(name.to_owned()));
+        }
+        let mut parked = Vec::new();
+        for pair in pairs {
+            let failed = self.inner.backend.failed_events(Some(pair)).await?;
+            parked.extend(failed.into_iter().filter(|failed| failed.parked));
+        }
+        Ok(parked)
     }
 
     /// Re-reduces and applies a failed event now (after a fix), and forgets the failure. The
