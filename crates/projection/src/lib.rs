@@ -112,5 +112,7 @@ pub use crate::consumer::{
 pub use crate::error::ProjectionError;
 pub use crate::memory::{MemoryLease, MemoryProjections, Row};
 pub use crate::projection::{OnFailure, Projection, ProjectionConfig, Reads, ReduceError};
-pub use crate::runtime::{ProjectionRuntime, ProjectionStatus, RuntimeBuilder, RuntimeConfig};
+pub use crate::runtime::{
+    MAX_FAILURE_COUNT, ProjectionRuntime, ProjectionStatus, RuntimeBuilder, RuntimeConfig,
+};
 pub use crate::statement::{Column, SqlValue, Statement, is_identifier};

@@ -36,6 +36,10 @@ pub use self::status::ProjectionStatus;
 
 use self::scheduler::PairState;
 
+/// The largest `max_failure_count` a projection or consumer may set: attempts are counted in an
+/// SQL `integer`. A consumer that should retry for as long as it takes sets this.
+pub const MAX_FAILURE_COUNT: u32 = i32::MAX as u32;
+
 /// Settings of a whole runtime (one per process).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
@@ -156,6 +160,13 @@ where
             return Err(ProjectionError::InvalidProjection {
                 name,
                 reason: "bulk_limit and max_failure_count must be at least 1".into(),
+            });
+        }
+        // Attempts are counted in an SQL integer: a larger limit could never be reached there.
+        if config.max_failure_count > MAX_FAILURE_COUNT {
+            return Err(ProjectionError::InvalidProjection {
+                name,
+                reason: format!("max_failure_count must be at most {MAX_FAILURE_COUNT}"),
             });
         }
         self.by_name.insert(name, self.projections.len());
