@@ -256,29 +256,20 @@ where
         let mut delivered = false;
         // Whatever the store has ready, up to a run, goes over at once.
         let mut events = self.store.stream(&page).ready_chunks(self.run);
-        while let Some(ready) = events.next().await {
-            let mut run = Vec::with_capacity(ready.len());
-            let (mut last, mut failure) = (None, None);
-            for event in ready {
-                match event {
-                    Ok(event) => {
-                        last = Some(event.cursor());
-                        run.push(Ok(event));
-                    }
-                    Err(err) => {
-                        failure = Some(err);
-                        break;
-                    }
-                }
-            }
-            if let Some(at) = last {
+        while let Some(mut run) = events.next().await {
+            // The events before a failure are delivered; the error follows them.
+            let failure = match run.iter().position(Result::is_err) {
+                Some(failed) => run.drain(failed..).next().and_then(Result::err),
+                None => None,
+            };
+            if let Some(Ok(last)) = run.last() {
+                let at = last.cursor();
                 if self.sender.send(run).await.is_err() {
                     return Ok(Round::Closed);
                 }
                 *cursor = Some(at);
                 delivered = true;
             }
-            // The events before the failure are delivered; the error follows them.
             if let Some(err) = failure {
                 return Err(err);
             }
