@@ -1,7 +1,8 @@
 //! P1 (catch-up), P2 (push-to-projection latency across processes) and W1P (writers beside 20
 //! projections), plus the worker process P2 and W1P run their projections in.
 
-use std::process::{Child, Command as Process, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -517,20 +518,31 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(url: &str, projections: usize, kind: &str) -> Result<Worker> {
-    use std::io::BufRead;
+    let args = ["bench-worker", url, &projections.to_string(), kind];
+    let (worker, _) = spawn_ready(&args, "the projection worker")?;
+    Ok(worker)
+}
+
+/// Starts this executable with `args` and waits for the `ready` line it prints once it is set
+/// up; returns the process and the rest of its output. Its input is a pipe the bench holds open:
+/// S2's subscriber reports when it closes.
+pub(crate) fn spawn_ready(args: &[&str], what: &str) -> Result<(Worker, BufReader<ChildStdout>)> {
     let mut child = Process::new(std::env::current_exe()?)
-        .args(["bench-worker", url, &projections.to_string(), kind])
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting the projection worker process")?;
-    let stdout = child.stdout.take().context("worker stdout")?;
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let worker = Worker(child);
+    let mut output = BufReader::new(stdout);
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    output.read_line(&mut line)?;
     if line.trim() != "ready" {
-        bail!("the projection worker did not start: {line:?}");
+        bail!("{what} did not start: {line:?}");
     }
-    Ok(Worker(child))
+    Ok((worker, output))
 }
 
 /// P2 and W1P on a fresh database: W1 alone at C = 8; then with one projection in another process

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::process::{ChildStdout, Command as Process, Stdio};
+use std::process::ChildStdout;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,7 @@ struct Delivery {
 /// counts as an error.
 pub(crate) async fn s2(store: &PgStore, url: &str, timing: Timing) -> Result<Vec<Row>> {
     eprintln!("bench: S2");
-    let (worker, output) = spawn_subscriber(url)?;
+    let (worker, output) = projections::spawn_ready(&["bench-subscriber", url], "the subscriber")?;
     let returned: Returned = Arc::default();
     let window_start = now_nanos() + nanos_of(timing.warmup);
     let window_end = window_start + nanos_of(timing.measure);
@@ -194,26 +194,6 @@ fn nanos_of(duration: Duration) -> i64 {
 /// A difference of two clock readings; a negative one (see `early` in [`s2`]) as zero.
 fn duration_of(nanos: i64) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
-}
-
-/// Starts `cargo xtask bench-subscriber URL` and waits for it to subscribe.
-fn spawn_subscriber(url: &str) -> Result<(Worker, BufReader<ChildStdout>)> {
-    let mut child = Process::new(std::env::current_exe()?)
-        .args(["bench-subscriber", url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the subscriber process")?;
-    let stdout = child.stdout.take().context("subscriber stdout")?;
-    let worker = Worker(child);
-    let mut output = BufReader::new(stdout);
-    let mut line = String::new();
-    output.read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("the subscriber did not start: {line:?}");
-    }
-    Ok((worker, output))
 }
 
 /// Closes the subscriber's input, which tells it to stop, and reads what it delivered: a line
