@@ -78,11 +78,6 @@ pub struct Subscription {
     task: JoinHandle<()>,
 }
 
-/// Most events the reading task hands over at once. Events travel in runs of what the store
-/// already has, so a consumer that keeps up is woken once per run rather than once per event: a
-/// wake-up across threads cost more than decoding the event.
-const MAX_RUN: usize = 64;
-
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription").finish_non_exhaustive()
@@ -194,6 +189,11 @@ async fn start_cursor<S: EventStore>(
         }
     }
 }
+
+/// Most events the reading task hands over at once. Events travel in runs of what the store
+/// already has, so a consumer that keeps up is woken once per run rather than once per event: a
+/// wake-up across threads cost more than decoding the event.
+const MAX_RUN: usize = 64;
 
 /// The task behind a [`Subscription`].
 struct Reader<S> {
