@@ -37,7 +37,8 @@ catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 p
 (catch-up through a subscription, alternating with raw R2), S2 (push-to-delivery latency of a
 subscription in another process while W1 runs at C = 8), S3 (a durable consumer with a no-op
 handler catching up on P1's events, beside raw P1) and C1-<connector>-<op> (the cache: connector
-memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
+memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
+raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
 not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, the raw R2 and
 raw P1 references of S1 and S3) go to stderr. Redis: REDIS_URL, by default
