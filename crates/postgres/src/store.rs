@@ -28,6 +28,13 @@ use crate::read::{
     render_query_with_archive,
 };
 
+/// Most events [`PgStore`]'s `stream` hands over at once: a run of rows the connection already
+/// received.
+const STREAM_RUN: usize = 64;
+/// Runs a stream's fetching task may get ahead of its reader: with [`STREAM_RUN`], at most 256
+/// decoded events wait in memory.
+const STREAM_RUNS: usize = 4;
+
 /// The three pools a [`PgStore`] uses, kept apart so one kind of work cannot starve another.
 #[derive(Debug, Clone)]
 pub struct PgPools {
@@ -338,10 +345,13 @@ impl EventStore for PgStore {
     }
 
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
-        // The rows are fetched by a task that owns the SQL text and hands events over a small
-        // bounded channel: memory stays flat however many rows match, and dropping the stream
-        // stops the fetch and returns the connection.
-        let (sender, receiver) = mpsc::channel::<Result<Event>>(256);
+        // The rows are fetched and decoded by a task that owns the SQL text and hands events over
+        // a small bounded channel: memory stays flat however many rows match, and dropping the
+        // stream stops the fetch and returns the connection. Events travel in runs of what the
+        // connection had already received (up to `STREAM_RUN`), so a reader keeping up is woken
+        // once per run rather than once per event: a wake-up across threads cost more than
+        // decoding the event.
+        let (sender, receiver) = mpsc::channel::<Vec<Result<Event>>>(STREAM_RUNS);
         let rendered = if self.inner.read_archive {
             render_query_with_archive(query)
         } else {
@@ -349,20 +359,33 @@ impl EventStore for PgStore {
         };
         let pool = self.pools().query().clone();
         tokio::spawn(async move {
-            let mut rows = rendered.to_query_as::<EventRow>().fetch(&pool);
-            while let Some(row) = rows.next().await {
-                let event = row
-                    .map_err(|err| from_sqlx("streaming events", err))
-                    .and_then(EventRow::into_event);
-                let failed = event.is_err();
-                if sender.send(event).await.is_err() || failed {
+            let mut rows = rendered
+                .to_query_as::<EventRow>()
+                .fetch(&pool)
+                .ready_chunks(STREAM_RUN);
+            while let Some(rows) = rows.next().await {
+                let mut events = Vec::with_capacity(rows.len());
+                let mut failed = false;
+                for row in rows {
+                    let event = row
+                        .map_err(|err| from_sqlx("streaming events", err))
+                        .and_then(EventRow::into_event);
+                    failed = event.is_err();
+                    events.push(event);
+                    if failed {
+                        break;
+                    }
+                }
+                if sender.send(events).await.is_err() || failed {
                     return;
                 }
             }
         });
         futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|event| (event, receiver))
+            let events = receiver.recv().await?;
+            Some((futures::stream::iter(events), receiver))
         })
+        .flatten()
         .boxed()
     }
 

@@ -40,9 +40,9 @@ pub enum StartFrom {
 /// How a subscription runs; [`SubscribeOptions::default`] suits most readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeOptions {
-    /// Events read ahead of the consumer (at least 1). A consumer slower than the store makes the
-    /// reading wait once this many are buffered: memory stays bounded whatever its speed.
-    /// Default: 256.
+    /// Events read ahead of the consumer (at least 1), handed over in runs of up to 64. A
+    /// consumer slower than the store makes the reading wait once this many are buffered: memory
+    /// stays bounded whatever its speed. Default: 256.
     pub buffer: usize,
     /// The longest a live subscription waits for a push notice before it looks anyway: the bound
     /// on its latency when notices are lost (a listener reconnecting, a store that cannot hear
@@ -72,7 +72,9 @@ impl Default for SubscribeOptions {
 /// subscription whose query has an upper position bound ends once it delivered everything below
 /// that bound; any other never ends on its own.
 pub struct Subscription {
-    receiver: mpsc::Receiver<Result<Event>>,
+    receiver: mpsc::Receiver<Vec<Result<Event>>>,
+    /// The rest of the last run received, handed out before the next is awaited.
+    received: std::vec::IntoIter<Result<Event>>,
     task: JoinHandle<()>,
 }
 
@@ -93,8 +95,18 @@ impl Drop for Subscription {
 impl Stream for Subscription {
     type Item = Result<Event>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(item) = this.received.next() {
+                return Poll::Ready(Some(item));
+            }
+            match this.receiver.poll_recv(cx) {
+                Poll::Ready(Some(run)) => this.received = run.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -114,16 +126,23 @@ impl Subscription {
         // subscription hears.
         let notices = store.subscribe_pushes();
         let cursor = start_cursor(&store, &query, from).await?;
-        let (sender, receiver) = mpsc::channel(options.buffer);
+        // Runs of up to `run` events, as many as fit in `buffer` (at least one).
+        let run = options.buffer.min(MAX_RUN);
+        let (sender, receiver) = mpsc::channel(options.buffer / run);
         let reader = Reader {
             notices,
             store,
             query,
             options,
+            run,
             sender,
         };
         let task = tokio::spawn(reader.run(cursor));
-        Ok(Subscription { receiver, task })
+        Ok(Subscription {
+            receiver,
+            received: Vec::new().into_iter(),
+            task,
+        })
     }
 }
 
@@ -171,12 +190,19 @@ async fn start_cursor<S: EventStore>(
     }
 }
 
+/// Most events the reading task hands over at once. Events travel in runs of what the store
+/// already has, so a consumer that keeps up is woken once per run rather than once per event: a
+/// wake-up across threads cost more than decoding the event.
+const MAX_RUN: usize = 64;
+
 /// The task behind a [`Subscription`].
 struct Reader<S> {
     store: S,
     query: Query,
     options: SubscribeOptions,
-    sender: mpsc::Sender<Result<Event>>,
+    /// Most events sent at once.
+    run: usize,
+    sender: mpsc::Sender<Vec<Result<Event>>>,
     notices: Option<broadcast::Receiver<Pushed>>,
 }
 
@@ -228,15 +254,25 @@ where
         }
         .below(horizon);
         let mut delivered = false;
-        let mut events = self.store.stream(&page);
-        while let Some(event) = events.next().await {
-            let event = event?;
-            let at = event.cursor();
-            if self.sender.send(Ok(event)).await.is_err() {
-                return Ok(Round::Closed);
+        // Whatever the store has ready, up to a run, goes over at once.
+        let mut events = self.store.stream(&page).ready_chunks(self.run);
+        while let Some(mut run) = events.next().await {
+            // The events before a failure are delivered; the error follows them.
+            let failure = match run.iter().position(Result::is_err) {
+                Some(failed) => run.drain(failed..).next().and_then(Result::err),
+                None => None,
+            };
+            if let Some(Ok(last)) = run.last() {
+                let at = last.cursor();
+                if self.sender.send(run).await.is_err() {
+                    return Ok(Round::Closed);
+                }
+                *cursor = Some(at);
+                delivered = true;
             }
-            *cursor = Some(at);
-            delivered = true;
+            if let Some(err) = failure {
+                return Err(err);
+            }
         }
         if self.bounded_below(horizon) {
             return Ok(Round::Finished);
@@ -314,7 +350,7 @@ where
     /// Hands `err` to the reader and pauses before the next attempt; `false` when the reader
     /// is gone.
     async fn report(&self, err: Error) -> bool {
-        if self.sender.send(Err(err)).await.is_err() {
+        if self.sender.send(vec![Err(err)]).await.is_err() {
             return false;
         }
         tokio::select! {

@@ -8,6 +8,7 @@ mod reads;
 mod runner;
 mod setup;
 mod stats;
+mod subscriptions;
 mod typed;
 mod writes;
 
@@ -22,6 +23,7 @@ use crate::perf::stats::{Row, Samples};
 use crate::server;
 
 pub(crate) use projections::worker;
+pub(crate) use subscriptions::subscriber;
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
@@ -31,15 +33,19 @@ in rounds alternating with W1), W1-encrypted (W1 with one personal field sealed 
 alternating with W1), R1 R2 Q1 (reads over 200 000+ events), R1-typed, R1-encrypted (R1-typed with
 a sealed field per event) and R10k
 (aggregates loaded through the typed layer, R10k also through a snapshot), P1 (projection
-catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections) and
-C1-<connector>-<op> (the cache: connector memory, postgres or redis; op get-hit, get-miss or set;
-`C1` alone names all nine), each beside a raw-SQL baseline from the same run where one exists.
+catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections), S1
+(catch-up through a subscription, alternating with raw R2), S2 (push-to-delivery latency of a
+subscription in another process while W1 runs at C = 8), S3 (a durable consumer with a no-op
+handler catching up on P1's events, beside raw P1) and C1-<connector>-<op> (the cache: connector
+memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
+raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
-not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted) go to stderr. Redis: REDIS_URL, by default
+not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, the raw R2 and
+raw P1 references of S1 and S3) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 15] = [
+const EVENT_WORKLOADS: [&str; 18] = [
     "W1",
     "W2",
     "W3",
@@ -55,6 +61,9 @@ const EVENT_WORKLOADS: [&str; 15] = [
     "P1",
     "P2",
     "W1P",
+    "S1",
+    "S2",
+    "S3",
 ];
 
 /// Whether `name` is a standard workload (`--json` prints only these).
@@ -139,6 +148,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .into_iter()
             .chain(keyed_line(&rows))
             .chain(poll_line(&rows))
+            .chain(reference_lines(&rows))
         {
             eprintln!("bench: not a standard row: {line}");
         }
@@ -258,6 +268,8 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         "R2",
         "Q1",
         "P1",
+        "S1",
+        "S3",
     ]
     .iter()
     .any(|w| wanted(w))
@@ -288,13 +300,34 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         if wanted("P1") {
             rows.extend(projections::p1(&store, &pool).await?);
         }
+        if wanted("S1") {
+            eprintln!("bench: S1, in rounds alternating with raw R2");
+            let rounds: u32 = if options.quick { 2 } else { 4 };
+            rows.extend(subscriptions::s1(&store, &pool, rounds).await?);
+        }
+        if wanted("S3") {
+            eprintln!("bench: S3");
+            // Raw P1 of this run when P1 ran (just before), measured the same way otherwise.
+            let raw_p1 = match find_row(&rows, "raw", "P1", 1) {
+                Some(row) => row.clone(),
+                None => projections::p1_raw(&pool).await?,
+            };
+            rows.extend(subscriptions::s3(&store, raw_p1).await?);
+        }
     }
-    if wanted("P2") || wanted("W1P") {
+    if wanted("P2") || wanted("W1P") || wanted("S2") {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         let pool = database.pool(2);
         let database_url = database_url(url, &database);
-        rows.extend(projections::p2_and_w1p(&store, &pool, &database_url, timing, &wanted).await?);
+        if wanted("P2") || wanted("W1P") {
+            rows.extend(
+                projections::p2_and_w1p(&store, &pool, &database_url, timing, &wanted).await?,
+            );
+        }
+        if wanted("S2") {
+            rows.extend(subscriptions::s2(&store, &database_url, timing).await?);
+        }
     }
     if cache::workloads().any(|w| wanted(&w)) {
         rows.extend(
@@ -325,6 +358,17 @@ fn database_url(admin_url: &str, database: &BenchDatabase) -> String {
     }
 }
 
+/// The row of `workload` at `concurrency` measured on `system`, if there is one.
+fn find_row<'a>(
+    rows: &'a [Row],
+    system: &str,
+    workload: &str,
+    concurrency: usize,
+) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.system == system && r.workload == workload && r.concurrency == concurrency)
+}
+
 fn rate(row: &Row) -> f64 {
     row.events_per_sec.or(row.ops_per_sec).unwrap_or(0.0)
 }
@@ -344,8 +388,7 @@ fn print_event_table(rows: &[Row]) {
         "load", "C", "strata ev/s", "raw ev/s", "ratio", "strata p50/p99", "raw p50/p99", "errors"
     );
     let find = |system: &str, workload: &str, concurrency: usize| {
-        rows.iter()
-            .find(|r| r.system == system && r.workload == workload && r.concurrency == concurrency)
+        find_row(rows, system, workload, concurrency)
     };
     for row in rows
         .iter()
@@ -355,6 +398,8 @@ fn print_event_table(rows: &[Row]) {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),
             "W1-encrypted" => find("strata-plain", "W1-encrypted", row.concurrency),
+            "S1" => find("raw-r2", "S1", row.concurrency),
+            "S3" => find("raw-p1", "S3", row.concurrency),
             _ => find("raw", &row.workload, row.concurrency),
         };
         let (raw_rate, ratio, raw_latency) = match reference {
@@ -392,6 +437,7 @@ fn print_event_table(rows: &[Row]) {
         ("R1-encrypted", "R1-typed"),
         ("R10k-typed", "R10k"),
         ("R10k-snapshot", "R10k"),
+        ("S3", "P1"),
     ] {
         if let (Some(typed_row), Some(untyped_row)) =
             (find("strata", typed, 1), find("strata", untyped, 1))
@@ -427,6 +473,35 @@ fn print_event_table(rows: &[Row]) {
             p2.p50_ms, p2.p99_ms
         );
     }
+    if let Some(s2) = find("strata", "S2", 8) {
+        println!(
+            "S2: push-to-delivery latency of a subscription in another process, p50 {:.1} ms, \
+             p99 {:.1} ms",
+            s2.p50_ms, s2.p99_ms
+        );
+    }
+}
+
+/// S1 and S3 beside their raw references from the same run (not standard rows), when they ran.
+fn reference_lines(rows: &[Row]) -> Vec<String> {
+    [
+        ("S1", "raw-r2", "raw R2 in alternating rounds"),
+        ("S3", "raw-p1", "raw P1"),
+    ]
+    .into_iter()
+    .filter_map(|(workload, system, what)| {
+        let (row, reference) = (
+            find_row(rows, "strata", workload, 1)?,
+            find_row(rows, system, workload, 1)?,
+        );
+        Some(format!(
+            "{workload} {:.0} ev/s beside {what} {:.0} ev/s: ratio {:.2}",
+            rate(row),
+            rate(reference),
+            rate(row) / rate(reference).max(1e-9)
+        ))
+    })
+    .collect()
 }
 
 /// W1-keyed at C = 8 beside Strata's W1 from the same alternating rounds, when W1-keyed ran.

@@ -1,17 +1,18 @@
 //! P1 (catch-up), P2 (push-to-projection latency across processes) and W1P (writers beside 20
 //! projections), plus the worker process P2 and W1P run their projections in.
 
-use std::process::{Child, Command as Process, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use strata_event::{Event, InstanceId};
+use strata_event::{Event, InstanceId, Position};
 use strata_postgres::{PgConfig, PgProjections, PgStore};
 use strata_projection::{
-    Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue,
-    Statement,
+    Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeBuilder,
+    RuntimeConfig, SqlValue, Statement,
 };
 use strata_store::EventStore;
 
@@ -19,7 +20,8 @@ use crate::perf::runner::Timing;
 use crate::perf::stats::{Latencies, Row, Samples};
 use crate::perf::writes;
 
-const BULK: u32 = 1_000;
+/// Events per projection batch (and raw P1's page); S3's consumer uses it too.
+pub(crate) const BULK: u32 = 1_000;
 
 /// One upsert per event into `bench_model`: P1's read model.
 struct Model;
@@ -66,59 +68,85 @@ CREATE TABLE IF NOT EXISTS raw_model (instance_id TEXT, aggregate_id TEXT, last_
 CREATE TABLE IF NOT EXISTS raw_checkpoint (id INT PRIMARY KEY, position NUMERIC, in_tx_order INT);
 ";
 
-/// P1: the runtime catching up on everything loaded, beside a loop that reads pages of the same
-/// size and applies them as one multi-row upsert plus a checkpoint per transaction.
+/// What P1 projects and S3 consumes: every `session` event, in every instance that has one, up to
+/// the latest position.
+pub(crate) struct SessionEvents {
+    total: u64,
+    instances: Vec<InstanceId>,
+    latest: Position,
+}
+
+impl SessionEvents {
+    pub(crate) async fn of(store: &PgStore) -> Result<SessionEvents> {
+        let sessions = strata_query::Query::builder()
+            .all_instances()
+            .aggregate_types(["session"])
+            .build()?;
+        let latest = store
+            .latest_position(&strata_query::Query::all())
+            .await?
+            .context("events loaded")?;
+        Ok(SessionEvents {
+            total: store.count(&sessions).await?,
+            instances: store.instance_ids(&sessions).await?,
+            latest,
+        })
+    }
+
+    /// Starts `runtime` and times `name` (a projection or a consumer of one part) catching up on
+    /// these events in every instance; the runtime is shut down afterwards.
+    pub(crate) async fn timed_catch_up(
+        &self,
+        runtime: RuntimeBuilder<PgStore, PgProjections>,
+        name: &str,
+    ) -> Result<(Samples, Duration)> {
+        let started = Instant::now();
+        let runtime = runtime.start().await?;
+        for instance in &self.instances {
+            runtime
+                .catch_up(name, instance, self.latest, Duration::from_secs(600))
+                .await?;
+        }
+        let elapsed = started.elapsed();
+        runtime.shutdown(Duration::from_secs(30)).await?;
+        let samples = Samples {
+            latencies: Latencies::of(elapsed),
+            events: self.total,
+            errors: 0,
+        };
+        Ok((samples, elapsed))
+    }
+}
+
+/// P1: the runtime catching up on everything loaded, beside [`p1_raw`].
 pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
     eprintln!("bench: P1");
     sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM eventstore.events WHERE aggregate_type = 'session'",
-    )
-    .fetch_one(pool)
-    .await?;
-    let instances = store
-        .instance_ids(
-            &strata_query::Query::builder()
-                .all_instances()
-                .aggregate_types(["session"])
-                .build()?,
-        )
-        .await?;
-    let latest = store
-        .latest_position(&strata_query::Query::all())
-        .await?
-        .context("events loaded")?;
-
-    let started = Instant::now();
     let runtime = ProjectionRuntime::builder(
         store.clone(),
         PgProjections::new(store.pools().projection().clone()),
     )
-    .register(Model)?
-    .start()
-    .await?;
-    for instance in &instances {
-        runtime
-            .catch_up("bench_model", instance, latest, Duration::from_secs(600))
-            .await?;
-    }
-    let strata = Samples {
-        latencies: Latencies::of(started.elapsed()),
-        events: total as u64,
-        errors: 0,
-    }
-    .events_row("strata", "P1", 1, started.elapsed());
-    runtime.shutdown(Duration::from_secs(30)).await?;
+    .register(Model)?;
+    let (samples, elapsed) = SessionEvents::of(store)
+        .await?
+        .timed_catch_up(runtime, "bench_model")
+        .await?;
+    let strata = samples.events_row("strata", "P1", 1, elapsed);
+    Ok(vec![strata, p1_raw(pool).await?])
+}
 
+/// Raw P1: a loop that reads pages of P1's size and applies each as one multi-row upsert plus a
+/// checkpoint per transaction.
+pub(crate) async fn p1_raw(pool: &PgPool) -> Result<Row> {
+    sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
     let started = Instant::now();
     let applied = raw_catch_up(pool).await?;
-    let raw = Samples {
+    Ok(Samples {
         latencies: Latencies::of(started.elapsed()),
         events: applied,
         errors: 0,
     }
-    .events_row("raw", "P1", 1, started.elapsed());
-    Ok(vec![strata, raw])
+    .events_row("raw", "P1", 1, started.elapsed()))
 }
 
 async fn raw_catch_up(pool: &PgPool) -> Result<u64> {
@@ -479,7 +507,8 @@ async fn poll(
     }
 }
 
-struct Worker(Child);
+/// A child process of the bench, killed when dropped.
+pub(crate) struct Worker(pub(crate) Child);
 
 impl Drop for Worker {
     fn drop(&mut self) {
@@ -489,20 +518,31 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(url: &str, projections: usize, kind: &str) -> Result<Worker> {
-    use std::io::BufRead;
+    let args = ["bench-worker", url, &projections.to_string(), kind];
+    let (worker, _) = spawn_ready(&args, "the projection worker")?;
+    Ok(worker)
+}
+
+/// Starts this executable with `args` and waits for the `ready` line it prints once it is set
+/// up; returns the process and the rest of its output. Its input is a pipe the bench holds open:
+/// S2's subscriber reports when it closes.
+pub(crate) fn spawn_ready(args: &[&str], what: &str) -> Result<(Worker, BufReader<ChildStdout>)> {
     let mut child = Process::new(std::env::current_exe()?)
-        .args(["bench-worker", url, &projections.to_string(), kind])
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting the projection worker process")?;
-    let stdout = child.stdout.take().context("worker stdout")?;
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let worker = Worker(child);
+    let mut output = BufReader::new(stdout);
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    output.read_line(&mut line)?;
     if line.trim() != "ready" {
-        bail!("the projection worker did not start: {line:?}");
+        bail!("{what} did not start: {line:?}");
     }
-    Ok(Worker(child))
+    Ok((worker, output))
 }
 
 /// P2 and W1P on a fresh database: W1 alone at C = 8; then with one projection in another process

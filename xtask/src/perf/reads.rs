@@ -1,7 +1,7 @@
 //! Data for the read workloads, and R1, R2, Q1: Strata's reads beside hand-written SQL.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -17,7 +17,8 @@ use crate::perf::runner::{Operation, Timing, payload, run};
 use crate::perf::stats::{Row, Samples};
 
 const LOAD_PUSH: usize = 5_000;
-const PAGE: i64 = 1_000;
+/// R2's page size; S1 records a latency per as many events.
+pub(crate) const PAGE: i64 = 1_000;
 const COLUMNS: &str = "instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, \
      created_at, creator, owner, payload::text, position, in_tx_order";
 
@@ -210,6 +211,13 @@ async fn r2_strata(store: &PgStore, passes: u32) -> Result<Row> {
 }
 
 async fn r2_raw(pool: &PgPool, passes: u32) -> Result<Row> {
+    let (samples, elapsed) = r2_raw_samples(pool, passes).await?;
+    Ok(samples.events_row("raw", "R2", 1, elapsed))
+}
+
+/// Raw R2's pages over `passes` passes (a latency per page), and how long they took: R2's
+/// baseline, and S1's reference in the rounds that alternate with it.
+pub(crate) async fn r2_raw_samples(pool: &PgPool, passes: u32) -> Result<(Samples, Duration)> {
     let first = format!("SELECT {COLUMNS} FROM raw.events ORDER BY position, in_tx_order LIMIT $1");
     let next = format!(
         "SELECT {COLUMNS} FROM raw.events WHERE (position, in_tx_order) > ($1, $2) \
@@ -240,5 +248,5 @@ async fn r2_raw(pool: &PgPool, passes: u32) -> Result<Row> {
             }
         }
     }
-    Ok(samples.events_row("raw", "R2", 1, started.elapsed()))
+    Ok((samples, started.elapsed()))
 }

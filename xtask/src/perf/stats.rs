@@ -71,7 +71,7 @@ impl Latencies {
 
     /// The latency at `fraction` (0.5 for the median), in milliseconds: the middle of the bucket
     /// holding the sample a sorted list would have at index `round((n - 1) × fraction)`.
-    fn percentile(&self, fraction: f64) -> f64 {
+    pub(crate) fn percentile(&self, fraction: f64) -> f64 {
         if self.total == 0 {
             return 0.0;
         }

@@ -18,7 +18,8 @@ use crate::perf::stats::{Row, Samples};
 pub(crate) const AGGREGATES: u64 = 10_000;
 const W3_EVENTS: usize = 100;
 
-fn command(aggregate_id: &str, n: u64) -> Result<Command> {
+/// W1's command: one `user.changed` event of about 200 bytes for `aggregate_id`.
+pub(crate) fn command(aggregate_id: &str, n: u64) -> Result<Command> {
     Ok(
         Command::builder("bench", "user", aggregate_id, "user.changed")
             .creator("bench")
