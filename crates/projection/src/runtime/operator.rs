@@ -23,13 +23,49 @@ where
 {
     /// Resets `projection` (in one instance, or in all) and replays it from the first event, while
     /// every other projection keeps running.
+    ///
+    /// For a consumer, `projection` may name the consumer: each of its parts is reset, so every
+    /// event is delivered again.
     pub async fn rebuild(
         &self,
         projection: &str,
         instance: Option<&InstanceId>,
     ) -> Result<(), ProjectionError> {
-        let index = self.index(projection)?;
+        let parts: Vec<usize> = match self.index(projection) {
+            Ok(index) => vec![index],
+            Err(ProjectionError::UnknownProjection(_)) => self.parts_of(projection),
+            Err(err) => return Err(err),
+        };
+        if parts.is_empty() {
+            return Err(ProjectionError::UnknownProjection(projection.to_owned()));
+        }
+        for index in parts {
+            self.rebuild_pair(index, instance).await?;
+        }
+        Ok(())
+    }
+
+    /// The pairs of a consumer's parts.
+    fn parts_of(&self, consumer: &str) -> Vec<usize> {
+        self.inner
+            .projections
+            .iter()
+            .enumerate()
+            .filter(|(_, registered)| {
+                registered.part.is_some()
+                    && split_partition_name(registered.projection.name()).0 == consumer
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    async fn rebuild_pair(
+        &self,
+        index: usize,
+        instance: Option<&InstanceId>,
+    ) -> Result<(), ProjectionError> {
         let registered = &self.inner.projections[index];
+        let projection = registered.projection.name();
         let instances: Vec<InstanceId> = match instance {
             Some(instance) => vec![instance.clone()],
             None => {
