@@ -315,6 +315,9 @@ mod tests {
         // Fixed values: the hash must not change between releases, or parts would swap
         // aggregates (and their order) across an upgrade.
         let fixed = AggregateRef::new("i", "user", "u-1").unwrap_or_else(|_| unreachable!());
-        assert_eq!(aggregate_partition(&fixed, 64), aggregate_partition(&fixed, 64));
+        assert_eq!(
+            aggregate_partition(&fixed, 64),
+            aggregate_partition(&fixed, 64)
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::backend::{
     BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailurePolicy, NextFailure,
     ProjectionBackend, ReducedEvent, Unparked,
 };
-use crate::projection::OnFailure;
 use crate::error::ProjectionError;
+use crate::projection::OnFailure;
 use crate::statement::{Column, SqlValue, Statement};
 
 /// A read-model row: column name to value.
@@ -387,7 +387,11 @@ impl ProjectionBackend for MemoryProjections {
     ) -> Result<Unparked, ProjectionError> {
         let mut state = lock(&self.state);
         let projection = lease.key.projection.clone();
-        let parked_key = (projection.clone(), parked.aggregate.clone(), parked.sequence);
+        let parked_key = (
+            projection.clone(),
+            parked.aggregate.clone(),
+            parked.sequence,
+        );
         // One lock for all of it: nobody sees the events applied without the record updated.
         let mut unparked = Unparked::default();
         let mut failure = None;

@@ -144,7 +144,7 @@ pub(crate) async fn unpark_in_order(
     .execute(&mut *lease.tx)
     .await
     .map_err(|err| store_error("releasing a parked aggregate", err))?;
-        if let Some((reduced, error)) = failure {
+    if let Some((reduced, error)) = failure {
         let again = !skip_parked && reduced.event.sequence == parked.sequence;
         let count = if again {
             parked.failure_count.saturating_add(1)

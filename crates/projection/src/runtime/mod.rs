@@ -123,7 +123,11 @@ where
         for part in ConsumerPart::split(consumer)? {
             let part = Arc::new(part);
             let part_name = part.name.clone();
-            self = self.add(Arc::clone(&part) as Arc<dyn Projection>, &part_name, Some(part))?;
+            self = self.add(
+                Arc::clone(&part) as Arc<dyn Projection>,
+                &part_name,
+                Some(part),
+            )?;
         }
         Ok(self)
     }
