@@ -2,14 +2,15 @@
 //!
 //! Every subcommand lives in its own module; this file holds the command list, the arguments every
 //! command shares and those of the older commands, the dispatch, and the exit codes: 0 success,
-//! 1 failure, 2 bad usage. The later command groups (`subscribe`, `delete`, `archive`, `erase`,
-//! `keys`) define their arguments beside their code, and `filters.rs` the
+//! 1 failure, 2 bad usage. The later command groups (`subscribe`, `consumers`, `delete`,
+//! `archive`, `erase`, `keys`) define their arguments beside their code, and `filters.rs` the
 //! query filters `query` and `subscribe` share. Argument doc comments are the `--help` text,
 //! snapshotted in `tests/help/`.
 
 mod archive;
 mod cache;
 mod connect;
+mod consumers;
 mod delete;
 mod erase;
 mod filters;
@@ -34,7 +35,7 @@ use crate::output::OutputFormat;
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Operate a Strata event store on PostgreSQL: migrate, push, query, subscribe, projections,
-/// cache, mirror.
+/// consumers, cache, mirror.
 #[derive(Debug, Parser)]
 #[command(
     name = "strata",
@@ -49,6 +50,7 @@ Examples:
   strata query --instance tenant-1 --limit 20      the first 20 events of an instance
   strata subscribe --instance tenant-1             stream its events, then each as it commits
   strata projections status --watch                projection lag, refreshed every 2 s
+  strata consumers parked                          aggregates consumers parked after failures
   strata mirror --from postgres://old/app --to postgres://new/app
 
 Every command takes --output json for one JSON object per line on stdout.
@@ -182,6 +184,10 @@ Examples:
     /// Projections: status, failed events, rebuilds, unregistering
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+
+    /// Durable consumers: status, parked aggregates, retrying or skipping them, unregistering
+    #[command(subcommand)]
+    Consumers(consumers::ConsumersCommand),
 
     /// Cache administration (the PostgreSQL cache connector's tables)
     #[command(subcommand)]
@@ -620,6 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(*args).await,
         Command::Subscribe(args) => subscribe::run(*args).await,
         Command::Projections(command) => projections::run(command).await,
+        Command::Consumers(command) => consumers::run(command).await,
         Command::Cache(command) => cache::run(command).await,
         Command::Mirror(args) => mirror::run(args).await,
         Command::Delete(command) => delete::run(command).await,
