@@ -86,7 +86,7 @@ pub(crate) struct ArchiveSelectionArgs {
     #[arg(long, value_name = "AGE", value_parser = crate::cache::parse_age, required_unless_present = "before", conflicts_with = "before")]
     older_than: Option<std::time::Duration>,
     /// Only aggregates whose latest event was created before TIME (RFC 3339)
-    #[arg(long, value_name = "TIME", value_parser = crate::query::parse_instant)]
+    #[arg(long, value_name = "TIME", value_parser = crate::filters::parse_instant)]
     before: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
     database: Database,

@@ -18,8 +18,10 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<PgStore> {
         group_commit: GroupCommitConfig::default(),
         // Running projection runtimes elsewhere then apply what `strata push` stores at once.
         notify_pushes: true,
-        // The CLI runs no projection: nothing of it needs other processes' pushes.
-        listen_for_pushes: false,
+        // `strata subscribe` is woken by other processes' pushes. The listening connection is
+        // taken (from the projection pool, which no command of the CLI otherwise uses) only while
+        // something subscribes, so other commands hold no more connections for it.
+        listen_for_pushes: true,
         // Keys `strata push --idempotency-key` records count as long as a service's do.
         ..PgConfig::default()
     };

@@ -2,15 +2,18 @@
 //!
 //! Every subcommand lives in its own module; this file holds the command list, the arguments every
 //! command shares and those of the older commands, the dispatch, and the exit codes: 0 success,
-//! 1 failure, 2 bad usage. The later command groups (`delete`, `archive`, `erase`, `keys`) define
-//! their arguments beside their code. Argument doc comments are the `--help` text, snapshotted in
-//! `tests/help/`.
+//! 1 failure, 2 bad usage. The later command groups (`subscribe`, `consumers`, `delete`,
+//! `archive`, `erase`, `keys`) define their arguments beside their code, and `filters.rs` the
+//! query filters `query` and `subscribe` share. Argument doc comments are the `--help` text,
+//! snapshotted in `tests/help/`.
 
 mod archive;
 mod cache;
 mod connect;
+mod consumers;
 mod delete;
 mod erase;
+mod filters;
 mod keys;
 mod migrate;
 mod mirror;
@@ -20,6 +23,7 @@ mod projections;
 mod push;
 mod query;
 mod roles;
+mod subscribe;
 
 use std::process::ExitCode;
 
@@ -30,7 +34,8 @@ use crate::output::OutputFormat;
 /// The database used when neither `--database-url` nor `DATABASE_URL` names one.
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Operate a Strata event store on PostgreSQL: migrate, push, query, projections, cache, mirror.
+/// Operate a Strata event store on PostgreSQL: migrate, push, query, subscribe, projections,
+/// consumers, cache, mirror.
 #[derive(Debug, Parser)]
 #[command(
     name = "strata",
@@ -43,8 +48,9 @@ Examples:
   strata roles create                              least-privilege roles for this database
   strata push events.jsonl                         push one command per line
   strata query --instance tenant-1 --limit 20      the first 20 events of an instance
-  strata query --instance tenant-1 --follow        stream its events as they commit
+  strata subscribe --instance tenant-1             stream its events, then each as it commits
   strata projections status --watch                projection lag, refreshed every 2 s
+  strata consumers parked                          aggregates consumers parked after failures
   strata mirror --from postgres://old/app --to postgres://new/app
 
 Every command takes --output json for one JSON object per line on stdout.
@@ -143,12 +149,45 @@ Examples:
   strata query --all-instances --event-type user.added --limit 10
   strata query --instance t1 --aggregate-type session --exclude-aggregates-with-type session \\
                --exclude-aggregates-with-event session.revoked
-  strata query --instance tenant-1 --follow | jq .event_type")]
+
+To keep reading as events commit, use `strata subscribe` with the same filters.")]
     Query(Box<QueryArgs>),
+
+    /// Stream the events a query selects as JSON lines: the stored ones, then each as it commits
+    #[command(after_help = "\
+Takes the filters of `strata query` and prints each event as `strata query --output json` does,
+one line per event, flushed at once, in (position, in_tx_order) order, each once. It reads only
+below the commit horizon and is woken by LISTEN/NOTIFY, so an event whose push commits late is
+never skipped. It starts with the first matching event (--from-beginning, the default), after a
+cursor (--after, e.g. the last line's `cursor` of an earlier run), or with what commits from now
+on (--from-now), and runs until interrupted, until --stop-after N events, until the reader closes
+the pipe (exit 0), or, with --at-or-before, once it passed that position.
+
+--limit, --offset, --descending and the aggregate exclusions are refused: a stream has no end,
+skips nothing, reads oldest first, and cannot take back an event already printed.
+
+Examples:
+  strata subscribe --instance tenant-1 | jq .event_type
+  strata subscribe --instance tenant-1 --from-now --event-type user.added
+  strata subscribe --all-instances --after 1725257931223002628:3 --stop-after 100",
+        // The shared filters' help speaks of a query's pages; a subscription starts there. The
+        // exclusions are refused, so they are not offered.
+        mut_arg("after", |arg| arg.help(
+            "Start right after a cursor (POS:ORDER, e.g. the last line's `cursor` of an earlier \
+             run), or after every event of a position (POS)"
+        )),
+        mut_arg("exclude_aggregate_types", |arg| arg.hide(true)),
+        mut_arg("exclude_event_types", |arg| arg.hide(true))
+    )]
+    Subscribe(Box<subscribe::SubscribeArgs>),
 
     /// Projections: status, failed events, rebuilds, unregistering
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+
+    /// Durable consumers: status, parked aggregates, retrying or skipping them, unregistering
+    #[command(subcommand)]
+    Consumers(consumers::ConsumersCommand),
 
     /// Cache administration (the PostgreSQL cache connector's tables)
     #[command(subcommand)]
@@ -288,94 +327,24 @@ struct PushArgs {
 
 #[derive(Debug, Args)]
 struct QueryArgs {
-    /// Only this instance (repeatable)
-    #[arg(long = "instance", value_name = "ID", conflicts_with = "all_instances")]
-    instances: Vec<String>,
-    /// Read every instance (a query without --instance must say so)
-    #[arg(long)]
-    all_instances: bool,
-    /// Not this instance (repeatable)
-    #[arg(long = "exclude-instance", value_name = "ID")]
-    exclude_instances: Vec<String>,
-    /// Only this aggregate type (repeatable)
-    #[arg(long = "aggregate-type", value_name = "TYPE")]
-    aggregate_types: Vec<String>,
-    /// Only this aggregate id (repeatable)
-    #[arg(long = "aggregate-id", value_name = "ID")]
-    aggregate_ids: Vec<String>,
-    /// Only this event type (repeatable)
-    #[arg(long = "event-type", value_name = "TYPE")]
-    event_types: Vec<String>,
-    /// Only this owner (repeatable)
-    #[arg(long = "owner", value_name = "OWNER")]
-    owners: Vec<String>,
-    /// Only this creator (repeatable)
-    #[arg(long = "creator", value_name = "CREATOR")]
-    creators: Vec<String>,
-    /// Only events whose metadata carries this correlation id
-    #[arg(long, value_name = "ID")]
-    correlation_id: Option<String>,
-    /// Only events after a cursor (POS:ORDER, from a JSON line's `cursor`: the next page), or
-    /// strictly after a position (POS: every event of that position is left out)
-    #[arg(long, value_name = "CURSOR|POS", allow_negative_numbers = true, value_parser = query::parse_after)]
-    after: Option<query::After>,
-    /// Only events positioned at or before POS
-    #[arg(long, value_name = "POS", allow_negative_numbers = true)]
-    at_or_before: Option<strata_event::Position>,
-    /// Only events with a sequence greater than N
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    sequence_greater_than: Option<u64>,
-    /// Only events created strictly after TIME, an RFC 3339 instant with its offset (e.g.
-    /// 2026-01-31T12:00:00Z or 2026-01-31T13:00:00+01:00)
-    #[arg(long, value_name = "TIME", value_parser = query::parse_instant)]
-    created_after: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only events created strictly before TIME (RFC 3339, as for --created-after)
-    #[arg(long, value_name = "TIME", value_parser = query::parse_instant)]
-    created_before: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only events whose payload contains this JSON object (PostgreSQL `@>`)
-    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
-    payload_contains: Option<serde_json::Value>,
-    /// Drop aggregates that have an event of --exclude-aggregates-with-event on an aggregate of
-    /// this type (repeatable; any type when absent)
-    #[arg(
-        long = "exclude-aggregates-with-type",
-        value_name = "TYPE",
-        requires = "exclude_event_types"
-    )]
-    exclude_aggregate_types: Vec<String>,
-    /// Drop every event of an aggregate id that also has an event of this type (repeatable)
-    #[arg(
-        long = "exclude-aggregates-with-event",
-        value_name = "TYPE",
-        id = "exclude_event_types"
-    )]
-    exclude_event_types: Vec<String>,
+    #[command(flatten)]
+    filters: filters::QueryFilters,
     /// Newest first
-    #[arg(long, conflicts_with = "follow")]
+    #[arg(long)]
     descending: bool,
     /// Return at most N events
     // Negative numbers parse as values, so the error names the flag instead of an unknown `-1`.
-    #[arg(
-        long,
-        value_name = "N",
-        conflicts_with = "follow",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     limit: Option<u64>,
     /// Skip the first N events (reads what it skips; prefer --after for paging)
-    #[arg(
-        long,
-        value_name = "N",
-        conflicts_with = "follow",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     offset: Option<u64>,
-    /// Keep streaming new events in order as they commit (Ctrl-C stops)
-    #[arg(long)]
+    /// Gone: refused with a pointer to `strata subscribe`, which streams instead of polling
+    #[arg(long, hide = true)]
     follow: bool,
     /// Also read the archive (`strata archive run` moved events there), as if its events were
     /// still in the hot table
-    #[arg(long, conflicts_with = "follow")]
+    #[arg(long)]
     include_archive: bool,
     #[command(flatten)]
     database: Database,
@@ -616,15 +585,6 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
-fn parse_json_object(text: &str) -> Result<serde_json::Value, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|err| format!("not JSON: {err}"))?;
-    if !value.is_object() {
-        return Err("must be a JSON object, e.g. '{\"plan\": \"pro\"}'".into());
-    }
-    Ok(value)
-}
-
 /// Test hook: when set, the binary exits 0 right after parsing its arguments, so the docs test can
 /// check that every command line in the documentation parses without running it.
 const PARSE_ONLY_ENV: &str = "STRATA_PARSE_ONLY";
@@ -664,7 +624,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Roles(command) => roles::run(command).await,
         Command::Push(args) => push::run(args).await,
         Command::Query(args) => query::run(*args).await,
+        Command::Subscribe(args) => subscribe::run(*args).await,
         Command::Projections(command) => projections::run(command).await,
+        Command::Consumers(command) => consumers::run(command).await,
         Command::Cache(command) => cache::run(command).await,
         Command::Mirror(args) => mirror::run(args).await,
         Command::Delete(command) => delete::run(command).await,

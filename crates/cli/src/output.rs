@@ -104,9 +104,33 @@ pub(crate) fn write_json_line(
     out: &mut impl Write,
     value: &impl serde::Serialize,
 ) -> anyhow::Result<()> {
-    serde_json::to_writer(&mut *out, value).context("encoding output as JSON")?;
-    writeln!(out).context("writing to stdout")?;
+    // Encoded first, so that a failed write is an `io::Error` that `ends_at_closed_pipe` can
+    // recognise (serde_json's own error does not expose it as a cause), and a line is written
+    // whole or not at all.
+    let mut line = serde_json::to_vec(value).context("encoding output as JSON")?;
+    line.push(b'\n');
+    out.write_all(&line).context("writing to stdout")?;
     Ok(())
+}
+
+/// `result`, except that a write to a closed pipe counts as success: the reader (`| head -n 5`)
+/// stopped because it had what it wanted. Only for commands that read: one that changes
+/// something must not report success for work a closed pipe cut short.
+pub(crate) fn ends_at_closed_pipe(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(err) if is_closed_pipe(&err) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader is gone. Rust ignores SIGPIPE, so the
+/// write fails with `BrokenPipe` instead of ending the process.
+fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `text` cut to `max` characters, with an ellipsis when cut.

@@ -3,6 +3,10 @@
 //! The CLI does not have the projections' code, so it never runs one. It reads what running
 //! runtimes registered and recorded, and asks them for work by queueing rows in
 //! `projections.requests`, which every runtime polls about once a second.
+//!
+//! Durable consumers are registered in the same tables (one pair per part), but these commands
+//! leave them out and refuse their names: `strata consumers` (`consumers.rs`) shows them summed
+//! over their parts and acts on parked aggregates, which a projection's retry does not know.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -286,6 +290,13 @@ async fn status(
     let registry = strata_postgres::admin::registered_projections(store)
         .await
         .context("reading projections.registry (run `strata migrate` if it is missing)")?;
+    if let Some(name) = &filter.projection {
+        refuse_consumer(&registry, name)?;
+    }
+    let registry: Vec<RegisteredProjection> = registry
+        .into_iter()
+        .filter(|projection| projection.consumer.is_none())
+        .collect();
     let states = backend
         .states()
         .await
@@ -378,7 +389,10 @@ async fn status(
 }
 
 /// The events `projection` reads, in one instance or all: one OR branch per aggregate type.
-fn reads_query(projection: &RegisteredProjection, instance: Option<&InstanceId>) -> QueryBuilder {
+pub(crate) fn reads_query(
+    projection: &RegisteredProjection,
+    instance: Option<&InstanceId>,
+) -> QueryBuilder {
     let builder = match instance {
         Some(instance) => Query::builder().instance(instance.as_str()),
         None => Query::builder().all_instances(),
@@ -393,7 +407,10 @@ fn reads_query(projection: &RegisteredProjection, instance: Option<&InstanceId>)
         })
 }
 
-fn build_reads(projection: &RegisteredProjection, builder: QueryBuilder) -> anyhow::Result<Query> {
+pub(crate) fn build_reads(
+    projection: &RegisteredProjection,
+    builder: QueryBuilder,
+) -> anyhow::Result<Query> {
     builder.build().with_context(|| {
         format!(
             "projection {:?} registered reads that are not a valid query",
@@ -407,6 +424,12 @@ async fn list_failed(
     projection: Option<&str>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
+    let registry = strata_postgres::admin::registered_projections(store)
+        .await
+        .context("reading projections.registry (run `strata migrate` if it is missing)")?;
+    if let Some(name) = projection {
+        refuse_consumer(&registry, name)?;
+    }
     let backend = PgProjections::new(store.pools().projection().clone());
     let failed = backend
         .failed_events(projection)
@@ -414,6 +437,7 @@ async fn list_failed(
         .context("reading failed events")?;
     let lines: Vec<FailedLine> = failed
         .into_iter()
+        .filter(|failed| !is_consumer_part(&registry, &failed.projection))
         .map(|failed| FailedLine {
             projection: failed.projection,
             instance_id: failed.aggregate.instance_id.to_string(),
@@ -468,6 +492,10 @@ async fn request_for_failed(args: FailedEventArgs, kind: Kind) -> anyhow::Result
     let aggregate = AggregateRef::new(&args.instance, &args.aggregate_type, &args.aggregate_id)
         .map_err(|err| usage(err.to_string()))?;
     let store = connect(&args.database.database_url).await?;
+    let registry = strata_postgres::admin::registered_projections(&store)
+        .await
+        .context("reading projections.registry (run `strata migrate` if it is missing)")?;
+    refuse_consumer(&registry, &args.projection)?;
     let backend = PgProjections::new(store.pools().projection().clone());
     let known = backend
         .failed_events(Some(&args.projection))
@@ -529,8 +557,13 @@ async fn rebuild(
     let registry = strata_postgres::admin::registered_projections(&store)
         .await
         .context("reading projections.registry (run `strata migrate` if it is missing)")?;
+    refuse_consumer(&registry, name)?;
     let Some(projection) = registry.iter().find(|p| p.name == name) else {
-        let known: Vec<&str> = registry.iter().map(|p| p.name.as_str()).collect();
+        let known: Vec<&str> = registry
+            .iter()
+            .filter(|p| p.consumer.is_none())
+            .map(|p| p.name.as_str())
+            .collect();
         anyhow::bail!(
             "no projection named {name:?} is registered (registered: {}); a runtime registers its \
              projections when it starts",
@@ -624,6 +657,10 @@ async fn unregister(
     output: &ReportOutput,
 ) -> anyhow::Result<()> {
     let store = connect(&database.database_url).await?;
+    let registry = strata_postgres::admin::registered_projections(&store)
+        .await
+        .context("reading projections.registry (run `strata migrate` if it is missing)")?;
+    refuse_consumer(&registry, name)?;
     let running = runtimes_running(&store, name).await?;
     if running > 0 && !force {
         anyhow::bail!(
@@ -658,6 +695,31 @@ async fn unregister(
             removed.checkpoints, removed.failed_events, removed.requests
         )
     })
+}
+
+/// Whether `pair` is a consumer's part.
+fn is_consumer_part(registry: &[RegisteredProjection], pair: &str) -> bool {
+    registry
+        .iter()
+        .any(|registered| registered.name == pair && registered.consumer.is_some())
+}
+
+/// Refuses `name` when it is a consumer or one of its parts: `strata consumers` operates on them,
+/// summed over their parts, and its retry and skip know parked aggregates.
+fn refuse_consumer(registry: &[RegisteredProjection], name: &str) -> anyhow::Result<()> {
+    let consumer = registry.iter().find_map(|registered| {
+        registered
+            .consumer
+            .as_deref()
+            .filter(|consumer| registered.name == name || *consumer == name)
+    });
+    match consumer {
+        Some(consumer) => anyhow::bail!(
+            "{name:?} is a consumer, not a projection: use `strata consumers` (e.g. `strata \
+             consumers status --consumer {consumer}`)"
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn list_requests(store: &PgStore, format: OutputFormat) -> anyhow::Result<()> {

@@ -1,25 +1,22 @@
-//! `strata query`: every query-builder filter as a flag, JSON lines or a table out, and `--follow`.
+//! `strata query`: every query-builder filter as a flag (`filters.rs`), JSON lines or a table out.
+//!
+//! It reads what is stored now and ends; `strata subscribe` (`subscribe.rs`) takes the same
+//! filters and keeps streaming.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::Context;
 use futures::TryStreamExt;
 use serde::Serialize;
-use strata_event::{Cursor, Event, Position};
+use strata_event::{Cursor, Event};
 use strata_postgres::PgStore;
-use strata_query::{Query, QueryBuilder, QueryError};
+use strata_query::{Query, QueryBuilder};
 use strata_store::EventStore;
 
 use crate::connect::connect;
-use crate::output::{OutputFormat, shorten, write_json_line, write_table};
+use crate::filters::{After, build};
+use crate::output::{OutputFormat, ends_at_closed_pipe, shorten, write_json_line, write_table};
 use crate::{QueryArgs, usage};
-
-/// How often `--follow` looks for newly committed events.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
-/// Events per read while following: bounded so memory stays flat while catching up.
-const FOLLOW_PAGE: u64 = 1000;
 
 const TABLE_HEADERS: [&str; 10] = [
     "POSITION",
@@ -34,40 +31,7 @@ const TABLE_HEADERS: [&str; 10] = [
     "PAYLOAD",
 ];
 
-/// What `--after` took: a cursor (resume after that event) or a bare position (after every event
-/// of that position).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum After {
-    Cursor(Cursor),
-    Position(Position),
-}
-
-/// Reads `--after`: `POS:ORDER` is a cursor, `POS` a position.
-pub(crate) fn parse_after(text: &str) -> Result<After, String> {
-    if text.contains(':') {
-        return text
-            .parse()
-            .map(After::Cursor)
-            .map_err(|err: strata_event::CursorError| err.to_string());
-    }
-    text.parse()
-        .map(After::Position)
-        .map_err(|err: strata_event::PositionError| err.to_string())
-}
-
-/// Reads `--created-after` and `--created-before`.
-pub(crate) fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|instant| instant.to_utc())
-        .map_err(|err| {
-            format!(
-                "{text:?} is not an RFC 3339 instant ({err}): give a date, a time and an offset, \
-                 e.g. 2026-01-31T12:00:00Z or 2026-01-31T13:00:00+01:00"
-            )
-        })
-}
-
-/// One JSON line of `strata query`: the event, and its cursor for `--after`.
+/// One JSON line of `strata query` and `strata subscribe`: the event, and its cursor for `--after`.
 #[derive(Debug, Serialize)]
 struct EventLine<'a> {
     #[serde(flatten)]
@@ -76,7 +40,8 @@ struct EventLine<'a> {
     cursor: Cursor,
 }
 
-fn write_event_line(out: &mut impl Write, event: &Event) -> anyhow::Result<()> {
+/// Writes `event` as one JSON line (the same line for `query` and `subscribe`).
+pub(crate) fn write_event_line(out: &mut impl Write, event: &Event) -> anyhow::Result<()> {
     write_json_line(
         out,
         &EventLine {
@@ -87,20 +52,34 @@ fn write_event_line(out: &mut impl Write, event: &Event) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
-    // Validate the flags before connecting: bad usage is reported as such, with or without a server.
-    build(builder(&args))?;
+    if args.follow {
+        return Err(usage(
+            "--follow is gone: `strata subscribe` takes the same filters and streams the events \
+             as they commit (e.g. `strata subscribe --instance tenant-1`)",
+        ));
+    }
+    // Validate the flags before connecting: bad usage is reported as such, with or without a
+    // server.
+    let query = build(builder(&args))?;
     let format = OutputFormat::resolve(args.output.output);
     let store = connect(&args.database.database_url).await?;
-    if args.follow {
-        return follow(&store, &args, format).await;
-    }
-    let query = build(builder(&args))?;
+    // A reader that stopped early (`| head`) got what it wanted: the rest is not printed.
+    ends_at_closed_pipe(print(&store, &args, &query, format).await)
+}
+
+/// Reads the events and prints them.
+async fn print(
+    store: &PgStore,
+    args: &QueryArgs,
+    query: &Query,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.include_archive {
         // The archive is read by an administrative call, all at once: the store's streaming read
         // sees the hot table only.
-        let events = strata_postgres::admin::query_including_archive(store.pools().query(), &query)
+        let events = strata_postgres::admin::query_including_archive(store.pools().query(), query)
             .await
             .context("reading events and the archive")?;
         match format {
@@ -120,13 +99,13 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => {
             // Streamed: memory stays flat however many events match.
-            let mut events = store.stream(&query);
+            let mut events = store.stream(query);
             while let Some(event) = events.try_next().await.context("reading events")? {
                 write_event_line(&mut out, &event)?;
             }
         }
         OutputFormat::Table => {
-            let events: Vec<Event> = store.query(&query).await.context("reading events")?;
+            let events: Vec<Event> = store.query(query).await.context("reading events")?;
             let rows: Vec<Vec<String>> = events.iter().map(table_row).collect();
             write_table(&mut out, &TABLE_HEADERS, &rows).context("writing to stdout")?;
         }
@@ -135,109 +114,13 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams every matching event, then new ones as they commit, in `(position, in_tx_order)` order.
-///
-/// Each read stops below the commit horizon: an event positioned there can no longer appear, so
-/// the cursor never moves past an event whose transaction has yet to commit. Reading up to the
-/// newest visible position instead would skip such late commits for good.
-async fn follow(store: &PgStore, args: &QueryArgs, format: OutputFormat) -> anyhow::Result<()> {
-    let mut cursor: Option<Cursor> = None;
-    let mut printed_header = false;
-    loop {
-        let horizon = store
-            .commit_horizon()
-            .await
-            .context("reading the commit horizon")?;
-        loop {
-            let mut page = builder(args).position_before(horizon).limit(FOLLOW_PAGE);
-            if let Some(cursor) = cursor {
-                page = page.resume_after(cursor);
-            }
-            let events = store.query(&build(page)?).await.context("reading events")?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            match format {
-                OutputFormat::Json => {
-                    for event in &events {
-                        write_event_line(&mut out, event)?;
-                    }
-                }
-                OutputFormat::Table => {
-                    // Widths cannot be known ahead of a stream, so each page is aligned on its
-                    // own; the header is printed once.
-                    let rows: Vec<Vec<String>> = events.iter().map(table_row).collect();
-                    let mut text = Vec::new();
-                    write_table(&mut text, &TABLE_HEADERS, &rows).context("formatting a table")?;
-                    let text = String::from_utf8_lossy(&text);
-                    let mut lines = text.lines();
-                    let header = lines.next().unwrap_or_default();
-                    if !printed_header {
-                        writeln!(out, "{header}").context("writing to stdout")?;
-                        printed_header = true;
-                    }
-                    for line in lines {
-                        writeln!(out, "{line}").context("writing to stdout")?;
-                    }
-                }
-            }
-            out.flush().context("writing to stdout")?;
-            if let Some(last) = events.last() {
-                cursor = Some(last.cursor());
-            }
-            if (events.len() as u64) < FOLLOW_PAGE {
-                break;
-            }
-        }
-        tokio::time::sleep(FOLLOW_POLL).await;
-    }
-}
-
-/// The query the flags describe (without `--follow`'s own bounds).
+/// The query the flags describe.
 fn builder(args: &QueryArgs) -> QueryBuilder {
-    let mut builder = if args.all_instances {
-        Query::builder().all_instances()
-    } else {
-        Query::builder().instances(args.instances.iter().map(String::as_str))
-    };
-    builder = builder
-        .exclude_instances(args.exclude_instances.iter().map(String::as_str))
-        .aggregate_types(args.aggregate_types.iter().map(String::as_str))
-        .aggregate_ids(args.aggregate_ids.iter().map(String::as_str))
-        .event_types(args.event_types.iter().map(String::as_str));
-    for owner in &args.owners {
-        builder = builder.owner(owner.as_str());
-    }
-    for creator in &args.creators {
-        builder = builder.creator(creator.as_str());
-    }
-    if let Some(id) = &args.correlation_id {
-        builder = builder.correlation_id(id.as_str());
-    }
-    match args.after {
+    let mut builder = args.filters.builder();
+    match args.filters.after {
         Some(After::Cursor(cursor)) => builder = builder.resume_after(cursor),
         Some(After::Position(position)) => builder = builder.position_after(position),
         None => {}
-    }
-    if let Some(position) = args.at_or_before {
-        builder = builder.position_at_or_before(position);
-    }
-    if let Some(sequence) = args.sequence_greater_than {
-        builder = builder.sequence_greater_than(sequence);
-    }
-    if let Some(instant) = args.created_after {
-        builder = builder.created_after(instant);
-    }
-    if let Some(instant) = args.created_before {
-        builder = builder.created_before(instant);
-    }
-    if let Some(filter) = &args.payload_contains {
-        builder = builder.payload_contains(filter.clone());
-    }
-    if !args.exclude_event_types.is_empty() {
-        builder = builder.exclude_aggregates_with(
-            args.exclude_aggregate_types.iter().map(String::as_str),
-            args.exclude_event_types.iter().map(String::as_str),
-        );
     }
     if args.descending {
         builder = builder.descending();
@@ -249,16 +132,6 @@ fn builder(args: &QueryArgs) -> QueryBuilder {
         builder = builder.offset(offset);
     }
     builder
-}
-
-fn build(builder: QueryBuilder) -> anyhow::Result<Query> {
-    builder.build().map_err(|err| match err {
-        QueryError::NoInstance => usage(
-            "name the instance(s) to read with --instance, or read every instance with \
-             --all-instances",
-        ),
-        err => usage(format!("invalid query: {err}")),
-    })
 }
 
 fn table_row(event: &Event) -> Vec<String> {

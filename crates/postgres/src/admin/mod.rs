@@ -1,12 +1,14 @@
 //! What operators' tools need beyond a service's API: the projection registry and operator
-//! requests, live runtimes, least-privilege roles, the state of the migrations, hard deletes and
-//! the archive.
+//! requests, live runtimes, durable consumers, least-privilege roles, the state of the
+//! migrations, hard deletes and the archive.
 //!
 //! This module serves the `strata` CLI and tools like it; a service does not need it. Its items
 //! follow the CLI and may change between minor versions.
 //!
 //! - `registry.rs`: projections registered by runtimes, work requested of them, unregistering
 //!   a projection, the runtimes alive now.
+//! - `consumers.rs`: durable consumers in that registry, grouped with their parts; their failed
+//!   and parked events; unregistering every part of one.
 //! - `roles.rs`: creating the writer and migrator roles, which is never a side effect of
 //!   migrating.
 //! - `idempotency.rs`: deleting idempotency keys past their retention.
@@ -16,6 +18,7 @@
 //! - `keys.rs`: counting personal-data keys by master key, and erased subjects.
 
 mod archive;
+mod consumers;
 mod hard_delete;
 mod idempotency;
 mod keys;
@@ -26,6 +29,10 @@ pub use self::archive::{
     ArchiveError, ArchivePlan, ArchiveRun, ArchiveSelection, ArchiveVerification, BatchOutcome,
     RestoreSelection, archive_batch, plan_archive, query_including_archive, restore_batch,
     start_archive_run, start_restore_run, verify_archive,
+};
+pub use self::consumers::{
+    ConsumerFailure, RegisteredConsumer, UnregisteredConsumer, consumer_failures, parked_event,
+    registered_consumers, unregister_consumer,
 };
 pub use self::hard_delete::{DeleteTarget, HardDelete, HardDeleteError, Removal, hard_delete};
 pub use self::idempotency::prune_idempotency_keys;

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use strata_projection::OperatorRequest;
 use strata_store::{Error, Result};
 
@@ -17,9 +17,14 @@ use crate::error::{from_sqlx, unexpected_answer};
 use crate::store::PgStore;
 
 /// A projection some runtime registered: what it reads and whether it has side effects.
+///
+/// A consumer's parts are registered the same way (as pairs with side effects), with
+/// [`consumer`](RegisteredProjection::consumer) set: whoever replays events (`strata mirror`) must
+/// treat them like any projection with side effects, while listings of projections leave them to
+/// `strata consumers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredProjection {
-    /// Its name.
+    /// Its name: for a consumer's part, the part's pair name (`name` or `name#k/n`).
     pub name: String,
     /// `(aggregate type, event types)` pairs; empty event types mean every event of the type.
     pub reads: Vec<(String, Vec<String>)>,
@@ -27,9 +32,11 @@ pub struct RegisteredProjection {
     pub has_side_effects: bool,
     /// When a runtime last registered it.
     pub registered_at: DateTime<Utc>,
+    /// The consumer this pair is a part of; `None` for a projection.
+    pub consumer: Option<String>,
 }
 
-/// Every registered projection, sorted by name.
+/// Every registered projection and consumer part, sorted by name.
 pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredProjection>> {
     /// A row of `projections.registry`.
     #[derive(sqlx::FromRow)]
@@ -39,9 +46,10 @@ pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredPro
         reads: serde_json::Value,
         has_side_effects: bool,
         registered_at: DateTime<Utc>,
+        consumer_name: Option<String>,
     }
     let rows: Vec<RegistryRow> = sqlx::query_as(
-        "SELECT projection_name, reads, has_side_effects, registered_at \
+        "SELECT projection_name, reads, has_side_effects, registered_at, consumer_name \
          FROM projections.registry ORDER BY projection_name",
     )
     .fetch_all(store.pools().query())
@@ -61,6 +69,7 @@ pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredPro
                 reads,
                 has_side_effects: row.has_side_effects,
                 registered_at: row.registered_at,
+                consumer: row.consumer_name,
             })
         })
         .collect()
@@ -180,6 +189,16 @@ pub struct Unregistered {
 pub async fn unregister_projection(pool: &PgPool, projection: &str) -> Result<Unregistered> {
     let failed = |err| from_sqlx("unregistering a projection", err);
     let mut tx = pool.begin().await.map_err(failed)?;
+    let removed = unregister_in(&mut tx, projection).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(removed)
+}
+
+/// [`unregister_projection`] inside the caller's transaction, so a consumer's parts go together.
+pub(crate) async fn unregister_in(
+    connection: &mut PgConnection,
+    projection: &str,
+) -> Result<Unregistered> {
     let mut removed = Unregistered::default();
     for (table, count) in [
         ("projections.registry", None),
@@ -192,16 +211,15 @@ pub async fn unregister_projection(pool: &PgPool, projection: &str) -> Result<Un
     ] {
         let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE projection_name = $1"))
             .bind(projection)
-            .execute(&mut *tx)
+            .execute(&mut *connection)
             .await
-            .map_err(failed)?
+            .map_err(|err| from_sqlx("unregistering a projection", err))?
             .rows_affected();
         match count {
             Some(count) => *count = deleted,
             None => removed.registered = deleted > 0,
         }
     }
-    tx.commit().await.map_err(failed)?;
     Ok(removed)
 }
 

@@ -6,7 +6,7 @@
 
 mod failures;
 mod render;
-mod rows;
+pub(crate) mod rows;
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
