@@ -87,6 +87,7 @@ macro_rules! projection_conformance_tests {
             a_projection_can_park_instead_of_skipping,
             partitions_split_an_instance_and_keep_each_aggregate_in_order,
             changing_a_consumers_partitions_is_refused,
+            a_skipped_consumer_event_is_retried_through_the_handler,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

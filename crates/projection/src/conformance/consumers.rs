@@ -537,3 +537,54 @@ pub async fn changing_a_consumers_partitions_is_refused<H: Harness>(harness: &H)
         Err(ProjectionError::InvalidProjection { .. })
     ));
 }
+
+/// A consumer set to skip passes a failing event after its last attempt; retrying it hands it to
+/// the consumer again, and only an acknowledgement forgets the failure.
+pub async fn a_skipped_consumer_event_is_retried_through_the_handler<H: Harness>(harness: &H) {
+    let mut recorder = Recorder::new("skipper");
+    recorder.config.on_failure = OnFailure::Skip;
+    recorder.fail("bad", true);
+    let runtime = start_consumer(harness, recorder.clone()).await.unwrap();
+    push_each(
+        &harness.store(),
+        &[("bad", "doc.added"), ("bad", "doc.renamed")],
+    )
+    .await;
+    recorder
+        .until("bad #2 delivered past the skipped #1", |delivered| {
+            delivered.contains(&("bad".to_owned(), 2))
+        })
+        .await;
+    let failed = harness
+        .backend()
+        .failed_events(Some("skipper"))
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2, "both failed and were skipped: {failed:?}");
+    let first = failed
+        .iter()
+        .find(|failed| failed.sequence == 1)
+        .unwrap()
+        .clone();
+    assert!(!first.parked);
+    let still_failing = runtime.retry_failed(&first).await;
+    assert!(
+        matches!(&still_failing, Err(ProjectionError::Reducer { message, .. }) if message.contains("bad is down")),
+        "{still_failing:?}"
+    );
+    recorder.fail("bad", false);
+    let before = recorder.delivered().len();
+    runtime.retry_failed(&first).await.unwrap();
+    assert_eq!(
+        recorder.delivered()[before..],
+        [("bad".to_owned(), 1)],
+        "the retry handed the event to the consumer"
+    );
+    let left = harness
+        .backend()
+        .failed_events(Some("skipper"))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "only the acknowledged retry is forgotten");
+    runtime.shutdown(WAIT).await.unwrap();
+}

@@ -13,7 +13,7 @@ use crate::backend::{FailedEvent, FailedEventKey, OperatorRequest, ProjectionBac
 use crate::consumer::split_partition_name;
 use crate::error::ProjectionError;
 
-use crate::runtime::batch::{handle_window, reduce_guarded, reduce_window};
+use crate::runtime::batch::{handle_guarded, handle_window, reduce_guarded, reduce_window};
 use crate::runtime::{PairKey, ProjectionRuntime, lock};
 
 impl<S, B> ProjectionRuntime<S, B>
@@ -170,16 +170,36 @@ where
             .find(|event| event.sequence == failed.sequence)
             .ok_or_else(unknown)?;
         let event = std::sync::Arc::new(event);
-        registered
-            .projection
-            .prepare(std::slice::from_ref(&event))
-            .await;
-        let statements = reduce_guarded(registered.projection.as_ref(), &event).map_err(|err| {
-            ProjectionError::Reducer {
-                projection: failed.projection.clone(),
-                message: err.to_string(),
+        let statements = match &registered.part {
+            // A consumer's event is handled again, not reduced: only an acknowledgement
+            // forgets the failure.
+            Some(part) => {
+                let handled = handle_guarded(part, std::slice::from_ref(&event)).await;
+                if handled.acknowledged == 0 {
+                    let message = handled.failure.map_or_else(
+                        || "the consumer did not acknowledge the event".to_owned(),
+                        |failure| failure.to_string(),
+                    );
+                    return Err(ProjectionError::Reducer {
+                        projection: failed.projection.clone(),
+                        message,
+                    });
+                }
+                Vec::new()
             }
-        })?;
+            None => {
+                registered
+                    .projection
+                    .prepare(std::slice::from_ref(&event))
+                    .await;
+                reduce_guarded(registered.projection.as_ref(), &event).map_err(|err| {
+                    ProjectionError::Reducer {
+                        projection: failed.projection.clone(),
+                        message: err.to_string(),
+                    }
+                })?
+            }
+        };
         let lease = self
             .wait_for_lease(&failed.projection, &failed.aggregate.instance_id)
             .await?;
