@@ -7,37 +7,30 @@
 //! in `deliveries` with its process id and the database's clock.
 
 use std::collections::HashMap;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use strata_event::Command;
-use strata_integration_tests::{TestDatabase, push_held_open};
-use strata_store::EventStore;
+use strata_integration_tests::TestDatabase;
+use strata_integration_tests::processes::{
+    Load, WorkerProcess, database_url, write_with_late_commits,
+};
 
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Two instances, seven aggregates every writer pushes to: hot aggregates, whose events the
+/// consumers' processes compete for.
+fn write(database: &TestDatabase, pushes_per_writer: u64) -> impl Future<Output = u64> + '_ {
+    write_with_late_commits(
+        database,
+        Load {
+            pushes_per_writer,
+            instances: 2,
+            aggregate_id: |_, n| format!("u{}", n % 7),
+        },
+    )
 }
 
-fn database_url(database: &TestDatabase) -> String {
-    let admin = strata_integration_tests::admin_url();
-    match admin.rfind('/') {
-        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
-            let (base, rest) = admin.split_at(slash);
-            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-            format!("{base}/{}{query}", database.name)
-        }
-        _ => format!("{admin}/{}", database.name),
-    }
-}
-
-fn spawn_worker(url: &str, slow: bool) -> Worker {
+fn spawn_worker(url: &str, slow: bool) -> WorkerProcess {
     let mut command = Process::new(env!("CARGO_BIN_EXE_consumer_worker"));
     command
         .env("DATABASE_URL", url)
@@ -47,7 +40,7 @@ fn spawn_worker(url: &str, slow: bool) -> Worker {
     if slow {
         command.arg("--slow");
     }
-    Worker(command.spawn().expect("start a worker process"))
+    WorkerProcess(command.spawn().expect("start a worker process"))
 }
 
 async fn prepare() -> (TestDatabase, String) {
@@ -62,54 +55,6 @@ async fn prepare() -> (TestDatabase, String) {
     .expect("deliveries table");
     let url = database_url(&database);
     (database, url)
-}
-
-/// Concurrent writers on a few hot aggregates, some holding their transaction open so later
-/// pushes commit first.
-async fn write(database: &TestDatabase, pushes_per_writer: u64) -> u64 {
-    let store = Arc::new(database.store());
-    let pool = database.pool(4);
-    let mut writers = Vec::new();
-    for writer in 0..4u64 {
-        let store = Arc::clone(&store);
-        writers.push(tokio::spawn(async move {
-            for n in 0..pushes_per_writer {
-                let command = Command::builder(
-                    format!("tenant-{}", (writer + n) % 2),
-                    "user",
-                    format!("u{}", n % 7),
-                    "user.touched",
-                )
-                .creator("writer")
-                .owner("org")
-                .build()
-                .expect("valid command");
-                store.push(vec![command]).await.expect("push");
-            }
-        }));
-    }
-    let slow_pushes = (pushes_per_writer / 10).max(3);
-    for writer in 0..2u64 {
-        let pool = pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..slow_pushes {
-                let pause = Duration::from_millis(10 + (n * 13 + writer * 7) % 60);
-                push_held_open(
-                    &pool,
-                    &format!("tenant-{}", n % 2),
-                    "user",
-                    &format!("slow-{writer}-{n}"),
-                    pause,
-                )
-                .await
-                .expect("held-open push");
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-    4 * pushes_per_writer + 2 * slow_pushes
 }
 
 #[derive(sqlx::FromRow)]
@@ -205,7 +150,7 @@ async fn assert_in_order_and_exclusive(database: &TestDatabase, events: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consumers_in_three_processes_handle_every_event_in_order() {
     let (database, url) = prepare().await;
-    let _workers: Vec<Worker> = (0..3).map(|_| spawn_worker(&url, false)).collect();
+    let _workers: Vec<WorkerProcess> = (0..3).map(|_| spawn_worker(&url, false)).collect();
     let events = write(&database, 120).await;
     assert_in_order_and_exclusive(&database, events).await;
 }

@@ -2,40 +2,20 @@
 //! users sign up: afterwards the exclusion query finds no user without an outcome, every user has
 //! exactly one outcome event, and no user got a message twice.
 
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use strata_event::Command;
 use strata_integration_tests::TestDatabase;
+use strata_integration_tests::processes::{WorkerProcess, database_url};
 use strata_query::Query;
 use strata_store::EventStore;
 
 const INSTANCE: &str = "acme";
 const USERS: usize = 150;
 
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn database_url(database: &TestDatabase) -> String {
-    let admin = strata_integration_tests::admin_url();
-    match admin.rfind('/') {
-        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
-            let (base, rest) = admin.split_at(slash);
-            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-            format!("{base}/{}{query}", database.name)
-        }
-        _ => format!("{admin}/{}", database.name),
-    }
-}
-
-fn spawn_worker(url: &str) -> Worker {
-    Worker(
+fn spawn_worker(url: &str) -> WorkerProcess {
+    WorkerProcess(
         Process::new(env!("CARGO_BIN_EXE_notifier_worker"))
             .env("DATABASE_URL", url)
             .stdout(Stdio::null())

@@ -8,13 +8,26 @@
 //!
 //! `STRATA_SKIP_TEST_SCALE` multiplies the number of pushes (default 1; try 20 for a long run).
 
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_event::Command;
-use strata_integration_tests::{TestDatabase, push_held_open};
-use strata_store::EventStore;
+use strata_integration_tests::TestDatabase;
+use strata_integration_tests::processes::{
+    Load, WorkerProcess, database_url, write_with_late_commits,
+};
+
+/// Three instances, seventeen aggregates per writer.
+fn write(database: &TestDatabase, pushes_per_writer: u64) -> impl Future<Output = u64> + '_ {
+    write_with_late_commits(
+        database,
+        Load {
+            pushes_per_writer,
+            instances: 3,
+            aggregate_id: |writer, n| format!("w{writer}-{}", n % 17),
+        },
+    )
+}
 
 const PROJECTIONS: i64 = 3;
 
@@ -25,29 +38,7 @@ fn scale() -> u64 {
         .unwrap_or(1)
 }
 
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn database_url(database: &TestDatabase) -> String {
-    let admin = strata_integration_tests::admin_url();
-    // Swap the database name at the end of the admin URL for the test's own.
-    match admin.rfind('/') {
-        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
-            let (base, rest) = admin.split_at(slash);
-            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
-            format!("{base}/{}{query}", database.name)
-        }
-        _ => format!("{admin}/{}", database.name),
-    }
-}
-
-fn spawn_worker(url: &str, slow: bool) -> Worker {
+fn spawn_worker(url: &str, slow: bool) -> WorkerProcess {
     let mut command = Process::new(env!("CARGO_BIN_EXE_projection_worker"));
     command
         .env("DATABASE_URL", url)
@@ -57,7 +48,7 @@ fn spawn_worker(url: &str, slow: bool) -> Worker {
     if slow {
         command.arg("--slow");
     }
-    Worker(command.spawn().expect("start a worker process"))
+    WorkerProcess(command.spawn().expect("start a worker process"))
 }
 
 async fn prepare() -> (TestDatabase, String) {
@@ -72,54 +63,6 @@ async fn prepare() -> (TestDatabase, String) {
     .expect("applied table");
     let url = database_url(&database);
     (database, url)
-}
-
-/// Concurrent writers, some holding their transaction open so later pushes commit first.
-async fn write(database: &TestDatabase, pushes_per_writer: u64) -> u64 {
-    let store = Arc::new(database.store());
-    let pool = database.pool(4);
-    let mut writers = Vec::new();
-    for writer in 0..4u64 {
-        let store = Arc::clone(&store);
-        writers.push(tokio::spawn(async move {
-            for n in 0..pushes_per_writer {
-                let instance = format!("tenant-{}", (writer + n) % 3);
-                let command = Command::builder(
-                    instance,
-                    "user",
-                    format!("w{writer}-{}", n % 17),
-                    "user.touched",
-                )
-                .creator("writer")
-                .owner("org")
-                .build()
-                .expect("valid command");
-                store.push(vec![command]).await.expect("push");
-            }
-        }));
-    }
-    let slow_pushes = (pushes_per_writer / 10).max(3);
-    for writer in 0..2u64 {
-        let pool = pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..slow_pushes {
-                let pause = Duration::from_millis(10 + (n * 13 + writer * 7) % 60);
-                push_held_open(
-                    &pool,
-                    &format!("tenant-{}", n % 3),
-                    "user",
-                    &format!("slow-{writer}-{n}"),
-                    pause,
-                )
-                .await
-                .expect("held-open push");
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-    4 * pushes_per_writer + 2 * slow_pushes
 }
 
 /// Waits until every projection has as many rows as there are events, then checks exactly-once.
@@ -167,7 +110,7 @@ async fn assert_exactly_once(database: &TestDatabase, events: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_in_three_processes_skip_nothing_and_repeat_nothing() {
     let (database, url) = prepare().await;
-    let _workers: Vec<Worker> = (0..3).map(|_| spawn_worker(&url, false)).collect();
+    let _workers: Vec<WorkerProcess> = (0..3).map(|_| spawn_worker(&url, false)).collect();
     let events = write(&database, 150 * scale()).await;
     assert_exactly_once(&database, events).await;
 }

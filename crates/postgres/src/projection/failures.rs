@@ -45,20 +45,13 @@ pub(crate) async fn apply_event_by_event(
             last = Some(reduced.event.clone());
             continue;
         }
-        savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
-        let result = match &reduced.statements {
-            Ok(statements) => execute(&mut lease.tx, statements).await,
-            Err(err) => Err(err.clone()),
-        };
-        match result {
+        match apply_one(&mut lease, reduced).await? {
             Ok(()) => {
-                savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
                 if failures_of(reduced).is_some() {
                     forget_failure(&mut lease, reduced).await?;
                 }
             }
             Err(error) => {
-                savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
                 let before = failures_of(reduced).unwrap_or(0);
                 // A count already at the limit (given up by an operator) stays there.
                 let count = if before >= max_failure_count {
@@ -132,18 +125,9 @@ pub(crate) async fn unpark_in_order(
     let mut unparked = Unparked::default();
     let mut failure = None;
     for reduced in &batch {
-        savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
-        let result = match &reduced.statements {
-            Ok(statements) => execute(&mut lease.tx, statements).await,
-            Err(err) => Err(err.clone()),
-        };
-        match result {
-            Ok(()) => {
-                savepoint(&mut lease.tx, "RELEASE SAVEPOINT strata_event").await?;
-                unparked.applied += 1;
-            }
+        match apply_one(&mut lease, reduced).await? {
+            Ok(()) => unparked.applied += 1,
             Err(error) => {
-                savepoint(&mut lease.tx, "ROLLBACK TO SAVEPOINT strata_event").await?;
                 failure = Some((reduced, error));
                 break;
             }
@@ -182,6 +166,26 @@ pub(crate) async fn unpark_in_order(
         .await
         .map_err(|err| store_error("committing a released aggregate", err))?;
     Ok(unparked)
+}
+
+/// Applies one event's statements behind a savepoint: when they fail (or its reducer did), the
+/// transaction is left as it was before them, and the error is returned as the inner `Err`.
+async fn apply_one(
+    lease: &mut PgLease,
+    reduced: &ReducedEvent,
+) -> Result<Result<(), String>, ProjectionError> {
+    savepoint(&mut lease.tx, "SAVEPOINT strata_event").await?;
+    let result = match &reduced.statements {
+        Ok(statements) => execute(&mut lease.tx, statements).await,
+        Err(err) => Err(err.clone()),
+    };
+    let end = if result.is_ok() {
+        "RELEASE SAVEPOINT strata_event"
+    } else {
+        "ROLLBACK TO SAVEPOINT strata_event"
+    };
+    savepoint(&mut lease.tx, end).await?;
+    Ok(result)
 }
 
 async fn forget_failure(

@@ -1,0 +1,96 @@
+//! What the multi-process tests share: worker processes killed when dropped, the URL of the
+//! test's own database for them, and writers whose pushes commit late.
+
+use std::process::Child;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_event::Command;
+use strata_store::EventStore;
+
+use crate::{TestDatabase, push_held_open};
+
+/// A worker process (a test's `src/bin` binary); dropping it kills it (SIGKILL) and reaps it.
+#[derive(Debug)]
+pub struct WorkerProcess(pub Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The URL of the test's own database, for the worker processes it starts.
+pub fn database_url(database: &TestDatabase) -> String {
+    let admin = crate::admin_url();
+    // Swap the database name at the end of the admin URL for the test's own.
+    match admin.rfind('/') {
+        Some(slash) if admin[..slash].contains("://") && admin[slash..].len() > 1 => {
+            let (base, rest) = admin.split_at(slash);
+            let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+            format!("{base}/{}{query}", database.name)
+        }
+        _ => format!("{admin}/{}", database.name),
+    }
+}
+
+/// What [`write_with_late_commits`] pushes.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Pushes of each of the four ordinary writers.
+    pub pushes_per_writer: u64,
+    /// Instances the pushes spread over (`tenant-0`, `tenant-1`, …).
+    pub instances: u64,
+    /// The aggregate id of a writer's `n`th push: shared ids make hot aggregates.
+    pub aggregate_id: fn(writer: u64, n: u64) -> String,
+}
+
+/// Four writers pushing one `user.touched` event at a time, and two more whose pushes hold their
+/// transaction open for a while, so later pushes commit first (the late commits a reader must
+/// not skip). Returns how many events were pushed.
+pub async fn write_with_late_commits(database: &TestDatabase, load: Load) -> u64 {
+    let store = Arc::new(database.store());
+    let pool = database.pool(4);
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            for n in 0..load.pushes_per_writer {
+                let command = Command::builder(
+                    format!("tenant-{}", (writer + n) % load.instances),
+                    "user",
+                    (load.aggregate_id)(writer, n),
+                    "user.touched",
+                )
+                .creator("writer")
+                .owner("org")
+                .build()
+                .expect("valid command");
+                store.push(vec![command]).await.expect("push");
+            }
+        }));
+    }
+    let slow_pushes = (load.pushes_per_writer / 10).max(3);
+    for writer in 0..2u64 {
+        let pool = pool.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..slow_pushes {
+                let pause = Duration::from_millis(10 + (n * 13 + writer * 7) % 60);
+                push_held_open(
+                    &pool,
+                    &format!("tenant-{}", n % load.instances),
+                    "user",
+                    &format!("slow-{writer}-{n}"),
+                    pause,
+                )
+                .await
+                .expect("held-open push");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    4 * load.pushes_per_writer + 2 * slow_pushes
+}
