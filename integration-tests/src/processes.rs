@@ -94,3 +94,23 @@ pub async fn write_with_late_commits(database: &TestDatabase, load: Load) -> u64
     }
     4 * load.pushes_per_writer + 2 * slow_pushes
 }
+
+/// Starts `count` workers with `spawn`, then, every `every` for `rounds` rounds, SIGKILLs one of
+/// them in turn (mid-batch more often than not with slow workers) and starts a fresh one in its
+/// place, while the others keep running. Await the handle, then drop it to stop the last ones.
+pub fn kill_in_turn(
+    count: usize,
+    rounds: usize,
+    every: Duration,
+    spawn: impl Fn() -> WorkerProcess + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<WorkerProcess>> {
+    let mut workers: Vec<WorkerProcess> = (0..count).map(|_| spawn()).collect();
+    tokio::spawn(async move {
+        for round in 0..rounds {
+            tokio::time::sleep(every).await;
+            drop(workers.remove(round % workers.len()));
+            workers.push(spawn());
+        }
+        workers
+    })
+}

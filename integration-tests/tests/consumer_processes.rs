@@ -8,13 +8,12 @@
 
 use std::collections::HashMap;
 use std::process::{Command as Process, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use strata_integration_tests::TestDatabase;
 use strata_integration_tests::processes::{
-    Load, WorkerProcess, database_url, write_with_late_commits,
+    Load, WorkerProcess, database_url, kill_in_turn, write_with_late_commits,
 };
 
 /// Two instances, seven aggregates every writer pushes to: hot aggregates, whose events the
@@ -158,28 +157,12 @@ async fn consumers_in_three_processes_handle_every_event_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_consumers_never_reorder_or_overlap_an_aggregate() {
     let (database, url) = prepare().await;
-    let workers = Arc::new(std::sync::Mutex::new(
-        (0..3).map(|_| spawn_worker(&url, true)).collect::<Vec<_>>(),
-    ));
-    let killer = {
-        let workers = Arc::clone(&workers);
-        let url = url.clone();
-        tokio::spawn(async move {
-            for round in 0..8 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let mut workers = workers.lock().unwrap_or_else(|p| p.into_inner());
-                // SIGKILL while others run, mid-batch more often than not with slow handling;
-                // a fresh process replaces it.
-                let victim = round % workers.len();
-                let mut killed = workers.remove(victim);
-                let _ = killed.0.kill();
-                let _ = killed.0.wait();
-                workers.push(spawn_worker(&url, true));
-            }
-        })
-    };
+    // SIGKILL while others run; a fresh process replaces each one killed.
+    let killer = kill_in_turn(3, 8, Duration::from_millis(300), move || {
+        spawn_worker(&url, true)
+    });
     let events = write(&database, 100).await;
-    killer.await.expect("killer");
+    let survivors = killer.await.expect("killer");
     assert_in_order_and_exclusive(&database, events).await;
-    drop(workers);
+    drop(survivors);
 }

@@ -9,12 +9,11 @@
 //! `STRATA_SKIP_TEST_SCALE` multiplies the number of pushes (default 1; try 20 for a long run).
 
 use std::process::{Command as Process, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use strata_integration_tests::TestDatabase;
 use strata_integration_tests::processes::{
-    Load, WorkerProcess, database_url, write_with_late_commits,
+    Load, WorkerProcess, database_url, kill_in_turn, write_with_late_commits,
 };
 
 /// Three instances, seventeen aggregates per writer.
@@ -118,27 +117,12 @@ async fn workers_in_three_processes_skip_nothing_and_repeat_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_workers_lose_nothing_and_repeat_nothing() {
     let (database, url) = prepare().await;
-    let workers = Arc::new(std::sync::Mutex::new(
-        (0..2).map(|_| spawn_worker(&url, true)).collect::<Vec<_>>(),
-    ));
-    let killer = {
-        let workers = Arc::clone(&workers);
-        let url = url.clone();
-        tokio::spawn(async move {
-            for round in 0..8 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let mut workers = workers.lock().unwrap_or_else(|p| p.into_inner());
-                // SIGKILL, mid-batch more often than not with slow workers; a fresh one replaces it.
-                let victim = round % workers.len();
-                let mut killed = workers.remove(victim);
-                let _ = killed.0.kill();
-                let _ = killed.0.wait();
-                workers.push(spawn_worker(&url, true));
-            }
-        })
-    };
+    // SIGKILL while others run; a fresh process replaces each one killed.
+    let killer = kill_in_turn(2, 8, Duration::from_millis(250), move || {
+        spawn_worker(&url, true)
+    });
     let events = write(&database, 120 * scale()).await;
-    killer.await.expect("killer");
+    let survivors = killer.await.expect("killer");
     assert_exactly_once(&database, events).await;
-    drop(workers);
+    drop(survivors);
 }
