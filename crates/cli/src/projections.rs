@@ -61,6 +61,9 @@ struct FailedLine {
     last_failed_at: String,
     /// An operator gave up on it: catch-ups no longer report it.
     skipped_by_operator: bool,
+    /// Its aggregate is parked (a projection set to `OnFailure::Park`): its later events wait
+    /// for a retry or skip.
+    parked: bool,
 }
 
 /// One line of `projections requests`.
@@ -451,6 +454,7 @@ async fn list_failed(
                 .last_failed_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             skipped_by_operator: failed.skipped_by_operator,
+            parked: failed.parked,
         })
         .collect();
     print_listing(
@@ -463,6 +467,7 @@ async fn list_failed(
             "SEQ",
             "POSITION",
             "FAILURES",
+            "STATE",
             "LAST FAILED",
             "ERROR",
         ],
@@ -475,11 +480,23 @@ async fn list_failed(
                 line.sequence.to_string(),
                 line.position.clone(),
                 line.failure_count.to_string(),
+                failed_state(line).to_owned(),
                 line.last_failed_at.clone(),
                 shorten(&line.error, 60),
             ]
         },
     )
+}
+
+/// What became of a failed event, as the listing's STATE column says it.
+fn failed_state(line: &FailedLine) -> &'static str {
+    if line.parked {
+        "parked"
+    } else if line.skipped_by_operator {
+        "skipped by operator"
+    } else {
+        "-"
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

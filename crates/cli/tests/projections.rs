@@ -106,6 +106,15 @@ async fn status_and_failed_list_report_what_the_runtime_recorded() {
     assert_eq!(failed["aggregate_id"], "u-1");
     assert_eq!(failed["sequence"], 2);
     assert_eq!(failed["error"], "boom: no such column");
+    assert_eq!(failed["parked"], false, "skipped, not parked");
+    let table = strata(
+        &url,
+        &["projections", "failed", "list", "--output", "table"],
+        None,
+    );
+    assert_success(&table);
+    let table = stdout(&table);
+    assert!(table.contains("STATE"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
