@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_event::Command;
+use strata_postgres::{PgConfig, PgProjections, PgStore, PoolConfig};
 use strata_store::EventStore;
 
 use crate::{TestDatabase, push_held_open};
@@ -113,4 +114,27 @@ pub fn kill_in_turn(
         }
         workers
     })
+}
+
+/// The value after `flag` in a worker's arguments.
+pub fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|index| args.get(index + 1))
+        .cloned()
+}
+
+/// What a worker process runs on: a store on `DATABASE_URL` with small pools (several workers
+/// share one server), and projection storage on its projection pool.
+pub async fn worker_store() -> Result<(PgStore, PgProjections), Box<dyn std::error::Error>> {
+    let url = std::env::var("DATABASE_URL")?;
+    let config = PgConfig {
+        projection_pool: PoolConfig::with_max(4),
+        query_pool: PoolConfig::with_max(4),
+        push_pool: PoolConfig::with_max(2),
+        ..PgConfig::default()
+    };
+    let store = PgStore::connect(&url, config).await?;
+    let backend = PgProjections::new(store.pools().projection().clone());
+    Ok((store, backend))
 }

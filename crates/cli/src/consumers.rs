@@ -27,7 +27,7 @@ use strata_projection::{
 use strata_store::EventStore;
 
 use crate::connect::connect;
-use crate::output::{OutputFormat, confirm, print_listing, report, shorten};
+use crate::output::{OutputFormat, checkpoint_cell, confirm, print_listing, report, shorten};
 use crate::projections::{build_reads, reads_query};
 use crate::{Database, ListingOutput, ReportOutput, usage};
 
@@ -242,10 +242,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 line.consumer.clone(),
                 line.instance_id.clone(),
                 line.parts.to_string(),
-                match (&line.position, line.in_tx_order) {
-                    (Some(position), Some(order)) => format!("{position}/{order}"),
-                    _ => "-".to_owned(),
-                },
+                checkpoint_cell(line.position.as_deref(), line.in_tx_order),
                 line.events_behind.to_string(),
                 format!("{:.1}", line.seconds_behind),
                 line.parked.to_string(),

@@ -133,6 +133,14 @@ fn is_closed_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// A checkpoint as a table cell: `position/in_tx_order`, `-` before the first event.
+pub(crate) fn checkpoint_cell(position: Option<&str>, in_tx_order: Option<u32>) -> String {
+    match (position, in_tx_order) {
+        (Some(position), Some(order)) => format!("{position}/{order}"),
+        _ => "-".to_owned(),
+    }
+}
+
 /// `text` cut to `max` characters, with an ellipsis when cut.
 pub(crate) fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

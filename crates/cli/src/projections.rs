@@ -24,7 +24,8 @@ use strata_store::EventStore;
 
 use crate::connect::connect;
 use crate::output::{
-    OutputFormat, confirm, print_listing, report, shorten, write_json_line, write_table,
+    OutputFormat, checkpoint_cell, confirm, print_listing, report, shorten, write_json_line,
+    write_table,
 };
 use crate::{Database, FailedCommand, FailedEventArgs, ProjectionsCommand, ReportOutput, usage};
 
@@ -228,10 +229,7 @@ async fn print_status(
                     vec![
                         line.projection.clone(),
                         line.instance_id.clone(),
-                        match (&line.position, line.in_tx_order) {
-                            (Some(position), Some(order)) => format!("{position}/{order}"),
-                            _ => "-".to_owned(),
-                        },
+                        checkpoint_cell(line.position.as_deref(), line.in_tx_order),
                         line.events_behind.to_string(),
                         format!("{:.1}", line.seconds_behind),
                         line.failed_events.to_string(),

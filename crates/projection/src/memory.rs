@@ -418,42 +418,34 @@ impl ProjectionBackend for MemoryProjections {
             unparked.applied += 1;
         }
         let previous = state.failed.remove(&parked_key);
-        match failure {
-            Some((event, error)) => {
-                let same = event.aggregate == parked.aggregate && event.sequence == parked.sequence;
-                let count = match (&previous, same) {
-                    (Some(previous), true) => previous.failure_count.saturating_add(1),
-                    _ => 1,
-                };
-                state.failed.insert(
-                    (projection.clone(), event.aggregate.clone(), event.sequence),
-                    FailedEvent {
-                        projection,
-                        aggregate: event.aggregate.clone(),
-                        sequence: event.sequence,
-                        position: event.position,
-                        in_tx_order: event.in_tx_order,
-                        failure_count: count,
-                        error,
-                        last_failed_at: Utc::now(),
-                        skipped_by_operator: false,
-                        parked: true,
-                    },
-                );
-                if skip_parked && let Some(mut previous) = previous {
-                    previous.parked = false;
-                    previous.skipped_by_operator = true;
-                    state.failed.insert(parked_key, previous);
-                }
-                unparked.parked_at = Some(event.sequence);
-            }
-            None => {
-                if skip_parked && let Some(mut previous) = previous {
-                    previous.parked = false;
-                    previous.skipped_by_operator = true;
-                    state.failed.insert(parked_key, previous);
-                }
-            }
+        if let Some((event, error)) = failure {
+            let same = event.aggregate == parked.aggregate && event.sequence == parked.sequence;
+            let count = match (&previous, same) {
+                (Some(previous), true) => previous.failure_count.saturating_add(1),
+                _ => 1,
+            };
+            state.failed.insert(
+                (projection.clone(), event.aggregate.clone(), event.sequence),
+                FailedEvent {
+                    projection,
+                    aggregate: event.aggregate.clone(),
+                    sequence: event.sequence,
+                    position: event.position,
+                    in_tx_order: event.in_tx_order,
+                    failure_count: count,
+                    error,
+                    last_failed_at: Utc::now(),
+                    skipped_by_operator: false,
+                    parked: true,
+                },
+            );
+            unparked.parked_at = Some(event.sequence);
+        }
+        // A skipped record stays, as the operator's skip, no longer parked.
+        if skip_parked && let Some(mut previous) = previous {
+            previous.parked = false;
+            previous.skipped_by_operator = true;
+            state.failed.insert(parked_key, previous);
         }
         drop(state);
         drop(lease);

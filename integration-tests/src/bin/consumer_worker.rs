@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use strata_event::Event;
-use strata_postgres::{PgConfig, PgProjections, PgStore, PoolConfig};
+use strata_integration_tests::processes::{flag_value, worker_store};
 use strata_projection::{
     Consumer, ConsumerConfig, HandleError, ProjectionRuntime, Reads, RuntimeConfig,
 };
@@ -69,13 +69,6 @@ impl Consumer for Courier {
     }
 }
 
-fn flag_value(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|arg| arg == flag)
-        .and_then(|index| args.get(index + 1))
-        .cloned()
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -85,14 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(2);
     let slow = args.iter().any(|arg| arg == "--slow");
-    let config = PgConfig {
-        projection_pool: PoolConfig::with_max(4),
-        query_pool: PoolConfig::with_max(4),
-        push_pool: PoolConfig::with_max(1),
-        ..PgConfig::default()
-    };
-    let store = PgStore::connect(&url, config).await?;
-    let backend = PgProjections::new(store.pools().projection().clone());
+    let (store, backend) = worker_store().await?;
     let log = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect(&url)

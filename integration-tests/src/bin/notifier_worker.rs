@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
 use strata::ProjectionRuntime;
-use strata::postgres::{PgConfig, PgProjections, PgStore, PoolConfig};
+use strata_integration_tests::processes::worker_store;
 
 #[allow(dead_code)] // The example's module; this process uses what the consumer needs.
 #[path = "../../../crates/strata/examples/notifications/notifier.rs"]
@@ -60,14 +60,7 @@ impl Channel for TableProvider {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
-    let config = PgConfig {
-        projection_pool: PoolConfig::with_max(4),
-        query_pool: PoolConfig::with_max(4),
-        push_pool: PoolConfig::with_max(2),
-        ..PgConfig::default()
-    };
-    let store = PgStore::connect(&url, config).await?;
-    let backend = PgProjections::new(store.pools().projection().clone());
+    let (store, backend) = worker_store().await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&url)

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use strata_event::{Event, InstanceId};
-use strata_postgres::{PgConfig, PgProjections, PgStore, PoolConfig};
+use strata_integration_tests::processes::{flag_value, worker_store};
 use strata_projection::{
     Projection, ProjectionConfig, ProjectionRuntime, Reads, ReduceError, RuntimeConfig, SqlValue,
     Statement,
@@ -65,30 +65,15 @@ impl Projection for Counting {
     }
 }
 
-fn flag_value(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|arg| arg == flag)
-        .and_then(|index| args.get(index + 1))
-        .cloned()
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let url = std::env::var("DATABASE_URL")?;
     let projections: usize = flag_value(&args, "--projections")
         .map(|value| value.parse())
         .transpose()?
         .unwrap_or(3);
     let slow = args.iter().any(|arg| arg == "--slow");
-    let config = PgConfig {
-        projection_pool: PoolConfig::with_max(4),
-        query_pool: PoolConfig::with_max(4),
-        push_pool: PoolConfig::with_max(1),
-        ..PgConfig::default()
-    };
-    let store = PgStore::connect(&url, config).await?;
-    let backend = PgProjections::new(store.pools().projection().clone());
+    let (store, backend) = worker_store().await?;
     let mut builder = ProjectionRuntime::builder(store, backend).config(RuntimeConfig {
         max_parallel_batches: 3,
         ..RuntimeConfig::default()

@@ -507,18 +507,24 @@ pub(super) async fn handle_window(
     events: Vec<Arc<Event>>,
     parked: &HashSet<AggregateRef>,
 ) -> Vec<ReducedEvent> {
+    // Decided once per event: the hash of its aggregate is not free.
+    let mine: Vec<bool> = events
+        .iter()
+        .map(|event| part.owns(event) && !parked.contains(&event.aggregate))
+        .collect();
     let delivered: Vec<Arc<Event>> = events
         .iter()
-        .filter(|event| part.owns(event) && !parked.contains(&event.aggregate))
-        .cloned()
+        .zip(&mine)
+        .filter(|(_, mine)| **mine)
+        .map(|(event, _)| Arc::clone(event))
         .collect();
     let handled = handle_guarded(part, &delivered).await;
+    let acknowledged = handled.acknowledged.min(delivered.len());
     let mut batch = Vec::with_capacity(events.len());
-    let mut acknowledged = 0;
-    for event in events {
-        let mine = part.owns(&event) && !parked.contains(&event.aggregate);
+    let mut passed = 0;
+    for (event, mine) in events.into_iter().zip(mine) {
         if mine {
-            if acknowledged == handled.acknowledged.min(delivered.len()) {
+            if passed == acknowledged {
                 if let Some(failure) = handled.failure {
                     batch.push(ReducedEvent {
                         event,
@@ -527,7 +533,7 @@ pub(super) async fn handle_window(
                 }
                 break;
             }
-            acknowledged += 1;
+            passed += 1;
         }
         batch.push(ReducedEvent {
             event,

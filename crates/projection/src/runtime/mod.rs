@@ -114,11 +114,7 @@ where
     pub fn consumer(mut self, consumer: impl Consumer) -> Result<Self, ProjectionError> {
         let name = consumer.name().to_owned();
         if !is_projection_name(&name) {
-            return Err(ProjectionError::InvalidProjection {
-                name,
-                reason: "names are 1 to 100 characters of [a-z0-9_.], starting with a letter or _"
-                    .into(),
-            });
+            return Err(invalid_name(name));
         }
         if self.by_name.contains_key(&name) || self.consumers.contains(&name) {
             return Err(ProjectionError::DuplicateName(name));
@@ -144,11 +140,7 @@ where
     ) -> Result<Self, ProjectionError> {
         let name = name.to_owned();
         if part.is_none() && !is_projection_name(&name) {
-            return Err(ProjectionError::InvalidProjection {
-                name,
-                reason: "names are 1 to 100 characters of [a-z0-9_.], starting with a letter or _"
-                    .into(),
-            });
+            return Err(invalid_name(name));
         }
         if self.by_name.contains_key(&name) || self.consumers.contains(&name) && part.is_none() {
             return Err(ProjectionError::DuplicateName(name));
@@ -414,6 +406,14 @@ impl PairKey {
             index,
             instance: instance.clone(),
         }
+    }
+}
+
+/// The error for a projection or consumer name outside the grammar.
+fn invalid_name(name: String) -> ProjectionError {
+    ProjectionError::InvalidProjection {
+        name,
+        reason: "names are 1 to 100 characters of [a-z0-9_.], starting with a letter or _".into(),
     }
 }
 
