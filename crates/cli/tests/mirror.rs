@@ -89,6 +89,7 @@ async fn mirroring_twice_copies_each_event_once_in_order() {
             reads: &Reads::new().aggregate("user"),
             has_side_effects: true,
             consumer: None,
+            stall_after: std::time::Duration::from_secs(60),
         })
         .await
         .unwrap();

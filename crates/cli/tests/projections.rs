@@ -40,6 +40,7 @@ async fn setup() -> (TestDatabase, String) {
             reads: &Reads::new().events("user", ["user.added"]),
             has_side_effects: false,
             consumer: None,
+            stall_after: std::time::Duration::from_secs(60),
         })
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use strata_event::{AggregateRef, Event, InstanceId};
-use strata_projection::{Projection, ProjectionConfig, Reads, ReduceError, Statement};
+use strata_projection::{Projection, ProjectionConfig, Reads, ReduceError, Statement, Table};
 
 use crate::envelope::{Envelope, UnknownEvents};
 use crate::event::DomainEvent;
@@ -45,6 +45,17 @@ pub trait TypedProjection: Send + Sync + 'static {
     /// Settings (see [`Projection::config`]).
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig::default()
+    }
+
+    /// The read model's version (see [`Projection::version`]): raise it with a change to what
+    /// `reduce` writes, and the new version is built beside the live one. Default: 1.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The read model's tables, to version them (see [`Projection::tables`]). Default: none.
+    fn tables(&self) -> Vec<Table> {
+        Vec::new()
     }
 
     /// Whether applying it causes effects outside its read model (see
@@ -174,6 +185,14 @@ impl<P: TypedProjection> Projection for Typed<P> {
 
     fn config(&self) -> ProjectionConfig {
         self.0.config()
+    }
+
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
+
+    fn tables(&self) -> Vec<Table> {
+        self.0.tables()
     }
 
     fn after_commit<'a>(&'a self, touched: &'a [AggregateRef]) -> BoxFuture<'a, ()> {

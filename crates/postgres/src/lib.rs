@@ -67,7 +67,7 @@ pub use crate::erasure_notices::ERASURE_CHANNEL;
 pub use crate::migrate::{
     AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
 };
-pub use crate::projection::{PgLease, PgProjections};
+pub use crate::projection::{PgLease, PgProjections, PgSwitch};
 pub use crate::store::{PgPools, PgStore};
 
 #[doc(hidden)]

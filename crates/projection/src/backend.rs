@@ -10,6 +10,7 @@ use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position, Sequence};
 use crate::error::ProjectionError;
 use crate::projection::{OnFailure, Reads};
 use crate::statement::Statement;
+use crate::version::{ProjectionVersion, VersionSetup};
 
 /// How far a projection got in one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,11 @@ pub struct Checkpoint {
     /// The aggregates parked in this pair ([`FailedEvent::parked`]): the runtime holds their
     /// events back.
     pub parked: Vec<AggregateRef>,
+    /// The pair is a version that was retired or dropped ([`VersionState`]): the runtime stops
+    /// applying it. Read after the lease, so no batch of a version follows its switch.
+    ///
+    /// [`VersionState`]: crate::VersionState
+    pub retired: bool,
 }
 
 /// The failure recorded for the event a pair stopped before (see [`Checkpoint::next_failure`]).
@@ -198,6 +204,9 @@ pub struct Registration<'a> {
     pub has_side_effects: bool,
     /// The consumer it is a part of; `None` for a projection.
     pub consumer: Option<&'a str>,
+    /// How long it may sit still with events waiting before it counts as stalled
+    /// ([`Health`](crate::Health)).
+    pub stall_after: std::time::Duration,
 }
 
 /// Storage for read models and projection bookkeeping.
@@ -205,9 +214,18 @@ pub struct Registration<'a> {
 /// A *lease* is the right to work on one (projection, instance) for one batch; at most one lease
 /// per pair exists at a time, across every process sharing the backend. On PostgreSQL it is a
 /// transaction holding a transaction-scoped advisory lock, so it vanishes with a crashed process.
+///
+/// A lease also holds its projection's *switch lock* shared (every version of a projection has
+/// the same one; a consumer part's is its own): a [switch](ProjectionBackend::begin_switch) holds
+/// it exclusively, so it waits for the batches in flight and no batch overlaps it.
 pub trait ProjectionBackend: Send + Sync + 'static {
     /// The right to work on one (projection, instance) for one batch.
     type Lease: Send + 'static;
+
+    /// A switch in progress: the projection's switch lock held exclusively (no batch of any of
+    /// its versions runs), in the transaction that will swap the stable names. Dropping it
+    /// abandons the switch.
+    type Switch: Send + 'static;
 
     /// Takes the lease of `(projection, instance)` if nobody holds it; `None` means another worker
     /// does and this one should move on.
@@ -348,6 +366,61 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         let _ = registration;
         async { Ok(()) }
     }
+
+    /// Records a version of a versioned projection and creates its tables when it is building or
+    /// live, and returns its record. A version met for the first time is `Live` (with its
+    /// stable names) when the projection has no other version and never ran unversioned, and
+    /// `Building` otherwise (an unversioned predecessor is recorded as version 0, live). A known
+    /// version keeps its state: a retired or dropped one is not revived by a process that still
+    /// runs its code.
+    fn prepare_version(
+        &self,
+        setup: &VersionSetup,
+    ) -> impl Future<Output = Result<ProjectionVersion, ProjectionError>> + Send;
+
+    /// The versions of one projection, or of every versioned projection, by projection and
+    /// version.
+    fn versions(
+        &self,
+        projection: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ProjectionVersion>, ProjectionError>> + Send;
+
+    /// Takes `projection`'s switch lock exclusively, waiting for the batches in flight.
+    fn begin_switch(
+        &self,
+        projection: &str,
+    ) -> impl Future<Output = Result<Self::Switch, ProjectionError>> + Send;
+
+    /// The checkpoints of the pair named `pair`, read within the switch.
+    fn switch_checkpoints(
+        &self,
+        switch: &mut Self::Switch,
+        pair: &str,
+    ) -> impl Future<Output = Result<Vec<CurrentState>, ProjectionError>> + Send;
+
+    /// Makes `version` live and retires the live one, pointing the stable names at `version`'s
+    /// tables, atomically, and ends the switch. `version` must be building or retired.
+    fn commit_switch(
+        &self,
+        switch: Self::Switch,
+        version: u32,
+    ) -> impl Future<Output = Result<ProjectionVersion, ProjectionError>> + Send;
+
+    /// Sets a retired or dropped version building again: runtimes that run its code resume it
+    /// from its checkpoints (a dropped one from the first event, its tables created again).
+    fn rebuild_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> impl Future<Output = Result<ProjectionVersion, ProjectionError>> + Send;
+
+    /// Drops a version that is not live: its tables, checkpoints, failed events and
+    /// registration; its record stays, as [`VersionState::Dropped`].
+    fn drop_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> impl Future<Output = Result<ProjectionVersion, ProjectionError>> + Send;
 
     /// Takes (removes and returns) the operator requests queued for these projections. Optional.
     fn take_requests(

@@ -30,8 +30,10 @@ use crate::{
 };
 
 mod consumers;
+mod versions;
 
 pub use self::consumers::*;
+pub use self::versions::*;
 
 /// A read-model row as the suite compares it: column to value, every value as text (`NULL` for
 /// SQL `NULL`), so rows read from any backend compare alike.
@@ -88,6 +90,12 @@ macro_rules! projection_conformance_tests {
             partitions_split_an_instance_and_keep_each_aggregate_in_order,
             changing_a_consumers_partitions_is_refused,
             a_skipped_consumer_event_is_retried_through_the_handler,
+            a_first_version_is_live_and_read_through_its_stable_name,
+            a_new_version_builds_beside_the_live_one_and_takes_over,
+            a_version_behind_cannot_take_over,
+            rollback_catches_the_old_version_up_and_switches_back,
+            an_unversioned_projection_upgrades_to_a_version,
+            a_frozen_runtime_is_reported_stalled,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -715,7 +723,8 @@ mod tests {
     fn every_case_is_listed() {
         let source = concat!(
             include_str!("conformance.rs"),
-            include_str!("conformance/consumers.rs")
+            include_str!("conformance/consumers.rs"),
+            include_str!("conformance/versions.rs")
         );
         strata_store::conformance::assert_every_case_listed(
             source,

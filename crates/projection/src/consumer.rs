@@ -138,6 +138,9 @@ pub struct ConsumerConfig {
     /// refuses to start with a count other than the one its checkpoints were made with. Default:
     /// 1 (from 1 to 64).
     pub partitions: u16,
+    /// A part whose checkpoint has not moved for this long while an event has waited this long
+    /// is reported as [stalled](crate::Health::Stalled). Default: 60 s.
+    pub stall_after: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -150,6 +153,7 @@ impl Default for ConsumerConfig {
             on_failure: OnFailure::Park,
             transaction_duration: Duration::from_secs(60),
             partitions: 1,
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -166,6 +170,8 @@ impl ConsumerConfig {
             max_failure_count: self.max_failure_count,
             transaction_duration: self.transaction_duration,
             on_failure: self.on_failure,
+            stall_after: self.stall_after,
+            ..ProjectionConfig::default()
         }
     }
 }

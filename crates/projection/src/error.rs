@@ -96,6 +96,41 @@ pub enum ProjectionError {
         /// The projection.
         projection: String,
     },
+    /// The projection has no such version.
+    #[error("projection {projection} has no version {version}")]
+    UnknownVersion {
+        /// The projection.
+        projection: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A version cannot take over yet: it has events left to apply.
+    #[error(
+        "version {version} of projection {projection} is {events_behind} event(s) behind in \
+         {instances_behind} instance(s); it takes over once it has caught up"
+    )]
+    VersionBehind {
+        /// The projection.
+        projection: String,
+        /// The version.
+        version: u32,
+        /// Events it has not applied yet.
+        events_behind: u64,
+        /// Instances where it has some.
+        instances_behind: u64,
+    },
+    /// A version operation that the version's state does not allow.
+    #[error("version {version} of projection {projection} is {state}: {reason}")]
+    VersionRefused {
+        /// The projection.
+        projection: String,
+        /// The version.
+        version: u32,
+        /// Its state.
+        state: crate::VersionState,
+        /// Why that refuses the operation.
+        reason: String,
+    },
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] strata_store::Error),

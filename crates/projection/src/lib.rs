@@ -99,6 +99,8 @@ mod memory;
 mod projection;
 mod runtime;
 mod statement;
+mod switch;
+mod version;
 
 pub use crate::backend::{
     BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailedEventKey, FailurePolicy,
@@ -110,9 +112,16 @@ pub use crate::consumer::{
     partition_name, split_partition_name,
 };
 pub use crate::error::ProjectionError;
-pub use crate::memory::{MemoryLease, MemoryProjections, Row};
-pub use crate::projection::{OnFailure, Projection, ProjectionConfig, Reads, ReduceError};
+pub use crate::memory::{MemoryLease, MemoryProjections, MemorySwitch, Row};
+pub use crate::projection::{
+    OnFailure, Projection, ProjectionConfig, Reads, ReduceError, SwitchWhen,
+};
 pub use crate::runtime::{
-    MAX_FAILURE_COUNT, ProjectionRuntime, ProjectionStatus, RuntimeBuilder, RuntimeConfig,
+    Health, MAX_FAILURE_COUNT, ProjectionRuntime, ProjectionStatus, RuntimeBuilder, RuntimeConfig,
 };
 pub use crate::statement::{Column, SqlValue, Statement, is_identifier};
+pub use crate::switch::{VersionLag, switch_version, version_lag};
+pub use crate::version::{
+    ProjectionVersion, Table, VersionOperation, VersionSetup, VersionState, VersionTable,
+    physical_table, split_versioned_name, versioned_name,
+};

@@ -6,10 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::Utc;
 use strata_event::{AggregateRef, Cursor, InstanceId, Sequence};
 
+mod versions;
+
 use crate::backend::{
     BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailurePolicy, NextFailure,
     ProjectionBackend, ReducedEvent, Unparked,
 };
+use crate::version::{ProjectionVersion, VersionSetup};
+
+pub use self::versions::MemorySwitch;
+use self::versions::SwitchLocks;
 use crate::error::ProjectionError;
 use crate::projection::OnFailure;
 use crate::statement::{Column, SqlValue, Statement};
@@ -39,6 +45,7 @@ type FailedKey = (String, AggregateRef, Sequence);
 #[derive(Debug, Clone, Default)]
 pub struct MemoryProjections {
     state: Arc<Mutex<State>>,
+    switch_locks: SwitchLocks,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +54,10 @@ struct State {
     checkpoints: HashMap<LeaseKey, CurrentState>,
     failed: BTreeMap<FailedKey, FailedEvent>,
     tables: HashMap<&'static str, Vec<Row>>,
+    /// Versions of versioned projections, by projection and version.
+    versions: BTreeMap<(String, u32), ProjectionVersion>,
+    /// Stable names: a declared table → the live version's table.
+    views: HashMap<String, &'static str>,
 }
 
 /// The lease of one (projection, instance) in memory; dropping it releases it.
@@ -54,6 +65,8 @@ struct State {
 pub struct MemoryLease {
     key: LeaseKey,
     state: Arc<Mutex<State>>,
+    /// The projection's switch lock, held shared for the lease's length.
+    _switching: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Drop for MemoryLease {
@@ -221,24 +234,88 @@ impl MemoryProjections {
         lock(&self.state).leased.len()
     }
 
-    /// The rows of a read-model table, in insertion order.
+    /// The rows of a read-model table, in insertion order. A versioned projection's declared
+    /// table reads as its live version's.
     pub fn rows(&self, table: &str) -> Vec<Row> {
-        lock(&self.state)
-            .tables
-            .get(table)
-            .cloned()
-            .unwrap_or_default()
+        let state = lock(&self.state);
+        let table = state.views.get(table).copied().unwrap_or(table);
+        state.tables.get(table).cloned().unwrap_or_default()
     }
 }
 
 impl ProjectionBackend for MemoryProjections {
     type Lease = MemoryLease;
+    type Switch = MemorySwitch;
+
+    async fn prepare_version(
+        &self,
+        setup: &VersionSetup,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        Ok(lock(&self.state).prepare_version(setup))
+    }
+
+    async fn versions(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<ProjectionVersion>, ProjectionError> {
+        Ok(lock(&self.state)
+            .versions
+            .values()
+            .filter(|version| projection.is_none_or(|name| version.projection == name))
+            .cloned()
+            .collect())
+    }
+
+    async fn begin_switch(&self, projection: &str) -> Result<MemorySwitch, ProjectionError> {
+        Ok(self.switch_locks.exclusive(projection).await)
+    }
+
+    async fn switch_checkpoints(
+        &self,
+        _switch: &mut MemorySwitch,
+        pair: &str,
+    ) -> Result<Vec<CurrentState>, ProjectionError> {
+        Ok(lock(&self.state)
+            .checkpoints
+            .values()
+            .filter(|state| state.projection == pair)
+            .cloned()
+            .collect())
+    }
+
+    async fn commit_switch(
+        &self,
+        switch: MemorySwitch,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        let switched = lock(&self.state).switch(&switch.projection, version);
+        drop(switch);
+        switched
+    }
+
+    async fn rebuild_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        lock(&self.state).rebuild_version(projection, version)
+    }
+
+    async fn drop_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        let _switching = self.switch_locks.exclusive(projection).await;
+        lock(&self.state).drop_version(projection, version)
+    }
 
     async fn try_lease(
         &self,
         projection: &str,
         instance: &InstanceId,
     ) -> Result<Option<MemoryLease>, ProjectionError> {
+        let switching = self.switch_locks.shared(projection).await;
         let key = LeaseKey::new(projection, instance);
         let mut state = lock(&self.state);
         if !state.leased.insert(key.clone()) {
@@ -247,6 +324,7 @@ impl ProjectionBackend for MemoryProjections {
         Ok(Some(MemoryLease {
             key,
             state: Arc::clone(&self.state),
+            _switching: switching,
         }))
     }
 
@@ -287,6 +365,7 @@ impl ProjectionBackend for MemoryProjections {
             horizon: None,
             next_failure,
             parked,
+            retired: state.is_retired(projection),
         })
     }
 

@@ -9,6 +9,7 @@ use strata_query::{Query, QueryBuilder, SubQuery};
 
 use crate::error::ProjectionError;
 use crate::statement::Statement;
+use crate::version::Table;
 
 /// A read model kept up to date from events.
 ///
@@ -70,6 +71,23 @@ pub trait Projection: Send + Sync + 'static {
     /// Settings; see [`ProjectionConfig`] for the defaults.
     fn config(&self) -> ProjectionConfig {
         ProjectionConfig::default()
+    }
+
+    /// The read model's version, for a projection that declares its [`tables`](Projection::tables).
+    /// Raise it with any change to what `reduce` writes or to the tables: the runtime builds the
+    /// new version beside the live one, in tables of its own, and switches readers over when it
+    /// has caught up (`docs/projections.md`, "Versions"). Default: 1.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The tables of the read model, when the runtime should version them: each is created per
+    /// version (`users_v2`) and read under its declared name (`users`, a view over the live
+    /// version's table on PostgreSQL). Statements name the declared tables and the runtime
+    /// rewrites them; raw SQL writes `{users}` where it means the table. Default: none, and the
+    /// projection writes to tables the application manages, rebuilt in place.
+    fn tables(&self) -> Vec<Table> {
+        Vec::new()
     }
 
     /// Runs before a batch's events are reduced, with those events: where a projection fetches
@@ -215,6 +233,25 @@ pub struct ProjectionConfig {
     pub transaction_duration: Duration,
     /// What happens to an event after its last attempt. Default: [`OnFailure::Skip`].
     pub on_failure: OnFailure,
+    /// A pair whose checkpoint has not moved for this long while an event it reads has waited
+    /// this long is reported as [stalled](crate::Health::Stalled). Default: 60 s.
+    pub stall_after: Duration,
+    /// When a new [version](Projection::version) takes over. Default: [`SwitchWhen::CaughtUp`].
+    pub switch: SwitchWhen,
+    /// How long a retired version's tables are kept for a rollback before a runtime drops them;
+    /// `None` keeps them until an operator drops them. Default: one day.
+    pub drop_retired_after: Option<Duration>,
+}
+
+/// When a version built beside the live one takes over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SwitchWhen {
+    /// As soon as it has caught up with the live version in every instance.
+    #[default]
+    CaughtUp,
+    /// When an operator says so (`strata projections switch`, or
+    /// [`ProjectionRuntime::switch`](crate::ProjectionRuntime::switch)), once it has caught up.
+    OnCommand,
 }
 
 /// What the runtime does with an event that failed [`max_failure_count`] times.
@@ -244,6 +281,9 @@ impl Default for ProjectionConfig {
             max_failure_count: 5,
             transaction_duration: Duration::from_secs(30),
             on_failure: OnFailure::Skip,
+            stall_after: Duration::from_secs(60),
+            switch: SwitchWhen::CaughtUp,
+            drop_retired_after: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }

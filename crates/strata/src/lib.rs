@@ -115,9 +115,10 @@ pub use strata_event::{
 };
 #[doc(inline)]
 pub use strata_projection::{
-    Consumer, ConsumerConfig, FailedEvent, HandleError, Handled, MemoryProjections, OnFailure,
-    Projection, ProjectionBackend, ProjectionConfig, ProjectionError, ProjectionRuntime,
-    ProjectionStatus, Reads, ReduceError, RuntimeBuilder, RuntimeConfig, SqlValue, Statement,
+    Consumer, ConsumerConfig, FailedEvent, HandleError, Handled, Health, MemoryProjections,
+    OnFailure, Projection, ProjectionBackend, ProjectionConfig, ProjectionError, ProjectionRuntime,
+    ProjectionStatus, ProjectionVersion, Reads, ReduceError, RuntimeBuilder, RuntimeConfig,
+    SqlValue, Statement, SwitchWhen, Table, VersionState,
 };
 #[doc(inline)]
 pub use strata_query::{Order, Query, QueryBuilder, QueryError, SubQuery, SubQueryBuilder};

@@ -7,6 +7,9 @@
 mod failures;
 mod render;
 pub(crate) mod rows;
+mod versions;
+
+pub use self::versions::PgSwitch;
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,8 +18,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use strata_event::{Cursor, InstanceId};
 use strata_projection::{
     BatchOutcome, Checkpoint, CurrentState, FailedEvent, FailurePolicy, NextFailure,
-    OperatorRequest, ProjectionBackend, ProjectionError, ReducedEvent, Registration,
-    RuntimeHeartbeat, Statement, Unparked,
+    OperatorRequest, ProjectionBackend, ProjectionError, ProjectionVersion, ReducedEvent,
+    Registration, RuntimeHeartbeat, Statement, Unparked, VersionSetup, split_versioned_name,
 };
 
 use crate::error::{from_sqlx, unexpected_answer};
@@ -104,6 +107,57 @@ impl PgProjections {
 
 impl ProjectionBackend for PgProjections {
     type Lease = PgLease;
+    type Switch = PgSwitch;
+
+    async fn prepare_version(
+        &self,
+        setup: &VersionSetup,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        versions::prepare(&self.pool, setup).await
+    }
+
+    async fn versions(
+        &self,
+        projection: Option<&str>,
+    ) -> Result<Vec<ProjectionVersion>, ProjectionError> {
+        versions::list(&self.pool, projection).await
+    }
+
+    async fn begin_switch(&self, projection: &str) -> Result<PgSwitch, ProjectionError> {
+        versions::begin_switch(&self.pool, projection).await
+    }
+
+    async fn switch_checkpoints(
+        &self,
+        switch: &mut PgSwitch,
+        pair: &str,
+    ) -> Result<Vec<CurrentState>, ProjectionError> {
+        versions::switch_checkpoints(switch, pair).await
+    }
+
+    async fn commit_switch(
+        &self,
+        switch: PgSwitch,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        versions::commit_switch(switch, version).await
+    }
+
+    async fn rebuild_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        versions::rebuild(&self.pool, projection, version).await
+    }
+
+    async fn drop_version(
+        &self,
+        projection: &str,
+        version: u32,
+    ) -> Result<ProjectionVersion, ProjectionError> {
+        versions::drop_version(&self.pool, projection, version).await
+    }
 
     async fn try_lease(
         &self,
@@ -118,14 +172,20 @@ impl ProjectionBackend for PgProjections {
         // The commit mode is set in the same round trip, for this transaction only. A durable
         // batch keeps the session's own setting (which may ask for more than a local flush, e.g.
         // `remote_apply` with a synchronous standby).
+        // The switch lock is taken shared first (the subquery in FROM runs before the select
+        // list): a switch of the projection in progress holds it exclusively, and the batch waits
+        // for it rather than finding its pair busy and skipping a run.
         let locked: bool = sqlx::query_scalar(if self.commits_durably(projection) {
-            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2))"
+            "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2)) \
+             FROM (SELECT pg_advisory_xact_lock_shared(projections.switch_key($3))) AS switch"
         } else {
             "SELECT pg_try_advisory_xact_lock(projections.lease_key($1, $2)) \
-                    AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+                    AND set_config('synchronous_commit', 'off', true) IS NOT NULL \
+             FROM (SELECT pg_advisory_xact_lock_shared(projections.switch_key($3))) AS switch"
         })
         .bind(projection)
         .bind(instance.as_str())
+        .bind(split_versioned_name(projection).0)
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| store_error("taking a projection lease", err))?;
@@ -150,8 +210,10 @@ impl ProjectionBackend for PgProjections {
             "SELECT state.position, state.in_tx_order, eventstore.commit_horizon() AS horizon, \
                     next.failure_count AS next_failure_count, \
                     next.last_failed_at AS next_failed_at, \
-                    parked.parked_types, parked.parked_ids \
+                    parked.parked_types, parked.parked_ids, \
+                    COALESCE(version.state IN ('retired', 'dropped'), false) AS retired \
              FROM (SELECT) AS one \
+             LEFT JOIN projections.versions version ON version.pair_name = $2 \
              LEFT JOIN projections.current_states state \
                     ON state.instance_id = $1 AND state.projection_name = $2 \
              LEFT JOIN LATERAL ( \
@@ -440,15 +502,18 @@ impl ProjectionBackend for PgProjections {
             .map_err(|err| corrupt("reads", err))?;
         sqlx::query(
             "INSERT INTO projections.registry \
-             (projection_name, reads, has_side_effects, consumer_name, registered_at) \
-             VALUES ($1, $2::jsonb, $3, $4, now()) ON CONFLICT (projection_name) DO UPDATE \
+             (projection_name, reads, has_side_effects, consumer_name, stall_after_ms, \
+              registered_at) \
+             VALUES ($1, $2::jsonb, $3, $4, $5, now()) ON CONFLICT (projection_name) DO UPDATE \
              SET reads = EXCLUDED.reads, has_side_effects = EXCLUDED.has_side_effects, \
-             consumer_name = EXCLUDED.consumer_name, registered_at = now()",
+             consumer_name = EXCLUDED.consumer_name, stall_after_ms = EXCLUDED.stall_after_ms, \
+             registered_at = now()",
         )
         .bind(registration.name)
         .bind(reads)
         .bind(registration.has_side_effects)
         .bind(registration.consumer)
+        .bind(i64::try_from(registration.stall_after.as_millis()).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await
         .map(drop)

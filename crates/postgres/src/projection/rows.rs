@@ -52,6 +52,8 @@ pub(crate) struct CheckpointRow {
     /// The parked aggregates' types and ids, in two parallel arrays.
     parked_types: Option<Vec<String>>,
     parked_ids: Option<Vec<String>>,
+    /// The pair is a version no longer applied.
+    retired: bool,
 }
 
 impl CheckpointRow {
@@ -83,6 +85,7 @@ impl CheckpointRow {
                     last_failed_at: at,
                 }),
             parked,
+            retired: self.retired,
         })
     }
 }

@@ -252,6 +252,12 @@ where
                 return Err(err);
             }
         };
+        if checkpoint.retired {
+            // Switched away from (or dropped) by another process since this one last looked.
+            self.note_retired(pair.index);
+            backend.release(lease).await;
+            return Ok(BatchStep::Finished(PairRun::Done));
+        }
         if let Some(retry_at) = self.retry_not_due(pair, &checkpoint) {
             backend.release(lease).await;
             return Ok(BatchStep::Finished(PairRun::Stalled { retry_at }));

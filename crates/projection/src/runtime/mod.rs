@@ -8,7 +8,8 @@
 //! - `batch.rs`: one run of a pair or a group of pairs, batch by batch, below the horizon;
 //! - `catch_up.rs`: read-your-writes;
 //! - `operator.rs`: rebuilds, failed events, and the requests operators queue;
-//! - `status.rs`: where every projection stands.
+//! - `status.rs`: where every projection stands, and whether it is healthy;
+//! - `versions.rs`: versioned projections: setting versions up, switching, rollback, dropping.
 
 mod batch;
 mod catch_up;
@@ -16,6 +17,7 @@ mod operator;
 mod scheduler;
 mod status;
 mod triggers;
+mod versions;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,8 +33,9 @@ use crate::backend::{FailurePolicy, ProjectionBackend, Registration, RuntimeHear
 use crate::consumer::{Consumer, ConsumerPart, split_partition_name};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ProjectionConfig, Reads, is_projection_name};
+use crate::version::{VersionSetup, VersionState, VersionedProjection};
 
-pub use self::status::ProjectionStatus;
+pub use self::status::{Health, ProjectionStatus};
 
 use self::scheduler::PairState;
 
@@ -58,6 +61,10 @@ pub struct RuntimeConfig {
     /// event's latency without making writers beside the projections faster
     /// (`docs/benchmarks.md`, P2). `catch_up` does not wait.
     pub trigger_coalesce: Duration,
+    /// Most batches of versions being built (`Projection::version`) running at once in this
+    /// process, out of `max_parallel_batches`: a build from the first event runs batch after
+    /// batch, and the live versions keep the other permits. Default: 1.
+    pub max_building_batches: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +73,7 @@ impl Default for RuntimeConfig {
             max_parallel_batches: 4,
             lease_wait: Duration::from_secs(30),
             trigger_coalesce: Duration::from_millis(2),
+            max_building_batches: 1,
         }
     }
 }
@@ -101,10 +109,31 @@ where
         self
     }
 
-    /// Adds a projection. Refuses invalid definitions and duplicate names.
+    /// Adds a projection. Refuses invalid definitions and duplicate names. A projection that
+    /// declares [tables](Projection::tables) is versioned: several of its versions may be
+    /// registered (during a rollout, the old one keeps the stable names current while the new one
+    /// builds), each under its own pair name, `name@v{version}`.
     pub fn register(self, projection: impl Projection) -> Result<Self, ProjectionError> {
         let name = projection.name().to_owned();
-        self.add(Arc::new(projection), &name, None)
+        if !is_projection_name(&name) {
+            return Err(invalid_name(name));
+        }
+        let projection: Arc<dyn Projection> = Arc::new(projection);
+        if projection.tables().is_empty() {
+            if projection.version() != 1 {
+                return Err(ProjectionError::InvalidProjection {
+                    name,
+                    reason: "it declares a version but no tables: a version needs tables of its \
+                             own to be built beside the live one (Projection::tables)"
+                        .into(),
+                });
+            }
+            return self.add(projection, &name, None, None);
+        }
+        let versioned = VersionedProjection::new(projection)?;
+        let pair_name = versioned.name().to_owned();
+        let setup = versioned.setup.clone();
+        self.add(Arc::new(versioned), &pair_name, None, Some(setup))
     }
 
     /// Adds a [`Consumer`]: its events are handled, at least once and in order per aggregate,
@@ -127,6 +156,7 @@ where
                 Arc::clone(&part) as Arc<dyn Projection>,
                 &part_name,
                 Some(part),
+                None,
             )?;
         }
         Ok(self)
@@ -137,11 +167,9 @@ where
         projection: Arc<dyn Projection>,
         name: &str,
         part: Option<Arc<ConsumerPart>>,
+        version: Option<VersionSetup>,
     ) -> Result<Self, ProjectionError> {
         let name = name.to_owned();
-        if part.is_none() && !is_projection_name(&name) {
-            return Err(invalid_name(name));
-        }
         if self.by_name.contains_key(&name) || self.consumers.contains(&name) && part.is_none() {
             return Err(ProjectionError::DuplicateName(name));
         }
@@ -163,15 +191,18 @@ where
         }
         self.by_name.insert(name, self.projections.len());
         // A consumer's handler may take its time (it calls out): it runs alone, so no
-        // projection waits for it in a shared run.
-        let same_reads: Vec<usize> = if part.is_some() {
+        // projection waits for it in a shared run. So does a versioned projection: a version
+        // being built runs from the first event, and the live ones must not wait for it.
+        let same_reads: Vec<usize> = if part.is_some() || version.is_some() {
             Vec::new()
         } else {
             self.projections
                 .iter()
                 .enumerate()
                 .filter(|(_, other)| {
-                    other.part.is_none() && other.reads.entries() == reads.entries()
+                    other.part.is_none()
+                        && other.version.is_none()
+                        && other.reads.entries() == reads.entries()
                 })
                 .map(|(index, _)| index)
                 .collect()
@@ -190,6 +221,7 @@ where
             reads,
             same_reads,
             part,
+            version,
         });
         Ok(self)
     }
@@ -205,8 +237,16 @@ where
         }
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();
         names.sort();
+        if self.config.max_building_batches == 0 {
+            return Err(ProjectionError::InvalidProjection {
+                name: "(runtime)".into(),
+                reason: "max_building_batches must be at least 1".into(),
+            });
+        }
         let inner = Arc::new(Inner {
             permits: Semaphore::new(self.config.max_parallel_batches),
+            building_permits: Semaphore::new(self.config.max_building_batches),
+            version_states: Mutex::default(),
             store: self.store,
             backend: self.backend,
             config: self.config,
@@ -235,9 +275,11 @@ where
                     .part
                     .as_ref()
                     .map(|part| split_partition_name(&part.name).0),
+                stall_after: registered.config.stall_after,
             };
             runtime.inner.backend.register(&registration).await?;
         }
+        runtime.prepare_versions().await?;
         runtime.start_triggers();
         runtime.trigger_everything().await?;
         Ok(runtime)
@@ -332,14 +374,33 @@ where
         self.inner.projections[pair.index].projection.name()
     }
 
+    /// The projection registered as `projection`: a pair name, or a versioned projection's own
+    /// name, which means its live version when this runtime runs it (the version readers see),
+    /// else the version it builds.
     fn index(&self, projection: &str) -> Result<usize, ProjectionError> {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(ProjectionError::Stopped);
         }
+        if let Some(&index) = self.inner.by_name.get(projection) {
+            return Ok(index);
+        }
+        let states = lock(&self.inner.version_states);
         self.inner
-            .by_name
-            .get(projection)
-            .copied()
+            .projections
+            .iter()
+            .enumerate()
+            .filter(|(_, registered)| {
+                registered
+                    .version
+                    .as_ref()
+                    .is_some_and(|setup| setup.projection == projection)
+            })
+            .min_by_key(|(index, _)| match states.get(index) {
+                Some(VersionState::Live) => 0,
+                Some(VersionState::Building) => 1,
+                _ => 2,
+            })
+            .map(|(index, _)| index)
             .ok_or_else(|| ProjectionError::UnknownProjection(projection.to_owned()))
     }
 }
@@ -354,6 +415,8 @@ struct Registered {
     /// The other projections that read exactly the same events: a run of this one takes along
     /// those queued for the same instance and fetches each batch of events once for all of them.
     same_reads: Vec<usize>,
+    /// Set for a versioned projection: its version and tables.
+    version: Option<VersionSetup>,
 }
 
 struct Inner<S, B> {
@@ -363,6 +426,11 @@ struct Inner<S, B> {
     projections: Vec<Registered>,
     by_name: HashMap<String, usize>,
     permits: Semaphore,
+    /// Bounds the runs of versions being built, taken before `permits`.
+    building_permits: Semaphore,
+    /// Where each versioned projection's version stands, as last read from the backend; only
+    /// building and live versions run.
+    version_states: Mutex<HashMap<usize, VersionState>>,
     /// Pairs queued or running in this process; absent means idle. A trigger for a queued pair is
     /// already covered; one for a running pair makes it run once more when it finishes, so runs of
     /// one pair in one process never overlap (and never find each other's lease taken).

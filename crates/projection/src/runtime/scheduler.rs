@@ -44,6 +44,7 @@ where
         }
         // Runs waiting for a permit give up; new ones cannot start.
         self.inner.permits.close();
+        self.inner.building_permits.close();
         let waited = tokio::time::timeout(deadline, async {
             loop {
                 let ended = self.inner.run_ended.notified();
@@ -84,7 +85,7 @@ where
     /// run once more when it is done (no trigger is lost, and the two runs never compete for the
     /// lease).
     pub(super) fn schedule(&self, pair: PairKey) {
-        if self.inner.stopping.load(Ordering::SeqCst) {
+        if self.inner.stopping.load(Ordering::SeqCst) || !self.is_applied(pair.index) {
             return;
         }
         let ticket = {
@@ -124,6 +125,13 @@ where
             if !coalesce.is_zero() {
                 tokio::time::sleep(coalesce).await;
             }
+            // A version being built takes a building permit first, so it never holds a permit
+            // the live versions could use while it waits.
+            let building = if self.is_building(pair.index) {
+                self.inner.building_permits.acquire().await.ok()
+            } else {
+                None
+            };
             let Some(run) = self.start_run().await else {
                 let mut pairs = lock(&self.inner.pairs);
                 if pairs.get(&pair) == Some(&PairState::Queued { ticket }) {
@@ -137,6 +145,7 @@ where
             };
             let outcomes = self.run_group(&members, &pair.instance).await;
             drop(run);
+            drop(building);
             for (&member, outcome) in members.iter().zip(outcomes) {
                 self.after_run(PairKey::new(member, &pair.instance), outcome);
             }

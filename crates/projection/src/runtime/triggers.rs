@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use crate::backend::{ProjectionBackend, RuntimeHeartbeat};
 use crate::error::ProjectionError;
 
+use crate::runtime::versions::VERSIONS_EVERY;
 use crate::runtime::{PairKey, ProjectionRuntime, lock};
 
 /// How often a runtime looks for requests operators queued (rebuild, retry, skip).
@@ -76,6 +77,19 @@ where
                         .await
                     {
                         tracing::warn!(error = %err, "could not record the runtime's heartbeat");
+                    }
+                }
+            }));
+        }
+        if self.has_versions() {
+            let runtime = self.clone();
+            background.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(VERSIONS_EVERY);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(err) = runtime.follow_versions().await {
+                        tracing::warn!(error = %err, "could not follow the projection versions");
                     }
                 }
             }));
