@@ -1397,6 +1397,15 @@ $$;
 
 
 --
+-- Name: switch_key(text); Type: FUNCTION; Schema: projections; Owner: -
+--
+
+CREATE FUNCTION projections.switch_key(p_projection text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended((('projection switch'::text || chr(31)) || p_projection), (0)::bigint);
+
+
+--
 -- Name: object_ids; Type: SEQUENCE; Schema: cache; Owner: -
 --
 
@@ -1704,7 +1713,8 @@ CREATE TABLE projections.registry (
     reads jsonb NOT NULL,
     has_side_effects boolean NOT NULL,
     registered_at timestamp with time zone NOT NULL,
-    consumer_name text
+    consumer_name text,
+    stall_after_ms bigint
 );
 
 
@@ -1755,6 +1765,24 @@ CREATE TABLE projections.runtimes (
     projections text[] NOT NULL,
     started_at timestamp with time zone NOT NULL,
     last_seen_at timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: versions; Type: TABLE; Schema: projections; Owner: -
+--
+
+CREATE TABLE projections.versions (
+    projection_name text NOT NULL,
+    version integer NOT NULL,
+    pair_name text NOT NULL,
+    state text NOT NULL,
+    tables text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    switched_at timestamp with time zone,
+    retired_at timestamp with time zone,
+    CONSTRAINT versions_state_check CHECK ((state = ANY (ARRAY['building'::text, 'live'::text, 'retired'::text, 'dropped'::text]))),
+    CONSTRAINT versions_version_check CHECK ((version >= 0))
 );
 
 
@@ -1924,6 +1952,22 @@ ALTER TABLE ONLY projections.runtimes
 
 
 --
+-- Name: versions versions_pair_name_key; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.versions
+    ADD CONSTRAINT versions_pair_name_key UNIQUE (pair_name);
+
+
+--
+-- Name: versions versions_pkey; Type: CONSTRAINT; Schema: projections; Owner: -
+--
+
+ALTER TABLE ONLY projections.versions
+    ADD CONSTRAINT versions_pkey PRIMARY KEY (projection_name, version);
+
+
+--
 -- Name: _sqlx_migrations _sqlx_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1992,6 +2036,13 @@ CREATE INDEX subject_keys_master_key ON eventstore.subject_keys USING btree (mas
 --
 
 CREATE INDEX failed_events_by_projection ON projections.failed_events USING btree (projection_name);
+
+
+--
+-- Name: versions_one_live; Type: INDEX; Schema: projections; Owner: -
+--
+
+CREATE UNIQUE INDEX versions_one_live ON projections.versions USING btree (projection_name) WHERE (state = 'live'::text);
 
 
 --
@@ -2336,6 +2387,14 @@ GRANT ALL ON SEQUENCE projections.requests_id_seq TO strata_migrator;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.runtimes TO strata_writer;
 GRANT ALL ON TABLE projections.runtimes TO strata_migrator;
+
+
+--
+-- Name: TABLE versions; Type: ACL; Schema: projections; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projections.versions TO strata_writer;
+GRANT ALL ON TABLE projections.versions TO strata_migrator;
 
 
 --
