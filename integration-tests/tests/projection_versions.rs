@@ -273,6 +273,26 @@ async fn a_switch_killed_midway_leaves_exactly_one_version_live() {
         let flipper = spawn_worker(&url, &["--flip"]);
         tokio::time::sleep(Duration::from_millis(150 + (round * 97) % 400)).await;
         drop(flipper);
+        // The killed process's last commit may still be in flight on the server: wait until
+        // its sessions are gone before looking.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND state <> 'idle'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if busy == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the killed process's sessions linger"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let live: Vec<(i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
             "SELECT version, switched_at FROM projections.versions \
              WHERE projection_name = 'ledger' AND state = 'live'",

@@ -9,7 +9,8 @@
 //! new version has nothing left below that horizon in any instance. All in one transaction, so
 //! a crash leaves exactly the old or exactly the new version live.
 
-use strata_event::{InstanceId, Position};
+use strata_event::Position;
+use strata_query::Query;
 use strata_store::EventStore;
 
 use crate::backend::{CurrentState, ProjectionBackend};
@@ -40,17 +41,25 @@ pub async fn version_lag<S: EventStore, B: ProjectionBackend>(
     reads: &Reads,
     below: Option<Position>,
 ) -> Result<VersionLag, ProjectionError> {
-    let states: Vec<CurrentState> = backend
+    let states = checkpoints_of(backend, pair).await?;
+    lag_against(store, reads, &states, below, false).await
+}
+
+async fn checkpoints_of<B: ProjectionBackend>(
+    backend: &B,
+    pair: &str,
+) -> Result<Vec<CurrentState>, ProjectionError> {
+    Ok(backend
         .states()
         .await?
         .into_iter()
         .filter(|state| state.projection == pair)
-        .collect();
-    lag_against(store, reads, &states, below, false).await
+        .collect())
 }
 
 /// The lag of the pair whose checkpoints are `states`; with `first_only`, it stops at the first
-/// instance behind (a switch only needs to know whether there is one).
+/// event behind (a switch only needs to know whether there is one, and a count per instance
+/// would hold the lock longer), and leaves `events_applied` at 0.
 async fn lag_against<S: EventStore>(
     store: &S,
     reads: &Reads,
@@ -58,7 +67,7 @@ async fn lag_against<S: EventStore>(
     below: Option<Position>,
     first_only: bool,
 ) -> Result<VersionLag, ProjectionError> {
-    let bounded = |query: strata_query::Query| match below {
+    let bounded = |query: Query| match below {
         Some(horizon) => query.below(horizon),
         None => query,
     };
@@ -70,21 +79,24 @@ async fn lag_against<S: EventStore>(
             .iter()
             .find(|state| state.instance_id == instance)
             .map(CurrentState::cursor);
-        let all = bounded(reads.query(&instance).build()?);
-        let left = match checkpoint {
-            Some(cursor) => all.resumed_after(cursor),
-            None => all.clone(),
+        let left = |limit: Option<u64>| -> Result<Query, ProjectionError> {
+            let mut builder = reads.query(&instance);
+            if let Some(cursor) = checkpoint {
+                builder = builder.resume_after(cursor);
+            }
+            if let Some(limit) = limit {
+                builder = builder.limit(limit);
+            }
+            Ok(bounded(builder.build()?))
         };
         let behind = if first_only {
-            // One event says it is behind; counting them all would hold the lock longer.
-            let first = bounded(left_query(reads, &instance, checkpoint)?);
-            u64::from(!store.query(&first).await?.is_empty())
+            u64::from(!store.query(&left(Some(1))?).await?.is_empty())
         } else {
-            store.count(&left).await?
+            let behind = store.count(&left(None)?).await?;
+            let all = bounded(reads.query(&instance).build()?);
+            lag.events_applied += store.count(&all).await?.saturating_sub(behind);
+            behind
         };
-        if !first_only {
-            lag.events_applied += store.count(&all).await? - behind;
-        }
         if behind > 0 {
             lag.events_behind += behind;
             lag.instances_behind += 1;
@@ -94,19 +106,6 @@ async fn lag_against<S: EventStore>(
         }
     }
     Ok(lag)
-}
-
-fn left_query(
-    reads: &Reads,
-    instance: &InstanceId,
-    checkpoint: Option<strata_event::Cursor>,
-) -> Result<strata_query::Query, ProjectionError> {
-    let builder = reads.query(instance).limit(1u64);
-    let builder = match checkpoint {
-        Some(cursor) => builder.resume_after(cursor),
-        None => builder,
-    };
-    Ok(builder.build()?)
 }
 
 /// Makes version `to` of `projection` live, when it has caught up, and retires the live one.
@@ -119,6 +118,20 @@ pub async fn switch_version<S: EventStore, B: ProjectionBackend>(
     projection: &str,
     to: u32,
     reads: &Reads,
+) -> Result<ProjectionVersion, ProjectionError> {
+    switch_if_caught_up(store, backend, projection, to, reads, true).await
+}
+
+/// [`switch_version`]; without `count_behind`, a version behind is refused with
+/// `events_behind` and `instances_behind` at 1 (a runtime trying every second does not need
+/// the count, which reads every event left).
+pub(crate) async fn switch_if_caught_up<S: EventStore, B: ProjectionBackend>(
+    store: &S,
+    backend: &B,
+    projection: &str,
+    to: u32,
+    reads: &Reads,
+    count_behind: bool,
 ) -> Result<ProjectionVersion, ProjectionError> {
     let versions = backend.versions(Some(projection)).await?;
     let target = versions
@@ -139,8 +152,21 @@ pub async fn switch_version<S: EventStore, B: ProjectionBackend>(
     let pair = versioned_name(projection, to);
     // Checked first without the lock, which stops every batch of the projection while held:
     // a version far behind is refused without stopping anyone.
-    let lag = version_lag(store, backend, &pair, reads, None).await?;
-    if lag.events_behind > 0 {
+    let states = checkpoints_of(backend, &pair).await?;
+    if lag_against(store, reads, &states, None, true)
+        .await?
+        .events_behind
+        > 0
+    {
+        let lag = if count_behind {
+            lag_against(store, reads, &states, None, false).await?
+        } else {
+            VersionLag {
+                events_behind: 1,
+                instances_behind: 1,
+                ..VersionLag::default()
+            }
+        };
         return Err(behind(projection, to, lag));
     }
     let mut switch = backend.begin_switch(projection).await?;

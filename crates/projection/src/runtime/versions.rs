@@ -10,7 +10,7 @@ use strata_store::EventStore;
 use crate::backend::ProjectionBackend;
 use crate::error::ProjectionError;
 use crate::projection::SwitchWhen;
-use crate::switch::{switch_version, version_lag};
+use crate::switch::{switch_if_caught_up, switch_version, version_lag};
 use crate::version::{ProjectionVersion, VersionState, versioned_name};
 
 use crate::runtime::{ProjectionRuntime, lock};
@@ -108,12 +108,13 @@ where
         let Some(setup) = &registered.version else {
             return Ok(());
         };
-        match switch_version(
+        match switch_if_caught_up(
             &self.inner.store,
             &self.inner.backend,
             &setup.projection,
             setup.version,
             &registered.reads,
+            false,
         )
         .await
         {
