@@ -23,7 +23,12 @@
 //! - A failing event is retried; after [`ProjectionConfig::max_failure_count`] attempts it is
 //!   recorded as a [`FailedEvent`] and skipped. [`ProjectionRuntime::retry_failed`] and
 //!   [`ProjectionRuntime::skip_failed`] handle them; [`ProjectionRuntime::rebuild`] replays a
-//!   projection from the start; [`ProjectionRuntime::status`] reports lag.
+//!   projection from the start; [`ProjectionRuntime::status`] reports lag and [`Health`] (a pair
+//!   whose checkpoint stopped moving while events wait is stalled, whatever its lag).
+//! - A projection that declares its [`tables`](Projection::tables) is **versioned**: raising its
+//!   [`version`](Projection::version) builds the new version beside the live one, in tables of
+//!   its own, and switches readers over (a view on PostgreSQL) only once it has caught up
+//!   ([`switch_version`], [`ProjectionRuntime::rollback`]); `docs/projections.md`, "Versions".
 //!
 //! # Example
 //!

@@ -86,9 +86,9 @@ where
             background.push(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(VERSIONS_EVERY);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
+                for round in 1u64.. {
                     ticks.tick().await;
-                    if let Err(err) = runtime.follow_versions().await {
+                    if let Err(err) = runtime.follow_versions(round).await {
                         tracing::warn!(error = %err, "could not follow the projection versions");
                     }
                 }

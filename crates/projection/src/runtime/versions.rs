@@ -19,6 +19,11 @@ use crate::runtime::{ProjectionRuntime, lock};
 /// a version that was building.
 pub(super) const VERSIONS_EVERY: Duration = Duration::from_secs(1);
 
+/// A building version is checked for a switch every round while none of its runs is queued or
+/// running in this process, and every this many rounds otherwise (other processes may be
+/// building the rest): the check reads every instance.
+const SWITCH_CHECK_EVERY_ROUNDS: u64 = 10;
+
 impl<S, B> ProjectionRuntime<S, B>
 where
     S: EventStore + Clone + 'static,
@@ -75,7 +80,7 @@ where
     /// One round of following the versions: new states from the backend, a switch for each
     /// caught-up version that switches by itself, and the drop of retired versions whose grace
     /// period is over.
-    pub(super) async fn follow_versions(&self) -> Result<(), ProjectionError> {
+    pub(super) async fn follow_versions(&self, round: u64) -> Result<(), ProjectionError> {
         let records = self.inner.backend.versions(None).await?;
         for (index, registered) in self.inner.projections.iter().enumerate() {
             let Some(setup) = &registered.version else {
@@ -94,11 +99,21 @@ where
             }
             if record.state == VersionState::Building
                 && registered.config.switch == SwitchWhen::CaughtUp
+                && (round % SWITCH_CHECK_EVERY_ROUNDS == 0 || self.is_idle(index))
             {
                 self.switch_if_caught_up(index).await?;
             }
         }
         self.drop_expired(&records).await
+    }
+
+    /// Whether no run of the projection at `index` is queued or running in this process: a
+    /// version being built runs without pause while it has events left, so idle means it has
+    /// most likely caught up here.
+    fn is_idle(&self, index: usize) -> bool {
+        !lock(&self.inner.pairs)
+            .keys()
+            .any(|pair| pair.index == index)
     }
 
     /// Switches the version at `index` in when it has caught up; a version still behind is left
