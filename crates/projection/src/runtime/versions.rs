@@ -99,7 +99,7 @@ where
             }
             if record.state == VersionState::Building
                 && registered.config.switch == SwitchWhen::CaughtUp
-                && (round % SWITCH_CHECK_EVERY_ROUNDS == 0 || self.is_idle(index))
+                && (round.is_multiple_of(SWITCH_CHECK_EVERY_ROUNDS) || self.is_idle(index))
             {
                 self.switch_if_caught_up(index).await?;
             }
