@@ -324,6 +324,25 @@ pub async fn rollback_catches_the_old_version_up_and_switches_back<H: Harness>(h
     let restarted = start_with(harness, &[Catalog::v(2)]).await;
     assert_eq!(state_of(harness, 2).await, VersionState::Dropped);
     assert!(restarted.status().await.unwrap().is_empty());
+    // An operator sets it building again: the process running its code builds it from the
+    // first event, in tables created afresh.
+    let building = backend.rebuild_version("catalog", 2).await.unwrap();
+    assert_eq!(building.state, VersionState::Building);
+    eventually("the process takes the version up again", || async {
+        !restarted.status().await.unwrap().is_empty()
+    })
+    .await;
+    eventually("the dropped version is built again", || async {
+        catalog(harness, "conformance_catalog_v2").await.len() == 3
+    })
+    .await;
+    let last = push_each(&store, &[("d", "doc.added")]).await;
+    restarted
+        .catch_up("catalog@v2", &instance(), last, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(catalog(harness, "conformance_catalog_v2").await.len(), 4);
+    assert_eq!(state_of(harness, 1).await, VersionState::Live);
     restarted.shutdown(WAIT).await.unwrap();
 }
 

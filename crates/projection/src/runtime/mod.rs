@@ -266,23 +266,29 @@ where
         });
         let runtime = ProjectionRuntime { inner };
         runtime.check_consumer_partitions().await?;
-        for registered in &runtime.inner.projections {
-            let registration = Registration {
-                name: registered.projection.name(),
-                reads: &registered.reads,
-                has_side_effects: registered.projection.has_side_effects(),
-                consumer: registered
-                    .part
-                    .as_ref()
-                    .map(|part| split_partition_name(&part.name).0),
-                stall_after: registered.config.stall_after,
-            };
-            runtime.inner.backend.register(&registration).await?;
+        for index in 0..runtime.inner.projections.len() {
+            runtime.register_pair(index).await?;
         }
         runtime.prepare_versions().await?;
         runtime.start_triggers();
         runtime.trigger_everything().await?;
         Ok(runtime)
+    }
+}
+
+impl Registered {
+    /// What the backend records about this pair.
+    fn registration(&self) -> Registration<'_> {
+        Registration {
+            name: self.projection.name(),
+            reads: &self.reads,
+            has_side_effects: self.projection.has_side_effects(),
+            consumer: self
+                .part
+                .as_ref()
+                .map(|part| split_partition_name(&part.name).0),
+            stall_after: self.config.stall_after,
+        }
     }
 }
 
@@ -367,6 +373,12 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Records the pair of the projection at `index` with the backend, for operator tools.
+    async fn register_pair(&self, index: usize) -> Result<(), ProjectionError> {
+        let registration = self.inner.projections[index].registration();
+        self.inner.backend.register(&registration).await
     }
 
     /// The name of the pair's projection.

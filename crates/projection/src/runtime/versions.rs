@@ -91,10 +91,17 @@ where
             }) else {
                 continue;
             };
-            let before = lock(&self.inner.version_states).insert(index, record.state);
-            if record.state.is_applied() && before.is_none_or(|state| !state.is_applied()) {
-                // Set building again by an operator: its tables may need creating.
+            let before = lock(&self.inner.version_states).get(&index).copied();
+            let revived =
+                record.state.is_applied() && before.is_none_or(|state| !state.is_applied());
+            if revived {
+                // Set building again by an operator: its tables and registration may need
+                // creating (dropping forgets both), before any batch of it runs.
                 self.inner.backend.prepare_version(setup).await?;
+                self.register_pair(index).await?;
+            }
+            lock(&self.inner.version_states).insert(index, record.state);
+            if revived {
                 self.trigger_projection(index).await?;
             }
             if record.state == VersionState::Building
