@@ -96,6 +96,7 @@ macro_rules! projection_conformance_tests {
             rollback_catches_the_old_version_up_and_switches_back,
             an_unversioned_projection_upgrades_to_a_version,
             a_frozen_runtime_is_reported_stalled,
+            a_version_with_failed_events_does_not_take_over,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -111,7 +111,7 @@ async fn lag_against<S: EventStore>(
 /// Makes version `to` of `projection` live, when it has caught up, and retires the live one.
 /// `reads` is what version `to` reads. Fails with [`ProjectionError::VersionBehind`], changing
 /// nothing, when it has events left, and with [`ProjectionError::VersionRefused`] when it is live
-/// or dropped already.
+/// or dropped already, or has failed events no operator has skipped.
 pub async fn switch_version<S: EventStore, B: ProjectionBackend>(
     store: &S,
     backend: &B,
@@ -150,6 +150,25 @@ pub(crate) async fn switch_if_caught_up<S: EventStore, B: ProjectionBackend>(
         });
     }
     let pair = versioned_name(projection, to);
+    // A version that gave up on events would serve a read model without them: an operator
+    // retries or skips them first (`skipped_by_operator` accepts the gap).
+    let failed = backend
+        .failed_events(Some(&pair))
+        .await?
+        .into_iter()
+        .filter(|failed| !failed.skipped_by_operator)
+        .count();
+    if failed > 0 {
+        return Err(ProjectionError::VersionRefused {
+            projection: projection.to_owned(),
+            version: to,
+            state: target.state,
+            reason: format!(
+                "it has {failed} failed event(s); retry or skip them (strata projections failed) \
+                 before it takes over"
+            ),
+        });
+    }
     // Checked first without the lock, which stops every batch of the projection while held:
     // a version far behind is refused without stopping anyone.
     let states = checkpoints_of(backend, &pair).await?;

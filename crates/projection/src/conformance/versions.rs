@@ -23,6 +23,8 @@ const CATALOG: &str = "conformance_catalog";
 struct Catalog {
     version: u32,
     switch: SwitchWhen,
+    /// Fails on `doc.poisoned` events (given up on after one attempt).
+    poisoned: bool,
 }
 
 impl Catalog {
@@ -30,6 +32,7 @@ impl Catalog {
         Catalog {
             version,
             switch: SwitchWhen::OnCommand,
+            poisoned: false,
         }
     }
 }
@@ -42,6 +45,9 @@ impl Projection for Catalog {
         Reads::new().aggregate("doc")
     }
     fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        if self.poisoned && event.event_type.as_str() == "doc.poisoned" {
+            return Err(ReduceError::new("poisoned document"));
+        }
         Ok(vec![Statement::upsert(
             CATALOG,
             vec![
@@ -77,6 +83,7 @@ impl Projection for Catalog {
         ProjectionConfig {
             switch: self.switch,
             drop_retired_after: None,
+            max_failure_count: 1,
             ..ProjectionConfig::default()
         }
     }
@@ -276,8 +283,8 @@ pub async fn a_version_behind_cannot_take_over<H: Harness>(harness: &H) {
 /// can be dropped, with its checkpoints.
 pub async fn rollback_catches_the_old_version_up_and_switches_back<H: Harness>(harness: &H) {
     let old = Catalog {
-        version: 1,
         switch: SwitchWhen::CaughtUp,
+        ..Catalog::v(1)
     };
     let runtime = start_with(harness, &[old, Catalog::v(2)]).await;
     let store = harness.store();
@@ -509,5 +516,46 @@ pub async fn a_frozen_runtime_is_reported_stalled<H: Harness>(harness: &H) {
         .await
         .unwrap();
     assert_eq!(health(runtime.clone()).await, (Health::Healthy, 0));
+    runtime.shutdown(WAIT).await.unwrap();
+}
+
+/// A version that gave up on an event does not take over, caught up or not, until an operator
+/// skips (or retries) it.
+pub async fn a_version_with_failed_events_does_not_take_over<H: Harness>(harness: &H) {
+    let poisoned = Catalog {
+        poisoned: true,
+        ..Catalog::v(2)
+    };
+    let runtime = start_with(harness, &[Catalog::v(1), poisoned]).await;
+    let last = push_each(
+        &harness.store(),
+        &[("a", "doc.added"), ("b", "doc.poisoned")],
+    )
+    .await;
+    runtime
+        .catch_up("catalog@v1", &instance(), last, WAIT)
+        .await
+        .unwrap();
+    let caught_up = runtime
+        .catch_up("catalog@v2", &instance(), last, WAIT)
+        .await;
+    assert!(
+        matches!(caught_up, Err(ProjectionError::EventFailed { .. })),
+        "{caught_up:?}"
+    );
+    let refused = runtime.switch("catalog", 2).await;
+    assert!(
+        matches!(&refused, Err(ProjectionError::VersionRefused { reason, .. }) if reason.contains("1 failed event")),
+        "{refused:?}"
+    );
+    assert_eq!(state_of(harness, 1).await, VersionState::Live);
+    let failed = harness
+        .backend()
+        .failed_events(Some("catalog@v2"))
+        .await
+        .unwrap();
+    runtime.skip_failed(&failed[0]).await.unwrap();
+    runtime.switch("catalog", 2).await.unwrap();
+    assert_eq!(state_of(harness, 2).await, VersionState::Live);
     runtime.shutdown(WAIT).await.unwrap();
 }
