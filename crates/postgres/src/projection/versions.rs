@@ -469,15 +469,28 @@ pub(super) async fn commit_switch(
     Ok(record)
 }
 
+/// A transaction holding `projection`'s switch lock, with the record of `version`, when
+/// `operation` allows its state.
+async fn locked_version(
+    pool: &PgPool,
+    projection: &str,
+    version: u32,
+    operation: VersionOperation,
+) -> Result<(PgSwitch, ProjectionVersion), ProjectionError> {
+    let mut switch = locked(pool, projection).await?;
+    let versions = versions_for_update(&mut switch).await?;
+    let target = find(&versions, projection, version)?;
+    operation.check(&target)?;
+    Ok((switch, target))
+}
+
 pub(super) async fn rebuild(
     pool: &PgPool,
     projection: &str,
     version: u32,
 ) -> Result<ProjectionVersion, ProjectionError> {
-    let mut switch = locked(pool, projection).await?;
-    let versions = versions_for_update(&mut switch).await?;
-    let target = find(&versions, projection, version)?;
-    VersionOperation::BUILD_AGAIN.check(&target)?;
+    let (mut switch, _) =
+        locked_version(pool, projection, version, VersionOperation::BUILD_AGAIN).await?;
     let record = set_state(&mut switch, version, VersionState::Building).await?;
     commit(switch, "setting a projection version building").await?;
     Ok(record)
@@ -488,10 +501,8 @@ pub(super) async fn drop_version(
     projection: &str,
     version: u32,
 ) -> Result<ProjectionVersion, ProjectionError> {
-    let mut switch = locked(pool, projection).await?;
-    let versions = versions_for_update(&mut switch).await?;
-    let target = find(&versions, projection, version)?;
-    VersionOperation::DROP.check(&target)?;
+    let (mut switch, target) =
+        locked_version(pool, projection, version, VersionOperation::DROP).await?;
     for table in &target.tables {
         execute(
             &mut switch,
