@@ -181,7 +181,7 @@ Examples:
     )]
     Subscribe(Box<subscribe::SubscribeArgs>),
 
-    /// Projections: status, failed events, rebuilds, unregistering
+    /// Projections: status, failed events, rebuilds, unregistering, versions
     #[command(subcommand)]
     Projections(ProjectionsCommand),
 
@@ -436,6 +436,9 @@ Examples:
         #[command(flatten)]
         output: ReportOutput,
     },
+    /// The versions of versioned projections: versions, build, switch, rollback, drop
+    #[command(flatten)]
+    Versions(projections::VersionsCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,8 +9,15 @@
 //! over their parts and acts on parked aggregates, which a projection's retry does not know.
 //!
 //! - `status.rs`: where every projection stands, and the live runtimes.
+//! - `versions.rs`: the versions of versioned projections (listing, dropping), with `build.rs`
+//!   (how far a version being built is) and `switch.rs` (switch and rollback).
 
+mod build;
 mod status;
+mod switch;
+mod versions;
+
+pub(crate) use self::versions::VersionsCommand;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -108,6 +115,7 @@ pub(crate) async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             database,
             output,
         } => unregister(&database, &name, yes, force, &output).await,
+        ProjectionsCommand::Versions(command) => versions::run(command).await,
     }
 }
 
@@ -124,7 +132,7 @@ struct Queued {
 }
 
 /// Live runtimes that run `projection`.
-async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
+pub(crate) async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
     Ok(strata_postgres::admin::live_runtimes(store)
         .await
         .context("reading the runtimes' heartbeats")?
