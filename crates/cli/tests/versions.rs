@@ -346,6 +346,21 @@ async fn a_version_behind_is_refused_and_switched_in_once_it_has_caught_up() {
     assert!(table.starts_with("PROJECTION  VERSION  STATE"), "{table}");
     assert!(table.contains("users_v2"), "{table}");
 
+    // Status lists only the applied version, under its pair name.
+    let status = json(&url, &["projections", "status", "--output", "json"]);
+    assert_eq!(status.len(), 2, "{status:?}");
+    for line in &status {
+        assert_eq!(line["projection"], "users@v2");
+        assert_eq!(line["version"], 2);
+        assert_eq!(line["version_state"], "live");
+        assert_eq!(line["health"], "healthy");
+    }
+    refused(
+        &url,
+        &["projections", "status", "--projection", "users@v1"],
+        1,
+        "\"users@v1\" is not applied",
+    );
     v2.shutdown(WAIT).await.unwrap();
     v1.shutdown(WAIT).await.unwrap();
 }
@@ -470,6 +485,51 @@ async fn rollback_switches_back_and_drop_spares_only_the_live_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_pair_whose_runtime_stopped_as_stalled() {
+    let database = TestDatabase::create().await;
+    let url = support::url(&database);
+    let store = database.store();
+    let runtime = start(
+        &database,
+        Users {
+            stall_after: Duration::from_millis(300),
+            ..Users::v(1)
+        },
+    )
+    .await;
+    let pushed = push(&store, &[("tenant-a", "u-1")]).await;
+    caught_up(&runtime, "users", &pushed).await;
+    let status = json(&url, &["projections", "status", "--output", "json"]);
+    assert_eq!(status[0]["health"], "healthy", "{status:?}");
+
+    runtime.shutdown(WAIT).await.unwrap();
+    push(&store, &[("tenant-a", "u-2")]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = json(
+        &url,
+        &[
+            "projections",
+            "status",
+            "--projection",
+            "users",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0]["projection"], "users@v1");
+    assert_eq!(status[0]["events_behind"], 1);
+    assert_eq!(status[0]["health"], "stalled");
+    let table = strata(&url, &["projections", "status", "--output", "table"], None);
+    assert_success(&table);
+    let table = stdout(&table);
+    assert!(table.contains("HEALTH"), "{table}");
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("users@v1 (live)"), "{table}");
+    assert!(row.contains("stalled"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_projections_and_versions_are_refused_with_what_exists() {
     let (database, url, v1, v2) = two_versions().await;
     refused(
@@ -519,6 +579,31 @@ async fn unknown_projections_and_versions_are_refused_with_what_exists() {
         1,
         "projection \"audit\" is not versioned",
     );
+    refused(
+        &url,
+        &["projections", "status", "--projection", "users@v7"],
+        1,
+        "no projection named \"users@v7\" is registered",
+    );
+    // Both applied versions of `users` are selected by its name.
+    let status = json(
+        &url,
+        &[
+            "projections",
+            "status",
+            "--projection",
+            "users",
+            "--output",
+            "json",
+        ],
+    );
+    let mut pairs: Vec<&str> = status
+        .iter()
+        .map(|line| line["projection"].as_str().unwrap())
+        .collect();
+    pairs.dedup();
+    assert_eq!(pairs, ["users@v1", "users@v2"]);
+    assert_eq!(status.last().unwrap()["version_state"], "building");
     v2.shutdown(WAIT).await.unwrap();
     v1.shutdown(WAIT).await.unwrap();
 

@@ -1,5 +1,9 @@
-//! `strata projections status`: where every registered projection stands in every instance, and
-//! which runtimes are alive to run them.
+//! `strata projections status`: where every registered projection stands in every instance, how
+//! healthy it is, and which runtimes are alive to run them.
+//!
+//! A versioned projection is listed once per version that is applied (building or live), under
+//! its pair name (`users@v2`); retired and dropped versions are not applied, so not listed
+//! (`strata projections versions` shows them).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -10,7 +14,9 @@ use serde::Serialize;
 use strata_event::InstanceId;
 use strata_postgres::admin::RegisteredProjection;
 use strata_postgres::{PgProjections, PgStore};
-use strata_projection::ProjectionBackend;
+use strata_projection::{
+    Health, ProjectionBackend, ProjectionConfig, ProjectionVersion, split_versioned_name,
+};
 use strata_store::EventStore;
 
 use crate::connect::connect;
@@ -21,13 +27,20 @@ use crate::{Database, usage};
 /// One line of `projections status`.
 #[derive(Debug, Serialize)]
 struct StatusLine {
+    /// The pair's name: the projection's, or a version's (`users@v2`).
     projection: String,
+    /// The version, for a versioned projection; `None` for an unversioned one.
+    version: Option<u32>,
+    /// The version's state (`building` or `live`); `None` for an unversioned projection.
+    version_state: Option<&'static str>,
     instance_id: String,
     /// The checkpoint's position as an exact decimal string; `None` before the first event.
     position: Option<String>,
     in_tx_order: Option<u32>,
     events_behind: u64,
     seconds_behind: f64,
+    /// `healthy`, `catching up` or `stalled` (`strata_projection::Health`).
+    health: &'static str,
     failed_events: u64,
     /// Live runtimes (a heartbeat within the last 15 s) that run the projection.
     runtimes_alive: usize,
@@ -105,11 +118,12 @@ async fn print_status(
                 .iter()
                 .map(|line| {
                     vec![
-                        line.projection.clone(),
+                        projection_cell(line),
                         line.instance_id.clone(),
                         checkpoint_cell(line.position.as_deref(), line.in_tx_order),
                         line.events_behind.to_string(),
                         format!("{:.1}", line.seconds_behind),
+                        line.health.to_owned(),
                         line.failed_events.to_string(),
                         line.runtimes_alive.to_string(),
                         if line.has_side_effects { "yes" } else { "no" }.to_owned(),
@@ -125,6 +139,7 @@ async fn print_status(
                         "POSITION/ORDER",
                         "EVENTS BEHIND",
                         "SECONDS BEHIND",
+                        "HEALTH",
                         "FAILED",
                         "RUNTIMES",
                         "SIDE EFFECTS",
@@ -158,6 +173,31 @@ async fn print_status(
     Ok(())
 }
 
+/// The PROJECTION cell: the pair's name, with its version's state when it is versioned
+/// (`users@v2 (building)`; version 0, the projection as it ran unversioned, keeps the plain name).
+fn projection_cell(line: &StatusLine) -> String {
+    match (line.version, line.version_state) {
+        (Some(0), Some(state)) => format!("{} (v0 {state})", line.projection),
+        (Some(_), Some(state)) => format!("{} ({state})", line.projection),
+        _ => line.projection.clone(),
+    }
+}
+
+/// The record of the version the registered pair `pair` is; `None` for an unversioned
+/// projection (or a consumer's part).
+fn version_of<'a>(versions: &'a [ProjectionVersion], pair: &str) -> Option<&'a ProjectionVersion> {
+    let (projection, version) = split_versioned_name(pair);
+    versions
+        .iter()
+        .find(|record| record.projection == projection && record.version == version)
+}
+
+/// Whether `--projection NAME` selects the pair `pair`: its own name, or the name of the
+/// projection it is a version of.
+fn selects(name: &str, pair: &str) -> bool {
+    pair == name || split_versioned_name(pair).0 == name
+}
+
 /// Per registered projection and per instance it has events or a checkpoint in: where it stands.
 /// The same computation as `ProjectionRuntime::status`, from the registry instead of the code.
 async fn status(
@@ -184,20 +224,45 @@ async fn status(
         .failed_events(None)
         .await
         .context("reading failed events")?;
-    if let Some(name) = &filter.projection
-        && !registry.iter().any(|projection| &projection.name == name)
-    {
-        anyhow::bail!("no projection named {name:?} is registered");
-    }
-    let mut lines = Vec::new();
-    for projection in &registry {
-        if filter
-            .projection
-            .as_ref()
-            .is_some_and(|name| name != &projection.name)
+    let versions = backend
+        .versions(None)
+        .await
+        .context("reading projection versions (run `strata migrate` if they are missing)")?;
+    let selected: Vec<(&RegisteredProjection, Option<&ProjectionVersion>)> = registry
+        .iter()
+        .filter(|projection| {
+            filter
+                .projection
+                .as_ref()
+                .is_none_or(|name| selects(name, &projection.name))
+        })
+        .map(|projection| (projection, version_of(&versions, &projection.name)))
+        .collect();
+    if let Some(name) = &filter.projection {
+        if selected.is_empty() {
+            anyhow::bail!("no projection named {name:?} is registered");
+        }
+        if selected
+            .iter()
+            .all(|(_, version)| version.is_some_and(|version| !version.state.is_applied()))
         {
+            anyhow::bail!(
+                "{name:?} is not applied (only building and live versions are, and status lists \
+                 only those): `strata projections versions {}` shows every version",
+                split_versioned_name(name).0
+            );
+        }
+    }
+    let now = Utc::now();
+    let mut lines = Vec::new();
+    for (projection, version) in selected {
+        if version.is_some_and(|version| !version.state.is_applied()) {
             continue;
         }
+        // A runtime that registered no stall_after ran with the default one.
+        let stall_after = projection
+            .stall_after
+            .unwrap_or(ProjectionConfig::default().stall_after);
         let instances: BTreeSet<InstanceId> = match &filter.instance {
             Some(instance) => BTreeSet::from([instance.clone()]),
             None => {
@@ -243,16 +308,26 @@ async fn status(
                     .context("reading the oldest unprocessed event")?
                     .first()
                     .map_or(0.0, |event| {
-                        (Utc::now() - event.created_at).num_milliseconds().max(0) as f64 / 1000.0
+                        (now - event.created_at).num_milliseconds().max(0) as f64 / 1000.0
                     }),
             };
+            let health = Health::assess(
+                events_behind,
+                seconds_behind,
+                state.map(|state| state.updated_at),
+                stall_after,
+                now,
+            );
             lines.push(StatusLine {
                 projection: projection.name.clone(),
+                version: version.map(|version| version.version),
+                version_state: version.map(|version| version.state.as_str()),
                 instance_id: instance.to_string(),
                 position: state.map(|state| state.position.to_string()),
                 in_tx_order: state.map(|state| state.in_tx_order),
                 events_behind,
                 seconds_behind,
+                health: health.as_str(),
                 failed_events: failed
                     .iter()
                     .filter(|f| {
