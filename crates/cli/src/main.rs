@@ -181,7 +181,7 @@ Examples:
     )]
     Subscribe(Box<subscribe::SubscribeArgs>),
 
-    /// Projections: status, failed events, rebuilds, unregistering
+    /// Projections: status, failed events, rebuilds, unregistering, versions
     #[command(subcommand)]
     Projections(ProjectionsCommand),
 
@@ -354,12 +354,19 @@ struct QueryArgs {
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
-    /// Per projection and instance: position, events and seconds behind, failed events, runtimes
+    /// Per projection and instance: position, lag, health, failed events, runtimes
     #[command(after_help = "\
 Projections are listed from projections.registry, which every running runtime fills in at start.
 \"events behind\" counts the events the projection reads after its checkpoint; \"seconds behind\"
-is the age of the oldest of them. \"runtimes\" counts the live runtimes (a heartbeat within 15 s)
-that run the projection: with none, queued rebuilds, retries and skips wait until one starts.
+is the age of the oldest of them. \"health\" is healthy while nothing waits longer than the
+projection's stall_after (60 s unless configured), catching up while events wait that long but
+the checkpoint moved within it, and stalled when it has not moved for that long either: no
+runtime applies the pair, or its event keeps failing. \"runtimes\" counts the live runtimes (a
+heartbeat within 15 s) that run the projection: with none, queued rebuilds, retries and skips
+wait until one starts.
+
+A versioned projection is listed once per building or live version, as `users@v2 (building)`;
+--projection users selects all of them (`strata projections versions` lists every version).
 
 Examples:
   strata projections status
@@ -436,6 +443,9 @@ Examples:
         #[command(flatten)]
         output: ReportOutput,
     },
+    /// The versions of versioned projections: versions, build, switch, rollback, drop
+    #[command(flatten)]
+    Versions(projections::VersionsCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,10 @@ pub struct RegisteredProjection {
     pub registered_at: DateTime<Utc>,
     /// The consumer this pair is a part of; `None` for a projection.
     pub consumer: Option<String>,
+    /// How long it may sit still with events waiting before it counts as stalled
+    /// (`strata_projection::Health`); `None` when the runtime that registered it predates the
+    /// setting.
+    pub stall_after: Option<Duration>,
 }
 
 /// Every registered projection and consumer part, sorted by name.
@@ -47,10 +51,11 @@ pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredPro
         has_side_effects: bool,
         registered_at: DateTime<Utc>,
         consumer_name: Option<String>,
+        stall_after_ms: Option<i64>,
     }
     let rows: Vec<RegistryRow> = sqlx::query_as(
-        "SELECT projection_name, reads, has_side_effects, registered_at, consumer_name \
-         FROM projections.registry ORDER BY projection_name",
+        "SELECT projection_name, reads, has_side_effects, registered_at, consumer_name, \
+         stall_after_ms FROM projections.registry ORDER BY projection_name",
     )
     .fetch_all(store.pools().query())
     .await
@@ -70,6 +75,11 @@ pub async fn registered_projections(store: &PgStore) -> Result<Vec<RegisteredPro
                 has_side_effects: row.has_side_effects,
                 registered_at: row.registered_at,
                 consumer: row.consumer_name,
+                // A negative value was never written by a runtime; it reads as unknown.
+                stall_after: row
+                    .stall_after_ms
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Duration::from_millis),
             })
         })
         .collect()

@@ -7,13 +7,22 @@
 //! Durable consumers are registered in the same tables (one pair per part), but these commands
 //! leave them out and refuse their names: `strata consumers` (`consumers.rs`) shows them summed
 //! over their parts and acts on parked aggregates, which a projection's retry does not know.
+//!
+//! - `status.rs`: where every projection stands, and the live runtimes.
+//! - `versions.rs`: the versions of versioned projections (listing, dropping), with `build.rs`
+//!   (how far a version being built is) and `switch.rs` (switch and rollback).
+
+mod build;
+mod status;
+mod switch;
+mod versions;
+
+pub(crate) use self::versions::VersionsCommand;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use serde::Serialize;
 use strata_event::{AggregateRef, InstanceId};
 use strata_postgres::admin::RegisteredProjection;
@@ -23,30 +32,11 @@ use strata_query::{Query, QueryBuilder, SubQuery};
 use strata_store::EventStore;
 
 use crate::connect::connect;
-use crate::output::{
-    OutputFormat, checkpoint_cell, confirm, print_listing, report, shorten, write_json_line,
-    write_table,
-};
+use crate::output::{OutputFormat, confirm, print_listing, report, shorten};
 use crate::{Database, FailedCommand, FailedEventArgs, ProjectionsCommand, ReportOutput, usage};
 
 /// How often `status --watch` refreshes.
-const WATCH_EVERY: Duration = Duration::from_secs(2);
-
-/// One line of `projections status`.
-#[derive(Debug, Serialize)]
-struct StatusLine {
-    projection: String,
-    instance_id: String,
-    /// The checkpoint's position as an exact decimal string; `None` before the first event.
-    position: Option<String>,
-    in_tx_order: Option<u32>,
-    events_behind: u64,
-    seconds_behind: f64,
-    failed_events: u64,
-    /// Live runtimes (a heartbeat within the last 15 s) that run the projection.
-    runtimes_alive: usize,
-    has_side_effects: bool,
-}
+pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// One line of `projections failed list`.
 #[derive(Debug, Serialize)]
@@ -87,33 +77,7 @@ pub(crate) async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             watch,
             database,
             output,
-        } => {
-            let format = OutputFormat::resolve(output.output);
-            let filter = StatusFilter {
-                projection,
-                instance: instance
-                    .map(InstanceId::new)
-                    .transpose()
-                    .map_err(|err| usage(err.to_string()))?,
-            };
-            let store = connect(&database.database_url).await?;
-            if !watch {
-                return print_status(&store, &filter, format).await;
-            }
-            loop {
-                if format == OutputFormat::Table {
-                    // Clear the screen and go home, so the table redraws in place.
-                    print!("\x1b[2J\x1b[H");
-                    println!(
-                        "{}  (every {} s; Ctrl-C stops)\n",
-                        Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
-                        WATCH_EVERY.as_secs()
-                    );
-                }
-                print_status(&store, &filter, format).await?;
-                tokio::time::sleep(WATCH_EVERY).await;
-            }
-        }
+        } => status::run(projection, instance, watch, &database, output.output).await,
         ProjectionsCommand::Failed(FailedCommand::List {
             projection,
             database,
@@ -151,14 +115,8 @@ pub(crate) async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             database,
             output,
         } => unregister(&database, &name, yes, force, &output).await,
+        ProjectionsCommand::Versions(command) => versions::run(command).await,
     }
-}
-
-/// `status --projection/--instance`.
-#[derive(Debug)]
-struct StatusFilter {
-    projection: Option<String>,
-    instance: Option<InstanceId>,
 }
 
 /// What a command that queues requests reports.
@@ -174,7 +132,7 @@ struct Queued {
 }
 
 /// Live runtimes that run `projection`.
-async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
+pub(crate) async fn runtimes_running(store: &PgStore, projection: &str) -> anyhow::Result<usize> {
     Ok(strata_postgres::admin::live_runtimes(store)
         .await
         .context("reading the runtimes' heartbeats")?
@@ -196,197 +154,6 @@ fn who_carries_it_out(queued: &Queued) -> String {
             queued.projection
         ),
     }
-}
-
-async fn print_status(
-    store: &PgStore,
-    filter: &StatusFilter,
-    format: OutputFormat,
-) -> anyhow::Result<()> {
-    let runtimes = strata_postgres::admin::live_runtimes(store)
-        .await
-        .context("reading the runtimes' heartbeats")?;
-    let lines = status(store, filter, &runtimes).await?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match format {
-        OutputFormat::Json => {
-            for line in &lines {
-                write_json_line(&mut out, line)?;
-            }
-        }
-        OutputFormat::Table => {
-            if lines.is_empty() {
-                writeln!(
-                    out,
-                    "no projections registered: a runtime registers its projections when it starts"
-                )
-                .context("writing to stdout")?;
-            }
-            let rows: Vec<Vec<String>> = lines
-                .iter()
-                .map(|line| {
-                    vec![
-                        line.projection.clone(),
-                        line.instance_id.clone(),
-                        checkpoint_cell(line.position.as_deref(), line.in_tx_order),
-                        line.events_behind.to_string(),
-                        format!("{:.1}", line.seconds_behind),
-                        line.failed_events.to_string(),
-                        line.runtimes_alive.to_string(),
-                        if line.has_side_effects { "yes" } else { "no" }.to_owned(),
-                    ]
-                })
-                .collect();
-            if !rows.is_empty() {
-                write_table(
-                    &mut out,
-                    &[
-                        "PROJECTION",
-                        "INSTANCE",
-                        "POSITION/ORDER",
-                        "EVENTS BEHIND",
-                        "SECONDS BEHIND",
-                        "FAILED",
-                        "RUNTIMES",
-                        "SIDE EFFECTS",
-                    ],
-                    &rows,
-                )
-                .context("writing to stdout")?;
-            }
-            writeln!(out).context("writing to stdout")?;
-            if runtimes.is_empty() {
-                writeln!(
-                    out,
-                    "no runtime is alive: queued rebuilds, retries and skips wait until one starts"
-                )
-                .context("writing to stdout")?;
-            }
-            for runtime in &runtimes {
-                writeln!(
-                    out,
-                    "runtime alive: {} pid {} (last seen {} s ago), running {}",
-                    runtime.host,
-                    runtime.pid,
-                    (Utc::now() - runtime.last_seen_at).num_seconds().max(0),
-                    runtime.projections.join(", ")
-                )
-                .context("writing to stdout")?;
-            }
-        }
-    }
-    out.flush().context("writing to stdout")?;
-    Ok(())
-}
-
-/// Per registered projection and per instance it has events or a checkpoint in: where it stands.
-/// The same computation as `ProjectionRuntime::status`, from the registry instead of the code.
-async fn status(
-    store: &PgStore,
-    filter: &StatusFilter,
-    runtimes: &[strata_postgres::admin::LiveRuntime],
-) -> anyhow::Result<Vec<StatusLine>> {
-    let backend = PgProjections::new(store.pools().projection().clone());
-    let registry = strata_postgres::admin::registered_projections(store)
-        .await
-        .context("reading projections.registry (run `strata migrate` if it is missing)")?;
-    if let Some(name) = &filter.projection {
-        refuse_consumer(&registry, name)?;
-    }
-    let registry: Vec<RegisteredProjection> = registry
-        .into_iter()
-        .filter(|projection| projection.consumer.is_none())
-        .collect();
-    let states = backend
-        .states()
-        .await
-        .context("reading projection checkpoints")?;
-    let failed = backend
-        .failed_events(None)
-        .await
-        .context("reading failed events")?;
-    if let Some(name) = &filter.projection
-        && !registry.iter().any(|projection| &projection.name == name)
-    {
-        anyhow::bail!("no projection named {name:?} is registered");
-    }
-    let mut lines = Vec::new();
-    for projection in &registry {
-        if filter
-            .projection
-            .as_ref()
-            .is_some_and(|name| name != &projection.name)
-        {
-            continue;
-        }
-        let instances: BTreeSet<InstanceId> = match &filter.instance {
-            Some(instance) => BTreeSet::from([instance.clone()]),
-            None => {
-                let mut instances: BTreeSet<InstanceId> = store
-                    .instance_ids(&build_reads(projection, reads_query(projection, None))?)
-                    .await
-                    .context("listing a projection's instances")?
-                    .into_iter()
-                    .collect();
-                instances.extend(
-                    states
-                        .iter()
-                        .filter(|state| state.projection == projection.name)
-                        .map(|state| state.instance_id.clone()),
-                );
-                instances
-            }
-        };
-        let runtimes_alive = runtimes
-            .iter()
-            .filter(|runtime| runtime.projections.contains(&projection.name))
-            .count();
-        for instance in instances {
-            let state = states
-                .iter()
-                .find(|state| state.projection == projection.name && state.instance_id == instance);
-            let behind = || {
-                let builder = reads_query(projection, Some(&instance));
-                match state {
-                    Some(state) => builder.resume_after(state.cursor()),
-                    None => builder,
-                }
-            };
-            let events_behind = store
-                .count(&build_reads(projection, behind())?)
-                .await
-                .context("counting events behind")?;
-            let seconds_behind = match events_behind {
-                0 => 0.0,
-                _ => store
-                    .query(&build_reads(projection, behind().limit(1))?)
-                    .await
-                    .context("reading the oldest unprocessed event")?
-                    .first()
-                    .map_or(0.0, |event| {
-                        (Utc::now() - event.created_at).num_milliseconds().max(0) as f64 / 1000.0
-                    }),
-            };
-            lines.push(StatusLine {
-                projection: projection.name.clone(),
-                instance_id: instance.to_string(),
-                position: state.map(|state| state.position.to_string()),
-                in_tx_order: state.map(|state| state.in_tx_order),
-                events_behind,
-                seconds_behind,
-                failed_events: failed
-                    .iter()
-                    .filter(|f| {
-                        f.projection == projection.name && f.aggregate.instance_id == instance
-                    })
-                    .count() as u64,
-                runtimes_alive,
-                has_side_effects: projection.has_side_effects,
-            });
-        }
-    }
-    Ok(lines)
 }
 
 /// The events `projection` reads, in one instance or all: one OR branch per aggregate type.
@@ -721,7 +488,7 @@ fn is_consumer_part(registry: &[RegisteredProjection], pair: &str) -> bool {
 
 /// Refuses `name` when it is a consumer or one of its parts: `strata consumers` operates on them,
 /// summed over their parts, and its retry and skip know parked aggregates.
-fn refuse_consumer(registry: &[RegisteredProjection], name: &str) -> anyhow::Result<()> {
+pub(crate) fn refuse_consumer(registry: &[RegisteredProjection], name: &str) -> anyhow::Result<()> {
     let consumer = registry.iter().find_map(|registered| {
         registered
             .consumer
