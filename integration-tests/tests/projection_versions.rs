@@ -328,3 +328,59 @@ async fn a_switch_killed_midway_leaves_exactly_one_version_live() {
             .is_some()
     );
 }
+
+/// A reader role granted `SELECT` on the stable name keeps it across switches: each new view
+/// gets the grants of the one it replaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_on_the_stable_name_survive_a_switch() {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let backend = PgProjections::new(store.pools().projection().clone());
+    let pool = database.pool(2);
+    // Roles are the server's, not the database's: a name of this test's own, dropped at the end.
+    let reader = format!("{}_reader", database.name);
+    sqlx::query(&format!("CREATE ROLE {reader}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let runtime = ProjectionRuntime::builder(store.clone(), backend.clone())
+        .register(ledger(1, SwitchWhen::OnCommand))
+        .unwrap()
+        .register(ledger(2, SwitchWhen::OnCommand))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    sqlx::query(&format!("GRANT SELECT ON public.ledger TO {reader}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    write_with_late_commits(&database, load(20, 0)).await;
+    wait_until_caught_up(&store, &backend, 2).await;
+    let may_read = |pool: PgPool, reader: String| async move {
+        sqlx::query_scalar::<_, bool>("SELECT has_table_privilege($1, 'public.ledger', 'SELECT')")
+            .bind(reader)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(may_read(pool.clone(), reader.clone()).await);
+    runtime.switch("ledger", 2).await.unwrap();
+    assert!(
+        may_read(pool.clone(), reader.clone()).await,
+        "the grant survives the switch"
+    );
+    runtime.rollback("ledger").await.unwrap();
+    assert_eq!(state_of(&backend, 1).await, Some(VersionState::Live));
+    assert!(
+        may_read(pool.clone(), reader.clone()).await,
+        "and the rollback"
+    );
+    runtime.shutdown(WAIT).await.unwrap();
+    for statement in [
+        format!("DROP OWNED BY {reader}"),
+        format!("DROP ROLE {reader}"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+}

@@ -107,7 +107,7 @@ pub enum ProjectionError {
     /// A version cannot take over yet: it has events left to apply.
     #[error(
         "version {version} of projection {projection} is {events_behind} event(s) behind in \
-         {instances_behind} instance(s); it takes over once it has caught up"
+         {instances_behind} instance(s); it can take over once it has caught up"
     )]
     VersionBehind {
         /// The projection.

@@ -16,7 +16,7 @@ use strata_store::EventStore;
 use crate::backend::{CurrentState, ProjectionBackend};
 use crate::error::ProjectionError;
 use crate::projection::Reads;
-use crate::version::{ProjectionVersion, VersionState, versioned_name};
+use crate::version::{ProjectionVersion, VersionOperation, versioned_name};
 
 /// How far a version is from the events: what [`version_lag`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -141,14 +141,7 @@ pub(crate) async fn switch_if_caught_up<S: EventStore, B: ProjectionBackend>(
             projection: projection.to_owned(),
             version: to,
         })?;
-    if matches!(target.state, VersionState::Live | VersionState::Dropped) {
-        return Err(ProjectionError::VersionRefused {
-            projection: projection.to_owned(),
-            version: to,
-            state: target.state,
-            reason: "only a building or retired version can take over".into(),
-        });
-    }
+    VersionOperation::TAKE_OVER.check(target)?;
     let pair = versioned_name(projection, to);
     // A version that gave up on events would serve a read model without them: an operator
     // retries or skips them first (`skipped_by_operator` accepts the gap).

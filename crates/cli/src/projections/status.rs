@@ -15,7 +15,8 @@ use strata_event::InstanceId;
 use strata_postgres::admin::RegisteredProjection;
 use strata_postgres::{PgProjections, PgStore};
 use strata_projection::{
-    Health, ProjectionBackend, ProjectionConfig, ProjectionVersion, split_versioned_name,
+    Health, ProjectionBackend, ProjectionConfig, ProjectionVersion, VersionState,
+    split_versioned_name,
 };
 use strata_store::EventStore;
 
@@ -311,10 +312,11 @@ async fn status(
                         (now - event.created_at).num_milliseconds().max(0) as f64 / 1000.0
                     }),
             };
+            let building = version.is_some_and(|version| version.state == VersionState::Building);
             let health = Health::assess(
                 events_behind,
                 seconds_behind,
-                state.map(|state| state.updated_at),
+                Health::last_moved(&states, &projection.name, &instance, building),
                 stall_after,
                 now,
             );

@@ -273,10 +273,24 @@ async fn relation_kind(switch: &mut PgSwitch, name: &str) -> Result<Option<i8>, 
     .map_err(|err| store_error("looking up a read-model relation", err))
 }
 
-/// Who may do what with the relation `name`, as `GRANT` statements to run on its successor: a
-/// view created by a switch starts with no grants, and a reader role granted `SELECT` on the
-/// stable name must keep it.
-async fn grants_of(switch: &mut PgSwitch, name: &str) -> Result<Vec<String>, ProjectionError> {
+/// One privilege a role holds on a read-model relation.
+struct Grant {
+    privilege: String,
+    /// A quoted role name, or `PUBLIC`.
+    grantee: String,
+}
+
+impl Grant {
+    /// The statement that gives the same privilege on `relation`.
+    fn on(&self, relation: &str) -> String {
+        format!("GRANT {} ON {relation} TO {}", self.privilege, self.grantee)
+    }
+}
+
+/// Who may do what with the relation `name`, to carry over to its successor: a view created by
+/// a switch starts with no grants, and a reader role granted `SELECT` on the stable name must
+/// keep it.
+async fn grants_of(switch: &mut PgSwitch, name: &str) -> Result<Vec<Grant>, ProjectionError> {
     let grants: Vec<(String, String)> = sqlx::query_as(
         "SELECT privilege_type, \
                 CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE quote_ident(grantee::regrole::text) END \
@@ -289,7 +303,7 @@ async fn grants_of(switch: &mut PgSwitch, name: &str) -> Result<Vec<String>, Pro
     .map_err(|err| store_error("reading the grants of a read-model view", err))?;
     Ok(grants
         .into_iter()
-        .map(|(privilege, grantee)| format!("GRANT {privilege} ON {name} TO {grantee}"))
+        .map(|(privilege, grantee)| Grant { privilege, grantee })
         .collect())
 }
 
@@ -330,7 +344,7 @@ async fn point_views(
         )
         .await?;
         for grant in grants {
-            execute(switch, &grant, "granting on a read-model view").await?;
+            execute(switch, &grant.on(table), "granting on a read-model view").await?;
         }
     }
     Ok(())
@@ -392,7 +406,12 @@ pub(super) async fn commit_switch(
             for table in &target.tables {
                 if matches!(relation_kind(&mut switch, table).await?, Some(kind) if kind == b'r' as i8 || kind == b'p' as i8)
                 {
-                    grants.extend(grants_of(&mut switch, table).await?);
+                    grants.extend(
+                        grants_of(&mut switch, table)
+                            .await?
+                            .into_iter()
+                            .map(|grant| (table.clone(), grant)),
+                    );
                     let to = physical_table(unqualified(table), 0);
                     execute(
                         &mut switch,
@@ -415,7 +434,12 @@ pub(super) async fn commit_switch(
         } else {
             for table in &live.tables {
                 if relation_kind(&mut switch, table).await? == Some(b'v' as i8) {
-                    grants.extend(grants_of(&mut switch, table).await?);
+                    grants.extend(
+                        grants_of(&mut switch, table)
+                            .await?
+                            .into_iter()
+                            .map(|grant| (table.clone(), grant)),
+                    );
                     execute(
                         &mut switch,
                         &format!("DROP VIEW {table}"),
@@ -453,15 +477,14 @@ pub(super) async fn commit_switch(
     }
     // Grants the replaced relations had, on the new stable names (a name the new version does
     // not have any more cannot take its grant, and is skipped).
-    for grant in grants {
-        let on = grant
-            .split(" ON ")
-            .nth(1)
-            .and_then(|rest| rest.split(" TO ").next())
-            .unwrap_or_default()
-            .to_owned();
-        if relation_kind(&mut switch, &on).await?.is_some() {
-            execute(&mut switch, &grant, "granting on a read-model view").await?;
+    for (relation, grant) in grants {
+        if relation_kind(&mut switch, &relation).await?.is_some() {
+            execute(
+                &mut switch,
+                &grant.on(&relation),
+                "granting on a read-model view",
+            )
+            .await?;
         }
     }
     let record = set_state(&mut switch, version, VersionState::Live).await?;

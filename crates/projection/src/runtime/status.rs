@@ -79,6 +79,25 @@ impl Health {
         }
     }
 
+    /// When a pair last moved, as [`Health::assess`] should see it: its own checkpoint's time,
+    /// except for a version being built, which works through its instances one after another
+    /// (bounded by `max_building_batches`) and so moves when any of its checkpoints does; an
+    /// instance it has not reached yet is waiting its turn, not stalled.
+    pub fn last_moved(
+        states: &[CurrentState],
+        pair: &str,
+        instance: &InstanceId,
+        building: bool,
+    ) -> Option<DateTime<Utc>> {
+        states
+            .iter()
+            .filter(|state| {
+                state.projection == pair && (building || &state.instance_id == instance)
+            })
+            .map(|state| state.updated_at)
+            .max()
+    }
+
     /// The health's name as printed: `healthy`, `catching up`, `stalled`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,11 +160,12 @@ where
                         })
                 };
                 let last_moved_at = state.map(|state| state.updated_at);
+                let moved = Health::last_moved(&states, name, &instance, self.is_building(index));
                 statuses.push(ProjectionStatus {
                     health: Health::assess(
                         events_behind,
                         seconds_behind,
-                        last_moved_at,
+                        moved,
                         registered.config.stall_after,
                         now,
                     ),
