@@ -82,6 +82,7 @@ macro_rules! projection_conformance_tests {
             shutdown_reports_batches_still_running_at_its_deadline,
             unregister_forgets_checkpoints_and_failures,
             a_panicking_hook_is_reported_and_the_pair_runs_on,
+            catch_up_waits_for_every_event_of_a_push_split_across_batches,
             a_consumer_gets_every_event_in_order_and_resumes_after_a_restart,
             unacknowledged_events_are_delivered_again,
             a_failing_aggregate_is_parked_while_others_flow,
@@ -431,6 +432,57 @@ pub async fn counters_count_and_a_rebuild_never_doubles_them<H: Harness>(harness
         .await
         .unwrap();
     assert_eq!(harness.rows("conformance_members").await, expected);
+}
+
+/// Docs in batches of seven events.
+struct SmallBatches;
+
+impl Projection for SmallBatches {
+    fn name(&self) -> &str {
+        "small_batches"
+    }
+    fn reads(&self) -> Reads {
+        Reads::new().aggregate("doc")
+    }
+    fn reduce(&self, event: &Event) -> Result<Vec<Statement>, ReduceError> {
+        Ok(vec![doc_row(event)])
+    }
+    fn reset(&self, instance: &InstanceId) -> Vec<Statement> {
+        docs_reset(instance)
+    }
+    fn config(&self) -> ProjectionConfig {
+        ProjectionConfig {
+            bulk_limit: 7,
+            ..ProjectionConfig::default()
+        }
+    }
+}
+
+/// The events of one push share its position, and batches end between them: `catch_up` to that
+/// position returns only once every one of them is applied, whoever runs the batches.
+pub async fn catch_up_waits_for_every_event_of_a_push_split_across_batches<H: Harness>(
+    harness: &H,
+) {
+    harness.create_table(DOCS_TABLE).await;
+    let runtime = start(harness, SmallBatches).await;
+    let store = harness.store();
+    for round in 0..5 {
+        let commands = (0..200)
+            .map(|n| command(&format!("d-{round}-{n}"), "doc.added"))
+            .collect();
+        let stored = store.push(commands).await.unwrap();
+        let position = stored[0].position;
+        runtime
+            .catch_up("small_batches", &instance(), position, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            harness.rows("conformance_docs").await.len(),
+            200 * (round + 1),
+            "catch_up returned before the whole push was applied"
+        );
+    }
+    runtime.shutdown(WAIT).await.unwrap();
 }
 
 /// A counter that would pass its column's range, or an amount that is not a number, fails the

@@ -139,9 +139,11 @@ where
             .backend
             .state(registered.projection.name(), instance)
             .await?;
+        // Strictly past: the events of one push share its position, and a batch may end
+        // between them; at the position itself the query below tells whether any is left.
         if state
             .as_ref()
-            .is_some_and(|state| state.position >= position)
+            .is_some_and(|state| state.position > position)
         {
             return Ok(true);
         }
