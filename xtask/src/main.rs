@@ -61,6 +61,8 @@ fn main() -> Result<()> {
         Some("bench") => perf::run(&rest),
         // The projection worker process `bench` starts for P2 and W1P.
         Some("bench-worker") => perf::worker(&rest),
+        // The process `bench` builds projection versions in for W1-beside-rebuild.
+        Some("bench-rebuilder") => perf::rebuilder(&rest),
         // The subscriber process `bench` starts for S2.
         Some("bench-subscriber") => perf::subscriber(&rest),
         Some("help" | "--help" | "-h") | None => {

@@ -5,6 +5,7 @@ mod cache;
 mod personal;
 mod projections;
 mod reads;
+mod rebuild;
 mod runner;
 mod setup;
 mod stats;
@@ -23,6 +24,7 @@ use crate::perf::stats::{Row, Samples};
 use crate::server;
 
 pub(crate) use projections::worker;
+pub(crate) use rebuild::rebuilder;
 pub(crate) use subscriptions::subscriber;
 
 const USAGE: &str = "\
@@ -36,16 +38,19 @@ a sealed field per event) and R10k
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections), S1
 (catch-up through a subscription, alternating with raw R2), S2 (push-to-delivery latency of a
 subscription in another process while W1 runs at C = 8), S3 (a durable consumer with a no-op
-handler catching up on P1's events, beside raw P1) and C1-<connector>-<op> (the cache: connector
+handler catching up on P1's events, beside raw P1), W1-beside-rebuild and P1-versioned (either
+name runs both: W1 at C = 8 while a new version of a projection builds from P1's events in another
+process, in rounds alternating with W1 alone; the build's rate beside Strata's P1, measured for it
+when P1 is not asked for) and C1-<connector>-<op> (the cache: connector
 memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
 raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
 not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, the raw R2 and
-raw P1 references of S1 and S3) go to stderr. Redis: REDIS_URL, by default
+raw P1 references of S1 and S3, W1 alone beside W1-beside-rebuild) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 18] = [
+const EVENT_WORKLOADS: [&str; 20] = [
     "W1",
     "W2",
     "W3",
@@ -64,6 +69,8 @@ const EVENT_WORKLOADS: [&str; 18] = [
     "S1",
     "S2",
     "S3",
+    rebuild::W1_BESIDE_REBUILD,
+    rebuild::P1_VERSIONED,
 ];
 
 /// Whether `name` is a standard workload (`--json` prints only these).
@@ -149,6 +156,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .chain(keyed_line(&rows))
             .chain(poll_line(&rows))
             .chain(reference_lines(&rows))
+            .chain(rebuild::summary(&rows, p1_reference(&rows)))
         {
             eprintln!("bench: not a standard row: {line}");
         }
@@ -270,6 +278,8 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         "P1",
         "S1",
         "S3",
+        rebuild::W1_BESIDE_REBUILD,
+        rebuild::P1_VERSIONED,
     ]
     .iter()
     .any(|w| wanted(w))
@@ -313,6 +323,21 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
                 None => projections::p1_raw(&pool).await?,
             };
             rows.extend(subscriptions::s3(&store, raw_p1).await?);
+        }
+        if wanted(rebuild::W1_BESIDE_REBUILD) || wanted(rebuild::P1_VERSIONED) {
+            // Last on this database: its writers add `user` events that R2 and S1 would read.
+            if find_row(&rows, "strata", "P1", 1).is_none() {
+                eprintln!("bench: P1, as the reference of {}", rebuild::P1_VERSIONED);
+                let p1 = projections::p1_strata(&store, &pool).await?;
+                rows.push(Row {
+                    system: "strata-p1",
+                    workload: rebuild::P1_VERSIONED.into(),
+                    ..p1
+                });
+            }
+            let pairs: u32 = if options.quick { 3 } else { 5 };
+            let database_url = database_url(url, &database);
+            rows.extend(rebuild::run(&store, &database_url, timing, pairs).await?);
         }
     }
     if wanted("P2") || wanted("W1P") || wanted("S2") {
@@ -384,7 +409,7 @@ fn print_event_table(rows: &[Row]) {
         return;
     }
     println!(
-        "{:<13} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+        "{:<17} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
         "load", "C", "strata ev/s", "raw ev/s", "ratio", "strata p50/p99", "raw p50/p99", "errors"
     );
     let find = |system: &str, workload: &str, concurrency: usize| {
@@ -400,6 +425,8 @@ fn print_event_table(rows: &[Row]) {
             "W1-encrypted" => find("strata-plain", "W1-encrypted", row.concurrency),
             "S1" => find("raw-r2", "S1", row.concurrency),
             "S3" => find("raw-p1", "S3", row.concurrency),
+            rebuild::W1_BESIDE_REBUILD => find("strata-alone", &row.workload, row.concurrency),
+            rebuild::P1_VERSIONED => p1_reference(rows),
             _ => find("raw", &row.workload, row.concurrency),
         };
         let (raw_rate, ratio, raw_latency) = match reference {
@@ -411,7 +438,7 @@ fn print_event_table(rows: &[Row]) {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<13} {:>3}  {:>12.0} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+            "{:<17} {:>3}  {:>12.0} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
             row.workload,
             row.concurrency,
             rate(row),
@@ -425,7 +452,7 @@ fn print_event_table(rows: &[Row]) {
             && let Some(raw_w1) = find("raw", "W1", row.concurrency)
         {
             println!(
-                "{:<13} {:>3}  W2 / raw W1 at the same C: {:.2}",
+                "{:<17} {:>3}  W2 / raw W1 at the same C: {:.2}",
                 "",
                 "",
                 rate(row) / rate(raw_w1).max(1e-9)
@@ -453,6 +480,7 @@ fn print_event_table(rows: &[Row]) {
         .into_iter()
         .chain(keyed_line(rows))
         .chain(poll_line(rows))
+        .chain(rebuild::summary(rows, p1_reference(rows)))
     {
         println!("{line}");
     }
@@ -480,6 +508,12 @@ fn print_event_table(rows: &[Row]) {
             s2.p50_ms, s2.p99_ms
         );
     }
+}
+
+/// Strata's P1 of this run: P1's own row, or the one measured as P1-versioned's reference.
+fn p1_reference(rows: &[Row]) -> Option<&Row> {
+    find_row(rows, "strata", "P1", 1)
+        .or_else(|| find_row(rows, "strata-p1", rebuild::P1_VERSIONED, 1))
 }
 
 /// S1 and S3 beside their raw references from the same run (not standard rows), when they ran.

@@ -110,7 +110,7 @@ fn bucket_bounds(index: usize) -> (u64, u64) {
 }
 
 /// Latencies of completed operations plus counts, gathered from every task of a run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Samples {
     pub(crate) latencies: Latencies,
     pub(crate) events: u64,

@@ -207,11 +207,16 @@ pub(crate) async fn w1_only(store: &PgStore, concurrency: usize, timing: Timing)
     samples.events_row("strata", "W1", concurrency, elapsed)
 }
 
+/// W1's push as an operation, for workloads that run it in windows of their own.
+pub(crate) fn w1_op(store: &PgStore) -> Operation {
+    strata_op(store, w1_pick)
+}
+
 /// W1's raw samples, for workloads that measure it in several rounds and merge them.
 pub(crate) async fn w1_samples(
     store: &PgStore,
     concurrency: usize,
     timing: Timing,
 ) -> (Samples, Duration) {
-    run(concurrency, timing, strata_op(store, w1_pick)).await
+    run(concurrency, timing, w1_op(store)).await
 }
