@@ -140,6 +140,13 @@ pub(crate) async fn p1_strata(store: &PgStore, pool: &PgPool) -> Result<Row> {
     Ok(samples.events_row("strata", "P1", 1, elapsed))
 }
 
+/// Raw P1's read model, empty: what a raw rebuild starts from.
+pub(crate) async fn empty_raw_model(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
+    sqlx::query("TRUNCATE raw_model").execute(pool).await?;
+    Ok(())
+}
+
 /// Raw P1: a loop that reads pages of P1's size and applies each as one multi-row upsert plus a
 /// checkpoint per transaction.
 pub(crate) async fn p1_raw(pool: &PgPool) -> Result<Row> {
@@ -154,7 +161,8 @@ pub(crate) async fn p1_raw(pool: &PgPool) -> Result<Row> {
     .events_row("raw", "P1", 1, started.elapsed()))
 }
 
-async fn raw_catch_up(pool: &PgPool) -> Result<u64> {
+/// Raw P1's loop from the first event; returns the events applied.
+pub(crate) async fn raw_catch_up(pool: &PgPool) -> Result<u64> {
     let mut cursor = (Decimal::ZERO, -1i32);
     let mut applied = 0u64;
     loop {

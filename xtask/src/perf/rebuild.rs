@@ -40,6 +40,9 @@ use crate::perf::writes;
 pub(crate) const W1_BESIDE_REBUILD: &str = "W1-beside-rebuild";
 pub(crate) const P1_VERSIONED: &str = "P1-versioned";
 
+/// The system of a round's row of W1 beside raw SQL's rebuild (the reference).
+const ROUND_RAW: &str = "round-raw";
+
 /// W1-beside-rebuild and P1-versioned on a database holding P1's events (`url` names it for the
 /// rebuilder process): `pairs` rounds of W1 beside a build and W1 alone. Returns the two standard
 /// rows, W1 alone (`strata-alone`), and each round's two rates (`round-beside`, `round-alone`)
@@ -62,6 +65,8 @@ pub(crate) async fn run(
     let (mut beside, mut beside_time) = (Samples::default(), Duration::ZERO);
     let (mut alone, mut alone_time) = (Samples::default(), Duration::ZERO);
     let (mut builds, mut build_time) = (Samples::default(), Duration::ZERO);
+    let (mut raw_beside, mut raw_beside_time) = (Samples::default(), Duration::ZERO);
+    let (mut raw_builds, mut raw_build_time) = (Samples::default(), Duration::ZERO);
     let mut rounds = Vec::new();
     let mut version = 1;
     let mut window = Duration::ZERO;
@@ -79,6 +84,7 @@ pub(crate) async fn run(
             (build, alone)
         };
         window = build.window;
+        let raw = raw_build_beside_w1(store, warmup).await?;
         let beside_rate = rate(&build.w1, build.window);
         let alone_rate = rate(&alone_samples, alone_window);
         eprintln!(
@@ -92,6 +98,28 @@ pub(crate) async fn run(
             build.window.as_secs_f64(),
             beside_rate / alone_rate.max(1e-9)
         );
+        eprintln!(
+            "bench: {W1_BESIDE_REBUILD} round {n}/{pairs}, reference: raw SQL's P1 loop rebuilt {} \
+             events in {:.2} s ({:.0} ev/s); W1 beside it {:.0} ev/s ({:.2}x of alone)",
+            raw.applied,
+            raw.built.as_secs_f64(),
+            raw.applied as f64 / raw.built.as_secs_f64().max(1e-9),
+            rate(&raw.w1, raw.window),
+            rate(&raw.w1, raw.window) / alone_rate.max(1e-9)
+        );
+        rounds.push(
+            raw.w1
+                .clone()
+                .events_row(ROUND_RAW, W1_BESIDE_REBUILD, 8, raw.window),
+        );
+        raw_beside.merge(raw.w1);
+        raw_beside_time += raw.window;
+        raw_builds.merge(Samples {
+            latencies: Latencies::of(raw.built),
+            events: raw.applied,
+            errors: 0,
+        });
+        raw_build_time += raw.built;
         rounds.push(
             build
                 .w1
@@ -119,6 +147,8 @@ pub(crate) async fn run(
         beside.events_row("strata", W1_BESIDE_REBUILD, 8, beside_time),
         alone.events_row("strata-alone", W1_BESIDE_REBUILD, 8, alone_time),
         builds.events_row("strata", P1_VERSIONED, 1, build_time),
+        raw_beside.events_row("raw", W1_BESIDE_REBUILD, 8, raw_beside_time),
+        raw_builds.events_row("raw", P1_VERSIONED, 1, raw_build_time),
     ];
     rows.extend(rounds);
     Ok(rows)
@@ -158,6 +188,32 @@ pub(crate) fn summary(rows: &[Row], p1: Option<&Row>) -> Vec<String> {
             events_per_sec(beside) / events_per_sec(alone).max(1e-9),
             listed.join(" "),
             median(&ratios)
+        ));
+    }
+    if let (Some(raw_beside), Some(alone), Some(raw_build)) = (
+        find("raw", W1_BESIDE_REBUILD),
+        find("strata-alone", W1_BESIDE_REBUILD),
+        find("raw", P1_VERSIONED),
+    ) {
+        let mut ratios: Vec<f64> = rows
+            .iter()
+            .filter(|row| row.system == ROUND_RAW && row.workload == W1_BESIDE_REBUILD)
+            .map(events_per_sec)
+            .zip(
+                rows.iter()
+                    .filter(|row| row.system == ROUND_ALONE && row.workload == W1_BESIDE_REBUILD)
+                    .map(events_per_sec),
+            )
+            .map(|(beside, alone)| beside / alone.max(1e-9))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        lines.push(format!(
+            "reference, same rounds: W1 beside raw SQL's rebuild {:.0} ev/s, {:.2} of alone \
+             (median of rounds {:.2}); the raw rebuild itself {:.0} ev/s beside W1",
+            events_per_sec(raw_beside),
+            events_per_sec(raw_beside) / events_per_sec(alone).max(1e-9),
+            median(&ratios),
+            events_per_sec(raw_build)
         ));
     }
     if let (Some(build), Some(p1)) = (find("strata", P1_VERSIONED), p1) {
@@ -458,6 +514,35 @@ async fn build_beside_w1(
         applied: lag.events_applied,
         failed,
         lag_took,
+    })
+}
+
+/// A rebuild by raw SQL beside W1: the reference for what any rebuild costs the writers here.
+struct RawBuild {
+    w1: Samples,
+    window: Duration,
+    built: Duration,
+    applied: u64,
+}
+
+/// The cheapest rebuild there is, raw SQL's P1 loop (pages of events, one multi-row upsert and a
+/// checkpoint per transaction; no horizon, no leases, no switch) into an empty table, beside W1
+/// at C = 8 for as long as it takes. It runs in the bench process: a plain loop of round trips,
+/// it does not compete with the writers' clients for the async runtime the way a runtime would.
+async fn raw_build_beside_w1(store: &PgStore, warmup: Duration) -> Result<RawBuild> {
+    let pool = store.pools().projection().clone();
+    projections::empty_raw_model(&pool).await?;
+    let writers = runner::start_open(8, warmup, writes::w1_op(store));
+    tokio::time::sleep_until(writers.measure_from().into()).await;
+    let started = Instant::now();
+    let applied = projections::raw_catch_up(&pool).await;
+    let built = started.elapsed();
+    let (w1, window) = writers.close().await;
+    Ok(RawBuild {
+        w1,
+        window,
+        built,
+        applied: applied?,
     })
 }
 
