@@ -415,7 +415,7 @@ pub trait ProjectionBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ProjectionVersion, ProjectionError>> + Send;
 
     /// Drops a version that is not live: its tables, checkpoints, failed events and
-    /// registration; its record stays, as [`VersionState::Dropped`].
+    /// registration; its record stays, as [`VersionState::Dropped`](crate::VersionState::Dropped).
     fn drop_version(
         &self,
         projection: &str,
