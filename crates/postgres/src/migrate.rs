@@ -78,8 +78,8 @@ pub static FUNCTIONS: &[SqlFunction] = sql_functions![
     "eventstore.subject_lock_key.sql",
     "eventstore.unique_lock_key.sql",
     "projections.lease_key.sql",
-    "projections.switch_key.sql",
     "projections.reading.sql",
+    "projections.switch_key.sql",
 ];
 
 /// A versioned migration that [`migrate`] applied.
