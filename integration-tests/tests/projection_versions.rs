@@ -56,6 +56,31 @@ fn load(pushes_per_writer: u64, round: u64) -> Load {
     }
 }
 
+/// A database of the test's own, its store, and projection storage on the store's pool.
+async fn ledger_database() -> (TestDatabase, PgStore, PgProjections) {
+    let database = TestDatabase::create().await;
+    let store = database.store();
+    let backend = PgProjections::new(store.pools().projection().clone());
+    (database, store, backend)
+}
+
+/// A runtime in this process running these versions of the ledger.
+async fn run_ledger(
+    store: &PgStore,
+    backend: &PgProjections,
+    versions: &[Ledger],
+) -> ProjectionRuntime<PgStore, PgProjections> {
+    versions
+        .iter()
+        .fold(
+            ProjectionRuntime::builder(store.clone(), backend.clone()),
+            |builder, version| builder.register(*version).expect("a valid projection"),
+        )
+        .start()
+        .await
+        .expect("the runtime starts")
+}
+
 async fn state_of(backend: &PgProjections, version: u32) -> Option<VersionState> {
     backend
         .versions(Some("ledger"))
@@ -132,15 +157,8 @@ async fn assert_exactly_once(pool: &PgPool, store: &PgStore, version: u32, compl
 /// it saw exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_under_load_never_shows_readers_fewer_rows() {
-    let database = TestDatabase::create().await;
-    let store = database.store();
-    let backend = PgProjections::new(store.pools().projection().clone());
-    let old = ProjectionRuntime::builder(store.clone(), backend.clone())
-        .register(ledger(1, SwitchWhen::CaughtUp))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let (database, store, backend) = ledger_database().await;
+    let old = run_ledger(&store, &backend, &[ledger(1, SwitchWhen::CaughtUp)]).await;
     write_with_late_commits(&database, load(150, 0)).await;
     wait_until_caught_up(&store, &backend, 1).await;
 
@@ -173,12 +191,7 @@ async fn a_rebuild_under_load_never_shows_readers_fewer_rows() {
         })
     };
 
-    let new = ProjectionRuntime::builder(store.clone(), backend.clone())
-        .register(ledger(2, SwitchWhen::CaughtUp))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let new = run_ledger(&store, &backend, &[ledger(2, SwitchWhen::CaughtUp)]).await;
     assert_eq!(state_of(&backend, 2).await, Some(VersionState::Building));
     write_with_late_commits(&database, load(150, 1)).await;
     let deadline = Instant::now() + WAIT;
@@ -206,16 +219,9 @@ async fn a_rebuild_under_load_never_shows_readers_fewer_rows() {
 /// its checkpoints in the survivors, and the finished version applied every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_build_resumes_after_its_workers_are_killed() {
-    let database = TestDatabase::create().await;
+    let (database, store, backend) = ledger_database().await;
     let url = database_url(&database);
-    let store = database.store();
-    let backend = PgProjections::new(store.pools().projection().clone());
-    let live = ProjectionRuntime::builder(store.clone(), backend.clone())
-        .register(ledger(1, SwitchWhen::OnCommand))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let live = run_ledger(&store, &backend, &[ledger(1, SwitchWhen::OnCommand)]).await;
     write_with_late_commits(&database, load(250, 0)).await;
     wait_until_caught_up(&store, &backend, 1).await;
 
@@ -249,18 +255,17 @@ async fn a_build_resumes_after_its_workers_are_killed() {
 /// exactly one version is live, the other retired, and the stable name reads the live one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_switch_killed_midway_leaves_exactly_one_version_live() {
-    let database = TestDatabase::create().await;
+    let (database, store, backend) = ledger_database().await;
     let url = database_url(&database);
-    let store = database.store();
-    let backend = PgProjections::new(store.pools().projection().clone());
-    let runtime = ProjectionRuntime::builder(store.clone(), backend.clone())
-        .register(ledger(1, SwitchWhen::OnCommand))
-        .unwrap()
-        .register(ledger(2, SwitchWhen::OnCommand))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = run_ledger(
+        &store,
+        &backend,
+        &[
+            ledger(1, SwitchWhen::OnCommand),
+            ledger(2, SwitchWhen::OnCommand),
+        ],
+    )
+    .await;
     write_with_late_commits(&database, load(40, 0)).await;
     wait_until_caught_up(&store, &backend, 1).await;
     wait_until_caught_up(&store, &backend, 2).await;
@@ -333,9 +338,7 @@ async fn a_switch_killed_midway_leaves_exactly_one_version_live() {
 /// gets the grants of the one it replaces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grants_on_the_stable_name_survive_a_switch() {
-    let database = TestDatabase::create().await;
-    let store = database.store();
-    let backend = PgProjections::new(store.pools().projection().clone());
+    let (database, store, backend) = ledger_database().await;
     let pool = database.pool(2);
     // Roles are the server's, not the database's: a name of this test's own, dropped at the end.
     let reader = format!("{}_reader", database.name);
@@ -343,14 +346,15 @@ async fn grants_on_the_stable_name_survive_a_switch() {
         .execute(&pool)
         .await
         .unwrap();
-    let runtime = ProjectionRuntime::builder(store.clone(), backend.clone())
-        .register(ledger(1, SwitchWhen::OnCommand))
-        .unwrap()
-        .register(ledger(2, SwitchWhen::OnCommand))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = run_ledger(
+        &store,
+        &backend,
+        &[
+            ledger(1, SwitchWhen::OnCommand),
+            ledger(2, SwitchWhen::OnCommand),
+        ],
+    )
+    .await;
     sqlx::query(&format!("GRANT SELECT ON public.ledger TO {reader}"))
         .execute(&pool)
         .await

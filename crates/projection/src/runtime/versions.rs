@@ -54,6 +54,10 @@ where
     /// Whether the registered projection at `index` runs: every unversioned one, and versions
     /// that are building or live.
     pub(super) fn is_applied(&self, index: usize) -> bool {
+        // Asked on every trigger of every pair: an unversioned projection answers without the lock.
+        if self.inner.projections[index].version.is_none() {
+            return true;
+        }
         lock(&self.inner.version_states)
             .get(&index)
             .is_none_or(|state| state.is_applied())
@@ -61,7 +65,8 @@ where
 
     /// Whether the registered projection at `index` is a version being built.
     pub(super) fn is_building(&self, index: usize) -> bool {
-        lock(&self.inner.version_states).get(&index) == Some(&VersionState::Building)
+        self.inner.projections[index].version.is_some()
+            && lock(&self.inner.version_states).get(&index) == Some(&VersionState::Building)
     }
 
     /// Notes that a batch found its version retired (a switch happened elsewhere).
