@@ -4,12 +4,13 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "postgres")]
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::{Instrument, Span};
 
 use crate::codec;
 use crate::config::{CacheConfig, ConnectorKind, Connectors};
@@ -27,6 +28,7 @@ use crate::memory::MemoryConnector;
 use crate::postgres::PgConnector;
 #[cfg(feature = "redis")]
 use crate::redis::{RedisConnection, RedisConnector};
+use crate::telemetry::{CacheMetrics, Operation, Outcome};
 
 /// A cache of `V` values, found by any of their keys in any of their indices.
 ///
@@ -41,6 +43,7 @@ struct Inner<V: Entry> {
     config: CacheConfig,
     connector: Connector<V>,
     pruner: Mutex<Option<Pruner>>,
+    metrics: CacheMetrics,
 }
 
 /// Enum dispatch rather than a boxed trait: the memory hit path stays a direct call with no
@@ -179,12 +182,18 @@ impl<V: Entry> Cache<V> {
     }
 
     fn from_parts(name: &str, config: CacheConfig, connector: Connector<V>) -> Self {
+        let kind = match connector {
+            Connector::Memory(_) => ConnectorKind::Memory,
+            Connector::Postgres(_) => ConnectorKind::Postgres,
+            Connector::Redis(_) => ConnectorKind::Redis,
+        };
         Cache {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 config,
                 connector,
                 pruner: Mutex::new(None),
+                metrics: CacheMetrics::new(name, kind),
             }),
         }
     }
@@ -208,25 +217,35 @@ impl<V: Entry> Cache<V> {
     /// Never fails: a connector error, or a stored value that no longer decodes, is a miss and a
     /// `tracing` warning.
     pub async fn get(&self, index: V::Index, key: &str) -> Option<V> {
+        let metrics = &self.inner.metrics;
         let value = match &self.inner.connector {
-            // The hot path: no validation beyond what the lookup itself does.
+            // The hot path: no validation beyond what the lookup itself does, and no span.
             Connector::Memory(memory) => {
-                let position = entry::position_of(index)?;
-                memory.get(position, key)
+                let value =
+                    entry::position_of(index).and_then(|position| memory.get(position, key));
+                let outcome = if value.is_some() {
+                    Outcome::Hit
+                } else {
+                    Outcome::Miss
+                };
+                metrics.record(Operation::Get, outcome, None);
+                value
+            }
+            Connector::Postgres(_) | Connector::Redis(_) if !entry::key_is_storable(key) => {
+                metrics.record(Operation::Get, Outcome::Miss, None);
+                return None;
             }
             Connector::Postgres(pg) => {
-                if !entry::key_is_storable(key) {
-                    return None;
-                }
-                let payload = pg.get(index.name(), key).await;
-                self.decode(payload)
+                let started = Instant::now();
+                let span = metrics.span(Operation::Get, index.name(), 1);
+                let payload = pg.get(index.name(), key).instrument(span.clone()).await;
+                self.decode_counted(payload, &span, started)
             }
             Connector::Redis(redis) => {
-                if !entry::key_is_storable(key) {
-                    return None;
-                }
-                let payload = redis.get(index.name(), key).await;
-                self.decode(payload)
+                let started = Instant::now();
+                let span = metrics.span(Operation::Get, index.name(), 1);
+                let payload = redis.get(index.name(), key).instrument(span.clone()).await;
+                self.decode_counted(payload, &span, started)
             }
         };
         if self.inner.config.log_operations {
@@ -249,28 +268,38 @@ impl<V: Entry> Cache<V> {
         if self.inner.config.log_operations {
             tracing::debug!(cache = %self.inner.name, keys = keys.len(), "cache set");
         }
+        let metrics = &self.inner.metrics;
         match &self.inner.connector {
-            Connector::Memory(memory) => memory.set(keys, value),
+            Connector::Memory(memory) => {
+                memory.set(keys, value);
+                metrics.record(Operation::Set, Outcome::Ok, None);
+            }
             Connector::Postgres(pg) => {
+                let started = Instant::now();
                 let Some(payload) = self.encode(&value) else {
+                    metrics.record(Operation::Set, Outcome::Error, None);
                     return Ok(());
                 };
+                let span = metrics.span(Operation::Set, "", keys.len());
                 let (names, keys): (Vec<&'static str>, Vec<String>) = keys
                     .into_iter()
                     .map(|(position, key)| (V::Index::ALL[position].name(), key))
                     .unzip();
-                let result = pg.set(names, keys, payload).await;
-                self.warn_on_failure("set", result);
+                let result = pg.set(names, keys, payload).instrument(span.clone()).await;
+                self.finish(Operation::Set, result, &span, started);
             }
             Connector::Redis(redis) => {
+                let started = Instant::now();
                 let Some(payload) = self.encode(&value) else {
+                    metrics.record(Operation::Set, Outcome::Error, None);
                     return Ok(());
                 };
+                let span = metrics.span(Operation::Set, "", keys.len());
                 let named = keys
                     .iter()
                     .map(|(position, key)| (V::Index::ALL[*position].name(), key.as_str()));
-                let result = redis.set(named, payload).await;
-                self.warn_on_failure("set", result);
+                let result = redis.set(named, payload).instrument(span.clone()).await;
+                self.finish(Operation::Set, result, &span, started);
             }
         }
         Ok(())
@@ -285,15 +314,34 @@ impl<V: Entry> Cache<V> {
         if self.inner.config.log_operations {
             tracing::debug!(cache = %self.inner.name, index = index.name(), keys = keys.len(), "cache invalidate");
         }
+        let started = Instant::now();
+        let span = || {
+            self.inner
+                .metrics
+                .span(Operation::Invalidate, index.name(), keys.len())
+        };
         match &self.inner.connector {
-            Connector::Memory(memory) => memory.invalidate(position, &keys),
+            Connector::Memory(memory) => {
+                memory.invalidate(position, &keys);
+                self.inner
+                    .metrics
+                    .record(Operation::Invalidate, Outcome::Ok, None);
+            }
             Connector::Postgres(pg) => {
-                let result = pg.invalidate(index.name(), &keys).await;
-                self.warn_on_failure("invalidate", result);
+                let span = span();
+                let result = pg
+                    .invalidate(index.name(), &keys)
+                    .instrument(span.clone())
+                    .await;
+                self.finish(Operation::Invalidate, result, &span, started);
             }
             Connector::Redis(redis) => {
-                let result = redis.invalidate(index.name(), &keys).await;
-                self.warn_on_failure("invalidate", result);
+                let span = span();
+                let result = redis
+                    .invalidate(index.name(), &keys)
+                    .instrument(span.clone())
+                    .await;
+                self.finish(Operation::Invalidate, result, &span, started);
             }
         }
     }
@@ -308,15 +356,34 @@ impl<V: Entry> Cache<V> {
         if self.inner.config.log_operations {
             tracing::debug!(cache = %self.inner.name, index = index.name(), keys = keys.len(), "cache delete");
         }
+        let started = Instant::now();
+        let span = || {
+            self.inner
+                .metrics
+                .span(Operation::Delete, index.name(), keys.len())
+        };
         match &self.inner.connector {
-            Connector::Memory(memory) => memory.delete(position, &keys),
+            Connector::Memory(memory) => {
+                memory.delete(position, &keys);
+                self.inner
+                    .metrics
+                    .record(Operation::Delete, Outcome::Ok, None);
+            }
             Connector::Postgres(pg) => {
-                let result = pg.delete(index.name(), &keys).await;
-                self.warn_on_failure("delete", result);
+                let span = span();
+                let result = pg
+                    .delete(index.name(), &keys)
+                    .instrument(span.clone())
+                    .await;
+                self.finish(Operation::Delete, result, &span, started);
             }
             Connector::Redis(redis) => {
-                let result = redis.delete(index.name(), &keys).await;
-                self.warn_on_failure("delete", result);
+                let span = span();
+                let result = redis
+                    .delete(index.name(), &keys)
+                    .instrument(span.clone())
+                    .await;
+                self.finish(Operation::Delete, result, &span, started);
             }
         }
     }
@@ -432,6 +499,46 @@ impl<V: Entry> Cache<V> {
                 None
             }
         }
+    }
+
+    /// [`Self::decode`], counted: a hit, a miss, or an error (the connector's or the codec's).
+    fn decode_counted<E: std::error::Error + 'static>(
+        &self,
+        payload: Result<Option<Vec<u8>>, E>,
+        span: &Span,
+        started: Instant,
+    ) -> Option<V> {
+        let answered = matches!(payload, Ok(Some(_)));
+        let failed = payload.is_err();
+        let value = self.decode(payload);
+        let outcome = match (&value, answered, failed) {
+            (Some(_), _, _) => Outcome::Hit,
+            (None, true, _) | (None, _, true) => Outcome::Error,
+            (None, false, false) => Outcome::Miss,
+        };
+        span.record("strata.cache_result", outcome.as_str());
+        self.inner
+            .metrics
+            .record(Operation::Get, outcome, Some(started));
+        value
+    }
+
+    /// Counts a write that left the process and warns when it failed.
+    fn finish<E: std::error::Error + 'static>(
+        &self,
+        operation: Operation,
+        result: Result<(), E>,
+        span: &Span,
+        started: Instant,
+    ) {
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        };
+        span.record("strata.cache_result", outcome.as_str());
+        self.inner.metrics.record(operation, outcome, Some(started));
+        self.warn_on_failure(operation.as_str(), result);
     }
 
     fn warn_on_failure<E: std::error::Error + 'static>(

@@ -159,6 +159,7 @@ mod memory;
 pub mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+pub mod telemetry;
 
 pub use crate::cache::{Cache, CacheInvalidator, Pruner};
 pub use crate::config::{CacheConfig, ConnectorKind, Connectors};

@@ -1,6 +1,8 @@
 //! Who is acting, on whose behalf, in answer to what: what every command built by the typed layer
 //! carries besides its event.
 
+use std::sync::OnceLock;
+
 use strata_event::{Event, IdempotencyKey, Metadata, ValidationError};
 
 use crate::envelope::{Envelope, event_id};
@@ -23,14 +25,50 @@ pub struct Context {
     pub(crate) idempotency_key: Option<String>,
 }
 
+/// The header a context made under a current trace carries its trace id in.
+pub const TRACE_ID_HEADER: &str = "trace_id";
+
+static TRACE_ID_SOURCE: OnceLock<fn() -> Option<String>> = OnceLock::new();
+
+/// Tells [`Context::new`] how to read the current trace id, once per process: Strata depends on no
+/// tracer, so the service, which installed one, supplies the reading. With
+/// `tracing-opentelemetry`:
+///
+/// ```ignore
+/// use opentelemetry::trace::{TraceContextExt, TraceId};
+/// use tracing_opentelemetry::OpenTelemetrySpanExt;
+///
+/// strata_domain::set_trace_id_source(|| {
+///     let context = tracing::Span::current().context();
+///     let trace_id = context.span().span_context().trace_id();
+///     (trace_id != TraceId::INVALID).then(|| trace_id.to_string())
+/// });
+/// ```
+///
+/// Returns `false` (and changes nothing) when a source was installed before.
+pub fn set_trace_id_source(source: fn() -> Option<String>) -> bool {
+    TRACE_ID_SOURCE.set(source).is_ok()
+}
+
 impl Context {
     /// Commands made in this context record `creator` and `owner` (validated when a command is
     /// built: non-empty, at most 200 bytes).
+    ///
+    /// When the service installed a [trace id source](set_trace_id_source) and a trace is
+    /// current, the context starts with that trace id as its correlation id and in the header
+    /// [`TRACE_ID_HEADER`], so the events a request stores can be found from its trace.
     pub fn new(creator: impl Into<String>, owner: impl Into<String>) -> Self {
+        let mut metadata = Metadata::default();
+        if let Some(trace_id) = TRACE_ID_SOURCE.get().and_then(|source| source()) {
+            metadata
+                .headers
+                .insert(TRACE_ID_HEADER.to_owned(), trace_id.clone());
+            metadata.correlation_id = Some(trace_id);
+        }
         Context {
             creator: creator.into(),
             owner: owner.into(),
-            metadata: Metadata::default(),
+            metadata,
             idempotency_key: None,
         }
     }

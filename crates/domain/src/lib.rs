@@ -173,7 +173,7 @@ mod write_model;
 
 pub use crate::aggregate::Aggregate;
 pub use crate::command::command;
-pub use crate::context::Context;
+pub use crate::context::{Context, TRACE_ID_HEADER, set_trace_id_source};
 pub use crate::envelope::{Envelope, UnknownEvents};
 pub use crate::error::{DecodeError, DecodeFailure, EncodeError};
 pub use crate::event::{DomainEvent, EventSpec, SubjectOf, Unique};

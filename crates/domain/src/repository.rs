@@ -4,6 +4,7 @@ use futures::StreamExt;
 use strata_event::{AggregateRef, Command, Event, IdempotencyKey, Sequence};
 use strata_query::Query;
 use strata_store::{ErrorKind, EventStore};
+use tracing::Instrument;
 
 use crate::aggregate::Aggregate;
 use crate::command::{Prepared, finish, prepare};
@@ -188,14 +189,27 @@ impl<S: EventStore> Repository<S> {
             aggregate_id,
         )
         .map_err(strata_store::Error::from)?;
-        #[cfg(feature = "snapshots")]
-        if let Some(snapshots) = &self.snapshots {
-            return snapshots
-                .load::<A, S>(&self.store, aggregate, self.read_keys())
-                .await;
-        }
-        self.load_after::<A>(aggregate, Loaded::new(A::default()))
-            .await
+        let span = tracing::info_span!(
+            "strata.load",
+            otel.name = "load",
+            strata.instance_id = instance_id,
+            strata.aggregate_type = <A::Event as DomainEvent>::AGGREGATE_TYPE,
+            strata.aggregate_id = aggregate_id,
+            strata.events_read = tracing::field::Empty,
+        );
+        let loading = async {
+            #[cfg(feature = "snapshots")]
+            if let Some(snapshots) = &self.snapshots {
+                return snapshots
+                    .load::<A, S>(&self.store, aggregate, self.read_keys())
+                    .await;
+            }
+            self.load_after::<A>(aggregate, Loaded::new(A::default()))
+                .await
+        };
+        let loaded = loading.instrument(span.clone()).await?;
+        span.record("strata.events_read", loaded.events_read());
+        Ok(loaded)
     }
 
     /// Folds the events of `aggregate` past what `loaded` already holds into it.

@@ -60,6 +60,7 @@ mod projection;
 mod push;
 mod read;
 mod store;
+pub mod telemetry;
 
 pub use crate::announce::PUSH_CHANNEL;
 pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};

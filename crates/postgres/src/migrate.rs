@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use strata_store::Error;
+use tracing::Instrument;
 
 use crate::error::from_sqlx;
 
@@ -158,6 +159,22 @@ const FUNCTIONS_LOCK_KEY: i64 = 0x5354_5241_5441_4d46;
 /// that is new or changed, then re-grants the roles `set_up_roles` named (so tables and functions
 /// added since reach them). Re-running changes nothing. Concurrent callers are serialised.
 pub async fn migrate(pool: &PgPool) -> Result<Migrated, Error> {
+    let span = tracing::info_span!(
+        "strata.migrate",
+        otel.name = "migrate",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "migrate",
+        strata.migrations_applied = tracing::field::Empty,
+        strata.functions_applied = tracing::field::Empty,
+    );
+    let migrated = apply_migrations(pool).instrument(span.clone()).await?;
+    span.record("strata.migrations_applied", migrated.migrations.len());
+    span.record("strata.functions_applied", migrated.functions.len());
+    Ok(migrated)
+}
+
+async fn apply_migrations(pool: &PgPool) -> Result<Migrated, Error> {
     let before = applied_versions(pool).await?;
     MIGRATOR.run(pool).await.map_err(|err| match err {
         sqlx::migrate::MigrateError::Execute(inner) => from_sqlx("applying migrations", inner),

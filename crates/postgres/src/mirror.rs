@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use strata_event::{Cursor, Event, InstanceId, Position};
 use strata_store::{Error, Result};
+use tracing::Instrument;
 
 use crate::announce::announce_in_transaction;
 use crate::error::{from_sqlx, unexpected_answer};
@@ -95,6 +96,25 @@ pub async fn progress(destination: &PgStore, key: &MirrorKey) -> Result<Option<M
 /// following the source order. Sequence, revision, created_at, creator, owner, payload and metadata
 /// are kept.
 pub async fn copy_batch(
+    destination: &PgStore,
+    key: &MirrorKey,
+    events: &[Event],
+    side_effect_projections: &[String],
+) -> Result<u64> {
+    let span = tracing::info_span!(
+        "strata.mirror_batch",
+        otel.name = "mirror_batch",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "mirror",
+        strata.event_count = events.len(),
+    );
+    copy_events(destination, key, events, side_effect_projections)
+        .instrument(span)
+        .await
+}
+
+async fn copy_events(
     destination: &PgStore,
     key: &MirrorKey,
     events: &[Event],

@@ -13,6 +13,7 @@ use sqlx::query::QueryAs;
 use sqlx::{Connection, Postgres};
 use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence};
 use strata_query::Query;
+use strata_store::telemetry::{self, SYSTEM_POSTGRESQL};
 use strata_store::{
     Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, push_fingerprint, validate_push,
 };
@@ -259,20 +260,24 @@ impl PgStore {
 
 impl EventStore for PgStore {
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
-        validate_push(&commands)?;
-        if commands.is_empty() {
-            return Ok(Vec::new());
-        }
-        let stored = self
-            .inner
-            .pusher
-            .push(Push {
-                commands,
-                key: None,
-            })
-            .await?;
-        self.announce(&stored);
-        Ok(stored)
+        let span = telemetry::push_span(SYSTEM_POSTGRESQL, &commands);
+        telemetry::observe_push(SYSTEM_POSTGRESQL, span, async move {
+            validate_push(&commands)?;
+            if commands.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stored = self
+                .inner
+                .pusher
+                .push(Push {
+                    commands,
+                    key: None,
+                })
+                .await?;
+            self.announce(&stored);
+            Ok(stored)
+        })
+        .await
     }
 
     async fn recorded_push(&self, key: &IdempotencyKey) -> Result<Option<Vec<Event>>> {
@@ -304,26 +309,30 @@ impl EventStore for PgStore {
         key: &IdempotencyKey,
         commands: Vec<Command>,
     ) -> Result<Vec<Event>> {
-        validate_push(&commands)?;
-        if commands.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keyed = Keyed {
-            key: key.clone(),
-            fingerprint: push_fingerprint(&commands),
-        };
-        let stored = self
-            .inner
-            .pusher
-            .push(Push {
-                commands,
-                key: Some(keyed),
-            })
-            .await?;
-        // A replay is announced again: harmless (subscribers re-check and find nothing new), and
-        // it may be the first announcement, when the first attempt's answer was lost.
-        self.announce(&stored);
-        Ok(stored)
+        let span = telemetry::push_span(SYSTEM_POSTGRESQL, &commands);
+        telemetry::observe_push(SYSTEM_POSTGRESQL, span, async move {
+            validate_push(&commands)?;
+            if commands.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keyed = Keyed {
+                key: key.clone(),
+                fingerprint: push_fingerprint(&commands),
+            };
+            let stored = self
+                .inner
+                .pusher
+                .push(Push {
+                    commands,
+                    key: Some(keyed),
+                })
+                .await?;
+            // A replay is announced again: harmless (subscribers re-check and find nothing new),
+            // and it may be the first announcement, when the first attempt's answer was lost.
+            self.announce(&stored);
+            Ok(stored)
+        })
+        .await
     }
 
     fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {
@@ -335,13 +344,16 @@ impl EventStore for PgStore {
     }
 
     async fn count(&self, query: &Query) -> Result<u64> {
-        let rendered = render_count(query);
-        let (count,): (i64,) = rendered
-            .to_query_as()
-            .fetch_one(self.pools().query())
-            .await
-            .map_err(|err| from_sqlx("counting events", err))?;
-        Ok(count as u64)
+        telemetry::observe_read(SYSTEM_POSTGRESQL, "count", query, async {
+            let rendered = render_count(query);
+            let (count,): (i64,) = rendered
+                .to_query_as()
+                .fetch_one(self.pools().query())
+                .await
+                .map_err(|err| from_sqlx("counting events", err))?;
+            Ok(count as u64)
+        })
+        .await
     }
 
     fn stream<'a>(&'a self, query: &'a Query) -> BoxStream<'a, Result<Event>> {
@@ -390,10 +402,13 @@ impl EventStore for PgStore {
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Event>> {
-        if self.inner.read_archive {
-            return fetch_all_with_archive(self.pools().query(), query).await;
-        }
-        fetch_all(self.pools().query(), query).await
+        telemetry::observe_read(SYSTEM_POSTGRESQL, "query", query, async {
+            if self.inner.read_archive {
+                return fetch_all_with_archive(self.pools().query(), query).await;
+            }
+            fetch_all(self.pools().query(), query).await
+        })
+        .await
     }
 
     async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {

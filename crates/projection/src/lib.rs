@@ -105,6 +105,7 @@ mod projection;
 mod runtime;
 mod statement;
 mod switch;
+pub mod telemetry;
 mod version;
 
 pub use crate::backend::{

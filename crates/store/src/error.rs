@@ -116,6 +116,22 @@ pub enum ErrorKind {
     Backend,
 }
 
+impl ErrorKind {
+    /// The kind's name in snake case (`unique_constraint_violation`): the `kind` label of
+    /// `strata_push_errors_total` and the `error.type` of a failed operation's span.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::UniqueConstraintViolation => "unique_constraint_violation",
+            ErrorKind::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorKind::SubjectErased => "subject_erased",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
 impl Error {
     /// The error's kind.
     pub fn kind(&self) -> ErrorKind {

@@ -60,6 +60,7 @@ mod keys;
 mod memory;
 mod store;
 mod subscription;
+pub mod telemetry;
 
 pub use crate::error::{BackendCause, Error, ErrorKind, Result};
 pub use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};

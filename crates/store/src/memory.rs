@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use crate::error::{Error, Result};
 use crate::idempotency::{DEFAULT_IDEMPOTENCY_RETENTION, push_fingerprint};
 use crate::store::{EventStore, PUSH_NOTICE_CAPACITY, Pushed, validate_push};
+use crate::telemetry::{self, SYSTEM_MEMORY};
 
 mod keys;
 
@@ -305,12 +306,16 @@ impl State {
 
 impl EventStore for MemoryStore {
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
-        let stored = self.lock().push(commands)?;
-        if let Some(pushed) = Pushed::of(&stored) {
-            // No subscriber is not an error: nobody is listening yet.
-            let _ = self.pushes.send(pushed);
-        }
-        Ok(stored)
+        let span = telemetry::push_span(SYSTEM_MEMORY, &commands);
+        telemetry::observe_push(SYSTEM_MEMORY, span, async move {
+            let stored = self.lock().push(commands)?;
+            if let Some(pushed) = Pushed::of(&stored) {
+                // No subscriber is not an error: nobody is listening yet.
+                let _ = self.pushes.send(pushed);
+            }
+            Ok(stored)
+        })
+        .await
     }
 
     async fn push_idempotent(
@@ -318,17 +323,21 @@ impl EventStore for MemoryStore {
         key: &IdempotencyKey,
         commands: Vec<Command>,
     ) -> Result<Vec<Event>> {
-        let (stored, replayed) = {
-            let mut state = self.lock();
-            let before = state.last_position;
-            let stored = state.push_idempotent(key, commands, self.idempotency_retention)?;
-            (stored, state.last_position == before)
-        };
-        // A replay stored nothing, so there is nothing to announce.
-        if !replayed && let Some(pushed) = Pushed::of(&stored) {
-            let _ = self.pushes.send(pushed);
-        }
-        Ok(stored)
+        let span = telemetry::push_span(SYSTEM_MEMORY, &commands);
+        telemetry::observe_push(SYSTEM_MEMORY, span, async move {
+            let (stored, replayed) = {
+                let mut state = self.lock();
+                let before = state.last_position;
+                let stored = state.push_idempotent(key, commands, self.idempotency_retention)?;
+                (stored, state.last_position == before)
+            };
+            // A replay stored nothing, so there is nothing to announce.
+            if !replayed && let Some(pushed) = Pushed::of(&stored) {
+                let _ = self.pushes.send(pushed);
+            }
+            Ok(stored)
+        })
+        .await
     }
 
     async fn recorded_push(&self, key: &IdempotencyKey) -> Result<Option<Vec<Event>>> {
@@ -347,7 +356,10 @@ impl EventStore for MemoryStore {
     }
 
     async fn query(&self, query: &Query) -> Result<Vec<Event>> {
-        Ok(self.lock().select(query))
+        telemetry::observe_read(SYSTEM_MEMORY, "query", query, async {
+            Ok(self.lock().select(query))
+        })
+        .await
     }
 
     async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
@@ -356,7 +368,10 @@ impl EventStore for MemoryStore {
     }
 
     async fn count(&self, query: &Query) -> Result<u64> {
-        Ok(self.lock().filtered(query).count() as u64)
+        telemetry::observe_read(SYSTEM_MEMORY, "count", query, async {
+            Ok(self.lock().filtered(query).count() as u64)
+        })
+        .await
     }
 
     fn subscribe_pushes(&self) -> Option<broadcast::Receiver<Pushed>> {

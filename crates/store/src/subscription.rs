@@ -21,6 +21,7 @@ use strata_event::{Cursor, Event, Position};
 use strata_query::{Order, Query};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::store::{EventStore, Pushed};
@@ -122,10 +123,13 @@ impl Subscription {
         S: EventStore + Clone + 'static,
     {
         validate(&query, &options)?;
+        // The span covers the start (where the subscription begins reading); each later read
+        // has its own `strata.query` span, not a child of one that would last for ever.
+        let span = crate::telemetry::subscribe_span(&query);
         // Subscribed before the start is fixed: a push that commits after it sends a notice this
         // subscription hears.
         let notices = store.subscribe_pushes();
-        let cursor = start_cursor(&store, &query, from).await?;
+        let cursor = start_cursor(&store, &query, from).instrument(span).await?;
         // Runs of up to `run` events, as many as fit in `buffer` (at least one).
         let run = options.buffer.min(MAX_RUN);
         let (sender, receiver) = mpsc::channel(options.buffer / run);

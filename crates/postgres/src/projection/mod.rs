@@ -169,6 +169,7 @@ impl ProjectionBackend for PgProjections {
             .begin()
             .await
             .map_err(|err| store_error("starting a projection batch", err))?;
+        crate::telemetry::record_usage(&self.pool, "projection");
         // The commit mode is set in the same round trip, for this transaction only. A durable
         // batch keeps the session's own setting (which may ask for more than a local flush, e.g.
         // `remote_apply` with a synchronous standby).

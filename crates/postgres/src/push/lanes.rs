@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 use strata_event::{Command, Event};
-use strata_store::{Error, Result};
+use strata_store::{Error, Result, telemetry};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GroupCommitConfig;
@@ -54,7 +54,9 @@ impl Lanes {
             .queues
             .get(lane_of(&push.commands, self.queues.len()))
             .ok_or_else(lanes_gone)?;
-        lane.send(PushRequest { push, reply })
+        // The caller's span (the push's), told the size of the group its push went in.
+        let span = tracing::Span::current();
+        lane.send(PushRequest { push, reply, span })
             .map_err(|_| lanes_gone())?;
         answer.await.map_err(|_| lanes_gone())?
     }
@@ -65,6 +67,7 @@ impl Lanes {
 struct PushRequest {
     push: Push,
     reply: oneshot::Sender<Result<Vec<Event>>>,
+    span: tracing::Span,
 }
 
 /// How much one call of a lane may carry.
@@ -159,10 +162,16 @@ async fn run_lane(
 
 /// Sends `group` as one call and answers each push with its own outcome.
 async fn send_group(pool: &PgPool, group: Vec<PushRequest>, settings: CallSettings) {
+    let size = group.len();
+    let mut spans = Vec::with_capacity(size);
     let (pushes, replies): (Vec<Push>, Vec<_>) = group
         .into_iter()
-        .map(|request| (request.push, request.reply))
+        .map(|request| {
+            spans.push(request.span);
+            (request.push, request.reply)
+        })
         .unzip();
+    telemetry::record_group(spans, size);
     match wire::call(pool, &pushes, settings).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -12,6 +12,7 @@ use strata_store::{Error, Result};
 
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::read::fetch_recorded;
+use crate::telemetry::acquire;
 
 use super::{CallSettings, Push};
 
@@ -70,6 +71,10 @@ pub(crate) async fn call(
     }
 
     let column = |f: fn(&Command) -> &str| commands.iter().map(|c| f(c)).collect::<Vec<&str>>();
+    // Held for this statement only: reading a replayed push's events below takes another.
+    let mut connection = acquire(pool, "push")
+        .await
+        .map_err(|err| from_sqlx("pushing events", err))?;
     let rows: Vec<PushRow> = sqlx::query_as(PUSH_SQL)
         .bind(&push_of_command)
         .bind(column(|c| c.aggregate().instance_id.as_str()))
@@ -107,9 +112,10 @@ pub(crate) async fn call(
         .bind(keys.key)
         .bind(keys.fingerprint)
         .bind(settings.key_retention)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
+    drop(connection);
 
     let mut outcomes: Vec<Result<Vec<Event>>> = pushes
         .iter()
@@ -261,6 +267,9 @@ fn single_plain_command(pushes: &[Push]) -> Option<&Command> {
 
 /// `eventstore.push_one` for a [`single_plain_command`].
 async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
+    let mut connection = acquire(pool, "push")
+        .await
+        .map_err(|err| from_sqlx("pushing events", err))?;
     let (sequence, position, created_at): (i64, Decimal, DateTime<Utc>) =
         sqlx::query_as(PUSH_ONE_SQL)
             .bind(command.aggregate().instance_id.as_str())
@@ -272,7 +281,7 @@ async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
             .bind(command.owner().as_str())
             .bind(command.payload().json())
             .bind(metadata_json(command.metadata())?)
-            .fetch_one(pool)
+            .fetch_one(&mut *connection)
             .await
             .map_err(|err| from_sqlx("pushing events", err))?;
     let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;

@@ -11,13 +11,14 @@ use futures::FutureExt;
 use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position};
 use strata_store::EventStore;
 use tokio::sync::Notify;
-use tracing::Instrument;
+use tracing::{Instrument, Span, field};
 
-use crate::backend::{Checkpoint, ProjectionBackend, ReducedEvent};
+use crate::backend::{BatchOutcome, Checkpoint, ProjectionBackend, ReducedEvent};
 use crate::consumer::{ConsumerPart, HandleError, Handled};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ReduceError};
 use crate::statement::Statement;
+use crate::telemetry::BatchEnd;
 
 use crate::runtime::{Inner, PairKey, ProjectionRuntime, lock};
 
@@ -371,16 +372,53 @@ where
             horizon,
         } = window;
         let count = events.len();
+        let newest = events.last().map(|event| event.created_at);
+        let span = batch_span(
+            self.name(pair),
+            registered.part.as_deref(),
+            &pair.instance,
+            count,
+        );
+        let started = Instant::now();
+        let record = |end: BatchEnd, outcome: Option<&BatchOutcome>, complete: bool| {
+            let seconds = started.elapsed().as_secs_f64();
+            registered.metrics.record_batch(
+                &pair.instance,
+                end,
+                seconds,
+                outcome,
+                newest,
+                complete,
+            );
+            span.record(
+                "otel.status_code",
+                if end == BatchEnd::Error {
+                    "ERROR"
+                } else {
+                    "OK"
+                },
+            );
+            if let Some(outcome) = outcome {
+                span.record("strata.processed", outcome.processed);
+            }
+        };
         let batch = match &registered.part {
             Some(part) => {
                 let handling = tokio::time::timeout(
                     registered.config.transaction_duration,
                     handle_window(part, events, parked),
-                );
+                )
+                .instrument(span.clone());
                 let Ok(handled) = handling.await else {
                     self.inner.backend.release(lease).await;
                     *bulk_limit = (*bulk_limit / 2).max(1);
-                    tracing::warn!(consumer = %part.name, instance = %pair.instance, bulk_limit = *bulk_limit, "handling a batch exceeded its time bound; retrying smaller");
+                    record(BatchEnd::TimedOut, None, false);
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            bulk_limit = *bulk_limit,
+                            "handling a batch exceeded its time bound; retrying smaller"
+                        )
+                    });
                     return Ok(BatchStep::More);
                 };
                 if handled.len() < count {
@@ -394,8 +432,6 @@ where
         // Each aggregate once, with the index of its first event: after the commit, those the
         // checkpoint moved past are what the batch touched.
         let first_touches = first_touches(batch.iter().map(|reduced| reduced.event.as_ref()));
-        let span = tracing::info_span!("projection_batch", projection = %self.name(pair), instance = %pair.instance, events = count);
-        let started = Instant::now();
         // The next batch, read while this one applies: below the same horizon, after this
         // batch's last event. It serves the next batch if that starts where this one ends.
         let ahead = (!complete && sharing == Sharing::Own && registered.part.is_none())
@@ -424,10 +460,16 @@ where
             *fetched = Some(Fetched::new(Some(after), horizon, events, limit));
         }
         let outcome = match applied {
-            Ok(outcome) => outcome?,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(err)) => {
+                record(BatchEnd::Error, None, false);
+                span.record("error.type", error_type(&err));
+                return Err(err);
+            }
             Err(_) => {
                 // Dropping the lease rolled the batch back; try again with a smaller one.
                 *bulk_limit = (*bulk_limit / 2).max(1);
+                record(BatchEnd::TimedOut, None, false);
                 span.in_scope(|| {
                     tracing::warn!(
                         bulk_limit = *bulk_limit,
@@ -437,6 +479,12 @@ where
                 return Ok(BatchStep::More);
             }
         };
+        let end = if outcome.stalled {
+            BatchEnd::Stalled
+        } else {
+            BatchEnd::Applied
+        };
+        record(end, Some(&outcome), complete && !outcome.stalled);
         span.in_scope(|| {
             tracing::debug!(
                 processed = outcome.processed,
@@ -481,6 +529,51 @@ where
             return Ok(BatchStep::Finished(PairRun::Done));
         }
         Ok(BatchStep::More)
+    }
+}
+
+/// The `error.type` of a batch that failed: the store error's kind, or what went wrong here.
+fn error_type(err: &ProjectionError) -> &'static str {
+    match err {
+        ProjectionError::Store(err) => err.kind().as_str(),
+        ProjectionError::Statement(_) => "statement",
+        ProjectionError::Reducer { .. } => "reducer",
+        ProjectionError::Panicked { .. } => "panicked",
+        ProjectionError::Timeout { .. } => "timeout",
+        _ => "projection",
+    }
+}
+
+/// The span of one batch: `strata.projection_batch`, or `strata.consumer_delivery` for a
+/// consumer's part, with the pair, the instance and the events it carries.
+fn batch_span(
+    pair: &str,
+    part: Option<&ConsumerPart>,
+    instance: &InstanceId,
+    events: usize,
+) -> Span {
+    match part {
+        Some(part) => tracing::info_span!(
+            "strata.consumer_delivery",
+            otel.name = "consumer_delivery",
+            otel.status_code = field::Empty,
+            strata.consumer = part.consumer.name(),
+            strata.pair = pair,
+            strata.instance_id = instance.as_str(),
+            strata.event_count = events,
+            strata.processed = field::Empty,
+            error.type = field::Empty,
+        ),
+        None => tracing::info_span!(
+            "strata.projection_batch",
+            otel.name = "projection_batch",
+            otel.status_code = field::Empty,
+            strata.projection = pair,
+            strata.instance_id = instance.as_str(),
+            strata.event_count = events,
+            strata.processed = field::Empty,
+            error.type = field::Empty,
+        ),
     }
 }
 

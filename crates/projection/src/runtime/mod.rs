@@ -38,6 +38,7 @@ use crate::version::{VersionSetup, VersionState, VersionedProjection};
 pub use self::status::{Health, ProjectionStatus};
 
 use self::scheduler::PairState;
+use crate::telemetry::PairMetrics;
 
 /// The largest `max_failure_count` a projection or consumer may set: attempts are counted in an
 /// SQL `integer`. A consumer that should retry for as long as it takes sets this.
@@ -65,6 +66,10 @@ pub struct RuntimeConfig {
     /// process, out of `max_parallel_batches`: a build from the first event runs batch after
     /// batch, and the live versions keep the other permits. Default: 1.
     pub max_building_batches: usize,
+    /// Whether the projection and consumer metrics carry an `instance` label
+    /// ([`telemetry`](crate::telemetry)). Default: false, one series per projection however many
+    /// tenants there are; turn it on only where the instances are few.
+    pub instance_labels: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -74,6 +79,7 @@ impl Default for RuntimeConfig {
             lease_wait: Duration::from_secs(30),
             trigger_coalesce: Duration::from_millis(2),
             max_building_batches: 1,
+            instance_labels: false,
         }
     }
 }
@@ -189,6 +195,8 @@ where
                 reason: format!("max_failure_count must be at most {MAX_FAILURE_COUNT}"),
             });
         }
+        let metrics =
+            PairMetrics::new(&name, part.as_ref().map(|part| part.consumer.name()), false);
         self.by_name.insert(name, self.projections.len());
         // A consumer's handler may take its time (it calls out): it runs alone, so no
         // projection waits for it in a shared run. So does a versioned projection: a version
@@ -222,13 +230,14 @@ where
             same_reads,
             part,
             version,
+            metrics,
         });
         Ok(self)
     }
 
     /// Starts the triggers (local pushes, other processes' pushes, ticks) on the current Tokio
     /// runtime and runs every projection once.
-    pub async fn start(self) -> Result<ProjectionRuntime<S, B>, ProjectionError> {
+    pub async fn start(mut self) -> Result<ProjectionRuntime<S, B>, ProjectionError> {
         if self.config.max_parallel_batches == 0 {
             return Err(ProjectionError::InvalidProjection {
                 name: "(runtime)".into(),
@@ -242,6 +251,11 @@ where
                 name: "(runtime)".into(),
                 reason: "max_building_batches must be at least 1".into(),
             });
+        }
+        for registered in &mut self.projections {
+            registered
+                .metrics
+                .set_instance_labels(self.config.instance_labels);
         }
         let inner = Arc::new(Inner {
             permits: Semaphore::new(self.config.max_parallel_batches),
@@ -429,6 +443,8 @@ struct Registered {
     same_reads: Vec<usize>,
     /// Set for a versioned projection: its version and tables.
     version: Option<VersionSetup>,
+    /// Its batches' metrics and the lag it last saw per instance.
+    metrics: PairMetrics,
 }
 
 struct Inner<S, B> {

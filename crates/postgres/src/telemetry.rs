@@ -1,0 +1,35 @@
+//! Metrics of the connection pools: how long a caller waited for a connection and how many are
+//! in use. Recorded through the `metrics` facade (nothing is kept without a recorder); the names
+//! are listed in `docs/observability.md` beside the store's own (`strata_store::telemetry`).
+
+use std::time::Instant;
+
+use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+
+/// Seconds a caller waited for a connection from one of Strata's pools.
+pub const POOL_ACQUIRE: &str = "strata_pool_acquire_seconds";
+/// Connections of one of Strata's pools, `state` `idle` or `in_use`.
+pub const POOL_CONNECTIONS: &str = "strata_pool_connections";
+
+/// Takes a connection from `pool` (named `name`: `push`, `query`, `projection`), recording the
+/// wait and the pool's usage after it.
+pub(crate) async fn acquire(
+    pool: &PgPool,
+    name: &'static str,
+) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+    let started = Instant::now();
+    let connection = pool.acquire().await;
+    metrics::histogram!(POOL_ACQUIRE, "pool" => name).record(started.elapsed().as_secs_f64());
+    record_usage(pool, name);
+    connection
+}
+
+/// Sets the pool's connection gauges.
+pub(crate) fn record_usage(pool: &PgPool, name: &'static str) {
+    let size = pool.size();
+    let idle = pool.num_idle() as u32;
+    metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "idle").set(idle);
+    metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use")
+        .set(size.saturating_sub(idle));
+}
