@@ -16,12 +16,15 @@
 //! - `archive.rs`: moving closed aggregates to the archive and back, verifying it, reading
 //!   through it.
 //! - `keys.rs`: counting personal-data keys by master key, and erased subjects.
+//! - `overview.rs`: every pair's lag and failed events in a few statements, and the events
+//!   stored between two commit horizons: what `strata serve` samples.
 
 mod archive;
 mod consumers;
 mod hard_delete;
 mod idempotency;
 mod keys;
+mod overview;
 mod registry;
 mod roles;
 
@@ -37,6 +40,9 @@ pub use self::consumers::{
 pub use self::hard_delete::{DeleteTarget, HardDelete, HardDeleteError, Removal, hard_delete};
 pub use self::idempotency::prune_idempotency_keys;
 pub use self::keys::{SubjectKeyStatus, subject_key_status};
+pub use self::overview::{
+    FailureCount, PairLag, StoredSince, events_stored_since, failure_counts, pair_lags,
+};
 pub use self::registry::{
     LiveRuntime, PendingRequest, RUNTIME_ALIVE_WITHIN, RegisteredProjection, Unregistered,
     live_runtimes, pending_projection_requests, registered_projections, request_projection_work,

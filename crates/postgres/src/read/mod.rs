@@ -27,8 +27,8 @@ use crate::error::{from_sqlx, unexpected_answer};
 #[cfg(test)]
 pub(crate) use self::render::RenderedQuery;
 pub(crate) use self::render::{
-    render_count, render_instance_heads, render_instance_ids, render_latest_position, render_query,
-    render_query_with_archive,
+    INSTANCE_WALK, render_count, render_instance_heads, render_instance_ids,
+    render_latest_position, render_query, render_query_with_archive,
 };
 
 /// Every event `query` selects, in its order.

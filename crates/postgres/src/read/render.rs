@@ -132,7 +132,7 @@ pub(crate) fn render_instance_ids(query: &Query) -> RenderedQuery {
 
 /// The instances that have events, as the rows of `instances(id)` (and a last `NULL`), one probe
 /// of the primary key each: PostgreSQL 15 has no skip scan.
-const INSTANCE_WALK: &str = "WITH RECURSIVE instances(id) AS ( \
+pub(crate) const INSTANCE_WALK: &str = "WITH RECURSIVE instances(id) AS ( \
          SELECT min(instance_id) FROM eventstore.events \
          UNION ALL \
          SELECT (SELECT min(instance_id) FROM eventstore.events WHERE instance_id > instances.id) \
