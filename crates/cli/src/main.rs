@@ -23,6 +23,7 @@ mod projections;
 mod push;
 mod query;
 mod roles;
+mod serve;
 mod subscribe;
 
 use std::process::ExitCode;
@@ -240,6 +241,25 @@ Examples:
     /// Personal-data keys: state, a new master key, master-key rotation
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+
+    /// Serve a status page, Prometheus /metrics and /health for this database
+    #[command(after_help = "\
+Samples the database every --sample-every seconds (a handful of statements however many
+projections and instances there are) and serves, from the latest sample:
+  /            projections and consumers, aggregated over their instances, worst first, with
+               charts of the push rate and lag over the last minutes; click one for its instances
+  /failed      failed and parked events with their errors
+  /metrics     Prometheus text: lag, health, failed events per projection and consumer
+  /health      200 while the database answers (add ?stalled=fail to also fail on a stalled pair)
+
+Read-only unless started with --token (or STRATA_SERVE_TOKEN): an operator who signs in with it
+may retry or skip failed events and rebuild a projection in an instance. Binds 127.0.0.1.
+
+Examples:
+  strata serve
+  strata serve --listen 127.0.0.1:9650 --sample-every 10
+  STRATA_SERVE_TOKEN=$(openssl rand -hex 16) strata serve")]
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -643,6 +663,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive(command) => archive::run(command).await,
         Command::Erase(args) => erase::run(args).await,
         Command::Keys(command) => keys::run(command).await,
+        Command::Serve(args) => serve::run(*args).await,
     }
 }
 
