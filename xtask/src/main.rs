@@ -1,6 +1,7 @@
 //! `cargo xtask`: the workspace's tasks, written in Rust so they run wherever cargo does.
 //!
-//! - `cargo xtask test [args]` finds or starts a PostgreSQL server, runs every test of the
+//! - `cargo xtask test [args]` finds or starts a PostgreSQL server, installs Chromium and
+//!   ChromeDriver when missing (the status page's browser test), runs every test of the
 //!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made;
 //!   without args it also runs the cache's tests with its default features alone (memory only).
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
@@ -14,6 +15,7 @@
 //!
 //! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
 
+mod browser;
 mod examples;
 mod perf;
 mod server;
@@ -74,6 +76,7 @@ fn main() -> Result<()> {
 }
 
 fn test(cargo_args: &[String]) -> Result<()> {
+    browser::ensure_chromium()?;
     let server = server::PgServer::find_or_start()?;
     eprintln!("xtask: testing against {}", server.describe());
     let runtime = server::runtime()?;

@@ -332,7 +332,7 @@ impl Drop for ThrowawayCluster {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
