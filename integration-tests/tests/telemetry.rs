@@ -24,9 +24,12 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry};
 
-/// Every span opened, with its fields as recorded so far.
+/// One span opened: its id, its name, its fields as recorded so far.
+type Opened = (u64, &'static str, HashMap<String, String>);
+
+/// Every span opened.
 #[derive(Debug, Default, Clone)]
-struct Spans(Arc<Mutex<Vec<(u64, &'static str, HashMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<Opened>>>);
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
@@ -83,7 +86,10 @@ fn snapshot(snapshotter: &Snapshotter) -> HashMap<String, DebugValue> {
                 .map(|l| format!("{}={}", l.key(), l.value()))
                 .collect();
             labels.sort();
-            (format!("{}{{{}}}", key.key().name(), labels.join(",")), value)
+            (
+                format!("{}{{{}}}", key.key().name(), labels.join(",")),
+                value,
+            )
         })
         .collect()
 }
@@ -91,21 +97,30 @@ fn snapshot(snapshotter: &Snapshotter) -> HashMap<String, DebugValue> {
 fn counter(metrics: &HashMap<String, DebugValue>, key: &str) -> u64 {
     match metrics.get(key) {
         Some(DebugValue::Counter(n)) => *n,
-        other => panic!("{key}: {other:?}\nrecorded: {:?}", metrics.keys().collect::<Vec<_>>()),
+        other => panic!(
+            "{key}: {other:?}\nrecorded: {:?}",
+            metrics.keys().collect::<Vec<_>>()
+        ),
     }
 }
 
 fn histogram(metrics: &HashMap<String, DebugValue>, key: &str) -> Vec<f64> {
     match metrics.get(key) {
         Some(DebugValue::Histogram(values)) => values.iter().map(|v| v.into_inner()).collect(),
-        other => panic!("{key}: {other:?}\nrecorded: {:?}", metrics.keys().collect::<Vec<_>>()),
+        other => panic!(
+            "{key}: {other:?}\nrecorded: {:?}",
+            metrics.keys().collect::<Vec<_>>()
+        ),
     }
 }
 
 fn gauge(metrics: &HashMap<String, DebugValue>, key: &str) -> f64 {
     match metrics.get(key) {
         Some(DebugValue::Gauge(v)) => v.into_inner(),
-        other => panic!("{key}: {other:?}\nrecorded: {:?}", metrics.keys().collect::<Vec<_>>()),
+        other => panic!(
+            "{key}: {other:?}\nrecorded: {:?}",
+            metrics.keys().collect::<Vec<_>>()
+        ),
     }
 }
 
@@ -173,13 +188,26 @@ async fn every_operation_records_what_it_did() {
     // One push: its duration, its event, its group of one, the pool it waited on.
     store.push(vec![command("t-1", "a-1")]).await.unwrap();
     let metrics = snapshot(&snapshotter);
-    assert_eq!(counter(&metrics, "strata_events_pushed_total{system=postgresql}"), 1);
     assert_eq!(
-        histogram(&metrics, "strata_push_duration_seconds{outcome=ok,system=postgresql}").len(),
+        counter(&metrics, "strata_events_pushed_total{system=postgresql}"),
         1
     );
-    assert_eq!(histogram(&metrics, "strata_push_group_size{system=postgresql}"), vec![1.0]);
-    assert_eq!(histogram(&metrics, "strata_pool_acquire_seconds{pool=push}").len(), 1);
+    assert_eq!(
+        histogram(
+            &metrics,
+            "strata_push_duration_seconds{outcome=ok,system=postgresql}"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        histogram(&metrics, "strata_push_group_size{system=postgresql}"),
+        vec![1.0]
+    );
+    assert_eq!(
+        histogram(&metrics, "strata_pool_acquire_seconds{pool=push}").len(),
+        1
+    );
     let in_use = gauge(&metrics, "strata_pool_connections{pool=push,state=in_use}");
     let idle = gauge(&metrics, "strata_pool_connections{pool=push,state=idle}");
     assert!(in_use + idle >= 1.0);
@@ -204,7 +232,10 @@ async fn every_operation_records_what_it_did() {
     let metrics = snapshot(&snapshotter);
     let groups = histogram(&metrics, "strata_push_group_size{system=postgresql}");
     assert_eq!(groups.iter().sum::<f64>(), 12.0, "{groups:?}");
-    assert_eq!(counter(&metrics, "strata_events_pushed_total{system=postgresql}"), 12);
+    assert_eq!(
+        counter(&metrics, "strata_events_pushed_total{system=postgresql}"),
+        12
+    );
     spans.take("");
 
     // A push that fails: counted by kind, and the span says so.
@@ -216,9 +247,19 @@ async fn every_operation_records_what_it_did() {
         .unwrap();
     store.push(vec![stale]).await.unwrap_err();
     let metrics = snapshot(&snapshotter);
-    assert_eq!(counter(&metrics, "strata_push_errors_total{kind=conflict,system=postgresql}"), 1);
     assert_eq!(
-        histogram(&metrics, "strata_push_duration_seconds{outcome=error,system=postgresql}").len(),
+        counter(
+            &metrics,
+            "strata_push_errors_total{kind=conflict,system=postgresql}"
+        ),
+        1
+    );
+    assert_eq!(
+        histogram(
+            &metrics,
+            "strata_push_duration_seconds{outcome=error,system=postgresql}"
+        )
+        .len(),
         1
     );
     let failed = spans.take("strata.push");
@@ -232,11 +273,18 @@ async fn every_operation_records_what_it_did() {
     assert_eq!(store.count(&query).await.unwrap(), 13);
     let metrics = snapshot(&snapshotter);
     assert_eq!(
-        histogram(&metrics, "strata_query_rows{operation=query,system=postgresql}"),
+        histogram(
+            &metrics,
+            "strata_query_rows{operation=query,system=postgresql}"
+        ),
         vec![13.0]
     );
     assert_eq!(
-        histogram(&metrics, "strata_query_duration_seconds{operation=count,system=postgresql}").len(),
+        histogram(
+            &metrics,
+            "strata_query_duration_seconds{operation=count,system=postgresql}"
+        )
+        .len(),
         1
     );
     let reads = spans.take("strata.query");
@@ -254,8 +302,14 @@ async fn every_operation_records_what_it_did() {
     memory.push(vec![command("t-1", "a-1")]).await.unwrap();
     memory.query(&query).await.unwrap();
     let metrics = snapshot(&snapshotter);
-    assert_eq!(counter(&metrics, "strata_events_pushed_total{system=memory}"), 1);
-    assert_eq!(histogram(&metrics, "strata_query_rows{operation=query,system=memory}"), vec![1.0]);
+    assert_eq!(
+        counter(&metrics, "strata_events_pushed_total{system=memory}"),
+        1
+    );
+    assert_eq!(
+        histogram(&metrics, "strata_query_rows{operation=query,system=memory}"),
+        vec![1.0]
+    );
     assert_eq!(spans.take("strata.push")[0]["db.system"], "memory");
 
     // A projection over the 13 events: one of them fails once and is skipped.
@@ -284,12 +338,47 @@ async fn every_operation_records_what_it_did() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(counter(&metrics, "strata_projection_events_processed_total{projection=accounts}"), 13);
-    assert_eq!(counter(&metrics, "strata_projection_event_failures_total{projection=accounts}"), 1);
-    assert_eq!(counter(&metrics, "strata_projection_events_skipped_total{projection=accounts}"), 1);
-    assert!(counter(&metrics, "strata_projection_batches_total{outcome=applied,projection=accounts}") >= 1);
-    assert!(!histogram(&metrics, "strata_projection_batch_duration_seconds{projection=accounts}").is_empty());
-    assert_eq!(gauge(&metrics, "strata_projection_batch_lag_seconds{projection=accounts}"), 0.0);
+    assert_eq!(
+        counter(
+            &metrics,
+            "strata_projection_events_processed_total{projection=accounts}"
+        ),
+        13
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "strata_projection_event_failures_total{projection=accounts}"
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "strata_projection_events_skipped_total{projection=accounts}"
+        ),
+        1
+    );
+    assert!(
+        counter(
+            &metrics,
+            "strata_projection_batches_total{outcome=applied,projection=accounts}"
+        ) >= 1
+    );
+    assert!(
+        !histogram(
+            &metrics,
+            "strata_projection_batch_duration_seconds{projection=accounts}"
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        gauge(
+            &metrics,
+            "strata_projection_batch_lag_seconds{projection=accounts}"
+        ),
+        0.0
+    );
     let batches = spans.take("strata.projection_batch");
     assert!(!batches.is_empty());
     assert_eq!(batches[0]["strata.projection"], "accounts");
@@ -299,28 +388,46 @@ async fn every_operation_records_what_it_did() {
     // The cache: hits, misses and writes per connector; spans only where it leaves the process.
     let cache: Cache<Instance> = Cache::memory("tenants", CacheConfig::default()).unwrap();
     assert!(cache.get(InstanceIndex::Id, "i1").await.is_none());
-    cache.set(Instance::new("i1", &["a.example"])).await.unwrap();
-    assert!(cache.get(InstanceIndex::Domain, "a.example").await.is_some());
+    cache
+        .set(Instance::new("i1", &["a.example"]))
+        .await
+        .unwrap();
+    assert!(
+        cache
+            .get(InstanceIndex::Domain, "a.example")
+            .await
+            .is_some()
+    );
     let metrics = snapshot(&snapshotter);
     let key = |operation: &str, result: &str| {
-        format!("strata_cache_requests_total{{cache=tenants,connector=memory,operation={operation},result={result}}}")
+        format!(
+            "strata_cache_requests_total{{cache=tenants,connector=memory,operation={operation},result={result}}}"
+        )
     };
     assert_eq!(counter(&metrics, &key("get", "miss")), 1);
     assert_eq!(counter(&metrics, &key("get", "hit")), 1);
     assert_eq!(counter(&metrics, &key("set", "ok")), 1);
     assert!(spans.take("strata.cache").is_empty());
-    let shared: Cache<Instance> = Cache::postgres(database.pool(2), "shared", CacheConfig::default())
-        .await
-        .unwrap();
+    let shared: Cache<Instance> =
+        Cache::postgres(database.pool(2), "shared", CacheConfig::default())
+            .await
+            .unwrap();
     shared.set(Instance::new("i2", &[])).await.unwrap();
     assert!(shared.get(InstanceIndex::Id, "i2").await.is_some());
     let metrics = snapshot(&snapshotter);
     assert_eq!(
-        counter(&metrics, "strata_cache_requests_total{cache=shared,connector=postgres,operation=get,result=hit}"),
+        counter(
+            &metrics,
+            "strata_cache_requests_total{cache=shared,connector=postgres,operation=get,result=hit}"
+        ),
         1
     );
     assert_eq!(
-        histogram(&metrics, "strata_cache_duration_seconds{cache=shared,connector=postgres,operation=set}").len(),
+        histogram(
+            &metrics,
+            "strata_cache_duration_seconds{cache=shared,connector=postgres,operation=set}"
+        )
+        .len(),
         1
     );
     let calls = spans.take("strata.cache");

@@ -42,9 +42,7 @@ impl Aggregate for Counter {
     type Error = Never;
 
     fn handle(&self, (): ()) -> Result<Vec<CounterEvent>, Never> {
-        Ok(vec![CounterEvent::Incremented {
-            to: self.value + 1,
-        }])
+        Ok(vec![CounterEvent::Incremented { to: self.value + 1 }])
     }
 
     fn apply(&mut self, event: Envelope<CounterEvent>) {
@@ -98,8 +96,15 @@ async fn loads_are_spanned_and_events_carry_the_current_trace_id() {
     let loads = Loads::default();
     tracing::subscriber::set_global_default(Recorder(loads.clone())).unwrap();
     // Before a source is installed, a context carries no correlation id of its own.
-    assert!(Context::new("admin", "org").metadata().correlation_id.is_none());
-    assert!(set_trace_id_source(|| Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned())));
+    assert!(
+        Context::new("admin", "org")
+            .metadata()
+            .correlation_id
+            .is_none()
+    );
+    assert!(set_trace_id_source(|| Some(
+        "4bf92f3577b34da6a3ce929d0e0e4736".to_owned()
+    )));
     assert!(!set_trace_id_source(|| None), "installed once per process");
 
     let store = MemoryStore::new();
