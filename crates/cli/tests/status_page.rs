@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serve_support::{Scenario, Server, TOKEN};
 use strata_store::EventStore;
 
@@ -60,16 +61,11 @@ impl Driver {
         let serde_json::Value::Object(capabilities) = capabilities else {
             unreachable!()
         };
-        // fantoccini's rustls needs a process-wide provider; a second test's install is a no-op.
-        // ring, as sqlx's TLS uses (deprecated only for lacking post-quantum key exchange, which
-        // a loopback WebDriver session does not need).
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = format!("http://127.0.0.1:{}", self.port);
         // ChromeDriver takes a moment to listen.
         for attempt in 0.. {
-            match ClientBuilder::rustls()
-                .expect("a TLS configuration")
+            // Plain HTTP: ChromeDriver is on loopback.
+            match ClientBuilder::new(HttpConnector::new())
                 .capabilities(capabilities.clone())
                 .connect(&url)
                 .await

@@ -125,10 +125,12 @@ fn layout(frame: &Frame<'_>, title: &str, content: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
     );
     if frame.refresh > 0 {
+        // To the same page without the last action's notice, which was for one view.
         let _ = write!(
             html,
-            "<meta http-equiv=\"refresh\" content=\"{}\">",
-            frame.refresh
+            "<meta http-equiv=\"refresh\" content=\"{}; url={}\">",
+            frame.refresh,
+            escape(&without_notice(frame.here))
         );
     }
     let _ = write!(
@@ -193,6 +195,20 @@ fn layout(frame: &Frame<'_>, title: &str, content: &str) -> String {
     html.push_str(content);
     html.push_str("</main></body></html>");
     html
+}
+
+/// `here` without its `notice=` parameter.
+fn without_notice(here: &str) -> String {
+    let (path, query) = here.split_once('?').unwrap_or((here, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|part| !part.is_empty() && !part.starts_with("notice="))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
 }
 
 /// `here` with refreshing switched.
@@ -857,6 +873,12 @@ mod tests {
     fn url_encoding_keeps_only_unreserved_bytes() {
         assert_eq!(url_encode("users@v2"), "users%40v2");
         assert_eq!(url_encode("mailer#0/4"), "mailer%230%2F4");
+    }
+
+    #[test]
+    fn a_refresh_drops_the_notice_and_keeps_the_rest() {
+        assert_eq!(without_notice("/failed?q=a&notice=done&page=1"), "/failed?q=a&page=1");
+        assert_eq!(without_notice("/?notice=signed%20in"), "/");
     }
 
     #[test]
