@@ -2,6 +2,7 @@
 //! what to read (docs/benchmarks.md).
 
 mod cache;
+mod observed;
 mod personal;
 mod projections;
 mod reads;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use strata_postgres::PgConfig;
+use strata_store::telemetry::{PUSH_DURATION, QUERY_DURATION};
 
 use crate::perf::runner::Timing;
 use crate::perf::setup::BenchDatabase;
@@ -32,8 +34,10 @@ usage: cargo xtask bench [--quick] [--json] [--workload W1,W2,...]
 
 Runs W1 W2 W3 (writes, C = 8 and 32), W1-keyed (W1 with a fresh idempotency key per push, C = 8,
 in rounds alternating with W1), W1-encrypted (W1 with one personal field sealed per subject, C = 8,
-alternating with W1), R1 R2 Q1 (reads over 200 000+ events), R1-typed, R1-encrypted (R1-typed with
-a sealed field per event) and R10k
+alternating with W1), W1-observed (W1 at C = 8 with a metrics recorder and a tracing subscriber
+installed and on, alternating with them off), R1 R2 Q1 (reads over 200 000+ events), R1-observed
+(R1 observed, alternating with R1 unobserved), R1-typed, R1-encrypted (R1-typed with a sealed
+field per event) and R10k
 (aggregates loaded through the typed layer, R10k also through a snapshot), P1 (projection
 catch-up), P2 (push-to-projection latency across processes), W1P (W1 beside 20 projections), S1
 (catch-up through a subscription, alternating with raw R2), S2 (push-to-delivery latency of a
@@ -45,18 +49,21 @@ when P1 is not asked for) and C1-<connector>-<op> (the cache: connector
 memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
 raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
-not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, the raw R2 and
+not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, W1 and R1
+unobserved beside their observed rounds, the raw R2 and
 raw P1 references of S1 and S3, W1 alone beside W1-beside-rebuild) go to stderr. Redis: REDIS_URL, by default
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 20] = [
+const EVENT_WORKLOADS: [&str; 22] = [
     "W1",
     "W2",
     "W3",
     "W1-keyed",
     "W1-encrypted",
+    "W1-observed",
     "R1",
+    "R1-observed",
     "R1-typed",
     "R1-encrypted",
     "R10k",
@@ -154,6 +161,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         for line in notify_line(&rows)
             .into_iter()
             .chain(keyed_line(&rows))
+            .chain(observed::summary(&rows))
             .chain(poll_line(&rows))
             .chain(reference_lines(&rows))
             .chain(rebuild::summary(&rows, p1_reference(&rows)))
@@ -190,7 +198,7 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let config = PgConfig::default();
 
-    if ["W1", "W2", "W3", "W1-keyed", "W1-encrypted"]
+    if ["W1", "W2", "W3", "W1-keyed", "W1-encrypted", "W1-observed"]
         .iter()
         .any(|w| wanted(w))
     {
@@ -266,9 +274,19 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             let rounds: u32 = if options.quick { 2 } else { 4 };
             rows.extend(personal::run_w1_encrypted(&store, timing, rounds).await?);
         }
+        if wanted("W1-observed") {
+            eprintln!("bench: W1-observed at C=8, in rounds alternating with W1 unobserved");
+            let rounds: u32 = if options.quick { 2 } else { 4 };
+            let push = writes::w1_op(&store);
+            rows.extend(
+                observed::run_alternating("W1-observed", 8, timing, rounds, push, PUSH_DURATION)
+                    .await?,
+            );
+        }
     }
     if [
         "R1",
+        "R1-observed",
         "R1-typed",
         "R1-encrypted",
         "R10k",
@@ -301,6 +319,15 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             )
             .await?,
         );
+        if wanted("R1-observed") {
+            eprintln!("bench: R1-observed, in rounds alternating with R1 unobserved");
+            let rounds: u32 = if options.quick { 2 } else { 4 };
+            let read = reads::r1_op(&store)?;
+            rows.extend(
+                observed::run_alternating("R1-observed", 1, timing, rounds, read, QUERY_DURATION)
+                    .await?,
+            );
+        }
         let raw_r10k = reads::raw_read(&pool, reads::RAW_R1, &["bench", "user", "r10k-aggregate"]);
         rows.extend(typed::run_typed(&store, raw_r10k, timing, &wanted).await?);
         if wanted("R1-encrypted") {
@@ -423,6 +450,9 @@ fn print_event_table(rows: &[Row]) {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),
             "W1-encrypted" => find("strata-plain", "W1-encrypted", row.concurrency),
+            "W1-observed" | "R1-observed" => {
+                find("strata-unobserved", &row.workload, row.concurrency)
+            }
             "S1" => find("raw-r2", "S1", row.concurrency),
             "S3" => find("raw-p1", "S3", row.concurrency),
             rebuild::W1_BESIDE_REBUILD => find("strata-alone", &row.workload, row.concurrency),
@@ -479,6 +509,7 @@ fn print_event_table(rows: &[Row]) {
     for line in notify_line(rows)
         .into_iter()
         .chain(keyed_line(rows))
+        .chain(observed::summary(rows))
         .chain(poll_line(rows))
         .chain(rebuild::summary(rows, p1_reference(rows)))
     {
