@@ -10,6 +10,7 @@ mod rebuild;
 mod runner;
 mod setup;
 mod stats;
+mod status;
 mod subscriptions;
 mod typed;
 mod writes;
@@ -45,7 +46,9 @@ subscription in another process while W1 runs at C = 8), S3 (a durable consumer 
 handler catching up on P1's events, beside raw P1), W1-beside-rebuild and P1-versioned (either
 name runs both: W1 at C = 8 while a new version of a projection builds from P1's events in another
 process, in rounds alternating with W1 alone; the build's rate beside Strata's P1, measured for it
-when P1 is not asked for) and C1-<connector>-<op> (the cache: connector
+when P1 is not asked for), STATUS-page (the render time of `strata serve`'s status page for
+1 000 projections x 100 instances, from its Server-Timing header; builds strata-cli in release)
+and C1-<connector>-<op> (the cache: connector
 memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
 raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
@@ -55,7 +58,7 @@ raw P1 references of S1 and S3, W1 alone beside W1-beside-rebuild) go to stderr.
 redis://127.0.0.1:6379.";
 
 /// The standard event workloads (docs/benchmarks.md, "Workloads").
-const EVENT_WORKLOADS: [&str; 22] = [
+const EVENT_WORKLOADS: [&str; 23] = [
     "W1",
     "W2",
     "W3",
@@ -78,6 +81,7 @@ const EVENT_WORKLOADS: [&str; 22] = [
     "S3",
     rebuild::W1_BESIDE_REBUILD,
     rebuild::P1_VERSIONED,
+    status::STATUS_PAGE,
 ];
 
 /// Whether `name` is a standard workload (`--json` prints only these).
@@ -381,6 +385,12 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
             rows.extend(subscriptions::s2(&store, &database_url, timing).await?);
         }
     }
+    if wanted(status::STATUS_PAGE) {
+        eprintln!("bench: {}", status::STATUS_PAGE);
+        let database = BenchDatabase::create(url).await?;
+        let requests = if options.quick { 20 } else { 50 };
+        rows.extend(status::run(&database, &database_url(url, &database), requests).await?);
+    }
     if cache::workloads().any(|w| wanted(&w)) {
         rows.extend(
             cache::run_cache(
@@ -442,10 +452,9 @@ fn print_event_table(rows: &[Row]) {
     let find = |system: &str, workload: &str, concurrency: usize| {
         find_row(rows, system, workload, concurrency)
     };
-    for row in rows
-        .iter()
-        .filter(|r| r.system == "strata" && !r.workload.starts_with("C1-"))
-    {
+    for row in rows.iter().filter(|r| {
+        r.system == "strata" && !r.workload.starts_with("C1-") && r.workload != status::STATUS_PAGE
+    }) {
         let reference = match row.workload.as_str() {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),
@@ -530,6 +539,16 @@ fn print_event_table(rows: &[Row]) {
         println!(
             "P2: push-to-projection latency in another process, p50 {:.1} ms, p99 {:.1} ms",
             p2.p50_ms, p2.p99_ms
+        );
+    }
+    if let Some(page) = find("strata", status::STATUS_PAGE, 1) {
+        println!(
+            "{}: / of 1 000 projections x 100 instances rendered in p50 {:.1} ms, p99 {:.1} ms \
+             server time (target < 1 s), {} failed requests",
+            status::STATUS_PAGE,
+            page.p50_ms,
+            page.p99_ms,
+            page.errors
         );
     }
     if let Some(s2) = find("strata", "S2", 8) {
