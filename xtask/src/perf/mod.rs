@@ -445,16 +445,27 @@ fn print_event_table(rows: &[Row]) {
     if !rows.iter().any(|r| !r.workload.starts_with("C1-")) {
         return;
     }
-    println!(
-        "{:<17} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
-        "load", "C", "strata ev/s", "raw ev/s", "ratio", "strata p50/p99", "raw p50/p99", "errors"
-    );
+    // STATUS-page has no rate: it gets a line of its own below.
+    let in_table = |r: &&Row| {
+        r.system == "strata" && !r.workload.starts_with("C1-") && r.workload != status::STATUS_PAGE
+    };
+    if rows.iter().any(|r| in_table(&r)) {
+        println!(
+            "{:<17} {:>3}  {:>12} {:>12} {:>7}  {:>16} {:>16}  {:>6}",
+            "load",
+            "C",
+            "strata ev/s",
+            "raw ev/s",
+            "ratio",
+            "strata p50/p99",
+            "raw p50/p99",
+            "errors"
+        );
+    }
     let find = |system: &str, workload: &str, concurrency: usize| {
         find_row(rows, system, workload, concurrency)
     };
-    for row in rows.iter().filter(|r| {
-        r.system == "strata" && !r.workload.starts_with("C1-") && r.workload != status::STATUS_PAGE
-    }) {
+    for row in rows.iter().filter(in_table) {
         let reference = match row.workload.as_str() {
             "W1P" => find("strata-alone", "W1P", row.concurrency),
             "W1-keyed" => find("strata-unkeyed", "W1-keyed", row.concurrency),

@@ -3,8 +3,8 @@
 //!
 //! A fresh database gets 100 instances of 20 `user` events (four pushes of five), 1 000
 //! registered projections reading them, a checkpoint for every (projection, instance) pair, at
-//! the instance's last event for 98 % of them and five events back, stalled for ten minutes, for
-//! the rest, and 50 failed events. The release build of `strata-cli` then runs `strata serve`
+//! the instance's last event for 98 % of them and five events back for the rest (half stalled,
+//! half catching up), and 50 failed events. The release build of `strata-cli` then runs `strata serve`
 //! on it, and the bench GETs `/`, `/projections/p0500` and `/metrics` over plain HTTP/1.1
 //! connections. The figure is the page's own `Server-Timing` (`render;dur=…`): the server's time
 //! from its latest sample to the HTML, which is what grows with projections and instances; the
@@ -29,6 +29,7 @@ use crate::perf::stats::{Latencies, Row};
 
 pub(crate) const STATUS_PAGE: &str = "STATUS-page";
 
+const PROJECTIONS: usize = 1_000;
 const INSTANCES: usize = 100;
 const PUSHES_PER_INSTANCE: u64 = 4;
 const EVENTS_PER_PUSH: u64 = 5;
@@ -40,8 +41,15 @@ INSERT INTO projections.registry
 SELECT format('p%s', lpad(n::text, 4, '0')), '[[\"user\", []]]'::jsonb, false, now(), NULL, 60000
 FROM generate_series(0, 999) n";
 
-/// A checkpoint per pair: every 50th pair five events back and unmoved for ten minutes (stalled),
-/// the others at their instance's last event.
+/// The events dated an hour back, as a live database's are: a pair behind is then behind by more
+/// than its `stall_after`. A throwaway database, so the append-only trigger may step aside.
+const AGE_EVENTS: &str = "
+ALTER TABLE eventstore.events DISABLE TRIGGER events_append_only;
+UPDATE eventstore.events SET created_at = created_at - interval '1 hour';
+ALTER TABLE eventstore.events ENABLE TRIGGER events_append_only";
+
+/// A checkpoint per pair: every 50th pair five events back, unmoved for ten minutes (stalled)
+/// or just moved (catching up), in turn; the others at their instance's last event.
 const CHECKPOINTS: &str = "
 WITH ranked AS (
     SELECT instance_id, position, in_tx_order, aggregate_type, aggregate_id, sequence,
@@ -50,7 +58,7 @@ WITH ranked AS (
     FROM eventstore.events WHERE aggregate_type = 'user'
 ), pairs AS (
     SELECT r.projection_name, i.instance_id,
-           row_number() OVER (ORDER BY r.projection_name, i.instance_id) % 50 = 0 AS behind
+           row_number() OVER (ORDER BY r.projection_name, i.instance_id) AS n
     FROM projections.registry r CROSS JOIN (SELECT DISTINCT instance_id FROM ranked) i
 )
 INSERT INTO projections.current_states
@@ -58,9 +66,9 @@ INSERT INTO projections.current_states
      updated_at)
 SELECT p.instance_id, p.projection_name, e.position, e.in_tx_order, e.aggregate_type,
        e.aggregate_id, e.sequence,
-       CASE WHEN p.behind THEN now() - interval '10 minutes' ELSE now() END
+       CASE WHEN p.n % 100 = 0 THEN now() - interval '10 minutes' ELSE now() END
 FROM pairs p
-JOIN ranked e ON e.instance_id = p.instance_id AND e.back = CASE WHEN p.behind THEN 6 ELSE 1 END";
+JOIN ranked e ON e.instance_id = p.instance_id AND e.back = CASE WHEN p.n % 50 = 0 THEN 6 ELSE 1 END";
 
 /// 50 failed events, each of another projection and instance.
 const FAILED: &str = "
@@ -121,6 +129,7 @@ async fn seed(database: &BenchDatabase) -> Result<()> {
     }
     let pool = database.pool(1);
     for (what, sql) in [
+        ("eventstore.events", AGE_EVENTS),
         ("projections.registry", REGISTRY),
         ("projections.current_states", CHECKPOINTS),
         ("projections.failed_events", FAILED),
@@ -181,6 +190,8 @@ fn measure(database_url: &str, requests: usize) -> Result<Vec<Row>> {
         .parse()
         .with_context(|| format!("strata serve's address in {line:?}"))?;
 
+    check_sample(address)?;
+
     let mut row = None;
     let mut errors = 0;
     for (path, timed) in PAGES {
@@ -207,7 +218,7 @@ fn measure(database_url: &str, requests: usize) -> Result<Vec<Row>> {
                 record(&mut sample, sampled);
             }
             round_trip.record(response.took);
-            bytes = response.bytes;
+            bytes = response.body.len();
         }
         report(path, &render, &sample, &round_trip, bytes);
         if path == "/" {
@@ -230,6 +241,26 @@ fn measure(database_url: &str, requests: usize) -> Result<Vec<Row>> {
         errors,
         retries: 0,
     }])
+}
+
+/// Refuses a sample that does not hold every seeded pair: a fast render of less would mean nothing.
+fn check_sample(address: SocketAddr) -> Result<()> {
+    let health = get(address, "/health")?;
+    let health: serde_json::Value =
+        serde_json::from_slice(&health.body).context("/health's JSON")?;
+    let count = |state: &str| health["pairs"][state].as_u64().unwrap_or(0);
+    let (healthy, catching_up, stalled) =
+        (count("healthy"), count("catching_up"), count("stalled"));
+    eprintln!(
+        "bench: {STATUS_PAGE}: the sample holds {healthy} healthy, {catching_up} catching-up and \
+         {stalled} stalled pairs, {} failed events",
+        health["failed_events"]
+    );
+    let pairs = (PROJECTIONS * INSTANCES) as u64;
+    if healthy + catching_up + stalled != pairs {
+        bail!("{STATUS_PAGE}: strata serve's sample does not hold the {pairs} seeded pairs");
+    }
+    Ok(())
 }
 
 fn record(latencies: &mut Latencies, milliseconds: f64) {
@@ -268,8 +299,7 @@ struct Response {
     status: u16,
     /// The `Server-Timing` header, if any.
     timing: Option<String>,
-    /// The body's length.
-    bytes: usize,
+    body: Vec<u8>,
     /// From connecting to the last byte.
     took: Duration,
 }
@@ -303,11 +333,13 @@ fn get(address: SocketAddr, path: &str) -> Result<Response> {
     let timing = lines
         .filter_map(|line| line.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("server-timing"))
-        .map(|(_, value)| value.trim().to_owned());
+        .map(|(_, value)| value.trim());
+    let timing = timing.map(str::to_owned);
+    raw.drain(..end + 4);
     Ok(Response {
         status,
         timing,
-        bytes: raw.len() - end - 4,
+        body: raw,
         took,
     })
 }
