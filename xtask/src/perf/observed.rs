@@ -7,7 +7,7 @@
 //! - the recorder is `metrics-exporter-prometheus`'s, with buckets, and its upkeep every 5 s as its
 //!   HTTP listener would run it (no listener: nothing scrapes);
 //! - the subscriber formats every INFO span as it closes (`fmt` with `FmtSpan::CLOSE`) into a
-//!   sink, the work an exporter does per span, without the I/O.
+//!   sink that only counts its lines, the work an exporter does per span, without the I/O.
 //!
 //! Both are global, installed once per process, and switched between rounds: the recorder hands
 //! out no-op handles while off, and the subscriber's level filter is reloaded between `INFO` and
@@ -16,7 +16,8 @@
 //! would compare two moments of a disk whose flush latency drifts, far more than 5 %.
 //! Everything is off outside these rounds, so no other workload pays for them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +38,24 @@ use crate::perf::stats::{Row, Samples};
 static RECORDING: AtomicBool = AtomicBool::new(false);
 
 static INSTALLED: OnceLock<Observability> = OnceLock::new();
+
+/// Lines the subscriber formatted: proof that it saw the spans.
+static FORMATTED: AtomicU64 = AtomicU64::new(0);
+
+/// The subscriber's output: counted, then dropped.
+struct Counted;
+
+impl io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // `fmt` writes each formatted line in one call.
+        FORMATTED.fetch_add(1, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Buckets of the `_seconds` histograms: 0.25 ms to 10 s.
 const SECONDS: [f64; 14] = [
@@ -109,7 +128,7 @@ impl Observability {
         let (filter, reload) = reload::Layer::new(LevelFilter::OFF);
         let subscriber = tracing_subscriber::registry().with(filter).with(
             fmt::layer()
-                .with_writer(std::io::sink)
+                .with_writer(|| Counted)
                 .with_span_events(FmtSpan::CLOSE),
         );
         tracing::subscriber::set_global_default(subscriber)
@@ -164,6 +183,7 @@ pub(crate) async fn run_alternating(
     required: &str,
 ) -> Result<Vec<Row>> {
     let observability = Observability::get()?;
+    let formatted_before = FORMATTED.load(Ordering::Relaxed);
     let round = Timing {
         warmup: timing.warmup / 2,
         measure: timing.measure / rounds,
@@ -197,13 +217,18 @@ pub(crate) async fn run_alternating(
         .filter_map(|line| line.split(' ').next())
         .filter(|name| name.starts_with("strata_"))
         .collect();
+    let formatted = FORMATTED.load(Ordering::Relaxed) - formatted_before;
     eprintln!(
-        "bench: {workload}: the recorder holds {series} strata_ series of {} metrics: {}",
+        "bench: {workload}: the subscriber formatted {formatted} lines; the recorder holds \
+         {series} strata_ series of {} metrics: {}",
         names.len(),
         names.join(" ")
     );
     if !names.contains(&required) {
         bail!("{workload}: the recorder holds no {required}: it recorded nothing");
+    }
+    if formatted == 0 {
+        bail!("{workload}: the subscriber formatted nothing");
     }
     Ok(vec![
         observed.events_row("strata", workload, concurrency, observed_time),
