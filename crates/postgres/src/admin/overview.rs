@@ -52,7 +52,7 @@ pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
              ) h \
              WHERE i.id IS NOT NULL \
          ), \
-         pairs AS ( \
+         pairs AS MATERIALIZED ( \
              SELECT r.projection_name, h.instance_id, \
                     bool_or(s.position IS NULL \
                             OR (h.position, h.in_tx_order) > (s.position, s.in_tx_order)) \
@@ -63,6 +63,9 @@ pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
                     ON s.projection_name = r.projection_name AND s.instance_id = h.instance_id \
              GROUP BY r.projection_name, h.instance_id \
          ) \
+         SELECT p.projection_name, p.instance_id, 0::bigint, NULL::timestamptz \
+         FROM pairs p WHERE NOT p.may_be_behind \
+         UNION ALL \
          SELECT p.projection_name, p.instance_id, b.behind, b.oldest \
          FROM pairs p \
          LEFT JOIN projections.current_states s \
@@ -72,12 +75,13 @@ pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
              FROM reads r \
              JOIN eventstore.events e \
                ON e.instance_id = p.instance_id AND e.aggregate_type = r.aggregate_type \
-             WHERE p.may_be_behind AND r.projection_name = p.projection_name \
+             WHERE r.projection_name = p.projection_name \
                AND (cardinality(r.event_types) = 0 OR e.event_type = ANY(r.event_types)) \
                AND (s.position IS NULL \
                     OR (e.position, e.in_tx_order) > (s.position, s.in_tx_order)) \
                AND e.position < (SELECT eventstore.commit_horizon()) \
-         ) b"
+         ) b \
+         WHERE p.may_be_behind"
     );
     let failed = |err| from_sqlx("measuring the projections' lag", err);
     let mut tx = store.pools().query().begin().await.map_err(failed)?;
