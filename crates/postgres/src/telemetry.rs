@@ -20,7 +20,12 @@ pub(crate) async fn acquire(
 ) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
     let started = Instant::now();
     let connection = pool.acquire().await;
-    metrics::histogram!(POOL_ACQUIRE, "pool" => name).record(started.elapsed().as_secs_f64());
+    let waited = started.elapsed().as_secs_f64();
+    // Literal labels make each key a static: no allocation per call.
+    match name {
+        "push" => metrics::histogram!(POOL_ACQUIRE, "pool" => "push").record(waited),
+        other => metrics::histogram!(POOL_ACQUIRE, "pool" => other).record(waited),
+    }
     record_usage(pool, name);
     connection
 }
@@ -29,7 +34,20 @@ pub(crate) async fn acquire(
 pub(crate) fn record_usage(pool: &PgPool, name: &'static str) {
     let size = pool.size();
     let idle = pool.num_idle() as u32;
-    metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "idle").set(idle);
-    metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use")
-        .set(size.saturating_sub(idle));
+    let in_use = size.saturating_sub(idle);
+    match name {
+        "push" => {
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => "push", "state" => "idle").set(idle);
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => "push", "state" => "in_use").set(in_use);
+        }
+        "projection" => {
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => "projection", "state" => "idle").set(idle);
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => "projection", "state" => "in_use")
+                .set(in_use);
+        }
+        other => {
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => other, "state" => "idle").set(idle);
+            metrics::gauge!(POOL_CONNECTIONS, "pool" => other, "state" => "in_use").set(in_use);
+        }
+    }
 }
