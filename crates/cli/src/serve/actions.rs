@@ -45,9 +45,13 @@ pub(super) async fn sign_in(
         None => {
             // Slows guessing; the token's length makes it hopeless anyway.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let mut response = render_page(&state, &headers, &uri, Some("off"), None, |frame| {
-                Some(super::page::sign_in(frame, true))
-            });
+            let mut response = render_page(
+                &state,
+                &headers,
+                &uri,
+                &super::page::PageQuery::still(),
+                |frame| Some(super::page::sign_in(frame, true)),
+            );
             *response.status_mut() = StatusCode::FORBIDDEN;
             response
         }

@@ -214,8 +214,7 @@ fn render_page(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
-    refresh: Option<&str>,
-    notice: Option<&str>,
+    query: &page::PageQuery,
     body: impl FnOnce(&Frame<'_>) -> Option<String>,
 ) -> Response {
     let started = Instant::now();
@@ -232,9 +231,9 @@ fn render_page(
         sample_error: sample_error.as_deref(),
         csrf: csrf.as_deref(),
         actions_enabled: state.auth.actions_enabled(),
-        refresh: refresh_of(state, refresh),
+        refresh: refresh_of(state, query.refresh.as_deref()),
         window_seconds: chart_window(&history, state.window_seconds),
-        notice,
+        notice: query.notice.as_deref(),
         here: &here,
     };
     let Some(html) = body(&frame) else {
@@ -299,16 +298,11 @@ async fn overview(
     State(state): State<Shared>,
     headers: HeaderMap,
     uri: Uri,
-    Query(query): Query<page::OverviewQuery>,
+    Query(query): Query<page::PageQuery>,
 ) -> Response {
-    render_page(
-        &state,
-        &headers,
-        &uri,
-        query.refresh.as_deref(),
-        query.notice.as_deref(),
-        |frame| Some(page::overview(frame, &query)),
-    )
+    render_page(&state, &headers, &uri, &query, |frame| {
+        Some(page::overview(frame, &query))
+    })
 }
 
 async fn projection(
@@ -316,42 +310,36 @@ async fn projection(
     headers: HeaderMap,
     uri: Uri,
     Path(name): Path<String>,
-    Query(query): Query<page::DetailQuery>,
+    Query(query): Query<page::PageQuery>,
 ) -> Response {
-    render_page(
-        &state,
-        &headers,
-        &uri,
-        query.refresh.as_deref(),
-        query.notice.as_deref(),
-        |frame| page::projection(frame, &name, &query),
-    )
+    render_page(&state, &headers, &uri, &query, |frame| {
+        page::projection(frame, &name, &query)
+    })
 }
 
 async fn failed(
     State(state): State<Shared>,
     headers: HeaderMap,
     uri: Uri,
-    Query(query): Query<page::FailedQuery>,
+    Query(query): Query<page::PageQuery>,
 ) -> Response {
+    render_page(&state, &headers, &uri, &query, |frame| {
+        Some(page::failed(frame, &query))
+    })
+}
+
+async fn runtimes(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
     render_page(
         &state,
         &headers,
         &uri,
-        query.refresh.as_deref(),
-        query.notice.as_deref(),
-        |frame| Some(page::failed(frame, &query)),
+        &page::PageQuery::default(),
+        |frame| Some(page::runtimes(frame)),
     )
 }
 
-async fn runtimes(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    render_page(&state, &headers, &uri, None, None, |frame| {
-        Some(page::runtimes(frame))
-    })
-}
-
 async fn sign_in_page(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    render_page(&state, &headers, &uri, Some("off"), None, |frame| {
+    render_page(&state, &headers, &uri, &page::PageQuery::still(), |frame| {
         Some(page::sign_in(frame, false))
     })
 }

@@ -274,22 +274,34 @@ fn state_name(state: VersionState) -> &'static str {
     state.as_str()
 }
 
-/// The filters of the overview.
+/// The filters and paging of a page's query string; each page reads the ones it has.
 #[derive(Debug, Default, serde::Deserialize)]
-pub(super) struct OverviewQuery {
-    /// Part of a projection's name.
+pub(super) struct PageQuery {
+    /// Part of a projection's name (the overview, the failed events).
     #[serde(default)]
     pub(super) q: String,
-    /// Part of an instance id: only those instances are counted.
+    /// Part of an instance id: only those instances are counted or listed.
     #[serde(default)]
     pub(super) instance: String,
-    /// `healthy`, `catching-up`, `stalled` or empty for all.
+    /// `healthy`, `catching-up`, `stalled` or empty for all (the overview).
     #[serde(default)]
     pub(super) health: String,
     #[serde(default)]
     pub(super) page: usize,
+    /// `off` stops the page refreshing itself.
     pub(super) refresh: Option<String>,
+    /// What the last action did, shown once.
     pub(super) notice: Option<String>,
+}
+
+impl PageQuery {
+    /// No filters, and no refreshing: a page with a form to fill in.
+    pub(super) fn still() -> PageQuery {
+        PageQuery {
+            refresh: Some("off".to_owned()),
+            ..PageQuery::default()
+        }
+    }
 }
 
 fn health_selected(filter: &str, health: Health) -> bool {
@@ -310,35 +322,17 @@ fn summary_over(
     if instance.is_empty() {
         return Some(summary.clone());
     }
-    let mut narrowed = summary.clone();
-    narrowed.healthy = 0;
-    narrowed.catching_up = 0;
-    narrowed.stalled = 0;
-    narrowed.events_behind = 0;
-    narrowed.seconds_behind = 0.0;
-    narrowed.failed = 0;
-    narrowed.parked = 0;
-    let mut matched = 0;
+    let mut narrowed = summary.emptied();
     for row in sample.rows_of(summary) {
-        if !row.instance_id.as_str().contains(instance) {
-            continue;
+        if row.instance_id.as_str().contains(instance) {
+            narrowed.add(row);
         }
-        matched += 1;
-        match row.health {
-            Health::Healthy => narrowed.healthy += 1,
-            Health::CatchingUp => narrowed.catching_up += 1,
-            Health::Stalled => narrowed.stalled += 1,
-        }
-        narrowed.events_behind += row.events_behind;
-        narrowed.seconds_behind = narrowed.seconds_behind.max(row.seconds_behind);
-        narrowed.failed += row.failed;
-        narrowed.parked += row.parked;
     }
-    (matched > 0).then_some(narrowed)
+    (narrowed.healthy + narrowed.catching_up + narrowed.stalled > 0).then_some(narrowed)
 }
 
 /// The overview: cards, charts, and one row per projection, worst first.
-pub(super) fn overview(frame: &Frame<'_>, query: &OverviewQuery) -> String {
+pub(super) fn overview(frame: &Frame<'_>, query: &PageQuery) -> String {
     let Some(sample) = frame.sample else {
         return layout(frame, "Projections", "<p>Waiting for the first sample…</p>");
     };
@@ -549,19 +543,8 @@ fn pager(html: &mut String, here: &str, page: usize, total: usize, per_page: usi
     html.push_str("</div>");
 }
 
-/// The filters of a projection's page.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(super) struct DetailQuery {
-    #[serde(default)]
-    pub(super) instance: String,
-    #[serde(default)]
-    pub(super) page: usize,
-    pub(super) refresh: Option<String>,
-    pub(super) notice: Option<String>,
-}
-
 /// One projection: its charts, its instances worst first, its failed events.
-pub(super) fn projection(frame: &Frame<'_>, name: &str, query: &DetailQuery) -> Option<String> {
+pub(super) fn projection(frame: &Frame<'_>, name: &str, query: &PageQuery) -> Option<String> {
     let sample = frame.sample?;
     let summary = sample.projection(name)?;
     let now = sample.taken_at;
@@ -676,21 +659,8 @@ pub(super) fn projection(frame: &Frame<'_>, name: &str, query: &DetailQuery) -> 
     Some(layout(frame, &summary.name, &html))
 }
 
-/// The filters of the failed events' page.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(super) struct FailedQuery {
-    #[serde(default)]
-    pub(super) q: String,
-    #[serde(default)]
-    pub(super) instance: String,
-    #[serde(default)]
-    pub(super) page: usize,
-    pub(super) refresh: Option<String>,
-    pub(super) notice: Option<String>,
-}
-
 /// Every failed event an operator has not skipped, oldest failure first.
-pub(super) fn failed(frame: &Frame<'_>, query: &FailedQuery) -> String {
+pub(super) fn failed(frame: &Frame<'_>, query: &PageQuery) -> String {
     let Some(sample) = frame.sample else {
         return layout(
             frame,
@@ -877,7 +847,10 @@ mod tests {
 
     #[test]
     fn a_refresh_drops_the_notice_and_keeps_the_rest() {
-        assert_eq!(without_notice("/failed?q=a&notice=done&page=1"), "/failed?q=a&page=1");
+        assert_eq!(
+            without_notice("/failed?q=a&notice=done&page=1"),
+            "/failed?q=a&page=1"
+        );
         assert_eq!(without_notice("/?notice=signed%20in"), "/");
     }
 

@@ -86,6 +86,33 @@ impl ProjectionSummary {
         }
     }
 
+    /// This summary with its counts and lags set to nothing, to [`add`](Self::add) rows to.
+    pub(super) fn emptied(&self) -> ProjectionSummary {
+        ProjectionSummary {
+            healthy: 0,
+            catching_up: 0,
+            stalled: 0,
+            events_behind: 0,
+            seconds_behind: 0.0,
+            failed: 0,
+            parked: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Counts one instance's row in.
+    pub(super) fn add(&mut self, row: &PairRow) {
+        match row.health {
+            Health::Healthy => self.healthy += 1,
+            Health::CatchingUp => self.catching_up += 1,
+            Health::Stalled => self.stalled += 1,
+        }
+        self.events_behind += row.events_behind;
+        self.seconds_behind = self.seconds_behind.max(row.seconds_behind);
+        self.failed += row.failed;
+        self.parked += row.parked;
+    }
+
     /// The name series are labelled with: the projection's pair name, or the consumer's name.
     pub(super) fn label(&self) -> &str {
         match &self.kind {
@@ -268,15 +295,7 @@ pub(super) async fn take(store: &PgStore, previous: Option<&Sample>) -> anyhow::
                 last_moved_at,
                 checkpoint: state.map(|state| format!("{}/{}", state.position, state.in_tx_order)),
             };
-            match health {
-                Health::Healthy => summary.healthy += 1,
-                Health::CatchingUp => summary.catching_up += 1,
-                Health::Stalled => summary.stalled += 1,
-            }
-            summary.events_behind += row.events_behind;
-            summary.seconds_behind = summary.seconds_behind.max(row.seconds_behind);
-            summary.failed += row.failed;
-            summary.parked += row.parked;
+            summary.add(&row);
             pairs.push(row);
         }
         summary.rows = first_row..pairs.len();
