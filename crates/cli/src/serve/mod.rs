@@ -3,7 +3,7 @@
 //! A background task samples the database every `--sample-every` seconds (`sample.rs`) and keeps
 //! the last minutes (`history.rs`); every request renders from the latest sample, so however
 //! often the page is viewed or scraped the database sees one sample per interval. The page
-//! (`page.rs`, charts in `chart.rs`) is read-only unless the server was started with a token:
+//! (`page/`, charts in `chart.rs`) is read-only unless the server was started with a token:
 //! then an operator who signs in (`auth.rs`) may retry or skip failed events and rebuild a
 //! projection in an instance (`actions.rs`), requests a running runtime carries out.
 //! `/metrics` is `exposition.rs`.
