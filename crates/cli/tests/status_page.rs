@@ -120,8 +120,9 @@ async fn an_operator_reads_the_page_and_retries_a_failed_event_in_chromium() {
     let driver = Driver::start();
     let client = driver.client().await;
 
-    // The overview: one row per projection, worst first, with its figures.
-    client.goto(&format!("{base}/")).await.unwrap();
+    // The overview: one row per projection, worst first, with its figures. Pages are loaded
+    // with refreshing off, so no reload replaces an element between finding and reading it.
+    client.goto(&format!("{base}/?refresh=off")).await.unwrap();
     assert_eq!(text(&client, "#card-stalled").await, "2");
     assert_eq!(text(&client, "#card-failed").await, "1");
     let stuck = text(&client, "tr[data-projection=\"stuck\"]").await;
@@ -173,6 +174,16 @@ async fn an_operator_reads_the_page_and_retries_a_failed_event_in_chromium() {
         .await
         .unwrap()
         .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_url(&format!("{base}/projections/stuck").parse().unwrap())
+        .await
+        .unwrap();
+    client
+        .goto(&format!("{base}/projections/stuck?refresh=off"))
         .await
         .unwrap();
     let rows = client

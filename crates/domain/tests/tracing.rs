@@ -76,15 +76,28 @@ impl tracing::Subscriber for Recorder {
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        let mut spans = self.0.0.lock().unwrap();
         if attrs.metadata().name() == "strata.load" {
             let mut fields = HashMap::new();
             attrs.record(&mut Fields(&mut fields));
-            self.0.0.lock().unwrap().push(fields);
+            spans.push(fields);
+            // Ids from 1: a load span's id is its place in the list.
+            return Id::from_u64(spans.len() as u64);
         }
-        Id::from_u64(1)
+        // Any other span: an id no load span has.
+        Id::from_u64(u64::MAX)
     }
 
-    fn record(&self, _: &Id, _: &tracing::span::Record<'_>) {}
+    fn record(&self, id: &Id, values: &tracing::span::Record<'_>) {
+        let mut spans = self.0.0.lock().unwrap();
+        if let Some(fields) = usize::try_from(id.into_u64() - 1)
+            .ok()
+            .and_then(|index| spans.get_mut(index))
+        {
+            values.record(&mut Fields(fields));
+        }
+    }
+
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}
     fn enter(&self, _: &Id) {}
@@ -137,4 +150,5 @@ async fn loads_are_spanned_and_events_carry_the_current_trace_id() {
     assert_eq!(load["strata.instance_id"], "t-1");
     assert_eq!(load["strata.aggregate_type"], "counter");
     assert_eq!(load["strata.aggregate_id"], "c-1");
+    assert_eq!(load["strata.events_read"], "1");
 }

@@ -10,8 +10,8 @@
 //! These are what one process did. Lag and health as the database sees them, across every
 //! process and including a process that stopped, come from `strata serve`'s `/metrics`.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use metrics::Label;
@@ -32,8 +32,8 @@ pub const PROJECTION_FAILURES: &str = "strata_projection_event_failures_total";
 pub const PROJECTION_SKIPPED: &str = "strata_projection_events_skipped_total";
 /// Events given up on that parked their aggregate.
 pub const PROJECTION_PARKED: &str = "strata_projection_events_parked_total";
-/// How far behind the newest event the projection was at its latest batch in this process, the
-/// largest over the instances it ran (0 once a batch reached the horizon).
+/// How far behind the newest event the projection was at its latest batches in this process: the
+/// worst over its instances in the last 30 s (0 once a batch reached the horizon).
 pub const PROJECTION_BATCH_LAG: &str = "strata_projection_batch_lag_seconds";
 
 /// The consumer counterparts of the projection metrics above, labelled `consumer`.
@@ -50,6 +50,9 @@ pub const CONSUMER_SKIPPED: &str = "strata_consumer_events_skipped_total";
 pub const CONSUMER_PARKED: &str = "strata_consumer_events_parked_total";
 /// How far behind the newest event the consumer was at its latest delivery in this process.
 pub const CONSUMER_BATCH_LAG: &str = "strata_consumer_batch_lag_seconds";
+
+/// How long the worst lag seen stays on the batch-lag gauge without a batch of its instance.
+const WORST_KEPT: Duration = Duration::from_secs(30);
 
 /// What a batch ended as, for the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +74,15 @@ impl BatchEnd {
     }
 }
 
-/// The metrics of one registered projection or consumer part: its labels and the lag it last saw
-/// in each instance (the gauge shows the largest).
+/// The metrics of one registered projection or consumer part: its labels and the worst lag it saw
+/// lately (the gauge shows it).
 #[derive(Debug)]
 pub(crate) struct PairMetrics {
     consumer: bool,
     name: String,
     instance_labels: bool,
-    lag: Mutex<HashMap<InstanceId, f64>>,
+    /// The worst lag lately seen: its instance, its seconds, when.
+    worst: Mutex<Option<(InstanceId, f64, Instant)>>,
 }
 
 impl PairMetrics {
@@ -88,7 +92,7 @@ impl PairMetrics {
             consumer: consumer.is_some(),
             name: consumer.unwrap_or(name).to_owned(),
             instance_labels,
-            lag: Mutex::new(HashMap::new()),
+            worst: Mutex::new(None),
         }
     }
 
@@ -180,13 +184,27 @@ impl PairMetrics {
             metrics::gauge!(gauge, labels).set(behind);
             return;
         }
-        let largest = {
-            let Ok(mut lag) = self.lag.lock() else {
+        // The worst lag seen lately, in O(1) per batch: an instance's batch replaces it when it
+        // is that instance's, when it is worse, or when the worst is older than WORST_KEPT (its
+        // instance may have moved to another process, which reports it there).
+        let shown = {
+            let Ok(mut worst) = self.worst.lock() else {
                 return;
             };
-            lag.insert(instance.clone(), behind);
-            lag.values().copied().fold(0.0, f64::max)
+            let now = Instant::now();
+            let replace = match &*worst {
+                None => true,
+                Some((worst_instance, worst_behind, at)) => {
+                    worst_instance == instance
+                        || behind >= *worst_behind
+                        || now.duration_since(*at) > WORST_KEPT
+                }
+            };
+            if replace {
+                *worst = Some((instance.clone(), behind, now));
+            }
+            worst.as_ref().map_or(behind, |(_, behind, _)| *behind)
         };
-        metrics::gauge!(gauge, labels).set(largest);
+        metrics::gauge!(gauge, labels).set(shown);
     }
 }

@@ -8,7 +8,7 @@
 //! `tracing` subscriber). `docs/observability.md` lists every name and label.
 //!
 //! Labels are bounded: the backend (`system`), the operation and, for errors, the error's kind.
-//! Instance and aggregate ids appear only on spans, never as metric labels.
+//! Instance and aggregate ids appear only on spans.
 
 use std::future::Future;
 use std::time::Instant;
@@ -26,7 +26,7 @@ pub const SYSTEM_MEMORY: &str = "memory";
 
 /// Seconds a push took, from the call to its answer (group commit's wait included).
 pub const PUSH_DURATION: &str = "strata_push_duration_seconds";
-/// Events stored by successful pushes.
+/// Events returned by successful pushes (a replay of an idempotent push counts them again).
 pub const EVENTS_PUSHED: &str = "strata_events_pushed_total";
 /// Failed pushes, by the error's kind.
 pub const PUSH_ERRORS: &str = "strata_push_errors_total";

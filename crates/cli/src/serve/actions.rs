@@ -139,7 +139,15 @@ pub(super) async fn act(
     let back = form
         .return_to
         .as_deref()
-        .filter(|path| path.starts_with('/') && !path.starts_with("//") && !path.contains('\\'))
+        // A path of this server only: no scheme-relative `//host`, no backslash or control
+        // character or space a browser might drop to make one.
+        .filter(|path| {
+            path.starts_with('/')
+                && !path.starts_with("//")
+                && !path
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+        })
         .unwrap_or("/");
     let (path, query) = back.split_once('?').unwrap_or((back, ""));
     let kept: Vec<&str> = query

@@ -25,7 +25,7 @@ pub(super) struct Point {
 }
 
 /// Points of the last `keep` samples, oldest first.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct History {
     points: VecDeque<Point>,
     keep: usize,

@@ -74,7 +74,11 @@ pub(super) struct AppState {
     latest: RwLock<Option<Arc<Sample>>>,
     /// The latest sampling error; cleared by the next success.
     sample_error: RwLock<Option<String>>,
-    history: Mutex<History>,
+    /// Replaced whole after each sample, so a page renders from its own copy without holding a
+    /// lock while the sampler records.
+    history: RwLock<Arc<History>>,
+    /// `/metrics` of the latest sample, rendered once for every scrape of it.
+    exposition: Mutex<Option<RenderedMetrics>>,
     auth: Auth,
     sample_every: Duration,
     window_seconds: f64,
@@ -89,6 +93,33 @@ impl AppState {
             .clone()
     }
 
+    fn history(&self) -> Arc<History> {
+        Arc::clone(&self.history.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The text of `/metrics`: rendered once per sample (and per change of `up`).
+    fn exposition(&self) -> Arc<String> {
+        let sample = self.latest();
+        let up = self.up();
+        let key = sample.as_ref().map(|sample| sample.taken_at);
+        let mut cached = self.exposition.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(key), Some((at, was_up, text))) = (key, cached.as_ref())
+            && *at == key
+            && *was_up == up
+        {
+            return Arc::clone(text);
+        }
+        let text = Arc::new(exposition::render(
+            sample.as_deref(),
+            up,
+            self.instance_labels,
+        ));
+        if let Some(key) = key {
+            *cached = Some((key, up, Arc::clone(&text)));
+        }
+        text
+    }
+
     fn sample_error(&self) -> Option<String> {
         self.sample_error
             .read()
@@ -101,10 +132,9 @@ impl AppState {
         let previous = self.latest();
         match sample::take(&self.store, previous.as_deref()).await {
             Ok(sample) => {
-                self.history
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(&sample);
+                let mut history = History::clone(&self.history());
+                history.record(&sample);
+                *self.history.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(history);
                 *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(sample));
                 *self.sample_error.write().unwrap_or_else(|p| p.into_inner()) = None;
             }
@@ -130,6 +160,9 @@ impl AppState {
 
 type Shared = Arc<AppState>;
 
+/// `/metrics` as rendered for the sample taken at `.0`, with `strata_up` at `.1`.
+type RenderedMetrics = (chrono::DateTime<chrono::Utc>, bool, Arc<String>);
+
 /// Runs the server until Ctrl-C.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = &args.token
@@ -148,7 +181,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store,
         latest: RwLock::new(None),
         sample_error: RwLock::new(None),
-        history: Mutex::new(History::new(keep)),
+        history: RwLock::new(Arc::new(History::new(keep))),
+        exposition: Mutex::new(None),
         auth: Auth::new(args.token.as_deref()),
         sample_every,
         window_seconds: window.as_secs_f64(),
@@ -224,7 +258,7 @@ fn render_page(
     let here = uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-    let history = state.history.lock().unwrap_or_else(|p| p.into_inner());
+    let history = state.history();
     let frame = Frame {
         sample: sample.as_deref(),
         history: &history,
@@ -243,7 +277,6 @@ fn render_page(
         )
             .into_response();
     };
-    drop(history);
     let mut response = Html(html).into_response();
     let timing = format!(
         "render;dur={:.1}, sample;dur={:.1}",
@@ -345,8 +378,7 @@ async fn sign_in_page(State(state): State<Shared>, headers: HeaderMap, uri: Uri)
 }
 
 async fn metrics(State(state): State<Shared>) -> Response {
-    let sample = state.latest();
-    let text = exposition::render(sample.as_deref(), state.up(), state.instance_labels);
+    let text = state.exposition().as_str().to_owned();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

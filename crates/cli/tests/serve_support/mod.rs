@@ -114,15 +114,21 @@ impl Scenario {
                 .await
                 .expect("the runtime starts");
         // Until the failure is recorded and both instances are applied.
+        let mut ready = false;
         for _ in 0..200 {
             let failed = backend.failed_events(None).await.expect("failed events");
             let states = backend.states().await.expect("states");
             let applied = states.iter().filter(|s| s.projection == "balances").count();
             if failed.len() == 1 && applied == 2 {
+                ready = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(
+            ready,
+            "balances applied both instances and recorded one failure"
+        );
         // `stuck`'s events have now waited longer than its stall_after.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         Scenario {

@@ -32,14 +32,21 @@ pub struct PairLag {
 }
 
 /// The lag of every registered pair in every instance that has events it reads. A pair whose
-/// checkpoint is at the newest event of every aggregate type it reads costs no count.
+/// checkpoint is at the newest event of every aggregate type it reads costs no count; the others
+/// count from their checkpoint on (an index range, not the instance's history). Reads that name
+/// one aggregate type twice (some event types, and every type) count each event once.
 pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
     let sql = format!(
         "{INSTANCE_WALK}, \
          reads AS MATERIALIZED ( \
              SELECT r.projection_name, x.value->>0 AS aggregate_type, \
-                    ARRAY(SELECT jsonb_array_elements_text(x.value->1)) AS event_types \
-             FROM projections.registry r, jsonb_array_elements(r.reads) AS x(value) \
+                    bool_or(jsonb_array_length(x.value->1) = 0) AS every_type, \
+                    array_agg(DISTINCT t.event_type) \
+                        FILTER (WHERE t.event_type IS NOT NULL) AS event_types \
+             FROM projections.registry r \
+             CROSS JOIN jsonb_array_elements(r.reads) AS x(value) \
+             LEFT JOIN LATERAL jsonb_array_elements_text(x.value->1) AS t(event_type) ON true \
+             GROUP BY r.projection_name, x.value->>0 \
          ), \
          types AS (SELECT DISTINCT aggregate_type FROM reads), \
          heads AS MATERIALIZED ( \
@@ -75,11 +82,11 @@ pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
              FROM reads r \
              JOIN eventstore.events e \
                ON e.instance_id = p.instance_id AND e.aggregate_type = r.aggregate_type \
+              AND (e.position, e.in_tx_order) \
+                  > (COALESCE(s.position, -1), COALESCE(s.in_tx_order, -1)) \
+              AND e.position < $1 \
              WHERE r.projection_name = p.projection_name \
-               AND (cardinality(r.event_types) = 0 OR e.event_type = ANY(r.event_types)) \
-               AND (s.position IS NULL \
-                    OR (e.position, e.in_tx_order) > (s.position, s.in_tx_order)) \
-               AND e.position < (SELECT eventstore.commit_horizon()) \
+               AND (r.every_type OR e.event_type = ANY(r.event_types)) \
          ) b \
          WHERE p.may_be_behind"
     );
@@ -91,7 +98,15 @@ pub async fn pair_lags(store: &PgStore) -> Result<Vec<PairLag>> {
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
+    // The horizon first, in a statement of its own: the count's snapshot, taken after it, then
+    // sees every event below it (the function reads the lock table live, so within one statement
+    // an event could be below the horizon and still invisible to the statement's snapshot).
+    let horizon: Decimal = sqlx::query_scalar("SELECT eventstore.commit_horizon()")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(failed)?;
     let rows: Vec<(String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(&sql)
+        .bind(horizon)
         .fetch_all(&mut *tx)
         .await
         .map_err(failed)?;
@@ -164,13 +179,26 @@ pub struct StoredSince {
 
 /// See [`StoredSince`].
 pub async fn events_stored_since(store: &PgStore, since: Option<&Position>) -> Result<StoredSince> {
-    let (horizon, events): (Decimal, i64) = sqlx::query_as(
-        "SELECT horizon.h, CASE WHEN $1::numeric IS NULL THEN 0 ELSE              (SELECT count(*) FROM eventstore.events               WHERE position >= $1::numeric AND position < horizon.h) END          FROM (SELECT eventstore.commit_horizon() AS h) AS horizon",
-    )
-    .bind(since.map(Position::as_decimal))
-    .fetch_one(store.pools().query())
-    .await
-    .map_err(|err| from_sqlx("counting the events stored since the last sample", err))?;
+    let failed = |err| from_sqlx("counting the events stored since the last sample", err);
+    // Two statements, the horizon first: the count's snapshot is then taken after the horizon
+    // was, and sees every event below it. In one statement an event that committed between the
+    // statement's snapshot and the function's reading of the lock table would be below the
+    // horizon yet invisible, and never counted by the next interval either.
+    let horizon: Decimal = sqlx::query_scalar("SELECT eventstore.commit_horizon()")
+        .fetch_one(store.pools().query())
+        .await
+        .map_err(failed)?;
+    let events: i64 = match since {
+        None => 0,
+        Some(since) => sqlx::query_scalar(
+            "SELECT count(*) FROM eventstore.events WHERE position >= $1 AND position < $2",
+        )
+        .bind(since.as_decimal())
+        .bind(horizon)
+        .fetch_one(store.pools().query())
+        .await
+        .map_err(failed)?,
+    };
     Ok(StoredSince {
         horizon: Position::new(horizon)
             .map_err(|_| unexpected_answer("eventstore.commit_horizon", "a negative horizon"))?,

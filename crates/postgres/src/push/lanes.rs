@@ -171,15 +171,16 @@ async fn send_group(pool: &PgPool, group: Vec<PushRequest>, settings: CallSettin
             (request.push, request.reply)
         })
         .unzip();
-    telemetry::record_group(spans, size);
     match wire::call(pool, &pushes, settings).await {
         Ok(outcomes) => {
+            telemetry::record_group(spans, size);
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // The caller may have given up waiting; its push is stored all the same.
                 let _ = reply.send(outcome);
             }
         }
         Err(err) if pushes.len() == 1 || err.is_retryable() => {
+            telemetry::record_group(spans, size);
             // After a connection failure the outcome is unknown, so nothing is re-sent: each
             // caller learns its push is either wholly stored or wholly absent.
             for reply in replies {
@@ -190,7 +191,8 @@ async fn send_group(pool: &PgPool, group: Vec<PushRequest>, settings: CallSettin
             // One push broke the shared call in a way the function does not report per push. The
             // call rolled back entirely, so each push is sent in its own call to find its outcome.
             tracing::warn!(error = %err, pushes = pushes.len(), "group push failed, splitting it");
-            for (reply, push) in replies.into_iter().zip(pushes) {
+            for ((reply, push), span) in replies.into_iter().zip(pushes).zip(spans) {
+                telemetry::record_group([span], 1);
                 let _ = reply.send(wire::push_in_own_call(pool, push, settings).await);
             }
         }

@@ -277,6 +277,8 @@ fn pager(html: &mut String, here: &str, page: usize, total: usize, per_page: usi
     if pages <= 1 {
         return;
     }
+    // A page past the last (a hand-edited link) shows nothing and links back into range.
+    let page = page.min(pages);
     let (path, query) = here.split_once('?').unwrap_or((here, ""));
     let others: Vec<&str> = query
         .split('&')

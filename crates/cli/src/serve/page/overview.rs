@@ -167,7 +167,7 @@ pub(in crate::serve) fn overview(frame: &Frame<'_>, query: &PageQuery) -> String
     let page = query.page;
     let shown = rows
         .iter()
-        .skip(page * PROJECTIONS_PER_PAGE)
+        .skip(page.saturating_mul(PROJECTIONS_PER_PAGE))
         .take(PROJECTIONS_PER_PAGE);
     html.push_str(
         "<table id=\"projections\"><thead><tr><th>Projection</th><th>Kind</th><th>Health</th>\

@@ -102,7 +102,7 @@ pub(in crate::serve) fn projection(
     let total = rows.len();
     for row in rows
         .iter()
-        .skip(query.page * INSTANCES_PER_PAGE)
+        .skip(query.page.saturating_mul(INSTANCES_PER_PAGE))
         .take(INSTANCES_PER_PAGE)
     {
         let _ = write!(
