@@ -163,6 +163,32 @@ async fn health_answers_for_load_balancers_and_can_fail_on_a_stalled_pair() {
     assert_eq!(body["failed_events"], 1);
     let strict = http(server.address, "GET", "/health?stalled=fail", &[], None);
     assert_eq!(strict.status, 503, "{}", strict.body);
+    // A Host the server does not answer for (DNS rebinding) is refused; an allowed one is not.
+    let rebound = http(
+        server.address,
+        "GET",
+        "/metrics",
+        &[("Host", "evil.example")],
+        None,
+    );
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
+    let named = Server::start(
+        &support::url(&scenario.database),
+        &["--allow-host", "status.internal"],
+    );
+    let port = named.address.port().to_string();
+    let host = format!("status.internal:{port}");
+    let answered = http(named.address, "GET", "/health", &[("Host", &host)], None);
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let localhost = format!("localhost:{port}");
+    let answered = http(
+        named.address,
+        "GET",
+        "/health",
+        &[("Host", &localhost)],
+        None,
+    );
+    assert_eq!(answered.status, 200, "{}", answered.body);
     scenario
         .runtime
         .shutdown(Duration::from_secs(5))

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
@@ -63,6 +64,11 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     instance_labels: bool,
 
+    /// Also answer requests for this host name (`name` or `name:port`, repeatable), e.g. the
+    /// name a proxy in front forwards; by default only the listening address and localhost
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+
     #[command(flatten)]
     database: Database,
 }
@@ -83,6 +89,8 @@ pub(super) struct AppState {
     sample_every: Duration,
     window_seconds: f64,
     instance_labels: bool,
+    /// `Host` headers answered; any other is refused (`check_host`).
+    allowed_hosts: Vec<String>,
 }
 
 impl AppState {
@@ -174,6 +182,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )));
     }
     let store = connect(&args.database.database_url).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
     let sample_every = Duration::from_secs(args.sample_every);
     let window = Duration::from_secs(args.history_minutes * 60);
     let keep = (window.as_secs() / args.sample_every).max(2) as usize + 1;
@@ -187,6 +199,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sample_every,
         window_seconds: window.as_secs_f64(),
         instance_labels: args.instance_labels,
+        allowed_hosts: allowed_hosts(address, &args.allow_hosts),
     });
     // The first sample before the first request, so the page is never empty once listening.
     state.sample().await;
@@ -202,10 +215,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr().context("reading the bound address")?;
     if !address.ip().is_loopback() {
         eprintln!(
             "warning: listening on {address}, reachable from other machines; put TLS in front of it"
@@ -232,7 +241,56 @@ fn router(state: Shared) -> Router {
         .route("/signin", get(sign_in_page).post(actions::sign_in))
         .route("/signout", post(actions::sign_out))
         .route("/actions/{action}", post(actions::act))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// The `Host` values answered: the bound address, `localhost` and the loopback addresses at its
+/// port, and each `--allow-host` (with the port added when it names none).
+fn allowed_hosts(address: SocketAddr, extra: &[String]) -> Vec<String> {
+    let port = address.port();
+    let mut hosts = vec![
+        address.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    for host in extra {
+        hosts.push(host.clone());
+        if !host.contains(':') || host.ends_with(']') {
+            hosts.push(format!("{host}:{port}"));
+        }
+    }
+    hosts
+}
+
+/// Refuses a request whose `Host` header names no host this server answers for. A page on
+/// another site that resolves its own name to 127.0.0.1 (DNS rebinding) could otherwise read the
+/// status page and /metrics from a browser on this machine.
+async fn check_host(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|value| value.to_str().ok());
+    match host {
+        Some(host)
+            if state
+                .allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(host)) =>
+        {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "refused: this server does not answer for that Host; start it with --allow-host NAME \
+             to serve under that name",
+        )
+            .into_response(),
+    }
 }
 
 /// Seconds between refreshes a page asks for: off with `refresh=off`, else the sampling interval.
