@@ -1,5 +1,7 @@
-//! The metrics of projection and consumer batches, recorded through the `metrics` facade (nothing
-//! is kept until the service installs a recorder; this crate never installs one).
+//! The spans and metrics of projection and consumer batches: each batch runs in a
+//! `strata.projection_batch` or `strata.consumer_delivery` span, and its metrics go through the
+//! `metrics` facade (nothing is kept until the service installs a recorder; this crate never
+//! installs one).
 //!
 //! A projection's series carry the label `projection` (its pair name, `users@v2` for a version);
 //! a consumer's carry `consumer` (the consumer's name, all its partitions together). With
@@ -16,8 +18,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use metrics::Label;
 use strata_event::InstanceId;
+use tracing::{Span, field};
 
 use crate::BatchOutcome;
+use crate::consumer::ConsumerPart;
+use crate::error::ProjectionError;
 
 /// Batches of a projection, by `outcome`: `applied`, `stalled` (an event failed with attempts
 /// left), `timed_out` (rolled back, retried smaller) or `error`.
@@ -206,5 +211,50 @@ impl PairMetrics {
             worst.as_ref().map_or(behind, |(_, behind, _)| *behind)
         };
         metrics::gauge!(gauge, labels).set(shown);
+    }
+}
+
+/// The `error.type` of a batch that failed: the store error's kind, or what went wrong here.
+pub(crate) fn error_type(err: &ProjectionError) -> &'static str {
+    match err {
+        ProjectionError::Store(err) => err.kind().as_str(),
+        ProjectionError::Statement(_) => "statement",
+        ProjectionError::Reducer { .. } => "reducer",
+        ProjectionError::Panicked { .. } => "panicked",
+        ProjectionError::Timeout { .. } => "timeout",
+        _ => "projection",
+    }
+}
+
+/// The span of one batch: `strata.projection_batch`, or `strata.consumer_delivery` for a
+/// consumer's part, with the pair, the instance and the events it carries.
+pub(crate) fn batch_span(
+    pair: &str,
+    part: Option<&ConsumerPart>,
+    instance: &InstanceId,
+    events: usize,
+) -> Span {
+    match part {
+        Some(part) => tracing::info_span!(
+            "strata.consumer_delivery",
+            otel.name = "consumer_delivery",
+            otel.status_code = field::Empty,
+            strata.consumer = part.consumer.name(),
+            strata.pair = pair,
+            strata.instance_id = instance.as_str(),
+            strata.event_count = events,
+            strata.processed = field::Empty,
+            error.type = field::Empty,
+        ),
+        None => tracing::info_span!(
+            "strata.projection_batch",
+            otel.name = "projection_batch",
+            otel.status_code = field::Empty,
+            strata.projection = pair,
+            strata.instance_id = instance.as_str(),
+            strata.event_count = events,
+            strata.processed = field::Empty,
+            error.type = field::Empty,
+        ),
     }
 }

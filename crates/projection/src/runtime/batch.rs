@@ -11,14 +11,14 @@ use futures::FutureExt;
 use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position};
 use strata_store::EventStore;
 use tokio::sync::Notify;
-use tracing::{Instrument, Span, field};
+use tracing::Instrument;
 
 use crate::backend::{BatchOutcome, Checkpoint, ProjectionBackend, ReducedEvent};
 use crate::consumer::{ConsumerPart, HandleError, Handled};
 use crate::error::ProjectionError;
 use crate::projection::{Projection, ReduceError};
 use crate::statement::Statement;
-use crate::telemetry::BatchEnd;
+use crate::telemetry::{BatchEnd, batch_span, error_type};
 
 use crate::runtime::{Inner, PairKey, ProjectionRuntime, lock};
 
@@ -529,51 +529,6 @@ where
             return Ok(BatchStep::Finished(PairRun::Done));
         }
         Ok(BatchStep::More)
-    }
-}
-
-/// The `error.type` of a batch that failed: the store error's kind, or what went wrong here.
-fn error_type(err: &ProjectionError) -> &'static str {
-    match err {
-        ProjectionError::Store(err) => err.kind().as_str(),
-        ProjectionError::Statement(_) => "statement",
-        ProjectionError::Reducer { .. } => "reducer",
-        ProjectionError::Panicked { .. } => "panicked",
-        ProjectionError::Timeout { .. } => "timeout",
-        _ => "projection",
-    }
-}
-
-/// The span of one batch: `strata.projection_batch`, or `strata.consumer_delivery` for a
-/// consumer's part, with the pair, the instance and the events it carries.
-fn batch_span(
-    pair: &str,
-    part: Option<&ConsumerPart>,
-    instance: &InstanceId,
-    events: usize,
-) -> Span {
-    match part {
-        Some(part) => tracing::info_span!(
-            "strata.consumer_delivery",
-            otel.name = "consumer_delivery",
-            otel.status_code = field::Empty,
-            strata.consumer = part.consumer.name(),
-            strata.pair = pair,
-            strata.instance_id = instance.as_str(),
-            strata.event_count = events,
-            strata.processed = field::Empty,
-            error.type = field::Empty,
-        ),
-        None => tracing::info_span!(
-            "strata.projection_batch",
-            otel.name = "projection_batch",
-            otel.status_code = field::Empty,
-            strata.projection = pair,
-            strata.instance_id = instance.as_str(),
-            strata.event_count = events,
-            strata.processed = field::Empty,
-            error.type = field::Empty,
-        ),
     }
 }
 
