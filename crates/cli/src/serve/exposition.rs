@@ -9,9 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use strata_projection::Health;
-
-use super::sample::{Kind, Sample};
+use super::sample::{Counts, Kind, Sample};
 
 /// The label value escaped as the text format asks: backslash, double quote and newline.
 fn label_value(value: &str) -> String {
@@ -66,17 +64,11 @@ fn number(value: f64) -> String {
 /// A family of per-projection series: its name's suffix, type, help, and the value of a total.
 type GaugeFamily = (&'static str, &'static str, &'static str, fn(&Totals) -> f64);
 
-/// Per projection (or consumer): its figures summed (events, failures) or maxed (seconds) over
-/// its pairs and instances.
+/// Per projection (or consumer), or per projection and instance: its instances' rows summed,
+/// and the most live runtimes any of its parts has.
 #[derive(Debug, Default)]
 struct Totals {
-    events_behind: u64,
-    seconds_behind: f64,
-    healthy: u64,
-    catching_up: u64,
-    stalled: u64,
-    failed: u64,
-    parked: u64,
+    counts: Counts,
     runtimes_alive: usize,
 }
 
@@ -145,27 +137,13 @@ pub(super) fn render(sample: Option<&Sample>, up: bool, instance_labels: bool) -
                     let entry = totals
                         .entry((summary.label(), Some(row.instance_id.as_str())))
                         .or_default();
-                    entry.events_behind += row.events_behind;
-                    entry.seconds_behind = entry.seconds_behind.max(row.seconds_behind);
-                    match row.health {
-                        Health::Healthy => entry.healthy += 1,
-                        Health::CatchingUp => entry.catching_up += 1,
-                        Health::Stalled => entry.stalled += 1,
-                    }
-                    entry.failed += row.failed;
-                    entry.parked += row.parked;
+                    entry.counts.add(row);
                     entry.runtimes_alive = entry.runtimes_alive.max(summary.runtimes_alive);
                 }
                 continue;
             }
             let entry = totals.entry((summary.label(), None)).or_default();
-            entry.events_behind += summary.events_behind;
-            entry.seconds_behind = entry.seconds_behind.max(summary.seconds_behind);
-            entry.healthy += summary.healthy as u64;
-            entry.catching_up += summary.catching_up as u64;
-            entry.stalled += summary.stalled as u64;
-            entry.failed += summary.failed;
-            entry.parked += summary.parked;
+            entry.counts.merge(&summary.counts);
             entry.runtimes_alive = entry.runtimes_alive.max(summary.runtimes_alive);
         }
         let labels = |key: &(&str, Option<&str>)| -> Vec<(&'static str, String)> {
@@ -180,25 +158,25 @@ pub(super) fn render(sample: Option<&Sample>, up: bool, instance_labels: bool) -
                 "events_behind",
                 "gauge",
                 "Events it reads that are past its checkpoints and below the commit horizon.",
-                |t| t.events_behind as f64,
+                |t| t.counts.events_behind as f64,
             ),
             (
                 "seconds_behind",
                 "gauge",
                 "Age of the oldest event it has not processed (0 when up to date).",
-                |t| t.seconds_behind,
+                |t| t.counts.seconds_behind,
             ),
             (
                 "failed_events",
                 "gauge",
                 "Failed events recorded and not skipped by an operator (parked ones included).",
-                |t| t.failed as f64,
+                |t| t.counts.failed as f64,
             ),
             (
                 "parked_events",
                 "gauge",
                 "Failed events that parked their aggregate: its later events wait for an operator.",
-                |t| t.parked as f64,
+                |t| t.counts.parked as f64,
             ),
             (
                 "runtimes_alive",
@@ -226,9 +204,9 @@ pub(super) fn render(sample: Option<&Sample>, up: bool, instance_labels: bool) -
         );
         for (key, total) in &totals {
             for (health, count) in [
-                ("healthy", total.healthy),
-                ("catching_up", total.catching_up),
-                ("stalled", total.stalled),
+                ("healthy", total.counts.healthy),
+                ("catching_up", total.counts.catching_up),
+                ("stalled", total.counts.stalled),
             ] {
                 let mut owned = labels(key);
                 owned.push(("health", health.to_owned()));

@@ -58,7 +58,10 @@ impl History {
                     name
                 }
             };
-            lag.insert(name, (summary.events_behind, summary.seconds_behind));
+            lag.insert(
+                name,
+                (summary.counts.events_behind, summary.counts.seconds_behind),
+            );
         }
         let (_, catching_up, stalled) = sample.health_counts();
         if self.points.len() == self.keep {
@@ -67,7 +70,11 @@ impl History {
         self.points.push_back(Point {
             at: sample.taken_at,
             push_rate,
-            events_behind: sample.projections.iter().map(|p| p.events_behind).sum(),
+            events_behind: sample
+                .projections
+                .iter()
+                .map(|p| p.counts.events_behind)
+                .sum(),
             stalled,
             catching_up,
             lag,

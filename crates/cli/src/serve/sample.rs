@@ -64,6 +64,16 @@ pub(super) struct ProjectionSummary {
     pub(super) stall_after: Duration,
     /// Index of its first row in [`Sample::pairs`], and how many it has.
     pub(super) rows: std::ops::Range<usize>,
+    /// Its instances' rows summed.
+    pub(super) counts: Counts,
+    pub(super) runtimes_alive: usize,
+}
+
+/// Instances' rows summed: how many are in each health, events and failures added up, the
+/// oldest waiting event's age the largest. The summary, the overview's instance filter and
+/// `/metrics` all add rows up this way.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Counts {
     pub(super) healthy: usize,
     pub(super) catching_up: usize,
     pub(super) stalled: usize,
@@ -71,35 +81,9 @@ pub(super) struct ProjectionSummary {
     pub(super) seconds_behind: f64,
     pub(super) failed: u64,
     pub(super) parked: u64,
-    pub(super) runtimes_alive: usize,
 }
 
-impl ProjectionSummary {
-    /// The worst health of its instances.
-    pub(super) fn health(&self) -> Health {
-        if self.stalled > 0 {
-            Health::Stalled
-        } else if self.catching_up > 0 {
-            Health::CatchingUp
-        } else {
-            Health::Healthy
-        }
-    }
-
-    /// This summary with its counts and lags set to nothing, to [`add`](Self::add) rows to.
-    pub(super) fn emptied(&self) -> ProjectionSummary {
-        ProjectionSummary {
-            healthy: 0,
-            catching_up: 0,
-            stalled: 0,
-            events_behind: 0,
-            seconds_behind: 0.0,
-            failed: 0,
-            parked: 0,
-            ..self.clone()
-        }
-    }
-
+impl Counts {
     /// Counts one instance's row in.
     pub(super) fn add(&mut self, row: &PairRow) {
         match row.health {
@@ -111,6 +95,40 @@ impl ProjectionSummary {
         self.seconds_behind = self.seconds_behind.max(row.seconds_behind);
         self.failed += row.failed;
         self.parked += row.parked;
+    }
+
+    /// Adds another sum in.
+    pub(super) fn merge(&mut self, other: &Counts) {
+        self.healthy += other.healthy;
+        self.catching_up += other.catching_up;
+        self.stalled += other.stalled;
+        self.events_behind += other.events_behind;
+        self.seconds_behind = self.seconds_behind.max(other.seconds_behind);
+        self.failed += other.failed;
+        self.parked += other.parked;
+    }
+
+    /// The worst health counted.
+    pub(super) fn health(&self) -> Health {
+        if self.stalled > 0 {
+            Health::Stalled
+        } else if self.catching_up > 0 {
+            Health::CatchingUp
+        } else {
+            Health::Healthy
+        }
+    }
+
+    /// How many rows were counted.
+    pub(super) fn instances(&self) -> usize {
+        self.healthy + self.catching_up + self.stalled
+    }
+}
+
+impl ProjectionSummary {
+    /// The worst health of its instances.
+    pub(super) fn health(&self) -> Health {
+        self.counts.health()
     }
 
     /// The name series are labelled with: the projection's pair name, or the consumer's name.
@@ -258,13 +276,7 @@ pub(super) async fn take(store: &PgStore, previous: Option<&Sample>) -> anyhow::
             has_side_effects: registered.has_side_effects,
             stall_after,
             rows: first_row..first_row,
-            healthy: 0,
-            catching_up: 0,
-            stalled: 0,
-            events_behind: 0,
-            seconds_behind: 0.0,
-            failed: 0,
-            parked: 0,
+            counts: Counts::default(),
             runtimes_alive: runtimes
                 .iter()
                 .filter(|runtime| runtime.projections.contains(&registered.name))
@@ -295,7 +307,7 @@ pub(super) async fn take(store: &PgStore, previous: Option<&Sample>) -> anyhow::
                 last_moved_at,
                 checkpoint: state.map(|state| format!("{}/{}", state.position, state.in_tx_order)),
             };
-            summary.add(&row);
+            summary.counts.add(&row);
             pairs.push(row);
         }
         summary.rows = first_row..pairs.len();
@@ -334,14 +346,10 @@ impl Sample {
 
     /// Pairs in each health, over every projection and consumer.
     pub(super) fn health_counts(&self) -> (usize, usize, usize) {
-        self.projections
-            .iter()
-            .fold((0, 0, 0), |(h, c, s), summary| {
-                (
-                    h + summary.healthy,
-                    c + summary.catching_up,
-                    s + summary.stalled,
-                )
-            })
+        let mut all = Counts::default();
+        for summary in &self.projections {
+            all.merge(&summary.counts);
+        }
+        (all.healthy, all.catching_up, all.stalled)
     }
 }

@@ -6,7 +6,7 @@ use strata_projection::Health;
 
 use super::{Frame, PageQuery, badge, escape, kind_cell, layout, pager, seconds, url_encode};
 use crate::serve::chart::{Series, format_value, line_chart, sparkline};
-use crate::serve::sample::{Kind, ProjectionSummary, Sample};
+use crate::serve::sample::{Counts, Kind, ProjectionSummary, Sample};
 
 /// Rows of the overview per page.
 const PROJECTIONS_PER_PAGE: usize = 100;
@@ -29,13 +29,16 @@ fn summary_over(
     if instance.is_empty() {
         return Some(summary.clone());
     }
-    let mut narrowed = summary.emptied();
+    let mut narrowed = ProjectionSummary {
+        counts: Counts::default(),
+        ..summary.clone()
+    };
     for row in sample.rows_of(summary) {
         if row.instance_id.as_str().contains(instance) {
-            narrowed.add(row);
+            narrowed.counts.add(row);
         }
     }
-    (narrowed.healthy + narrowed.catching_up + narrowed.stalled > 0).then_some(narrowed)
+    (narrowed.counts.instances() > 0).then_some(narrowed)
 }
 
 /// The overview: cards, charts, and one row per projection, worst first.
@@ -160,7 +163,7 @@ pub(in crate::serve) fn overview(frame: &Frame<'_>, query: &PageQuery) -> String
     rows.sort_by(|a, b| {
         b.health()
             .cmp(&a.health())
-            .then(b.events_behind.cmp(&a.events_behind))
+            .then(b.counts.events_behind.cmp(&a.counts.events_behind))
             .then(a.name.cmp(&b.name))
     });
     let total = rows.len();
@@ -190,14 +193,14 @@ pub(in crate::serve) fn overview(frame: &Frame<'_>, query: &PageQuery) -> String
             link = url_encode(&summary.name),
             kind = kind_cell(summary),
             badge = badge(summary.health()),
-            instances = summary.healthy + summary.catching_up + summary.stalled,
-            h = summary.healthy,
-            c = summary.catching_up,
-            s = summary.stalled,
-            behind = summary.events_behind,
-            oldest = seconds(summary.seconds_behind),
-            failed = summary.failed,
-            parked = summary.parked,
+            instances = summary.counts.instances(),
+            h = summary.counts.healthy,
+            c = summary.counts.catching_up,
+            s = summary.counts.stalled,
+            behind = summary.counts.events_behind,
+            oldest = seconds(summary.counts.seconds_behind),
+            failed = summary.counts.failed,
+            parked = summary.counts.parked,
             runtimes = summary.runtimes_alive,
             spark = sparkline(&events, now, frame.window_seconds),
         );

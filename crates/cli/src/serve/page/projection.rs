@@ -34,9 +34,9 @@ pub(in crate::serve) fn projection(
         escape(&summary.name),
         badge(summary.health()),
         kind_cell(summary),
-        summary.events_behind,
-        seconds(summary.seconds_behind),
-        summary.failed,
+        summary.counts.events_behind,
+        seconds(summary.counts.seconds_behind),
+        summary.counts.failed,
         summary.runtimes_alive,
         seconds(summary.stall_after.as_secs_f64()),
     );
