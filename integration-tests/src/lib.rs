@@ -14,6 +14,7 @@
 
 pub mod ledger;
 pub mod processes;
+mod standby;
 mod tls;
 
 use std::str::FromStr;
@@ -119,8 +120,25 @@ impl TestDatabase {
         }
     }
 
+    /// Creates a fresh migrated database on the server of `admin_url` (a [`ThrowawayServer`]'s,
+    /// say) rather than the shared one.
+    ///
+    /// # Panics
+    ///
+    /// When that server cannot be reached.
+    pub async fn create_on(admin_url: &str) -> TestDatabase {
+        match Self::try_create_on(admin_url).await {
+            Ok(database) => database,
+            Err(err) => panic!("could not create a test database on {admin_url}: {err}"),
+        }
+    }
+
     async fn try_create() -> Result<TestDatabase, sqlx::Error> {
-        let admin_options = PgConnectOptions::from_str(&admin_url())?;
+        Self::try_create_on(&admin_url()).await
+    }
+
+    async fn try_create_on(admin_url: &str) -> Result<TestDatabase, sqlx::Error> {
+        let admin_options = PgConnectOptions::from_str(admin_url)?;
         let mut admin = PgConnection::connect_with(&admin_options).await?;
         let template = ensure_template(&mut admin, &admin_options).await?;
         let name = unique_database_name();
@@ -229,9 +247,29 @@ async fn ensure_template(
                 .await
                 .map_err(schema_failed)?;
             pool.close().await;
-            admin
-                .execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str())
+            // A closed pool's session can linger on the server for a while (seen on freshly
+            // started servers under load), and a database with a session cannot be renamed
+            // (SQLSTATE 55006). The database is ours and finished: end whatever is still on it.
+            let rename = format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#);
+            let mut attempts = 0;
+            loop {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&building)
+                .execute(&mut *admin)
                 .await?;
+                match admin.execute(rename.as_str()).await {
+                    Err(sqlx::Error::Database(err))
+                        if err.code().as_deref() == Some("55006") && attempts < 50 =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    done => break done.map(drop)?,
+                }
+            }
         }
         Ok(template)
     }

@@ -112,6 +112,47 @@ pub struct PgConfig {
     /// Counts, heads and positions still read the hot table. Default: off (reads see the hot table
     /// only, as `strata archive` documents).
     pub read_archive: bool,
+    /// A hot standby that serves this store's reads (see [`ReplicaConfig`] and
+    /// `docs/scaling.md`). Default: none, every read goes to the primary.
+    pub replica: Option<ReplicaConfig>,
+}
+
+/// A hot standby (PostgreSQL streaming replication) that serves a [`crate::PgStore`]'s reads.
+///
+/// With one configured, the store's reads (queries, streams, counts, the commit horizon, and so
+/// the subscriptions and projection runtimes that read through the store) go to the standby while
+/// it is healthy; pushes, idempotency lookups, current sequences, checkpoints and every other write
+/// stay on the primary. A background check compares the two servers every
+/// [`check_every`](ReplicaConfig::check_every): when the standby stops answering or falls more
+/// than [`max_lag`](ReplicaConfig::max_lag) behind, reads go to the primary (one warning, and
+/// the `strata_replica_fallbacks_total` counter), and they return once it has caught up.
+///
+/// A store never reads older data after newer: reads return to the standby only once it has
+/// replayed everything the primary had when they left it. A caller that must see its own push
+/// reads through [`crate::PgStore::reading_after`] with the push's [`crate::ReadToken`].
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The standby's URL (the same database as the primary's).
+    pub url: String,
+    /// The pool reads on the standby use.
+    pub pool: PoolConfig,
+    /// How far the standby may fall behind the primary before reads leave it. Default: 5 s.
+    pub max_lag: Duration,
+    /// How often the standby's health and lag are checked. Default: 1 s.
+    pub check_every: Duration,
+}
+
+impl ReplicaConfig {
+    /// A standby at `url` with a query pool of 8 connections, 5 s of allowed lag, checked every
+    /// second.
+    pub fn new(url: impl Into<String>) -> Self {
+        ReplicaConfig {
+            url: url.into(),
+            pool: PoolConfig::with_max(8),
+            max_lag: Duration::from_secs(5),
+            check_every: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for PgConfig {
@@ -125,6 +166,7 @@ impl Default for PgConfig {
             listen_for_pushes: true,
             idempotency_key_retention: strata_store::DEFAULT_IDEMPOTENCY_RETENTION,
             read_archive: false,
+            replica: None,
         }
     }
 }

@@ -59,16 +59,18 @@ pub mod mirror;
 mod projection;
 mod push;
 mod read;
+mod replica;
 mod store;
 pub mod telemetry;
 
 pub use crate::announce::PUSH_CHANNEL;
-pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig};
+pub use crate::config::{GroupCommitConfig, PgConfig, PoolConfig, ReplicaConfig};
 pub use crate::erasure_notices::ERASURE_CHANNEL;
 pub use crate::migrate::{
     AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
 };
 pub use crate::projection::{PgLease, PgProjections, PgSwitch};
+pub use crate::replica::{ReadServer, ReadToken};
 pub use crate::store::{PgPools, PgStore};
 
 #[doc(hidden)]

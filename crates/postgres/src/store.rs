@@ -1,6 +1,9 @@
 //! [`PgStore`]: the storage trait on PostgreSQL.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -14,6 +17,8 @@ use sqlx::{Connection, Postgres};
 use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Position, Sequence};
 use strata_query::Query;
 use strata_store::telemetry::{self, SYSTEM_POSTGRESQL};
+
+use crate::telemetry::READ_TOKEN_READS;
 use strata_store::{
     Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, push_fingerprint, validate_push,
 };
@@ -28,6 +33,7 @@ use crate::read::{
     render_instance_heads, render_instance_ids, render_latest_position, render_query,
     render_query_with_archive,
 };
+use crate::replica::{Pin, ReadServer, ReadToken, Replica, Via};
 
 /// Most events [`PgStore`]'s `stream` hands over at once: a run of rows the connection already
 /// received.
@@ -63,20 +69,7 @@ impl PgPools {
     /// this succeeds even while the database is down; the first operation then reports
     /// [`Error::Unavailable`].
     pub fn connect_lazy(url: &str, config: &PgConfig) -> Result<Self> {
-        // sqlx reads any scheme as PostgreSQL; a `mysql://` URL would otherwise surface later as
-        // an unreachable host instead of the mistake it is.
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(Error::invalid_input(
-                "invalid database URL: it must start with postgres:// or postgresql://",
-            ));
-        }
-        let options = PgConnectOptions::from_str(url).map_err(|err| match err {
-            sqlx::Error::Configuration(_) => {
-                Error::invalid_input(format!("invalid database URL: {err}"))
-            }
-            other => from_sqlx("reading the database URL", other),
-        })?;
-        Ok(Self::connect_lazy_with(options, config))
+        Ok(Self::connect_lazy_with(parse_url(url)?, config))
     }
 
     /// Opens the three pools described by `config` with connection `options` (for settings a URL
@@ -86,29 +79,7 @@ impl PgPools {
     /// `strata query`, `strata projection`), so `pg_stat_activity` shows which pool a session
     /// belongs to, unless `options` (or the URL) names an application already.
     pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
-        let open = |pool: &PoolConfig, role: &str| {
-            let options = if options.get_application_name().is_some() {
-                options.clone()
-            } else {
-                options.clone().application_name(&format!("strata {role}"))
-            };
-            let check_idle_after = pool.check_idle_after;
-            PgPoolOptions::new()
-                .max_connections(pool.max_connections)
-                .min_connections(pool.min_connections)
-                .acquire_timeout(pool.acquire_timeout)
-                // Only connections that sat idle are pinged first (PoolConfig::check_idle_after).
-                .test_before_acquire(false)
-                .before_acquire(move |connection, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= check_idle_after {
-                            connection.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .connect_lazy_with(options)
-        };
+        let open = |pool: &PoolConfig, role: &str| open_pool(&options, pool, role);
         PgPools {
             push: open(&config.push_pool, "push"),
             query: open(&config.query_pool, "query"),
@@ -130,12 +101,58 @@ impl PgPools {
     }
 }
 
+/// Reads a PostgreSQL URL into connection options, refusing what is not one.
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    // sqlx reads any scheme as PostgreSQL; a `mysql://` URL would otherwise surface later as an
+    // unreachable host instead of the mistake it is.
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::invalid_input(
+            "invalid database URL: it must start with postgres:// or postgresql://",
+        ));
+    }
+    PgConnectOptions::from_str(url).map_err(|err| match err {
+        sqlx::Error::Configuration(_) => {
+            Error::invalid_input(format!("invalid database URL: {err}"))
+        }
+        other => from_sqlx("reading the database URL", other),
+    })
+}
+
+/// Opens a pool lazily, its connections named `strata <role>` unless `options` name an
+/// application already.
+fn open_pool(options: &PgConnectOptions, pool: &PoolConfig, role: &str) -> PgPool {
+    let options = if options.get_application_name().is_some() {
+        options.clone()
+    } else {
+        options.clone().application_name(&format!("strata {role}"))
+    };
+    let check_idle_after = pool.check_idle_after;
+    PgPoolOptions::new()
+        .max_connections(pool.max_connections)
+        .min_connections(pool.min_connections)
+        .acquire_timeout(pool.acquire_timeout)
+        // Only connections that sat idle are pinged first (PoolConfig::check_idle_after).
+        .test_before_acquire(false)
+        .before_acquire(move |connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= check_idle_after {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_lazy_with(options)
+}
+
 /// An event store on PostgreSQL. Cheap to clone; clones share pools and push lanes.
 ///
 /// Build it inside a Tokio runtime: group commit runs on background tasks.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
+    /// Where this value's reads go: routed, or pinned by [`PgStore::on_primary`] or
+    /// [`PgStore::reading_after`].
+    pin: Pin,
 }
 
 #[derive(Debug)]
@@ -152,6 +169,8 @@ struct Inner {
     listener: Option<Listener>,
     /// Erasures heard for the vaults on this store.
     erasures: crate::erasure_notices::ErasureNotices,
+    /// The standby that serves reads, when one is configured.
+    replica: Option<Replica>,
 }
 
 impl PgStore {
@@ -210,6 +229,14 @@ impl PgStore {
             .then(|| Listener::new(pools.projection.clone(), notifier.as_ref()));
         // A vault's listener holds one query connection while the vault lives.
         let erasures = crate::erasure_notices::ErasureNotices::new(pools.query.clone());
+        let replica = match &config.replica {
+            Some(replica) => {
+                let options = parse_url(&replica.url)?;
+                let pool = open_pool(&options, &replica.pool, "replica");
+                Some(Replica::start(pool, pools.query.clone(), replica))
+            }
+            None => None,
+        };
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pools,
@@ -220,7 +247,9 @@ impl PgStore {
                 notifier,
                 listener,
                 erasures,
+                replica,
             }),
+            pin: Pin::Routed,
         })
     }
 
@@ -243,6 +272,119 @@ impl PgStore {
             .await
             .map_err(|err| from_sqlx("removing an instance", err))?;
         Ok(removed as u64)
+    }
+}
+
+/// Reads served by a standby ([`PgConfig::replica`]).
+impl PgStore {
+    /// The server this value's next read goes to: always the primary without a standby.
+    pub fn reads_from(&self) -> ReadServer {
+        match (&self.inner.replica, &self.pin) {
+            (None, _) | (_, Pin::Primary) => ReadServer::Primary,
+            (Some(_), Pin::Replica { left }) if left.load(Ordering::Acquire) => ReadServer::Primary,
+            (Some(_), Pin::Replica { .. }) => ReadServer::Replica,
+            (Some(replica), Pin::Routed) => replica.serving(),
+        }
+    }
+
+    /// A view of this store whose reads all go to the primary (pushes and the rest are shared).
+    /// For reads that decide a write, such as loading an aggregate to push to it: on a lagging
+    /// standby they would decide on old state and fail their expected sequence.
+    pub fn on_primary(&self) -> PgStore {
+        PgStore {
+            inner: Arc::clone(&self.inner),
+            pin: Pin::Primary,
+        }
+    }
+
+    /// A view of this store whose reads show the push `token` names: the standby's, once it shows
+    /// that push (waiting up to `wait` for it), otherwise the primary's. Use one view for the
+    /// reads of one request; it stays on the server it chose (and moves to the primary for good if
+    /// the standby fails). Without a standby, the store's reads already show every push.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use strata_postgres::{PgStore, ReadToken};
+    /// # use strata_store::EventStore;
+    /// # async fn example(store: PgStore, commands: Vec<strata_event::Command>, query: strata_query::Query)
+    /// # -> Result<(), strata_store::Error> {
+    /// let stored = store.push(commands).await?;
+    /// let token = ReadToken::of(&stored);
+    /// // … later, maybe in another request or process that was handed the token:
+    /// let view = match token {
+    ///     Some(token) => store.reading_after(&token, Duration::from_millis(200)).await,
+    ///     None => store.clone(),
+    /// };
+    /// let events = view.query(&query).await?; // includes the pushed events
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reading_after(&self, token: &ReadToken, wait: Duration) -> PgStore {
+        let Some(replica) = &self.inner.replica else {
+            return self.clone();
+        };
+        let served_by = match crate::replica::shown_within(replica.pool(), token, wait).await {
+            Ok(true) => ReadServer::Replica,
+            Ok(false) => ReadServer::Primary,
+            Err(err) => {
+                if err.is_retryable() {
+                    replica.read_failed(&self.pin, &err);
+                }
+                ReadServer::Primary
+            }
+        };
+        match served_by {
+            ReadServer::Replica => {
+                metrics::counter!(READ_TOKEN_READS, "served_by" => "replica").increment(1);
+                PgStore {
+                    inner: Arc::clone(&self.inner),
+                    pin: Pin::Replica {
+                        left: Arc::new(AtomicBool::new(false)),
+                    },
+                }
+            }
+            ReadServer::Primary => {
+                metrics::counter!(READ_TOKEN_READS, "served_by" => "primary").increment(1);
+                self.on_primary()
+            }
+        }
+    }
+
+    /// Where this value's next read runs.
+    async fn read_via(&self) -> Via {
+        match &self.inner.replica {
+            Some(replica) => replica.via(&self.pin, self.pools().query()).await,
+            None => Via::primary(self.pools().query()),
+        }
+    }
+
+    /// Runs the read `run` on the server this value reads from. When the standby fails it with a
+    /// retryable error, reads leave the standby and this one runs again on the primary: a
+    /// standby going down costs each caller a slower read, not an error.
+    async fn read<T, F, Fut>(&self, run: F) -> Result<T>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let via = self.read_via().await;
+        let server = via.server;
+        let result = run(via.pool.clone()).await;
+        drop(via);
+        match result {
+            Err(err) if server == ReadServer::Replica && err.is_retryable() => {
+                self.replica_failed(&err);
+                let via = self.read_via().await;
+                run(via.pool.clone()).await
+            }
+            done => done,
+        }
+    }
+
+    /// A read on the standby failed with the retryable `err`.
+    fn replica_failed(&self, err: &Error) {
+        if let Some(replica) = &self.inner.replica {
+            replica.read_failed(&self.pin, err);
+        }
     }
 }
 
@@ -345,12 +487,16 @@ impl EventStore for PgStore {
 
     async fn count(&self, query: &Query) -> Result<u64> {
         telemetry::observe_read(SYSTEM_POSTGRESQL, "count", query, async {
-            let rendered = render_count(query);
-            let (count,): (i64,) = rendered
-                .to_query_as()
-                .fetch_one(self.pools().query())
-                .await
-                .map_err(|err| from_sqlx("counting events", err))?;
+            let rendered = &render_count(query);
+            let (count,): (i64,) = self
+                .read(|pool| async move {
+                    rendered
+                        .to_query_as()
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|err| from_sqlx("counting events", err))
+                })
+                .await?;
             Ok(count as u64)
         })
         .await
@@ -369,28 +515,23 @@ impl EventStore for PgStore {
         } else {
             render_query(query)
         };
-        let pool = self.pools().query().clone();
+        let store = self.clone();
         tokio::spawn(async move {
-            let mut rows = rendered
-                .to_query_as::<EventRow>()
-                .fetch(&pool)
-                .ready_chunks(STREAM_RUN);
-            while let Some(rows) = rows.next().await {
-                let mut events = Vec::with_capacity(rows.len());
-                let mut failed = false;
-                for row in rows {
-                    let event = row
-                        .map_err(|err| from_sqlx("streaming events", err))
-                        .and_then(EventRow::into_event);
-                    failed = event.is_err();
-                    events.push(event);
-                    if failed {
-                        break;
-                    }
+            let via = store.read_via().await;
+            let Err(err) = send_rows(&via.pool, &rendered, &sender).await else {
+                return;
+            };
+            let retry = via.server == ReadServer::Replica && err.is_retryable();
+            drop(via);
+            if retry {
+                // The standby failed before a row was sent: the reader never knows.
+                store.replica_failed(&err);
+                let via = store.read_via().await;
+                if let Err(err) = send_rows(&via.pool, &rendered, &sender).await {
+                    let _ = sender.send(vec![Err(err)]).await;
                 }
-                if sender.send(events).await.is_err() || failed {
-                    return;
-                }
+            } else {
+                let _ = sender.send(vec![Err(err)]).await;
             }
         });
         futures::stream::unfold(receiver, |mut receiver| async move {
@@ -403,32 +544,38 @@ impl EventStore for PgStore {
 
     async fn query(&self, query: &Query) -> Result<Vec<Event>> {
         telemetry::observe_read(SYSTEM_POSTGRESQL, "query", query, async {
-            if self.inner.read_archive {
-                return fetch_all_with_archive(self.pools().query(), query).await;
-            }
-            fetch_all(self.pools().query(), query).await
+            self.read(|pool| async move {
+                if self.inner.read_archive {
+                    return fetch_all_with_archive(&pool, query).await;
+                }
+                fetch_all(&pool, query).await
+            })
+            .await
         })
         .await
     }
 
     async fn latest_position(&self, query: &Query) -> Result<Option<Position>> {
-        let rendered = render_latest_position(query);
-        let (max,): (Option<Decimal>,) = rendered
-            .to_query_as()
-            .fetch_one(self.pools().query())
-            .await
-            .map_err(|err| from_sqlx("reading the latest position", err))?;
+        let rendered = &render_latest_position(query);
+        let (max,): (Option<Decimal>,) = self
+            .read(|pool| async move {
+                rendered
+                    .to_query_as()
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(|err| from_sqlx("reading the latest position", err))
+            })
+            .await?;
         max.map(stored_position).transpose()
     }
 
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
-        let rendered = render_instance_ids(query);
-        let rows: Vec<(String,)> = fetch_by_probes(
-            self.pools().query(),
-            rendered.to_query_as(),
-            "reading instance ids",
-        )
-        .await?;
+        let rendered = &render_instance_ids(query);
+        let rows: Vec<(String,)> = self
+            .read(|pool| async move {
+                fetch_by_probes(&pool, rendered.to_query_as(), "reading instance ids").await
+            })
+            .await?;
         let mut ids = rows
             .into_iter()
             .map(|(id,)| stored_instance_id(id))
@@ -439,13 +586,13 @@ impl EventStore for PgStore {
     }
 
     async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
-        let sql = render_instance_heads();
-        let rows: Vec<(String, Option<Decimal>)> = fetch_by_probes(
-            self.pools().query(),
-            sqlx::query_as(&sql),
-            "reading the instances' latest positions",
-        )
-        .await?;
+        let sql = &render_instance_heads();
+        let rows: Vec<(String, Option<Decimal>)> = self
+            .read(|pool| async move {
+                let what = "reading the instances' latest positions";
+                fetch_by_probes(&pool, sqlx::query_as(sql), what).await
+            })
+            .await?;
         let mut heads = Vec::with_capacity(rows.len());
         for (id, head) in rows {
             if let Some(head) = head {
@@ -473,13 +620,53 @@ impl EventStore for PgStore {
     }
 
     async fn commit_horizon(&self) -> Result<Position> {
-        let horizon: Decimal = sqlx::query_scalar("SELECT eventstore.commit_horizon()")
-            .fetch_one(self.pools().query())
-            .await
-            .map_err(|err| from_sqlx("reading the commit horizon", err))?;
+        let horizon: Decimal = self
+            .read(|pool| async move {
+                sqlx::query_scalar("SELECT eventstore.commit_horizon()")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(|err| from_sqlx("reading the commit horizon", err))
+            })
+            .await?;
         Position::new(horizon)
             .map_err(|err| unexpected_answer("eventstore.commit_horizon", format_args!("{err}")))
     }
+}
+
+/// Fetches the rows of `rendered` from `pool` and sends them, decoded, in runs. An error before the
+/// first run is returned unsent, so the caller may try another server; any later one is sent.
+async fn send_rows(
+    pool: &PgPool,
+    rendered: &crate::read::RenderedQuery,
+    sender: &mpsc::Sender<Vec<Result<Event>>>,
+) -> Result<()> {
+    let mut rows = rendered
+        .to_query_as::<EventRow>()
+        .fetch(pool)
+        .ready_chunks(STREAM_RUN);
+    let mut sent_any = false;
+    while let Some(rows) = rows.next().await {
+        let mut events = Vec::with_capacity(rows.len());
+        let mut failed = false;
+        for row in rows {
+            let event = row
+                .map_err(|err| from_sqlx("streaming events", err))
+                .and_then(EventRow::into_event);
+            failed = event.is_err();
+            if failed && !sent_any && events.is_empty() {
+                return event.map(drop);
+            }
+            events.push(event);
+            if failed {
+                break;
+            }
+        }
+        sent_any = true;
+        if sender.send(events).await.is_err() || failed {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Runs `query` in a transaction that plans an index scan wherever one applies. The instance walks

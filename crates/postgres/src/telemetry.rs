@@ -51,3 +51,14 @@ pub(crate) fn record_usage(pool: &PgPool, name: &'static str) {
         }
     }
 }
+
+/// Times reads left the standby for the primary, by `reason`: `unavailable`, `lagging`,
+/// `not_a_standby`.
+pub const REPLICA_FALLBACKS: &str = "strata_replica_fallbacks_total";
+/// `1` while routed reads go to the standby, `0` while they go to the primary.
+pub const REPLICA_SERVING: &str = "strata_replica_serving_reads";
+/// Seconds the standby is behind the primary, as its last health check measured.
+pub const REPLICA_LAG: &str = "strata_replica_lag_seconds";
+/// Reads given a [`ReadToken`](crate::ReadToken), by the server that served them (`served_by`:
+/// `replica` once it showed the push, `primary` when it did not in time).
+pub const READ_TOKEN_READS: &str = "strata_read_token_reads_total";

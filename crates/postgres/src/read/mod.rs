@@ -24,7 +24,6 @@ use strata_store::Result;
 
 use crate::error::{from_sqlx, unexpected_answer};
 
-#[cfg(test)]
 pub(crate) use self::render::RenderedQuery;
 pub(crate) use self::render::{
     INSTANCE_WALK, render_count, render_instance_heads, render_instance_ids,
