@@ -119,8 +119,25 @@ impl TestDatabase {
         }
     }
 
+    /// Creates a fresh database with the migrations applied on the server of `admin_url` (a
+    /// [`ThrowawayServer::url`], for tests that need a second server).
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be reached.
+    pub async fn create_on(admin_url: &str) -> TestDatabase {
+        match Self::try_create_on(admin_url).await {
+            Ok(database) => database,
+            Err(err) => panic!("could not create a test database on {admin_url}: {err}"),
+        }
+    }
+
     async fn try_create() -> Result<TestDatabase, sqlx::Error> {
-        let admin_options = PgConnectOptions::from_str(&admin_url())?;
+        Self::try_create_on(&admin_url()).await
+    }
+
+    async fn try_create_on(admin_url: &str) -> Result<TestDatabase, sqlx::Error> {
+        let admin_options = PgConnectOptions::from_str(admin_url)?;
         let mut admin = PgConnection::connect_with(&admin_options).await?;
         let template = ensure_template(&mut admin, &admin_options).await?;
         let name = unique_database_name();
@@ -229,6 +246,16 @@ async fn ensure_template(
                 .await
                 .map_err(schema_failed)?;
             pool.close().await;
+            // A database is renamed only when no one is connected, and the migration's
+            // connection was seen to outlive the pool's close on a fresh throwaway server:
+            // end whatever session is still there.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&building)
+            .execute(&mut *admin)
+            .await?;
             admin
                 .execute(format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#).as_str())
                 .await?;
@@ -318,6 +345,50 @@ impl ThrowawayServer {
     /// cluster does not start: the test needs it, and passing without it would prove nothing.
     pub fn start() -> ThrowawayServer {
         Self::start_with(Vec::new(), |_| Vec::new())
+    }
+
+    /// One server shared by every test of this test binary: started by the first test that asks
+    /// (a cluster takes about two seconds to start) and stopped, with its folder deleted, by a
+    /// watchdog once this process has exited, since a static is never dropped.
+    ///
+    /// # Panics
+    ///
+    /// Like [`ThrowawayServer::start`].
+    pub fn shared() -> &'static ThrowawayServer {
+        static SHARED: std::sync::OnceLock<ThrowawayServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = Self::start();
+            server.stop_after_this_process();
+            server
+        })
+    }
+
+    /// Leaves a shell behind that waits for this process to end, then stops the server and
+    /// deletes its folder. The shell backgrounds itself, so nothing here waits for it.
+    fn stop_after_this_process(&self) {
+        let data = self.dir.join("data");
+        let pg_ctl = self.bindir.join("pg_ctl");
+        let stop = format!(
+            "{} '{}' -D '{}' -m immediate stop",
+            if self.as_postgres {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
+            pg_ctl.display(),
+            data.display()
+        );
+        let script = format!(
+            "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; \
+             rm -rf '{dir}') >/dev/null 2>&1 </dev/null &",
+            pid = std::process::id(),
+            dir = self.dir.display()
+        );
+        let started = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(started, "the shared server's watchdog did not start");
     }
 
     /// Starts a fresh cluster that speaks TLS with a server certificate signed by a certificate

@@ -100,10 +100,18 @@
 
 mod directory;
 mod gate;
+#[cfg(feature = "postgres")]
+mod moving;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod persisted;
 mod read;
 mod store;
 
 pub use crate::directory::{Directory, Fallback, MAX_SHARD_NAME_LEN, ShardName, stable_hash};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::moving::{MoveOptions, Moved};
 pub use crate::store::ShardedStore;
 #[doc(no_inline)]
 pub use strata_store::EventStore;
