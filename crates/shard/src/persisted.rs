@@ -13,6 +13,7 @@
 //! use strata_postgres::PgStore;
 //! use strata_shard::{ShardedStore, persisted};
 //!
+//! # #[allow(dead_code)]
 //! # async fn example(store: ShardedStore<PgStore>, designated: PgStore) -> strata_store::Result<()> {
 //! persisted::create(&designated).await?; // once, by the operator, with the migrator's rights
 //! loop {
