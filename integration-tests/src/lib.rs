@@ -358,6 +358,50 @@ impl ThrowawayServer {
         Self::start_with(Vec::new(), |_| Vec::new())
     }
 
+    /// One server shared by every test of this test binary: started by the first test that asks
+    /// (a cluster takes about two seconds to start) and stopped, with its folder deleted, by a
+    /// watchdog once this process has exited, since a static is never dropped.
+    ///
+    /// # Panics
+    ///
+    /// Like [`ThrowawayServer::start`].
+    pub fn shared() -> &'static ThrowawayServer {
+        static SHARED: std::sync::OnceLock<ThrowawayServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = Self::start();
+            server.stop_after_this_process();
+            server
+        })
+    }
+
+    /// Leaves a shell behind that waits for this process to end, then stops the server and
+    /// deletes its folder. The shell backgrounds itself, so nothing here waits for it.
+    fn stop_after_this_process(&self) {
+        let data = self.dir.join("data");
+        let pg_ctl = self.bindir.join("pg_ctl");
+        let stop = format!(
+            "{} '{}' -D '{}' -m immediate stop",
+            if self.as_postgres {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
+            pg_ctl.display(),
+            data.display()
+        );
+        let script = format!(
+            "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; \
+             rm -rf '{dir}') >/dev/null 2>&1 </dev/null &",
+            pid = std::process::id(),
+            dir = self.dir.display()
+        );
+        let started = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(started, "the shared server's watchdog did not start");
+    }
+
     /// Starts a fresh cluster that speaks TLS with a server certificate signed by a certificate
     /// authority of its own, and returns the certificates (the CA is what clients trust).
     ///

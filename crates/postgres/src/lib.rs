@@ -30,7 +30,8 @@
 //!
 //! What a service uses is at the root. The [`admin`] and [`mirror`] modules serve the `strata` CLI
 //! (the projection registry, roles, the state of the migrations, copying between stores); a
-//! service does not need them.
+//! service does not need them. [`shard_directory`] holds the SQL of `strata-shard`'s persisted
+//! directory, a table created only on request.
 //!
 //! ```no_run
 //! use strata_postgres::{PgConfig, PgStore};
@@ -60,6 +61,7 @@ mod projection;
 mod push;
 mod read;
 mod replica;
+pub mod shard_directory;
 mod store;
 pub mod telemetry;
 

@@ -9,6 +9,7 @@ use strata_event::{
     Position, Sequence,
 };
 
+use crate::QueryError;
 use crate::builder::QueryBuilder;
 use crate::containment::contains;
 
@@ -284,6 +285,53 @@ impl Query {
     pub fn below(&self, bound: Position) -> Query {
         Query {
             position_before: Some(self.position_before.map_or(bound, |own| own.min(bound))),
+            ..self.clone()
+        }
+    }
+
+    /// A copy of this query confined to `instance_ids` (replacing its instance list, or its
+    /// all-instances scope), its other filters, order and paging kept. A router that splits one
+    /// query over several stores (`strata-shard`) asks each store for its own instances with it.
+    /// Refuses an empty list ([`QueryError::NoInstance`]): a query always names what it reads.
+    pub fn for_instances(&self, instance_ids: Vec<InstanceId>) -> Result<Query, QueryError> {
+        if instance_ids.is_empty() {
+            return Err(QueryError::NoInstance);
+        }
+        Ok(Query {
+            instance_ids,
+            all_instances: false,
+            ..self.clone()
+        })
+    }
+
+    /// A copy of this query with another `limit` (`None`: unlimited) and `offset`, validated as
+    /// [`QueryBuilder::limit`] and [`QueryBuilder::offset`] are: a reader that merges several
+    /// reads applies the caller's paging itself and reads each part page by page.
+    pub fn with_paging(&self, limit: Option<u64>, offset: u64) -> Result<Query, QueryError> {
+        if let Some(limit) = limit
+            && !(1..=MAX_LIMIT).contains(&limit)
+        {
+            return Err(QueryError::Limit(i128::from(limit)));
+        }
+        if i64::try_from(offset).is_err() {
+            return Err(QueryError::Offset(i128::from(offset)));
+        }
+        Ok(Query {
+            limit,
+            offset,
+            ..self.clone()
+        })
+    }
+
+    /// A copy of this query without its resume cursor and position bounds: what it selects
+    /// wherever positions are. A router over several stores, whose positions cannot be compared,
+    /// asks with it which stores hold what the query reads.
+    pub fn without_positions(&self) -> Query {
+        Query {
+            resume_after: None,
+            position_after: None,
+            position_at_or_before: None,
+            position_before: None,
             ..self.clone()
         }
     }

@@ -84,6 +84,9 @@
 //! - `personal-data`: fields declared personal are sealed per subject with AES-256-GCM and
 //!   erased by deleting the subject's keys (`Vault`, `docs/personal-data.md`); pulls in aes-gcm
 //!   and base64. Off by default; without it, events declaring personal fields refuse to encode.
+//! - `shard`: sharding by instance (the `shard` module): one `EventStore` routing each instance
+//!   to one of several stores; with `postgres`, moving an instance between PostgreSQL shards
+//!   online and a persisted directory (`docs/scaling.md`). Off by default.
 //! - `tls`: TLS to PostgreSQL (`sslmode=require`, or `verify-full` with `sslrootcert=`) and, with
 //!   `cache-redis`, to Redis (`rediss://`), through rustls: no system OpenSSL. Off by default.
 //!
@@ -158,6 +161,12 @@ pub use strata_projection as projection;
 /// The query value and its builder.
 #[doc(inline)]
 pub use strata_query as query;
+/// Sharding by instance: `ShardedStore`, one store over several, routing by instance; with
+/// `postgres`, moving instances between shards and a persisted directory.
+#[cfg(feature = "shard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shard")))]
+#[doc(inline)]
+pub use strata_shard as shard;
 /// The storage trait, errors, the in-memory backend and the backend conformance suite.
 #[doc(inline)]
 pub use strata_store as store;
