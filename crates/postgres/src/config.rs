@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::pooling::Pooler;
+
 /// How one connection pool is sized.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -112,6 +114,11 @@ pub struct PgConfig {
     /// Counts, heads and positions still read the hot table. Default: off (reads see the hot table
     /// only, as `strata archive` documents).
     pub read_archive: bool,
+    /// How the store reaches PostgreSQL: directly (or through session pooling), or through a
+    /// proxy that pools connections per transaction, such as PgBouncer's `pool_mode =
+    /// transaction` (`docs/pooling.md`). Default: [`Pooler::Detect`], found out by
+    /// [`PgStore::connect`](crate::PgStore::connect).
+    pub pooler: Pooler,
 }
 
 impl Default for PgConfig {
@@ -125,6 +132,7 @@ impl Default for PgConfig {
             listen_for_pushes: true,
             idempotency_key_retention: strata_store::DEFAULT_IDEMPOTENCY_RETENTION,
             read_archive: false,
+            pooler: Pooler::Detect,
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::announce::{Listener, Notifier};
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::pooling::Pooler;
 use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
     EventRow, fetch_all, fetch_all_with_archive, fetch_recorded, render_count,
@@ -42,15 +43,19 @@ pub struct PgPools {
     push: PgPool,
     query: PgPool,
     projection: PgPool,
+    /// Whether the pools reach the database through transaction pooling (`crate::pooling`).
+    transaction_pooling: bool,
 }
 
 impl PgPools {
-    /// Uses existing pools. They may be the same pool, which gives up the isolation.
+    /// Uses existing pools. They may be the same pool, which gives up the isolation. They are
+    /// taken to reach the database directly (or through session pooling): [`Pooler::Direct`].
     pub fn new(push: PgPool, query: PgPool, projection: PgPool) -> Self {
         PgPools {
             push,
             query,
             projection,
+            transaction_pooling: false,
         }
     }
 
@@ -85,7 +90,19 @@ impl PgPools {
     /// Each pool's connections carry an `application_name` naming it (`strata push`,
     /// `strata query`, `strata projection`), so `pg_stat_activity` shows which pool a session
     /// belongs to, unless `options` (or the URL) names an application already.
+    ///
+    /// With [`PgConfig::pooler`] set to [`Pooler::TransactionPooling`], connections keep no
+    /// prepared statements (`docs/pooling.md`); [`Pooler::Detect`] counts as [`Pooler::Direct`]
+    /// here, since nothing connects yet.
     pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
+        let transaction_pooling = config.pooler == Pooler::TransactionPooling;
+        // A named statement lives on one server connection; the next transaction may run on
+        // another.
+        let options = if transaction_pooling {
+            options.statement_cache_capacity(0)
+        } else {
+            options
+        };
         let open = |pool: &PoolConfig, role: &str| {
             let options = if options.get_application_name().is_some() {
                 options.clone()
@@ -113,7 +130,14 @@ impl PgPools {
             push: open(&config.push_pool, "push"),
             query: open(&config.query_pool, "query"),
             projection: open(&config.projection_pool, "projection"),
+            transaction_pooling,
         }
+    }
+
+    /// Whether these pools reach the database through transaction pooling
+    /// ([`Pooler::TransactionPooling`], configured or detected).
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
     }
 
     /// The pool pushes use.
@@ -161,12 +185,17 @@ impl PgStore {
     /// a failing connect until its acquire timeout and then reports only that it timed out, while a
     /// direct connection fails at once with the cause (connection refused, unknown database,
     /// authentication failed).
-    pub async fn connect(url: &str, config: PgConfig) -> Result<Self> {
+    ///
+    /// With [`PgConfig::pooler`] left at [`Pooler::Detect`], it then finds out whether the URL
+    /// leads through transaction pooling, and logs how it will work once (`docs/pooling.md`).
+    pub async fn connect(url: &str, mut config: PgConfig) -> Result<Self> {
         let pools = PgPools::connect_lazy(url, &config)?;
         let options = pools.query().connect_options();
         let check = async {
             let mut connection = sqlx::ConnectOptions::connect(options.as_ref()).await?;
-            sqlx::query("SELECT 1").execute(&mut connection).await?;
+            // A simple query: a prepared one would stay on the server connection behind
+            // transaction pooling, and clash with the next client's statement of its name.
+            sqlx::raw_sql("SELECT 1").execute(&mut connection).await?;
             sqlx::Connection::close(connection).await
         };
         match tokio::time::timeout(config.query_pool.acquire_timeout, check).await {
@@ -181,6 +210,11 @@ impl PgStore {
                 });
             }
         }
+        if config.pooler == Pooler::Detect {
+            config.pooler = crate::pooling::detect(options.as_ref()).await?;
+        }
+        // Lazy, so opening them again with what was found costs nothing.
+        let pools = PgPools::connect_lazy(url, &config)?;
         Self::from_pools(pools, &config)
     }
 
@@ -193,8 +227,11 @@ impl PgStore {
             ));
         }
         let pool_size = pools.push.options().get_max_connections();
+        let transaction_pooling = pools.transaction_pooling;
+        crate::pooling::log_mode(transaction_pooling);
         let settings = CallSettings {
             key_retention: config.idempotency_key_retention,
+            transaction_pooling,
         };
         let pusher = Pusher::start(
             pools.push.clone(),
@@ -202,14 +239,18 @@ impl PgStore {
             pool_size,
             settings,
         );
-        let notifier = config
-            .notify_pushes
-            .then(|| Notifier::start(pools.push.connect_options().as_ref().clone()));
-        let listener = config
-            .listen_for_pushes
+        let notifier = config.notify_pushes.then(|| {
+            Notifier::start(
+                pools.push.connect_options().as_ref().clone(),
+                transaction_pooling,
+            )
+        });
+        // `LISTEN` holds on a server connection that transaction pooling gives to others.
+        let listener = (config.listen_for_pushes && !transaction_pooling)
             .then(|| Listener::new(pools.projection.clone(), notifier.as_ref()));
         // A vault's listener holds one query connection while the vault lives.
-        let erasures = crate::erasure_notices::ErasureNotices::new(pools.query.clone());
+        let erasures =
+            crate::erasure_notices::ErasureNotices::new(pools.query.clone(), !transaction_pooling);
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pools,
@@ -239,7 +280,7 @@ impl PgStore {
     pub async fn remove_instance(&self, instance_id: &strata_event::InstanceId) -> Result<u64> {
         let removed: i64 = sqlx::query_scalar("SELECT eventstore.remove_instance($1)")
             .bind(instance_id.as_str())
-            .fetch_one(self.pools().push())
+            .fetch_one(self.writes())
             .await
             .map_err(|err| from_sqlx("removing an instance", err))?;
         Ok(removed as u64)
@@ -288,13 +329,13 @@ impl EventStore for PgStore {
         .bind(key.instance_id().as_str())
         .bind(key.key())
         .bind(self.inner.key_retention)
-        .fetch_optional(self.pools().query())
+        .fetch_optional(self.reads())
         .await
         .map_err(|err| from_sqlx("looking up an idempotency key", err))?;
         let Some((position, first, count)) = place else {
             return Ok(None);
         };
-        let events = fetch_recorded(self.pools().query(), position, first, count).await?;
+        let events = fetch_recorded(self.reads(), position, first, count).await?;
         if events.len() != count as usize {
             return Err(unexpected_answer(
                 "eventstore.recorded_push",
@@ -348,7 +389,7 @@ impl EventStore for PgStore {
             let rendered = render_count(query);
             let (count,): (i64,) = rendered
                 .to_query_as()
-                .fetch_one(self.pools().query())
+                .fetch_one(self.reads())
                 .await
                 .map_err(|err| from_sqlx("counting events", err))?;
             Ok(count as u64)
@@ -370,11 +411,30 @@ impl EventStore for PgStore {
             render_query(query)
         };
         let pool = self.pools().query().clone();
+        let transaction_pooling = self.pools().transaction_pooling();
         tokio::spawn(async move {
-            let mut rows = rendered
+            // Behind transaction pooling the rows come from a transaction of their own, which
+            // keeps one server connection (`crate::pooling`).
+            let mut tx = None;
+            if transaction_pooling {
+                match pool.begin().await {
+                    Ok(begun) => tx = Some(begun),
+                    Err(err) => {
+                        let _ = sender
+                            .send(vec![Err(from_sqlx("streaming events", err))])
+                            .await;
+                        return;
+                    }
+                }
+            }
+            let query = rendered
                 .to_query_as::<EventRow>()
-                .fetch(&pool)
-                .ready_chunks(STREAM_RUN);
+                .persistent(!transaction_pooling);
+            let rows = match tx.as_mut() {
+                Some(tx) => query.fetch(&mut **tx),
+                None => query.fetch(&pool),
+            };
+            let mut rows = rows.ready_chunks(STREAM_RUN);
             while let Some(rows) = rows.next().await {
                 let mut events = Vec::with_capacity(rows.len());
                 let mut failed = false;
@@ -404,9 +464,9 @@ impl EventStore for PgStore {
     async fn query(&self, query: &Query) -> Result<Vec<Event>> {
         telemetry::observe_read(SYSTEM_POSTGRESQL, "query", query, async {
             if self.inner.read_archive {
-                return fetch_all_with_archive(self.pools().query(), query).await;
+                return fetch_all_with_archive(self.reads(), query).await;
             }
-            fetch_all(self.pools().query(), query).await
+            fetch_all(self.reads(), query).await
         })
         .await
     }
@@ -415,7 +475,7 @@ impl EventStore for PgStore {
         let rendered = render_latest_position(query);
         let (max,): (Option<Decimal>,) = rendered
             .to_query_as()
-            .fetch_one(self.pools().query())
+            .fetch_one(self.reads())
             .await
             .map_err(|err| from_sqlx("reading the latest position", err))?;
         max.map(stored_position).transpose()
@@ -423,12 +483,8 @@ impl EventStore for PgStore {
 
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
         let rendered = render_instance_ids(query);
-        let rows: Vec<(String,)> = fetch_by_probes(
-            self.pools().query(),
-            rendered.to_query_as(),
-            "reading instance ids",
-        )
-        .await?;
+        let rows: Vec<(String,)> =
+            fetch_by_probes(self.reads(), rendered.to_query_as(), "reading instance ids").await?;
         let mut ids = rows
             .into_iter()
             .map(|(id,)| stored_instance_id(id))
@@ -441,7 +497,7 @@ impl EventStore for PgStore {
     async fn instance_heads(&self) -> Result<Vec<(InstanceId, Position)>> {
         let sql = render_instance_heads();
         let rows: Vec<(String, Option<Decimal>)> = fetch_by_probes(
-            self.pools().query(),
+            self.reads(),
             sqlx::query_as(&sql),
             "reading the instances' latest positions",
         )
@@ -466,7 +522,7 @@ impl EventStore for PgStore {
         .bind(aggregate.instance_id.as_str())
         .bind(aggregate.aggregate_type.as_str())
         .bind(aggregate.aggregate_id.as_str())
-        .fetch_one(self.pools().query())
+        .fetch_one(self.reads())
         .await
         .map_err(|err| from_sqlx("reading an aggregate's sequence", err))?;
         Ok(sequence as u64)
@@ -474,7 +530,7 @@ impl EventStore for PgStore {
 
     async fn commit_horizon(&self) -> Result<Position> {
         let horizon: Decimal = sqlx::query_scalar("SELECT eventstore.commit_horizon()")
-            .fetch_one(self.pools().query())
+            .fetch_one(self.reads())
             .await
             .map_err(|err| from_sqlx("reading the commit horizon", err))?;
         Position::new(horizon)
@@ -487,7 +543,7 @@ impl EventStore for PgStore {
 /// expect a match within the first rows of a sequential scan, and for an instance without one that
 /// scan reads the whole table.
 async fn fetch_by_probes<'q, O>(
-    pool: &PgPool,
+    pool: crate::pooling::Pooled<'_>,
     query: QueryAs<'q, Postgres, O, PgArguments>,
     what: &'static str,
 ) -> Result<Vec<O>>
