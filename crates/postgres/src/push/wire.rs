@@ -115,7 +115,7 @@ pub(crate) async fn call(
         .bind(keys.key)
         .bind(keys.fingerprint)
         .bind(settings.key_retention);
-    let rows: Vec<PushRow> = fetch_all_on(&mut *connection, call, settings.transaction_pooling)
+    let rows: Vec<PushRow> = fetch_all_on(&mut connection, call, settings.transaction_pooling)
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
     drop(connection);
@@ -293,7 +293,7 @@ async fn call_push_one(
         .bind(command.payload().json())
         .bind(metadata_json(command.metadata())?);
     let rows: Vec<(i64, Decimal, DateTime<Utc>)> =
-        fetch_all_on(&mut *connection, call, transaction_pooling)
+        fetch_all_on(&mut connection, call, transaction_pooling)
             .await
             .map_err(|err| from_sqlx("pushing events", err))?;
     let Some(&(sequence, position, created_at)) = rows.first() else {
