@@ -13,6 +13,7 @@
 //! This crate is not published and is not an API: it exists for the workspace's own tests.
 
 pub mod ledger;
+pub mod pgbouncer;
 pub mod processes;
 mod standby;
 mod tls;

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the workspace's tasks, written in Rust so they run wherever cargo does.
 //!
 //! - `cargo xtask test [args]` finds or starts a PostgreSQL server, installs Chromium and
-//!   ChromeDriver when missing (the status page's browser test), runs every test of the
+//!   ChromeDriver (the status page's browser test) and PgBouncer (the tests behind a pooling
+//!   proxy) when missing, runs every test of the
 //!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made;
 //!   without args it also runs the cache's tests with its default features alone (memory only).
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
@@ -15,8 +16,8 @@
 //!
 //! This is the matklad `cargo-xtask` pattern: no shell scripts, no extra tools to install.
 
-mod browser;
 mod examples;
+mod packages;
 mod perf;
 mod server;
 
@@ -76,7 +77,7 @@ fn main() -> Result<()> {
 }
 
 fn test(cargo_args: &[String]) -> Result<()> {
-    browser::ensure_chromium()?;
+    packages::ensure_test_programs()?;
     let server = server::PgServer::find_or_start()?;
     eprintln!("xtask: testing against {}", server.describe());
     let runtime = server::runtime()?;

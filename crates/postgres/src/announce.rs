@@ -62,10 +62,16 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// Starts the notifier's task; it connects with `options` when it first has something to say.
-    pub(crate) fn start(options: PgConnectOptions) -> Notifier {
+    /// Behind transaction pooling its connection keeps no session state (`crate::pooling`).
+    pub(crate) fn start(options: PgConnectOptions, transaction_pooling: bool) -> Notifier {
         let (queue, receiver) = mpsc::unbounded_channel();
         let backend_pid = Arc::new(AtomicI32::new(0));
-        tokio::spawn(run_notifier(options, receiver, Arc::clone(&backend_pid)));
+        tokio::spawn(run_notifier(
+            options,
+            receiver,
+            Arc::clone(&backend_pid),
+            transaction_pooling,
+        ));
         Notifier { queue, backend_pid }
     }
 
@@ -79,6 +85,7 @@ async fn run_notifier(
     options: PgConnectOptions,
     mut queue: mpsc::UnboundedReceiver<Vec<InstanceId>>,
     backend_pid: Arc<AtomicI32>,
+    transaction_pooling: bool,
 ) {
     let mut connection: Option<sqlx::PgConnection> = None;
     while let Some(first) = queue.recv().await {
@@ -87,7 +94,7 @@ async fn run_notifier(
             instances.extend(more);
         }
         if connection.is_none() {
-            match open_notifier_connection(&options).await {
+            match open_notifier_connection(&options, transaction_pooling).await {
                 Ok((opened, pid)) => {
                     backend_pid.store(pid, Ordering::Relaxed);
                     connection = Some(opened);
@@ -101,12 +108,7 @@ async fn run_notifier(
         }
         if let Some(conn) = connection.as_mut() {
             for payload in notice_payloads(instances.iter().map(InstanceId::as_str)) {
-                if let Err(err) = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(PUSH_CHANNEL)
-                    .bind(&payload)
-                    .execute(&mut *conn)
-                    .await
-                {
+                if let Err(err) = notify(conn, &payload, transaction_pooling).await {
                     tracing::warn!(error = %err, "could not announce pushes to other processes");
                     connection = None;
                     break;
@@ -117,14 +119,46 @@ async fn run_notifier(
     }
 }
 
+/// Sends one notice. Behind transaction pooling the session setting of
+/// [`open_notifier_connection`] would land on whichever server connection ran it, and stay there
+/// for other clients' transactions, so the notice runs in a transaction of its own that commits
+/// without waiting for its flush.
+async fn notify(
+    connection: &mut sqlx::PgConnection,
+    payload: &str,
+    transaction_pooling: bool,
+) -> Result<(), sqlx::Error> {
+    if !transaction_pooling {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PUSH_CHANNEL)
+            .bind(payload)
+            .execute(connection)
+            .await?;
+        return Ok(());
+    }
+    let mut tx = sqlx::Connection::begin(connection).await?;
+    sqlx::query("SELECT pg_notify($1, $2) FROM set_config('synchronous_commit', 'off', true)")
+        .bind(PUSH_CHANNEL)
+        .bind(payload)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
 /// The notifier's own connection. `NOTIFY` gives its transaction an id, so each one commits with a
 /// WAL flush of its own, competing with the pushes' commits for the disk; a notice needs no
 /// durability (it is delivered at commit, and a lost one is made up by the next tick), so this
 /// connection commits without waiting for the flush.
 async fn open_notifier_connection(
     options: &PgConnectOptions,
+    transaction_pooling: bool,
 ) -> Result<(sqlx::PgConnection, i32), sqlx::Error> {
     let mut connection = sqlx::ConnectOptions::connect(options).await?;
+    if transaction_pooling {
+        // The server process is not this connection's own; nothing listens here to need it.
+        return Ok((connection, 0));
+    }
     let (pid,): (i32,) = sqlx::query_as(
         "SELECT pg_backend_pid() FROM set_config('synchronous_commit', 'off', false)",
     )

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::pooling::Pooler;
+
 /// How one connection pool is sized.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -115,6 +117,11 @@ pub struct PgConfig {
     /// A hot standby that serves this store's reads (see [`ReplicaConfig`] and
     /// `docs/scaling.md`). Default: none, every read goes to the primary.
     pub replica: Option<ReplicaConfig>,
+    /// How the store reaches PostgreSQL: directly (or through session pooling), or through a
+    /// proxy that pools connections per transaction, such as PgBouncer's `pool_mode =
+    /// transaction` (`docs/pooling.md`). Default: [`Pooler::Detect`], found out by
+    /// [`PgStore::connect`](crate::PgStore::connect).
+    pub pooler: Pooler,
 }
 
 /// A hot standby (PostgreSQL streaming replication) that serves a [`crate::PgStore`]'s reads.
@@ -167,6 +174,7 @@ impl Default for PgConfig {
             idempotency_key_retention: strata_store::DEFAULT_IDEMPOTENCY_RETENTION,
             read_archive: false,
             replica: None,
+            pooler: Pooler::Detect,
         }
     }
 }

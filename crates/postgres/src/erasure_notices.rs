@@ -26,21 +26,28 @@ pub(crate) struct ErasureNotices {
     pool: PgPool,
     sender: broadcast::Sender<ErasedSubject>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Whether to `LISTEN` at all: not behind transaction pooling, where the listening session
+    /// would not stay on one server connection (`crate::pooling`).
+    listen: bool,
 }
 
 impl ErasureNotices {
-    pub(crate) fn new(pool: PgPool) -> ErasureNotices {
+    pub(crate) fn new(pool: PgPool, listen: bool) -> ErasureNotices {
         ErasureNotices {
             pool,
             sender: broadcast::channel(ERASURE_NOTICE_CAPACITY).0,
             task: Arc::default(),
+            listen,
         }
     }
 
-    /// Erasures this process and others commit from now on (outside a Tokio runtime, only
-    /// this process's: no listener can start).
+    /// Erasures this process and others commit from now on (outside a Tokio runtime, or behind
+    /// transaction pooling, only this process's: no listener starts).
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<ErasedSubject> {
         let receiver = self.sender.subscribe();
+        if !self.listen {
+            return receiver;
+        }
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         let running = task.as_ref().is_some_and(|task| !task.is_finished());
         if !running && let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -47,7 +47,7 @@ impl SubjectKeyStore for PgStore {
             )
             .bind(instance_id.as_str())
             .bind(&names)
-            .fetch_all(self.pools().query())
+            .fetch_all(self.reads())
             .await
             .map_err(|err| from_sqlx("reading subject keys", err))?;
             let mut found: Vec<SubjectKeys> = asked
@@ -96,7 +96,7 @@ impl SubjectKeyStore for PgStore {
                     .bind(version)
                     .bind(&key.master_key_id)
                     .bind(&key.wrapped)
-                    .fetch_one(self.pools().push())
+                    .fetch_one(self.writes())
                     .await
                     .map_err(|err| erased_or(&key.instance_id, &key.subject_id, err))?;
             Ok(WrappedKey {
@@ -128,7 +128,7 @@ impl SubjectKeyStore for PgStore {
             .bind(record.owner().as_str())
             .bind(record.payload().json())
             .bind(metadata_json(record.metadata())?)
-            .fetch_one(self.pools().push())
+            .fetch_one(self.writes())
             .await
             .map_err(|err| from_sqlx("erasing a subject", err))?;
             let (keys_deleted, sequence, position, created_at) = row;
@@ -164,7 +164,7 @@ impl SubjectKeyStore for PgStore {
             )
             .bind(instance_id.as_str())
             .bind(subject_id.as_str())
-            .fetch_one(self.pools().push())
+            .fetch_one(self.writes())
             .await
             .map_err(|err| from_sqlx("forgetting a subject", err))?;
             self.erasure_notices().announce(instance_id, subject_id);
@@ -186,7 +186,7 @@ impl SubjectKeyStore for PgStore {
             )
             .bind(master_key_id)
             .bind(i64::from(limit))
-            .fetch_all(self.pools().query())
+            .fetch_all(self.reads())
             .await
             .map_err(|err| from_sqlx("listing subject keys to rewrap", err))?;
             rows.into_iter()
@@ -228,7 +228,7 @@ impl SubjectKeyStore for PgStore {
                 .bind(&old.wrapped)
                 .bind(&new.master_key_id)
                 .bind(&new.wrapped)
-                .fetch_one(self.pools().push())
+                .fetch_one(self.writes())
                 .await
                 .map_err(|err| from_sqlx("rewrapping a subject key", err))
         })

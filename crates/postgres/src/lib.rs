@@ -57,6 +57,7 @@ mod error;
 mod keys;
 mod migrate;
 pub mod mirror;
+mod pooling;
 mod projection;
 mod push;
 mod read;
@@ -71,6 +72,7 @@ pub use crate::erasure_notices::ERASURE_CHANNEL;
 pub use crate::migrate::{
     AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
 };
+pub use crate::pooling::Pooler;
 pub use crate::projection::{PgLease, PgProjections, PgSwitch};
 pub use crate::replica::{ReadServer, ReadToken};
 pub use crate::store::{PgPools, PgStore};

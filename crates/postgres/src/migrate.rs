@@ -7,10 +7,12 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
 use strata_store::Error;
 use tracing::Instrument;
 
 use crate::error::from_sqlx;
+use crate::pooling::{Pooled, Pooler};
 
 /// Every versioned migration in the workspace's `migrations/` folder, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -155,6 +157,10 @@ pub struct FunctionState {
 /// sqlx's own lock).
 const FUNCTIONS_LOCK_KEY: i64 = 0x5354_5241_5441_4d46;
 
+/// Serialises migrators behind transaction pooling, where sqlx's session-level lock cannot be
+/// used (`apply_migrations`).
+const MIGRATIONS_LOCK_KEY: i64 = 0x5354_5241_5441_4d4d;
+
 /// Applies the versioned migrations the database does not have yet, then every function file
 /// that is new or changed, then re-grants the roles `set_up_roles` named (so tables and functions
 /// added since reach them). Re-running changes nothing. Concurrent callers are serialised.
@@ -175,14 +181,62 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, Error> {
 }
 
 async fn apply_migrations(pool: &PgPool) -> Result<Migrated, Error> {
-    let before = applied_versions(pool).await?;
-    MIGRATOR.run(pool).await.map_err(|err| match err {
+    let options = pool.connect_options();
+    let transaction_pooling =
+        crate::pooling::detect(options.as_ref()).await? == Pooler::TransactionPooling;
+    // Behind transaction pooling, a pool of its own that keeps no prepared statements, whatever
+    // the caller's pool does (`crate::pooling`).
+    let own_pool;
+    let pool = if transaction_pooling {
+        own_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options.as_ref().clone().statement_cache_capacity(0));
+        Pooled::new(&own_pool, true)
+    } else {
+        Pooled::new(pool, false)
+    };
+    let failed = |err| match err {
         sqlx::migrate::MigrateError::Execute(inner) => from_sqlx("applying migrations", inner),
         other => Error::Backend {
             message: format!("applying migrations: {other}"),
             source: Some(std::sync::Arc::new(other)),
         },
-    })?;
+    };
+    let before = if transaction_pooling {
+        // sqlx's migrator serialises migrators with a session-level advisory lock, which
+        // transaction pooling would leave held on a server connection other clients then get
+        // (and its unlock sent to another). Instead every pending migration runs in one
+        // transaction that holds a transaction-scoped lock; each migration's own transaction
+        // becomes a savepoint in it.
+        // NOTE: a migrator connected directly takes sqlx's lock, not this one: run migrations
+        // from one place at a time.
+        let unlocked = Migrator {
+            migrations: std::borrow::Cow::Borrowed(&MIGRATOR.migrations),
+            ignore_missing: MIGRATOR.ignore_missing,
+            locking: false,
+            no_tx: MIGRATOR.no_tx,
+        };
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|err| from_sqlx("applying migrations", err))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATIONS_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| from_sqlx("applying migrations", err))?;
+        // Read under the lock, so a migrator that waited for another reports nothing applied.
+        let before = applied_versions(&mut tx).await?;
+        unlocked.run(&mut *tx).await.map_err(failed)?;
+        tx.commit()
+            .await
+            .map_err(|err| from_sqlx("applying migrations", err))?;
+        before
+    } else {
+        let before = applied_versions(&mut *acquire(pool.pool()).await?).await?;
+        MIGRATOR.run(pool.pool()).await.map_err(failed)?;
+        before
+    };
     let functions = apply_functions(pool).await?;
     Ok(Migrated {
         migrations: MIGRATOR
@@ -200,7 +254,7 @@ async fn apply_migrations(pool: &PgPool) -> Result<Migrated, Error> {
 /// Where the database stands: applied and pending migrations, and function files whose current
 /// text it lacks. Reads only.
 pub async fn migration_status(pool: &PgPool) -> Result<MigrationStatus, Error> {
-    let applied = applied_versions(pool).await?;
+    let applied = applied_versions(&mut *acquire(pool).await?).await?;
     let known: HashSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
     let mut unknown_versions: Vec<i64> = applied
         .keys()
@@ -229,7 +283,7 @@ pub async fn migration_status(pool: &PgPool) -> Result<MigrationStatus, Error> {
     })
 }
 
-async fn apply_functions(pool: &PgPool) -> Result<Vec<&'static str>, Error> {
+async fn apply_functions(pool: Pooled<'_>) -> Result<Vec<&'static str>, Error> {
     let failed = |err| from_sqlx("applying SQL functions", err);
     let mut tx = pool.begin().await.map_err(failed)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -279,10 +333,18 @@ async fn apply_functions(pool: &PgPool) -> Result<Vec<&'static str>, Error> {
     Ok(applied)
 }
 
-async fn applied_versions(pool: &PgPool) -> Result<HashMap<i64, DateTime<Utc>>, Error> {
+async fn acquire(pool: &PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, Error> {
+    pool.acquire()
+        .await
+        .map_err(|err| from_sqlx("reading applied migrations", err))
+}
+
+async fn applied_versions(
+    pool: &mut sqlx::PgConnection,
+) -> Result<HashMap<i64, DateTime<Utc>>, Error> {
     let failed = |err| from_sqlx("reading applied migrations", err);
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
+        .fetch_one(&mut *pool)
         .await
         .map_err(failed)?;
     if !exists {
@@ -290,7 +352,7 @@ async fn applied_versions(pool: &PgPool) -> Result<HashMap<i64, DateTime<Utc>>, 
     }
     let versions: Vec<(i64, DateTime<Utc>)> =
         sqlx::query_as("SELECT version, installed_on FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await
             .map_err(failed)?;
     Ok(versions.into_iter().collect())

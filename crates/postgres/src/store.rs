@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::announce::{Listener, Notifier};
 use crate::config::{PgConfig, PoolConfig};
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::pooling::Pooler;
 use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
     EventRow, fetch_all, fetch_all_with_archive, fetch_recorded, render_count,
@@ -48,15 +49,19 @@ pub struct PgPools {
     push: PgPool,
     query: PgPool,
     projection: PgPool,
+    /// Whether the pools reach the database through transaction pooling (`crate::pooling`).
+    transaction_pooling: bool,
 }
 
 impl PgPools {
-    /// Uses existing pools. They may be the same pool, which gives up the isolation.
+    /// Uses existing pools. They may be the same pool, which gives up the isolation. They are
+    /// taken to reach the database directly (or through session pooling): [`Pooler::Direct`].
     pub fn new(push: PgPool, query: PgPool, projection: PgPool) -> Self {
         PgPools {
             push,
             query,
             projection,
+            transaction_pooling: false,
         }
     }
 
@@ -78,13 +83,32 @@ impl PgPools {
     /// Each pool's connections carry an `application_name` naming it (`strata push`,
     /// `strata query`, `strata projection`), so `pg_stat_activity` shows which pool a session
     /// belongs to, unless `options` (or the URL) names an application already.
+    ///
+    /// With [`PgConfig::pooler`] set to [`Pooler::TransactionPooling`], connections keep no
+    /// prepared statements (`docs/pooling.md`); [`Pooler::Detect`] counts as [`Pooler::Direct`]
+    /// here, since nothing connects yet.
     pub fn connect_lazy_with(options: PgConnectOptions, config: &PgConfig) -> Self {
+        let transaction_pooling = config.pooler == Pooler::TransactionPooling;
+        // A named statement lives on one server connection; the next transaction may run on
+        // another.
+        let options = if transaction_pooling {
+            options.statement_cache_capacity(0)
+        } else {
+            options
+        };
         let open = |pool: &PoolConfig, role: &str| open_pool(&options, pool, role);
         PgPools {
             push: open(&config.push_pool, "push"),
             query: open(&config.query_pool, "query"),
             projection: open(&config.projection_pool, "projection"),
+            transaction_pooling,
         }
+    }
+
+    /// Whether these pools reach the database through transaction pooling
+    /// ([`Pooler::TransactionPooling`], configured or detected).
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
     }
 
     /// The pool pushes use.
@@ -180,12 +204,17 @@ impl PgStore {
     /// a failing connect until its acquire timeout and then reports only that it timed out, while a
     /// direct connection fails at once with the cause (connection refused, unknown database,
     /// authentication failed).
-    pub async fn connect(url: &str, config: PgConfig) -> Result<Self> {
+    ///
+    /// With [`PgConfig::pooler`] left at [`Pooler::Detect`], it then finds out whether the URL
+    /// leads through transaction pooling, and logs how it will work once (`docs/pooling.md`).
+    pub async fn connect(url: &str, mut config: PgConfig) -> Result<Self> {
         let pools = PgPools::connect_lazy(url, &config)?;
         let options = pools.query().connect_options();
         let check = async {
             let mut connection = sqlx::ConnectOptions::connect(options.as_ref()).await?;
-            sqlx::query("SELECT 1").execute(&mut connection).await?;
+            // A simple query: a prepared one would stay on the server connection behind
+            // transaction pooling, and clash with the next client's statement of its name.
+            sqlx::raw_sql("SELECT 1").execute(&mut connection).await?;
             sqlx::Connection::close(connection).await
         };
         match tokio::time::timeout(config.query_pool.acquire_timeout, check).await {
@@ -200,6 +229,11 @@ impl PgStore {
                 });
             }
         }
+        if config.pooler == Pooler::Detect {
+            config.pooler = crate::pooling::detect(options.as_ref()).await?;
+        }
+        // Lazy, so opening them again with what was found costs nothing.
+        let pools = PgPools::connect_lazy(url, &config)?;
         Self::from_pools(pools, &config)
     }
 
@@ -212,8 +246,11 @@ impl PgStore {
             ));
         }
         let pool_size = pools.push.options().get_max_connections();
+        let transaction_pooling = pools.transaction_pooling;
+        crate::pooling::log_mode(transaction_pooling);
         let settings = CallSettings {
             key_retention: config.idempotency_key_retention,
+            transaction_pooling,
         };
         let pusher = Pusher::start(
             pools.push.clone(),
@@ -221,17 +258,27 @@ impl PgStore {
             pool_size,
             settings,
         );
-        let notifier = config
-            .notify_pushes
-            .then(|| Notifier::start(pools.push.connect_options().as_ref().clone()));
-        let listener = config
-            .listen_for_pushes
+        let notifier = config.notify_pushes.then(|| {
+            Notifier::start(
+                pools.push.connect_options().as_ref().clone(),
+                transaction_pooling,
+            )
+        });
+        // `LISTEN` holds on a server connection that transaction pooling gives to others.
+        let listener = (config.listen_for_pushes && !transaction_pooling)
             .then(|| Listener::new(pools.projection.clone(), notifier.as_ref()));
         // A vault's listener holds one query connection while the vault lives.
-        let erasures = crate::erasure_notices::ErasureNotices::new(pools.query.clone());
+        let erasures =
+            crate::erasure_notices::ErasureNotices::new(pools.query.clone(), !transaction_pooling);
         let replica = match &config.replica {
             Some(replica) => {
                 let options = parse_url(&replica.url)?;
+                // The standby is taken to be reached the way the primary is.
+                let options = if transaction_pooling {
+                    options.statement_cache_capacity(0)
+                } else {
+                    options
+                };
                 let pool = open_pool(&options, &replica.pool, "replica");
                 Some(Replica::start(pool, pools.query.clone(), replica))
             }
@@ -268,7 +315,7 @@ impl PgStore {
     pub async fn remove_instance(&self, instance_id: &strata_event::InstanceId) -> Result<u64> {
         let removed: i64 = sqlx::query_scalar("SELECT eventstore.remove_instance($1)")
             .bind(instance_id.as_str())
-            .fetch_one(self.pools().push())
+            .fetch_one(self.writes())
             .await
             .map_err(|err| from_sqlx("removing an instance", err))?;
         Ok(removed as u64)
@@ -430,13 +477,13 @@ impl EventStore for PgStore {
         .bind(key.instance_id().as_str())
         .bind(key.key())
         .bind(self.inner.key_retention)
-        .fetch_optional(self.pools().query())
+        .fetch_optional(self.reads())
         .await
         .map_err(|err| from_sqlx("looking up an idempotency key", err))?;
         let Some((position, first, count)) = place else {
             return Ok(None);
         };
-        let events = fetch_recorded(self.pools().query(), position, first, count).await?;
+        let events = fetch_recorded(self.reads(), position, first, count).await?;
         if events.len() != count as usize {
             return Err(unexpected_answer(
                 "eventstore.recorded_push",
@@ -492,7 +539,7 @@ impl EventStore for PgStore {
                 .read(|pool| async move {
                     rendered
                         .to_query_as()
-                        .fetch_one(&pool)
+                        .fetch_one(self.pooled(&pool))
                         .await
                         .map_err(|err| from_sqlx("counting events", err))
                 })
@@ -518,7 +565,9 @@ impl EventStore for PgStore {
         let store = self.clone();
         tokio::spawn(async move {
             let via = store.read_via().await;
-            let Err(err) = send_rows(&via.pool, &rendered, &sender).await else {
+            let transaction_pooling = store.pools().transaction_pooling();
+            let Err(err) = send_rows(&via.pool, transaction_pooling, &rendered, &sender).await
+            else {
                 return;
             };
             let retry = via.server == ReadServer::Replica && err.is_retryable();
@@ -527,7 +576,8 @@ impl EventStore for PgStore {
                 // The standby failed before a row was sent: the reader never knows.
                 store.replica_failed(&err);
                 let via = store.read_via().await;
-                if let Err(err) = send_rows(&via.pool, &rendered, &sender).await {
+                if let Err(err) = send_rows(&via.pool, transaction_pooling, &rendered, &sender).await
+                {
                     let _ = sender.send(vec![Err(err)]).await;
                 }
             } else {
@@ -546,9 +596,9 @@ impl EventStore for PgStore {
         telemetry::observe_read(SYSTEM_POSTGRESQL, "query", query, async {
             self.read(|pool| async move {
                 if self.inner.read_archive {
-                    return fetch_all_with_archive(&pool, query).await;
+                    return fetch_all_with_archive(self.pooled(&pool), query).await;
                 }
-                fetch_all(&pool, query).await
+                fetch_all(self.pooled(&pool), query).await
             })
             .await
         })
@@ -561,7 +611,7 @@ impl EventStore for PgStore {
             .read(|pool| async move {
                 rendered
                     .to_query_as()
-                    .fetch_one(&pool)
+                    .fetch_one(self.pooled(&pool))
                     .await
                     .map_err(|err| from_sqlx("reading the latest position", err))
             })
@@ -573,7 +623,7 @@ impl EventStore for PgStore {
         let rendered = &render_instance_ids(query);
         let rows: Vec<(String,)> = self
             .read(|pool| async move {
-                fetch_by_probes(&pool, rendered.to_query_as(), "reading instance ids").await
+                fetch_by_probes(self.pooled(&pool), rendered.to_query_as(), "reading instance ids").await
             })
             .await?;
         let mut ids = rows
@@ -590,7 +640,7 @@ impl EventStore for PgStore {
         let rows: Vec<(String, Option<Decimal>)> = self
             .read(|pool| async move {
                 let what = "reading the instances' latest positions";
-                fetch_by_probes(&pool, sqlx::query_as(sql), what).await
+                fetch_by_probes(self.pooled(&pool), sqlx::query_as(sql), what).await
             })
             .await?;
         let mut heads = Vec::with_capacity(rows.len());
@@ -613,7 +663,7 @@ impl EventStore for PgStore {
         .bind(aggregate.instance_id.as_str())
         .bind(aggregate.aggregate_type.as_str())
         .bind(aggregate.aggregate_id.as_str())
-        .fetch_one(self.pools().query())
+        .fetch_one(self.reads())
         .await
         .map_err(|err| from_sqlx("reading an aggregate's sequence", err))?;
         Ok(sequence as u64)
@@ -623,7 +673,7 @@ impl EventStore for PgStore {
         let horizon: Decimal = self
             .read(|pool| async move {
                 sqlx::query_scalar("SELECT eventstore.commit_horizon()")
-                    .fetch_one(&pool)
+                    .fetch_one(self.pooled(&pool))
                     .await
                     .map_err(|err| from_sqlx("reading the commit horizon", err))
             })
@@ -637,13 +687,25 @@ impl EventStore for PgStore {
 /// first run is returned unsent, so the caller may try another server; any later one is sent.
 async fn send_rows(
     pool: &PgPool,
+    transaction_pooling: bool,
     rendered: &crate::read::RenderedQuery,
     sender: &mpsc::Sender<Vec<Result<Event>>>,
 ) -> Result<()> {
-    let mut rows = rendered
+    // Behind transaction pooling the rows come from a transaction of their own, which keeps one
+    // server connection (`crate::pooling`).
+    let mut tx = None;
+    if transaction_pooling {
+        let begun = pool.begin().await;
+        tx = Some(begun.map_err(|err| from_sqlx("streaming events", err))?);
+    }
+    let query = rendered
         .to_query_as::<EventRow>()
-        .fetch(pool)
-        .ready_chunks(STREAM_RUN);
+        .persistent(!transaction_pooling);
+    let rows = match tx.as_mut() {
+        Some(tx) => query.fetch(&mut **tx),
+        None => query.fetch(pool),
+    };
+    let mut rows = rows.ready_chunks(STREAM_RUN);
     let mut sent_any = false;
     while let Some(rows) = rows.next().await {
         let mut events = Vec::with_capacity(rows.len());
@@ -674,7 +736,7 @@ async fn send_rows(
 /// expect a match within the first rows of a sequential scan, and for an instance without one that
 /// scan reads the whole table.
 async fn fetch_by_probes<'q, O>(
-    pool: &PgPool,
+    pool: crate::pooling::Pooled<'_>,
     query: QueryAs<'q, Postgres, O, PgArguments>,
     what: &'static str,
 ) -> Result<Vec<O>>

@@ -23,6 +23,7 @@ use strata_projection::{
 };
 
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::pooling::{self, Pooled, Pooler};
 use crate::projection::failures::{apply_event_by_event, unpark_in_order};
 use crate::projection::render::{execute, execute_merged};
 use crate::projection::rows::{
@@ -52,6 +53,10 @@ pub struct PgProjections {
     durable_commits: bool,
     /// Projections registered with side effects: their batches always commit durably.
     durable_projections: Arc<RwLock<HashSet<String>>>,
+    /// How the pool reaches the database ([`PgProjections::pooler`]).
+    pooler: Pooler,
+    /// Whether it is through transaction pooling, once known (`crate::pooling`).
+    transaction_pooling: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// The lease of one (projection, instance): an open transaction holding a transaction-scoped
@@ -79,13 +84,44 @@ pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> ProjectionErro
 }
 
 impl PgProjections {
-    /// Projection storage on `pool`.
+    /// Projection storage on `pool`. Whether `pool` reaches the database through transaction
+    /// pooling is found out at first use ([`Pooler::Detect`]); the pool should then keep no
+    /// prepared statements, as a [`PgStore`](crate::PgStore)'s pools do (`docs/pooling.md`).
     pub fn new(pool: PgPool) -> Self {
         PgProjections {
             pool,
             durable_commits: false,
             durable_projections: Arc::default(),
+            pooler: Pooler::Detect,
+            transaction_pooling: Arc::default(),
         }
+    }
+
+    /// Says how the pool reaches the database instead of finding out at first use. By default,
+    /// this is [`Pooler::Detect`].
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    /// The pool, running statements outside a lease safely for how it reaches the database. The
+    /// leases need nothing of it: each is one transaction, which keeps its server connection.
+    async fn db(&self) -> Pooled<'_> {
+        let found = self
+            .transaction_pooling
+            .get_or_try_init(|| async {
+                match self.pooler {
+                    Pooler::Direct => Ok(false),
+                    Pooler::TransactionPooling => Ok(true),
+                    _ => pooling::detect(self.pool.connect_options().as_ref())
+                        .await
+                        .map(|found| found == Pooler::TransactionPooling),
+                }
+            })
+            .await;
+        // Not knowing yet (the database may be down), run the statement as transaction pooling
+        // needs it, which is correct either way, and find out next time.
+        Pooled::new(&self.pool, found.copied().unwrap_or(true))
     }
 
     /// Every batch waits for its commit to be flushed to disk, as pushes do (see
@@ -113,18 +149,18 @@ impl ProjectionBackend for PgProjections {
         &self,
         setup: &VersionSetup,
     ) -> Result<ProjectionVersion, ProjectionError> {
-        versions::prepare(&self.pool, setup).await
+        versions::prepare(self.db().await, setup).await
     }
 
     async fn versions(
         &self,
         projection: Option<&str>,
     ) -> Result<Vec<ProjectionVersion>, ProjectionError> {
-        versions::list(&self.pool, projection).await
+        versions::list(self.db().await, projection).await
     }
 
     async fn begin_switch(&self, projection: &str) -> Result<PgSwitch, ProjectionError> {
-        versions::begin_switch(&self.pool, projection).await
+        versions::begin_switch(self.db().await, projection).await
     }
 
     async fn switch_checkpoints(
@@ -148,7 +184,7 @@ impl ProjectionBackend for PgProjections {
         projection: &str,
         version: u32,
     ) -> Result<ProjectionVersion, ProjectionError> {
-        versions::rebuild(&self.pool, projection, version).await
+        versions::rebuild(self.db().await, projection, version).await
     }
 
     async fn drop_version(
@@ -156,7 +192,7 @@ impl ProjectionBackend for PgProjections {
         projection: &str,
         version: u32,
     ) -> Result<ProjectionVersion, ProjectionError> {
-        versions::drop_version(&self.pool, projection, version).await
+        versions::drop_version(self.db().await, projection, version).await
     }
 
     async fn try_lease(
@@ -165,7 +201,8 @@ impl ProjectionBackend for PgProjections {
         instance: &InstanceId,
     ) -> Result<Option<PgLease>, ProjectionError> {
         let mut tx = self
-            .pool
+            .db()
+            .await
             .begin()
             .await
             .map_err(|err| store_error("starting a projection batch", err))?;
@@ -384,7 +421,7 @@ impl ProjectionBackend for PgProjections {
         .bind(failed.aggregate.aggregate_id.as_str())
         .bind(failed.sequence as i64)
         .bind(i32::try_from(max_failure_count).unwrap_or(i32::MAX))
-        .execute(&self.pool)
+        .execute(self.db().await)
         .await
         .map(drop)
         .map_err(|err| store_error("skipping a failed event", err))
@@ -401,7 +438,7 @@ impl ProjectionBackend for PgProjections {
         ))
         .bind(instance.as_str())
         .bind(projection)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db().await)
         .await
         .map_err(|err| store_error("reading a projection state", err))?;
         row.map(decode_state).transpose()
@@ -411,7 +448,7 @@ impl ProjectionBackend for PgProjections {
         let rows: Vec<StateRow> = sqlx::query_as(&format!(
             "SELECT {STATE_COLUMNS} FROM projections.current_states"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.db().await)
         .await
         .map_err(|err| store_error("reading projection states", err))?;
         let mut states = rows
@@ -433,7 +470,7 @@ impl ProjectionBackend for PgProjections {
              ORDER BY projection_name, position, in_tx_order"
         ))
         .bind(projection)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db().await)
         .await
         .map_err(|err| store_error("reading failed events", err))?;
         rows.into_iter().map(decode_failed).collect()
@@ -450,7 +487,7 @@ impl ProjectionBackend for PgProjections {
         ))
         .bind(instance.as_str())
         .bind(projection)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db().await)
         .await
         .map_err(|err| store_error("reading failed events", err))?;
         rows.into_iter().map(decode_failed).collect()
@@ -476,7 +513,7 @@ impl ProjectionBackend for PgProjections {
         .bind(i32::try_from(runtime.pid).unwrap_or(i32::MAX))
         .bind(&runtime.projections)
         .bind(runtime.started_at)
-        .execute(&self.pool)
+        .execute(self.db().await)
         .await
         .map(drop)
         .map_err(|err| store_error("recording a runtime heartbeat", err))
@@ -485,7 +522,7 @@ impl ProjectionBackend for PgProjections {
     async fn runtime_stopped(&self, runtime_id: &str) {
         let removed = sqlx::query("DELETE FROM projections.runtimes WHERE runtime_id = $1")
             .bind(runtime_id)
-            .execute(&self.pool)
+            .execute(self.db().await)
             .await;
         if let Err(err) = removed {
             tracing::warn!(error = %err, "could not remove the runtime's heartbeat");
@@ -515,7 +552,7 @@ impl ProjectionBackend for PgProjections {
         .bind(registration.has_side_effects)
         .bind(registration.consumer)
         .bind(i64::try_from(registration.stall_after.as_millis()).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(self.db().await)
         .await
         .map(drop)
         .map_err(|err| store_error("registering a projection", err))
@@ -530,7 +567,7 @@ impl ProjectionBackend for PgProjections {
              RETURNING instance_id, projection_name, kind, aggregate_type, aggregate_id, sequence",
         )
         .bind(projections)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db().await)
         .await
         .map_err(|err| store_error("taking operator requests", err))?;
         rows.into_iter().map(RequestRow::decode).collect()

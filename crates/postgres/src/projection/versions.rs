@@ -9,12 +9,13 @@
 //! into the DDL as they are.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use strata_projection::{
     CurrentState, ProjectionError, ProjectionVersion, VersionOperation, VersionSetup, VersionState,
     physical_table,
 };
 
+use crate::pooling::Pooled;
 use crate::projection::rows::{STATE_COLUMNS, StateRow, decode_state};
 use crate::projection::{corrupt, store_error};
 
@@ -61,7 +62,7 @@ impl VersionRow {
 }
 
 /// A transaction holding `projection`'s switch lock exclusively.
-async fn locked(pool: &PgPool, projection: &str) -> Result<PgSwitch, ProjectionError> {
+async fn locked(pool: Pooled<'_>, projection: &str) -> Result<PgSwitch, ProjectionError> {
     let mut tx = pool
         .begin()
         .await
@@ -189,7 +190,7 @@ fn unqualified(name: &str) -> &str {
 }
 
 pub(super) async fn prepare(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     setup: &VersionSetup,
 ) -> Result<ProjectionVersion, ProjectionError> {
     let mut switch = locked(pool, &setup.projection).await?;
@@ -351,7 +352,7 @@ async fn point_views(
 }
 
 pub(super) async fn list(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     projection: Option<&str>,
 ) -> Result<Vec<ProjectionVersion>, ProjectionError> {
     let rows: Vec<VersionRow> = sqlx::query_as(&format!(
@@ -366,7 +367,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn begin_switch(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     projection: &str,
 ) -> Result<PgSwitch, ProjectionError> {
     locked(pool, projection).await
@@ -495,7 +496,7 @@ pub(super) async fn commit_switch(
 /// A transaction holding `projection`'s switch lock, with the record of `version`, when
 /// `operation` allows its state.
 async fn locked_version(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     projection: &str,
     version: u32,
     operation: VersionOperation,
@@ -508,7 +509,7 @@ async fn locked_version(
 }
 
 pub(super) async fn rebuild(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     projection: &str,
     version: u32,
 ) -> Result<ProjectionVersion, ProjectionError> {
@@ -520,7 +521,7 @@ pub(super) async fn rebuild(
 }
 
 pub(super) async fn drop_version(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     projection: &str,
     version: u32,
 ) -> Result<ProjectionVersion, ProjectionError> {

@@ -40,6 +40,9 @@ pub(crate) struct Keyed {
 pub(crate) struct CallSettings {
     /// How long idempotency keys count (older ones are treated as absent).
     pub(crate) key_retention: Duration,
+    /// Whether the pool reaches the database through transaction pooling, where each call runs
+    /// unprepared in an explicit transaction (`crate::pooling`).
+    pub(crate) transaction_pooling: bool,
 }
 
 /// Sends pushes to the database, each in its own call or grouped through lanes.

@@ -11,6 +11,7 @@ use strata_event::{Command, Event, Metadata, Position, UniqueConstraintOp};
 use strata_store::{Error, Result};
 
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::pooling::{Pooled, fetch_all_on};
 use crate::read::fetch_recorded;
 use crate::telemetry::acquire;
 
@@ -47,7 +48,9 @@ pub(crate) async fn call(
     settings: CallSettings,
 ) -> Result<Vec<Result<Vec<Event>>>> {
     if let Some(command) = single_plain_command(pushes) {
-        return Ok(vec![Ok(vec![call_push_one(pool, command).await?])]);
+        return Ok(vec![Ok(vec![
+            call_push_one(pool, command, settings.transaction_pooling).await?,
+        ])]);
     }
     let commands: Vec<&Command> = pushes.iter().flat_map(|push| &push.commands).collect();
     let mut push_of_command = Vec::with_capacity(commands.len());
@@ -75,7 +78,7 @@ pub(crate) async fn call(
     let mut connection = acquire(pool, "push")
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
-    let rows: Vec<PushRow> = sqlx::query_as(PUSH_SQL)
+    let call = sqlx::query_as(PUSH_SQL)
         .bind(&push_of_command)
         .bind(column(|c| c.aggregate().instance_id.as_str()))
         .bind(column(|c| c.aggregate().aggregate_type.as_str()))
@@ -111,8 +114,8 @@ pub(crate) async fn call(
         .bind(keys.instance_id)
         .bind(keys.key)
         .bind(keys.fingerprint)
-        .bind(settings.key_retention)
-        .fetch_all(&mut *connection)
+        .bind(settings.key_retention);
+    let rows: Vec<PushRow> = fetch_all_on(&mut connection, call, settings.transaction_pooling)
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
     drop(connection);
@@ -184,12 +187,17 @@ pub(crate) async fn call(
     // is that push's outcome alone: the call committed, so the others' outcomes stand, and an
     // error for the whole call would have the lane re-send pushes that are already stored.
     for (index, position, first, count) in replays {
-        let events = fetch_recorded(pool, position, first, count)
-            .await
-            .and_then(|events| match events.len() == count as usize {
-                true => Ok(events),
-                false => Err(corrupt("a recorded push whose events are not all there")),
-            });
+        let events = fetch_recorded(
+            Pooled::new(pool, settings.transaction_pooling),
+            position,
+            first,
+            count,
+        )
+        .await
+        .and_then(|events| match events.len() == count as usize {
+            true => Ok(events),
+            false => Err(corrupt("a recorded push whose events are not all there")),
+        });
         if let Some(outcome) = outcomes.get_mut(index) {
             *outcome = events;
         }
@@ -266,24 +274,31 @@ fn single_plain_command(pushes: &[Push]) -> Option<&Command> {
 }
 
 /// `eventstore.push_one` for a [`single_plain_command`].
-async fn call_push_one(pool: &PgPool, command: &Command) -> Result<Event> {
+async fn call_push_one(
+    pool: &PgPool,
+    command: &Command,
+    transaction_pooling: bool,
+) -> Result<Event> {
     let mut connection = acquire(pool, "push")
         .await
         .map_err(|err| from_sqlx("pushing events", err))?;
-    let (sequence, position, created_at): (i64, Decimal, DateTime<Utc>) =
-        sqlx::query_as(PUSH_ONE_SQL)
-            .bind(command.aggregate().instance_id.as_str())
-            .bind(command.aggregate().aggregate_type.as_str())
-            .bind(command.aggregate().aggregate_id.as_str())
-            .bind(command.event_type().as_str())
-            .bind(i32::from(command.revision()))
-            .bind(command.creator().as_str())
-            .bind(command.owner().as_str())
-            .bind(command.payload().json())
-            .bind(metadata_json(command.metadata())?)
-            .fetch_one(&mut *connection)
+    let call = sqlx::query_as(PUSH_ONE_SQL)
+        .bind(command.aggregate().instance_id.as_str())
+        .bind(command.aggregate().aggregate_type.as_str())
+        .bind(command.aggregate().aggregate_id.as_str())
+        .bind(command.event_type().as_str())
+        .bind(i32::from(command.revision()))
+        .bind(command.creator().as_str())
+        .bind(command.owner().as_str())
+        .bind(command.payload().json())
+        .bind(metadata_json(command.metadata())?);
+    let rows: Vec<(i64, Decimal, DateTime<Utc>)> =
+        fetch_all_on(&mut connection, call, transaction_pooling)
             .await
             .map_err(|err| from_sqlx("pushing events", err))?;
+    let Some(&(sequence, position, created_at)) = rows.first() else {
+        return Err(corrupt("no row from eventstore.push_one"));
+    };
     let position = Position::new(position).map_err(|_| corrupt("a negative position"))?;
     Ok(stored(command, sequence, 0, position, created_at))
 }

@@ -14,7 +14,7 @@ mod render_snapshots;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{Executor, Postgres, Row};
 use strata_event::{
     AggregateId, AggregateRef, AggregateType, Creator, Event, EventType, InstanceId, Metadata,
     Owner, Payload, Position,
@@ -23,6 +23,7 @@ use strata_query::Query;
 use strata_store::Result;
 
 use crate::error::{from_sqlx, unexpected_answer};
+use crate::pooling::Pooled;
 
 pub(crate) use self::render::RenderedQuery;
 pub(crate) use self::render::{
@@ -31,7 +32,7 @@ pub(crate) use self::render::{
 };
 
 /// Every event `query` selects, in its order.
-pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>> {
+pub(crate) async fn fetch_all(pool: Pooled<'_>, query: &Query) -> Result<Vec<Event>> {
     let rendered = render_query(query);
     let rows: Vec<EventRow> = rendered
         .to_query_as()
@@ -42,7 +43,10 @@ pub(crate) async fn fetch_all(pool: &PgPool, query: &Query) -> Result<Vec<Event>
 }
 
 /// Every event `query` selects in the hot table and the archive together, in its order.
-pub(crate) async fn fetch_all_with_archive(pool: &PgPool, query: &Query) -> Result<Vec<Event>> {
+pub(crate) async fn fetch_all_with_archive(
+    pool: impl Executor<'_, Database = Postgres>,
+    query: &Query,
+) -> Result<Vec<Event>> {
     let rows: Vec<EventRow> = render_query_with_archive(query)
         .to_query_as()
         .fetch_all(pool)
@@ -54,7 +58,7 @@ pub(crate) async fn fetch_all_with_archive(pool: &PgPool, query: &Query) -> Resu
 /// The `count` events stored at `position` from `first_in_tx_order` on, in order: what an
 /// idempotency key recorded, read back for a push that replays it.
 pub(crate) async fn fetch_recorded(
-    pool: &PgPool,
+    pool: Pooled<'_>,
     position: Decimal,
     first_in_tx_order: i32,
     count: i32,
