@@ -5,6 +5,8 @@
 //!
 //! A recorder is installed for this binary alone, so the fallback counter can be checked.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 

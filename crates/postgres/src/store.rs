@@ -576,7 +576,8 @@ impl EventStore for PgStore {
                 // The standby failed before a row was sent: the reader never knows.
                 store.replica_failed(&err);
                 let via = store.read_via().await;
-                if let Err(err) = send_rows(&via.pool, transaction_pooling, &rendered, &sender).await
+                if let Err(err) =
+                    send_rows(&via.pool, transaction_pooling, &rendered, &sender).await
                 {
                     let _ = sender.send(vec![Err(err)]).await;
                 }
@@ -623,7 +624,12 @@ impl EventStore for PgStore {
         let rendered = &render_instance_ids(query);
         let rows: Vec<(String,)> = self
             .read(|pool| async move {
-                fetch_by_probes(self.pooled(&pool), rendered.to_query_as(), "reading instance ids").await
+                fetch_by_probes(
+                    self.pooled(&pool),
+                    rendered.to_query_as(),
+                    "reading instance ids",
+                )
+                .await
             })
             .await?;
         let mut ids = rows
