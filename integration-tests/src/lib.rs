@@ -12,6 +12,7 @@
 //!
 //! This crate is not published and is not an API: it exists for the workspace's own tests.
 
+mod late_commits;
 pub mod ledger;
 pub mod pgbouncer;
 pub mod processes;
@@ -27,6 +28,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use strata_postgres::admin::RoleNames;
 use strata_postgres::{PgConfig, PgPools, PgStore, PoolConfig};
 
+pub use crate::late_commits::spawn_late_commit_writers;
 pub use crate::tls::TestCertificates;
 
 /// The server tests use when `DATABASE_URL` is not set.
@@ -435,29 +437,11 @@ impl ThrowawayServer {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!(
-            "strata-test-pg-{}-{}",
-            std::process::id(),
-            DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a folder for the server");
+        let (port, dir, as_postgres) = server_folder();
         let mut settings = settings;
         settings.extend(more(&dir));
-        let as_postgres = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
         if as_postgres {
-            let owned = std::process::Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|status| status.success());
-            assert!(owned, "chown of the server's folder failed");
+            chown_to_postgres(&dir);
         }
         // PostgreSQL refuses a private key others can read.
         for key in walk(&dir).filter(|path| path.extension().is_some_and(|ext| ext == "key")) {
@@ -565,6 +549,39 @@ impl ThrowawayServer {
     pub fn restart(&self) -> bool {
         self.pg_ctl("start")
     }
+}
+
+/// A free port and a fresh folder for a throwaway server, and whether it must run as the
+/// `postgres` user (we are root, and `initdb` refuses root).
+fn server_folder() -> (u16, std::path::PathBuf, bool) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port");
+    let dir = std::env::temp_dir().join(format!(
+        "strata-test-pg-{}-{}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a folder for the server");
+    let as_postgres = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if as_postgres {
+        chown_to_postgres(&dir);
+    }
+    (port, dir, as_postgres)
+}
+
+/// Gives `dir` and everything in it to the `postgres` user.
+fn chown_to_postgres(dir: &std::path::Path) {
+    let owned = std::process::Command::new("chown")
+        .args(["-R", "postgres:"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(owned, "chown of {} failed", dir.display());
 }
 
 /// Every file under `dir`, recursively.

@@ -1,9 +1,7 @@
 //! A hot standby of a [`ThrowawayServer`], made the way an operator makes one: `pg_basebackup -R`
 //! copies the primary and configures streaming replication from it.
 
-use std::sync::atomic::Ordering;
-
-use crate::{DATABASE_COUNTER, ThrowawayServer};
+use crate::ThrowawayServer;
 
 impl ThrowawayServer {
     /// Starts a hot standby of this server on a free port of its own, streaming from it.
@@ -12,24 +10,7 @@ impl ThrowawayServer {
     ///
     /// When the base backup or the standby's start fails: the test needs it.
     pub fn start_standby(&self) -> ThrowawayServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!(
-            "strata-test-pg-{}-{}",
-            std::process::id(),
-            DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a folder for the standby");
-        if self.as_postgres {
-            let owned = std::process::Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|status| status.success());
-            assert!(owned, "chown of the standby's folder failed");
-        }
+        let (port, dir, _) = crate::server_folder();
         let standby = ThrowawayServer {
             bindir: self.bindir.clone(),
             dir,

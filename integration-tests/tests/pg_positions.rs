@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use strata_event::{Command, Event, Position};
-use strata_integration_tests::{TestDatabase, push_held_open};
+use strata_integration_tests::{TestDatabase, spawn_late_commit_writers};
 use strata_query::Query;
 use strata_store::EventStore;
 
@@ -20,38 +20,7 @@ async fn reading_up_to_the_commit_horizon_never_skips_a_late_commit() {
     let raw_pool = database.pool(4);
     let writing = Arc::new(AtomicBool::new(true));
 
-    let mut writers = Vec::new();
-    for writer in 0..3u64 {
-        let pool = raw_pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..15u64 {
-                let pause = Duration::from_millis(5 + (n * 7 + writer * 13) % 40);
-                push_held_open(
-                    &pool,
-                    INSTANCE,
-                    "user",
-                    &format!("slow-{writer}-{n}"),
-                    pause,
-                )
-                .await
-                .expect("held-open push");
-            }
-        }));
-    }
-    for writer in 0..3u64 {
-        let store = Arc::clone(&store);
-        writers.push(tokio::spawn(async move {
-            for n in 0..150u64 {
-                let command =
-                    Command::builder(INSTANCE, "user", format!("fast-{writer}-{n}"), "user.fast")
-                        .creator("tester")
-                        .owner("org")
-                        .build()
-                        .expect("valid command");
-                store.push(vec![command]).await.expect("push");
-            }
-        }));
-    }
+    let (writers, total) = spawn_late_commit_writers(&raw_pool, &*store, INSTANCE, 15, 150);
 
     let reader = {
         let store = Arc::clone(&store);
@@ -93,7 +62,7 @@ async fn reading_up_to_the_commit_horizon_never_skips_a_late_commit() {
         .query(&Query::builder().instance(INSTANCE).build().expect("query"))
         .await
         .expect("read all");
-    assert_eq!(all.len(), 3 * 15 + 3 * 150);
+    assert_eq!(all.len(), total);
     let seen_keys: Vec<_> = seen
         .iter()
         .map(|event| (event.aggregate.clone(), event.sequence))

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use strata_event::{Command, Event};
-use strata_integration_tests::{TestDatabase, ThrowawayServer, push_held_open, test_config};
+use strata_integration_tests::{
+    TestDatabase, ThrowawayServer, spawn_late_commit_writers, test_config,
+};
 use strata_postgres::{PgConfig, PgStore, ReadServer, ReadToken, ReplicaConfig};
 use strata_query::Query;
 use strata_store::{EventStore, StartFrom};
@@ -261,29 +263,7 @@ async fn reading_up_to_the_standbys_horizon_never_skips_a_late_commit() {
     })
     .await;
 
-    let mut writers = Vec::new();
-    for writer in 0..3u64 {
-        let pool = raw_pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..15u64 {
-                let pause = Duration::from_millis(5 + (n * 7 + writer * 13) % 40);
-                let id = format!("slow-{writer}-{n}");
-                push_held_open(&pool, INSTANCE, "user", &id, pause)
-                    .await
-                    .expect("held-open push");
-            }
-        }));
-    }
-    for writer in 0..3u64 {
-        let store = store.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..150u64 {
-                let id = format!("fast-{writer}-{n}");
-                store.push(vec![added(&id)]).await.expect("push");
-            }
-        }));
-    }
-    let total = 3 * 15 + 3 * 150;
+    let (writers, total) = spawn_late_commit_writers(&raw_pool, &store, INSTANCE, 15, 150);
 
     let reader = {
         let store = store.clone();
@@ -338,29 +318,7 @@ async fn a_subscription_on_the_standby_never_skips_a_late_commit() {
         .await
         .expect("subscribe");
 
-    let mut writers = Vec::new();
-    for writer in 0..3u64 {
-        let pool = raw_pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..10u64 {
-                let pause = Duration::from_millis(5 + (n * 7 + writer * 13) % 40);
-                let id = format!("slow-{writer}-{n}");
-                push_held_open(&pool, INSTANCE, "user", &id, pause)
-                    .await
-                    .expect("held-open push");
-            }
-        }));
-    }
-    for writer in 0..3u64 {
-        let store = store.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..100u64 {
-                let id = format!("fast-{writer}-{n}");
-                store.push(vec![added(&id)]).await.expect("push");
-            }
-        }));
-    }
-    let total = 3 * 10 + 3 * 100;
+    let (writers, total) = spawn_late_commit_writers(&raw_pool, &store, INSTANCE, 10, 100);
     let delivered = tokio::spawn(async move {
         let mut delivered = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);

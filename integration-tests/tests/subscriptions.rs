@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use strata_event::{Command, Event};
-use strata_integration_tests::{TestDatabase, push_held_open};
+use strata_integration_tests::{TestDatabase, spawn_late_commit_writers};
 use strata_query::Query;
 use strata_store::{EventStore, StartFrom, SubscribeOptions, Subscription};
 
@@ -53,36 +53,7 @@ async fn a_subscription_never_skips_a_late_commit() {
         .await
         .expect("subscribe");
 
-    let mut writers = Vec::new();
-    for writer in 0..3u64 {
-        let pool = raw_pool.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..12u64 {
-                let pause = Duration::from_millis(5 + (n * 7 + writer * 13) % 40);
-                push_held_open(
-                    &pool,
-                    INSTANCE,
-                    "user",
-                    &format!("slow-{writer}-{n}"),
-                    pause,
-                )
-                .await
-                .expect("held-open push");
-            }
-        }));
-    }
-    for writer in 0..3u64 {
-        let store = store.clone();
-        writers.push(tokio::spawn(async move {
-            for n in 0..120u64 {
-                store
-                    .push(vec![added(&format!("fast-{writer}-{n}"))])
-                    .await
-                    .expect("push");
-            }
-        }));
-    }
-    let total = 3 * 12 + 3 * 120;
+    let (writers, total) = spawn_late_commit_writers(&raw_pool, &store, INSTANCE, 12, 120);
     let delivered = tokio::spawn(async move {
         let delivered = take(&mut subscription, total, Duration::from_secs(60)).await;
         (delivered, subscription)
