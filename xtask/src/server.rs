@@ -59,7 +59,7 @@ impl PgServer {
             "xtask: no server on 127.0.0.1:5432; starting a throwaway cluster with {}",
             bindir.display()
         );
-        let cluster = ThrowawayCluster::start(&bindir)?;
+        let cluster = ThrowawayCluster::start(&bindir, TEST_SETTINGS)?;
         Ok(PgServer {
             url: format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port),
             origin: "a throwaway cluster",
@@ -192,7 +192,8 @@ fn answers(url: &str) -> bool {
     })
 }
 
-fn find_bindir() -> Option<PathBuf> {
+/// The folder of PostgreSQL's server programs (`initdb`, `pg_ctl`, `pg_basebackup`), if any.
+pub(crate) fn find_bindir() -> Option<PathBuf> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -222,29 +223,47 @@ fn find_bindir() -> Option<PathBuf> {
     std::env::split_paths(&path).find(|dir| has_initdb(dir))
 }
 
+/// Settings of a cluster for tests: nothing waits for the disk.
+const TEST_SETTINGS: &str =
+    "-c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+
+/// Settings of a cluster for benchmarks: as durable as a production server (every commit waits
+/// for its flush), with room for the clients of a run.
+pub(crate) const BENCH_SETTINGS: &str = "-c max_connections=300 -c shared_buffers=256MB";
+
 /// A cluster in a temporary directory, stopped and deleted on drop.
 #[derive(Debug)]
-struct ThrowawayCluster {
+pub(crate) struct ThrowawayCluster {
     bindir: PathBuf,
     dir: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    /// `-c name=value` options it runs with.
+    settings: String,
 }
 
+/// Numbers the clusters of one process, for their folders' names.
+static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl ThrowawayCluster {
-    fn start(bindir: &Path) -> Result<ThrowawayCluster> {
+    /// A fresh folder and port for a cluster run with `settings`.
+    fn prepare(bindir: &Path, settings: &str) -> Result<ThrowawayCluster> {
         let as_postgres_user = is_root();
-        let dir = std::env::temp_dir().join(format!("strata-pg-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "strata-pg-{}-{}",
+            std::process::id(),
+            CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).ok();
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let port = free_port()?;
         let cluster = ThrowawayCluster {
             bindir: bindir.to_owned(),
             dir,
-            port,
+            port: free_port()?,
             as_postgres_user,
+            settings: settings.to_owned(),
         };
         if as_postgres_user {
             let status = Command::new("chown")
@@ -259,6 +278,12 @@ impl ThrowawayCluster {
                 );
             }
         }
+        Ok(cluster)
+    }
+
+    /// Starts a fresh cluster with the server binaries of `bindir` (see [`bindir`]).
+    pub(crate) fn start(bindir: &Path, settings: &str) -> Result<ThrowawayCluster> {
+        let cluster = Self::prepare(bindir, settings)?;
         let data = cluster.dir.join("data");
         cluster.run_pg(
             "initdb",
@@ -273,12 +298,56 @@ impl ThrowawayCluster {
                 "UTF8",
             ],
         )?;
+        cluster.pg_ctl_start()?;
+        Ok(cluster)
+    }
+
+    /// Starts a hot standby of this cluster: `pg_basebackup -R` into a folder of its own, then
+    /// streaming replication from this one.
+    pub(crate) fn start_standby(&self) -> Result<ThrowawayCluster> {
+        let standby = Self::prepare(&self.bindir, &self.settings)?;
+        let data = standby.dir.join("data");
+        standby.run_pg(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data.to_string_lossy(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        standby.pg_ctl_start()?;
+        Ok(standby)
+    }
+
+    /// Its admin URL.
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The URL of `database` on it.
+    pub(crate) fn database_url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let data = self.dir.join("data");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off",
-            cluster.dir.display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {}",
+            self.port,
+            self.dir.display(),
+            self.settings
         );
-        cluster.run_pg(
+        self.run_pg(
             "pg_ctl",
             &[
                 "-D",
@@ -286,12 +355,11 @@ impl ThrowawayCluster {
                 "-o",
                 &options,
                 "-l",
-                &cluster.dir.join("server.log").to_string_lossy(),
+                &self.dir.join("server.log").to_string_lossy(),
                 "-w",
                 "start",
             ],
-        )?;
-        Ok(cluster)
+        )
     }
 
     fn run_pg(&self, program: &str, args: &[&str]) -> Result<()> {

@@ -8,6 +8,7 @@ mod projections;
 mod reads;
 mod rebuild;
 mod runner;
+mod scaleout;
 mod setup;
 mod stats;
 mod status;
@@ -48,7 +49,9 @@ name runs both: W1 at C = 8 while a new version of a projection builds from P1's
 process, in rounds alternating with W1 alone; the build's rate beside Strata's P1, measured for it
 when P1 is not asked for), STATUS-page (the render time of `strata serve`'s status page for
 1 000 projections x 100 instances, from its Server-Timing header; builds strata-cli in release)
-and C1-<connector>-<op> (the cache: connector
+SCALEOUT (only when named, not with --quick: on servers it starts, W1 at C = 32 alone, beside
+readers on the primary and beside readers on a hot standby, and over one shard and two) and
+C1-<connector>-<op> (the cache: connector
 memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
 raw-SQL baseline from the same run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
@@ -86,7 +89,9 @@ const EVENT_WORKLOADS: [&str; 23] = [
 
 /// Whether `name` is a standard workload (`--json` prints only these).
 fn is_standard_workload(name: &str) -> bool {
-    EVENT_WORKLOADS.contains(&name) || cache::workloads().any(|w| w == name)
+    EVENT_WORKLOADS.contains(&name)
+        || scaleout::ROWS.contains(&name)
+        || cache::workloads().any(|w| w == name)
 }
 
 /// Whether `row` is a standard row: a standard workload, measured on Strata or the raw baseline.
@@ -118,6 +123,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 let names: Vec<String> = list.split(',').map(|w| w.trim().to_owned()).collect();
                 for name in &names {
                     let known = name.eq_ignore_ascii_case("C1")
+                        || name.eq_ignore_ascii_case(scaleout::SCALEOUT)
                         || EVENT_WORKLOADS
                             .iter()
                             .map(|w| (*w).to_owned())
@@ -397,6 +403,20 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         let requests = if options.quick { 20 } else { 50 };
         rows.extend(status::run(&database, &database_url(url, &database), requests).await?);
     }
+    // Only when named: it starts four servers of its own and takes minutes.
+    let named = |name: &str| {
+        options
+            .workloads
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|w| w.eq_ignore_ascii_case(name)))
+    };
+    if named(scaleout::SCALEOUT) {
+        if options.quick {
+            eprintln!("bench: SCALEOUT is not part of --quick: skipped");
+        } else {
+            rows.extend(scaleout::run_scaleout(timing, 4).await?);
+        }
+    }
     if cache::workloads().any(|w| wanted(&w)) {
         rows.extend(
             cache::run_cache(
@@ -481,7 +501,10 @@ fn print_event_table(rows: &[Row]) {
             }
             "S1" => find("raw-r2", "S1", row.concurrency),
             "S3" => find("raw-p1", "S3", row.concurrency),
-            rebuild::W1_BESIDE_REBUILD => find("strata-alone", &row.workload, row.concurrency),
+            rebuild::W1_BESIDE_REBUILD
+            | scaleout::READERS_ON_PRIMARY
+            | scaleout::READERS_ON_REPLICA => find("strata-alone", &row.workload, row.concurrency),
+            scaleout::TWO_SHARDS => find("strata", scaleout::ONE_SHARD, row.concurrency),
             rebuild::P1_VERSIONED => p1_reference(rows),
             _ => find("raw", &row.workload, row.concurrency),
         };
