@@ -353,6 +353,7 @@ impl PgStore {
     /// # use std::time::Duration;
     /// # use strata_postgres::{PgStore, ReadToken};
     /// # use strata_store::EventStore;
+    /// # #[allow(dead_code)]
     /// # async fn example(store: PgStore, commands: Vec<strata_event::Command>, query: strata_query::Query)
     /// # -> Result<(), strata_store::Error> {
     /// let stored = store.push(commands).await?;
@@ -362,7 +363,8 @@ impl PgStore {
     ///     Some(token) => store.reading_after(&token, Duration::from_millis(200)).await,
     ///     None => store.clone(),
     /// };
-    /// let events = view.query(&query).await?; // includes the pushed events
+    /// let events = view.query(&query).await?;
+    /// assert!(events.iter().any(|event| stored.contains(event)));
     /// # Ok(())
     /// # }
     /// ```
