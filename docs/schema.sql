@@ -577,6 +577,37 @@ $$;
 
 
 --
+-- Name: enter_instances(text[]); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.enter_instances(p_instances text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_moved RECORD;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(k)
+    FROM (SELECT DISTINCT eventstore.instance_lock_key(i) AS k FROM unnest(p_instances) AS x(i)) keys
+    ORDER BY k;
+    SELECT m.instance_id, m.moved_to, m.state INTO v_moved
+    FROM eventstore.moved_instances m
+    WHERE m.instance_id = ANY (p_instances)
+    ORDER BY m.instance_id
+    LIMIT 1;
+    IF FOUND THEN
+        -- The detail is for the client, which decodes it into Error::InstanceMoved.
+        RAISE EXCEPTION 'instance % moved to shard % (%): nothing was written',
+                        v_moved.instance_id, v_moved.moved_to, v_moved.state
+            USING ERRCODE = 'SM001',
+                  DETAIL = json_build_object('instance', v_moved.instance_id,
+                                             'to', v_moved.moved_to)::text,
+                  HINT = 'reload the shard directory and push to the shard it names';
+    END IF;
+END
+$$;
+
+
+--
 -- Name: erase_subject(text, text, text, text, text, integer, text, text, text, text); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -849,6 +880,15 @@ CREATE FUNCTION eventstore.idempotency_lock_key(p_instance text, p_key text) RET
 
 
 --
+-- Name: instance_lock_key(text); Type: FUNCTION; Schema: eventstore; Owner: -
+--
+
+CREATE FUNCTION eventstore.instance_lock_key(p_instance text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN hashtextextended((('instance'::text || chr(31)) || p_instance), (0)::bigint);
+
+
+--
 -- Name: push(integer[], text[], text[], text[], text[], integer[], text[], text[], text[], bigint[], text[], integer[], text[], text[], text[], text[], integer[], text[], text[], text[], interval); Type: FUNCTION; Schema: eventstore; Owner: -
 --
 
@@ -884,6 +924,8 @@ BEGIN
     END IF;
 
     PERFORM eventstore.begin_push();
+    -- Every instance the call touches, before the aggregate locks: refused here if it moved away.
+    PERFORM eventstore.enter_instances(p_instance || u_instance || k_instance);
 
     -- Lock every aggregate, unique value and idempotency key the call touches, in key order, so two
     -- calls that share keys queue instead of deadlocking. Sequences are then computed under the
@@ -1081,6 +1123,8 @@ CREATE FUNCTION eventstore.push_one(p_instance text, p_aggregate_type text, p_ag
     AS $$
 BEGIN
     PERFORM eventstore.begin_push();
+    -- Refused here if the instance moved away; otherwise it cannot move until this commits.
+    PERFORM eventstore.enter_instances(ARRAY[p_instance]);
     PERFORM pg_advisory_xact_lock(
         eventstore.aggregate_lock_key(p_instance, p_aggregate_type, p_aggregate_id));
     -- Taken under the lock: a later push to the aggregate gets a later transaction id.
@@ -1592,6 +1636,19 @@ CREATE TABLE eventstore.mirror_progress (
 
 
 --
+-- Name: moved_instances; Type: TABLE; Schema: eventstore; Owner: -
+--
+
+CREATE TABLE eventstore.moved_instances (
+    instance_id text NOT NULL,
+    moved_to text NOT NULL,
+    state text NOT NULL,
+    moved_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT moved_instances_state_check CHECK ((state = ANY (ARRAY['moving'::text, 'moved'::text])))
+);
+
+
+--
 -- Name: removals; Type: TABLE; Schema: eventstore; Owner: -
 --
 
@@ -1880,6 +1937,14 @@ ALTER TABLE ONLY eventstore.mirror_progress
 
 
 --
+-- Name: moved_instances moved_instances_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
+--
+
+ALTER TABLE ONLY eventstore.moved_instances
+    ADD CONSTRAINT moved_instances_pkey PRIMARY KEY (instance_id);
+
+
+--
 -- Name: removals removals_pkey; Type: CONSTRAINT; Schema: eventstore; Owner: -
 --
 
@@ -2136,6 +2201,13 @@ GRANT ALL ON FUNCTION eventstore.create_subject_key(p_instance text, p_subject t
 
 
 --
+-- Name: FUNCTION enter_instances(p_instances text[]); Type: ACL; Schema: eventstore; Owner: -
+--
+
+REVOKE ALL ON FUNCTION eventstore.enter_instances(p_instances text[]) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION erase_subject(p_instance text, p_subject text, p_aggregate_type text, p_aggregate_id text, p_event_type text, p_revision integer, p_creator text, p_owner text, p_payload text, p_metadata text); Type: ACL; Schema: eventstore; Owner: -
 --
 
@@ -2309,6 +2381,13 @@ GRANT ALL ON TABLE eventstore.idempotency_keys TO strata_migrator;
 --
 
 GRANT ALL ON TABLE eventstore.mirror_progress TO strata_migrator;
+
+
+--
+-- Name: TABLE moved_instances; Type: ACL; Schema: eventstore; Owner: -
+--
+
+GRANT ALL ON TABLE eventstore.moved_instances TO strata_migrator;
 
 
 --

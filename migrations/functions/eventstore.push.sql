@@ -9,7 +9,9 @@
 --
 -- Every push gets its own outcome: either one row per command (sequence, in_tx_order, position,
 -- created_at) or one error row ('conflict' with [command index, expected, actual], 'unique' with
--- [operation index]). A failed push leaves nothing behind; the others are stored. A keyed push
+-- [operation index]). A failed push leaves nothing behind; the others are stored. A call touching an
+-- instance moved away from this database raises SM001 (eventstore.enter_instances) and stores
+-- nothing; the client splits it, so only the pushes to that instance are refused. A keyed push
 -- whose key is already recorded stores nothing and returns one row: 'replay' with the recorded
 -- position in r_position and [first in_tx_order, event count] (the client reads those events back
 -- after the call), or 'key_reused' when the key was recorded with other commands. A push that
@@ -62,6 +64,8 @@ BEGIN
     END IF;
 
     PERFORM eventstore.begin_push();
+    -- Every instance the call touches, before the aggregate locks: refused here if it moved away.
+    PERFORM eventstore.enter_instances(p_instance || u_instance || k_instance);
 
     -- Lock every aggregate, unique value and idempotency key the call touches, in key order, so two
     -- calls that share keys queue instead of deadlocking. Sequences are then computed under the

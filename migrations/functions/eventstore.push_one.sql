@@ -19,6 +19,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM eventstore.begin_push();
+    -- Refused here if the instance moved away; otherwise it cannot move until this commits.
+    PERFORM eventstore.enter_instances(ARRAY[p_instance]);
     PERFORM pg_advisory_xact_lock(
         eventstore.aggregate_lock_key(p_instance, p_aggregate_type, p_aggregate_id));
     -- Taken under the lock: a later push to the aggregate gets a later transaction id.

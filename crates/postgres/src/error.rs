@@ -8,6 +8,9 @@ use strata_store::Error;
 /// server refused as data (SQLSTATE class 22: out of range, malformed, untranslatable) are
 /// [`Error::InvalidInput`], the rest [`Error::Backend`].
 pub(crate) fn from_sqlx(context: &str, err: sqlx::Error) -> Error {
+    if let Some(moved) = instance_moved(&err) {
+        return moved;
+    }
     // The builders refuse what they know PostgreSQL would; this catches whatever they missed, so a
     // bad value still reads as bad input rather than as a storage failure.
     if let sqlx::Error::Database(db) = &err
@@ -47,6 +50,31 @@ pub(crate) fn from_sqlx(context: &str, err: sqlx::Error) -> Error {
     } else {
         Error::Backend { message, source }
     }
+}
+
+/// The SQLSTATE of `eventstore.enter_instances`: a push touched an instance moved away from this
+/// database.
+const INSTANCE_MOVED: &str = "SM001";
+
+/// [`Error::InstanceMoved`] for the moved-instance SQLSTATE, decoded from the error's detail
+/// (`{"instance": …, "to": …}`). `None` for any other error, or a detail that does not decode,
+/// which then reads as a backend error naming the server's message.
+fn instance_moved(err: &sqlx::Error) -> Option<Error> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    if db.code().as_deref() != Some(INSTANCE_MOVED) {
+        return None;
+    }
+    let detail = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .detail()?;
+    let detail: serde_json::Value = serde_json::from_str(detail).ok()?;
+    let field = |name: &str| detail.get(name)?.as_str().map(str::to_owned);
+    Some(Error::InstanceMoved {
+        instance_id: strata_event::InstanceId::from_stored(field("instance")?),
+        to: field("to")?,
+    })
 }
 
 /// SQLSTATEs that mean "the server cannot serve you right now": connection exceptions (class 08),

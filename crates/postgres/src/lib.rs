@@ -31,7 +31,8 @@
 //! What a service uses is at the root. The [`admin`] and [`mirror`] modules serve the `strata` CLI
 //! (the projection registry, roles, the state of the migrations, copying between stores); a
 //! service does not need them. [`shard_directory`] holds the SQL of `strata-shard`'s persisted
-//! directory, a table created only on request.
+//! directory, a table created only on request, and [`moved_instances`] that of its moves: the
+//! instances a database refuses pushes to because they moved away.
 //!
 //! ```no_run
 //! use strata_postgres::{PgConfig, PgStore};
@@ -57,6 +58,7 @@ mod error;
 mod keys;
 mod migrate;
 pub mod mirror;
+pub mod moved_instances;
 mod pooling;
 mod projection;
 mod push;

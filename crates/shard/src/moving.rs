@@ -1,5 +1,6 @@
 //! Moving an instance between PostgreSQL shards online: copy, catch up, freeze the instance's
-//! writes briefly, catch up a last time, verify, switch the directory, release the writes.
+//! writes briefly (in this process, and on the source for every process), catch up a last time,
+//! verify, switch the directory, release the writes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 use strata_event::{AggregateRef, Cursor, Event, InstanceId, Sequence};
 use strata_postgres::PgStore;
 use strata_postgres::mirror::{self, MirrorKey};
+use strata_postgres::moved_instances;
 use strata_query::Query;
 use strata_store::{Error, EventStore, Result};
 
@@ -65,21 +67,28 @@ impl ShardedStore<PgStore> {
     ///
     /// 1. copies its events with the mirror's copy (original sequences, idempotent, resumable)
     ///    below the source's commit horizon, in rounds, until a round copies few events;
-    /// 2. freezes the instance in this store: pushes to it wait (pushes to every other instance
-    ///    go on), once those already running have finished;
+    /// 2. freezes the instance: pushes to it through this store wait (pushes to every other
+    ///    instance go on), once those already running have finished; then it marks the instance
+    ///    as moving on the source (`strata_postgres::moved_instances`), which waits for every
+    ///    process's running pushes to it and from then on refuses them
+    ///    ([`Error::InstanceMoved`]);
     /// 3. copies what remains, then its unique constraints and personal-data keys;
     /// 4. verifies every aggregate: gap-free on the destination, and the same count, last
     ///    sequence and digest of its events on both sides;
-    /// 5. switches the directory ([`MoveOptions::directory`] first, then this store) and lets
+    /// 5. switches the directory ([`MoveOptions::directory`] first, then this store), marks the
+    ///    instance as moved on the source (still refused there, naming the new shard) and lets
     ///    the waiting pushes go, to the new shard.
     ///
-    /// A failure before the switch leaves the instance where it was (its partial copy on the
-    /// destination is never read, and a later move resumes it). The source keeps its copy: remove
-    /// it with `PgStore::remove_instance` once every process routes by the new directory.
+    /// A failure before the switch leaves the instance where it was, taking pushes again (its
+    /// partial copy on the destination is never read, and a later move resumes it). The source
+    /// keeps its copy: remove it with `PgStore::remove_instance` once every process routes by
+    /// the new directory; the mark stays, so a process that still routes there is refused.
     ///
-    /// NOTE: the freeze holds only inside this process's store. Another process pushing with a
-    /// directory it has not reloaded still writes to the old shard, and those events are not on
-    /// the new one (`docs/scaling.md`).
+    /// Every process's pushes to the instance are either on the destination or refused: a
+    /// process with a stale directory gets [`Error::InstanceMoved`] from the old shard, reloads
+    /// its directory ([`crate::persisted::reload`]) and pushes again. The move needs the rights to
+    /// write the source's `eventstore.moved_instances` and the destination's events (the
+    /// migrator's role).
     pub async fn move_instance(
         &self,
         instance: &InstanceId,
@@ -116,19 +125,41 @@ impl ShardedStore<PgStore> {
             }
         }
 
+        // This process's pushes wait at the gate; every other process's are refused by the source
+        // from the mark on, and those that passed its check before have committed.
         let frozen = self.inner.gates.freeze(instance).await;
         let frozen_at = Instant::now();
-        copy_round(source, destination, &key, instance, &mut cursor, &options).await?;
-        let scope = [instance.clone()];
-        let constraints = mirror::unique_constraints(source, Some(&scope)).await?;
-        mirror::replace_unique_constraints(destination, &scope, &constraints).await?;
-        let keys = mirror::subject_key_rows(source, Some(&scope)).await?;
-        mirror::replace_subject_keys(destination, &scope, &keys).await?;
-        let verified = verify(source, destination, instance).await?;
-        if let Some(directory) = &options.directory {
-            strata_postgres::shard_directory::save(directory, instance, to.as_str()).await?;
+        let leg = Leg {
+            instance,
+            to,
+            source,
+            destination,
+            key: &key,
+        };
+        // A freeze that failed may still have committed (a connection lost at the commit), so
+        // its failure is unfrozen like any later one.
+        let finished = match moved_instances::freeze(source, instance, to.as_str()).await {
+            Ok(()) => self.finish_move(&leg, &mut cursor, &options).await,
+            Err(err) => Err(err),
+        };
+        let verified = match finished {
+            Ok(verified) => verified,
+            Err(err) => {
+                // Nothing switched: the source takes the instance's pushes again.
+                if let Err(unfreezing) = moved_instances::unfreeze(source, instance).await {
+                    tracing::error!(
+                        instance = %instance, from = %from, error = %unfreezing,
+                        "a failed move could not unfreeze the instance on its source, which \
+                         refuses its pushes until eventstore.moved_instances loses the row"
+                    );
+                }
+                return Err(err);
+            }
+        };
+        if let Err(err) = moved_instances::settle(source, instance).await {
+            // The row still says 'moving', which refuses pushes just the same.
+            tracing::warn!(instance = %instance, error = %err, "could not mark a move as settled");
         }
-        self.write_directory(|directory| directory.assign(instance.clone(), to))?;
         drop(frozen);
         let frozen_for = frozen_at.elapsed();
         tracing::info!(
@@ -142,6 +173,49 @@ impl ShardedStore<PgStore> {
             aggregates: verified.aggregates,
             frozen_for,
         })
+    }
+}
+
+/// What a move works on, once placed.
+#[derive(Clone, Copy)]
+struct Leg<'a> {
+    instance: &'a InstanceId,
+    to: &'a ShardName,
+    source: &'a PgStore,
+    destination: &'a PgStore,
+    key: &'a MirrorKey,
+}
+
+impl ShardedStore<PgStore> {
+    /// The part of a move after the freeze: the last catch-up, unique constraints and keys, the
+    /// verification, and the switch. An error switches nothing.
+    async fn finish_move(
+        &self,
+        leg: &Leg<'_>,
+        cursor: &mut Option<Cursor>,
+        options: &MoveOptions,
+    ) -> Result<Verified> {
+        let Leg {
+            instance,
+            to,
+            source,
+            destination,
+            key,
+        } = *leg;
+        copy_round(source, destination, key, instance, cursor, options).await?;
+        let scope = [instance.clone()];
+        let constraints = mirror::unique_constraints(source, Some(&scope)).await?;
+        mirror::replace_unique_constraints(destination, &scope, &constraints).await?;
+        let keys = mirror::subject_key_rows(source, Some(&scope)).await?;
+        mirror::replace_subject_keys(destination, &scope, &keys).await?;
+        let verified = verify(source, destination, instance).await?;
+        // An instance moving back to where it once lived must not be refused there.
+        moved_instances::welcome(destination, instance).await?;
+        if let Some(directory) = &options.directory {
+            strata_postgres::shard_directory::save(directory, instance, to.as_str()).await?;
+        }
+        self.write_directory(|directory| directory.assign(instance.clone(), to))?;
+        Ok(verified)
     }
 }
 

@@ -197,15 +197,29 @@ impl<S: EventStore + Clone> ShardedStore<S> {
         instances.dedup();
         // Routed inside the gates, so a push that waited for a move goes to the new shard.
         let _entered = self.inner.gates.enter(&instances).await;
-        let shard = &self.inner.stores[self.route_write(&instances)?];
-        match key {
+        let index = self.route_write(&instances)?;
+        let shard = &self.inner.stores[index];
+        let pushed = match key {
             Some(key) => shard.push_idempotent(key, commands).await,
             None => shard.push(commands).await,
+        };
+        if let Err(Error::InstanceMoved { instance_id, to }) = &pushed {
+            // This store routed by a directory older than a move another process made: the
+            // caller reloads it (`persisted::reload`) and pushes again. Not retried here, which
+            // would need a copy of every push's commands for a rare case.
+            tracing::warn!(
+                instance = %instance_id, shard = %self.shard_name(index), moved_to = %to,
+                "a push went to the shard an instance moved away from; reload the directory"
+            );
         }
+        pushed
     }
 }
 
 impl<S: EventStore + Clone + 'static> EventStore for ShardedStore<S> {
+    /// Pushed on the shard the directory places the instances on. A shard the instance moved
+    /// away from (a move by another process this directory has not heard of) refuses it with
+    /// [`Error::InstanceMoved`], writing nothing: reload the directory and push again.
     async fn push(&self, commands: Vec<Command>) -> Result<Vec<Event>> {
         self.routed_push(None, commands).await
     }

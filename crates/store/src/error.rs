@@ -74,6 +74,19 @@ pub enum Error {
         /// The subject.
         subject_id: SubjectId,
     },
+    /// The instance was moved away from the database the push reached: a sharded store routed it
+    /// by a directory older than the move (or during the move's final catch-up). Nothing was
+    /// written. Reload the directory and push again, on the shard it names now.
+    #[error(
+        "instance {instance_id} moved to shard {to}, and nothing was written: reload the shard \
+         directory and push there"
+    )]
+    InstanceMoved {
+        /// The instance.
+        instance_id: InstanceId,
+        /// The name of the shard it moved to (or is moving to).
+        to: String,
+    },
     /// The storage cannot be reached right now (connection refused or lost, pool timed out, server
     /// shutting down). Retrying later may succeed.
     #[error("storage unavailable: {message}")]
@@ -110,6 +123,8 @@ pub enum ErrorKind {
     IdempotencyKeyReused,
     /// [`Error::SubjectErased`].
     SubjectErased,
+    /// [`Error::InstanceMoved`].
+    InstanceMoved,
     /// [`Error::Unavailable`].
     Unavailable,
     /// [`Error::Backend`].
@@ -126,6 +141,7 @@ impl ErrorKind {
             ErrorKind::UniqueConstraintViolation => "unique_constraint_violation",
             ErrorKind::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorKind::SubjectErased => "subject_erased",
+            ErrorKind::InstanceMoved => "instance_moved",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Backend => "backend",
         }
@@ -143,6 +159,7 @@ impl Error {
             Error::UniqueConstraintViolation { .. } => ErrorKind::UniqueConstraintViolation,
             Error::IdempotencyKeyReused { .. } => ErrorKind::IdempotencyKeyReused,
             Error::SubjectErased { .. } => ErrorKind::SubjectErased,
+            Error::InstanceMoved { .. } => ErrorKind::InstanceMoved,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Backend { .. } => ErrorKind::Backend,
         }
