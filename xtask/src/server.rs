@@ -329,6 +329,11 @@ impl ThrowawayCluster {
         Ok(standby)
     }
 
+    /// Its data folder.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// Its admin URL.
     pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

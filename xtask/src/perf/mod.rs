@@ -2,6 +2,7 @@
 //! what to read (docs/benchmarks.md).
 
 mod cache;
+mod cpu;
 mod observed;
 mod personal;
 mod projections;

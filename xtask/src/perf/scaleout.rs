@@ -26,6 +26,7 @@ use strata_query::Query;
 use strata_shard::{Fallback, ShardName, ShardedStore};
 use strata_store::EventStore;
 
+use crate::perf::cpu::{CpuSample, CpuUse};
 use crate::perf::projections;
 use crate::perf::reads;
 use crate::perf::runner::{Operation, Timing, payload, run};
@@ -71,10 +72,12 @@ struct Condition {
     rates: Vec<f64>,
     read: u64,
     projected: u64,
+    cpu: CpuUse,
 }
 
 impl Condition {
-    fn add(&mut self, samples: Samples, elapsed: Duration, read: u64, projected: u64) {
+    fn add(&mut self, samples: Samples, elapsed: Duration, read: u64, projected: u64, cpu: CpuUse) {
+        self.cpu.add(cpu);
         self.rates
             .push(samples.events as f64 / elapsed.as_secs_f64());
         self.writes.merge(samples);
@@ -115,6 +118,8 @@ async fn readers(bindir: &std::path::Path, timing: Timing, rounds: u32) -> Resul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let (primary_data, standby_data) = (primary.data_dir(), standby.data_dir());
+    let servers = [primary_data.as_path(), standby_data.as_path()];
     let round = Timing {
         warmup: timing.warmup / 2,
         measure: timing.measure / rounds.max(1),
@@ -135,22 +140,35 @@ async fn readers(bindir: &std::path::Path, timing: Timing, rounds: u32) -> Resul
                 _ => (&mut beside_replica, Some(&on_replica)),
             };
             let reading = readers.map(|store| Readers::start(store.clone(), pool.clone()));
+            let before = CpuSample::now(servers);
             let (samples, elapsed) = writes::w1_samples(&writers, CLIENTS, round).await;
+            let cpu = before.until(&CpuSample::now(servers));
             let (read, projected) = match reading {
                 Some(reading) => reading.stop().await?,
                 None => (0, 0),
             };
-            target.add(samples, elapsed, read, projected);
+            target.add(samples, elapsed, read, projected, cpu);
         }
     }
     if on_replica.reads_from() != ReadServer::Replica {
         eprintln!("bench: SCALEOUT: the replica's readers fell back to the primary during the run");
     }
     for (condition, workload) in [
+        (&alone, "W1 alone"),
         (&beside_primary, READERS_ON_PRIMARY),
         (&beside_replica, READERS_ON_REPLICA),
     ] {
         let seconds = condition.elapsed.as_secs_f64();
+        eprintln!(
+            "bench: {workload}: the primary server used {:.2} cores, the standby {:.2}; the \
+             machine was {:.0} % busy",
+            condition.cpu.server_cores(0, seconds),
+            condition.cpu.server_cores(1, seconds),
+            condition.cpu.machine_busy_share() * 100.0
+        );
+        if condition.read == 0 {
+            continue;
+        }
         eprintln!(
             "bench: {workload}: readers read {:.0} ev/s (R2) and projected {:.0} ev/s (P1); \
              writers' per-round ratios to W1 alone: {}",
@@ -305,6 +323,8 @@ async fn shards(bindir: &std::path::Path, timing: Timing, rounds: u32) -> Result
         let shard = if tenant % 2 == 0 { &a } else { &b };
         two.assign(instance, shard).await?;
     }
+    let (first_data, second_data) = (first.data_dir(), second.data_dir());
+    let servers = [first_data.as_path(), second_data.as_path()];
     let round = Timing {
         warmup: timing.warmup / 2,
         measure: timing.measure / rounds.max(1),
@@ -317,14 +337,26 @@ async fn shards(bindir: &std::path::Path, timing: Timing, rounds: u32) -> Result
                 0 => (&mut on_one, &one),
                 _ => (&mut on_two, &two),
             };
+            let before = CpuSample::now(servers);
             let (samples, elapsed) = run(CLIENTS, round, sharded_w1(store.clone())).await;
-            target.add(samples, elapsed, 0, 0);
+            let cpu = before.until(&CpuSample::now(servers));
+            target.add(samples, elapsed, 0, 0, cpu);
         }
     }
     eprintln!(
         "bench: {TWO_SHARDS}: per-round ratios to one shard: {}",
         ratios(&on_two.rates, &on_one.rates)
     );
+    for (condition, workload) in [(&on_one, ONE_SHARD), (&on_two, TWO_SHARDS)] {
+        let seconds = condition.elapsed.as_secs_f64();
+        eprintln!(
+            "bench: {workload}: the first server used {:.2} cores, the second {:.2}; the machine \
+             was {:.0} % busy",
+            condition.cpu.server_cores(0, seconds),
+            condition.cpu.server_cores(1, seconds),
+            condition.cpu.machine_busy_share() * 100.0
+        );
+    }
     Ok(vec![
         on_one
             .writes
