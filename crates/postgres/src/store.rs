@@ -1,9 +1,6 @@
 //! [`PgStore`]: the storage trait on PostgreSQL.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -18,7 +15,6 @@ use strata_event::{AggregateRef, Command, Event, IdempotencyKey, InstanceId, Pos
 use strata_query::Query;
 use strata_store::telemetry::{self, SYSTEM_POSTGRESQL};
 
-use crate::telemetry::READ_TOKEN_READS;
 use strata_store::{
     Error, EventStore, PUSH_NOTICE_CAPACITY, Pushed, Result, push_fingerprint, validate_push,
 };
@@ -30,15 +26,12 @@ use crate::error::{from_sqlx, unexpected_answer};
 use crate::pooling::Pooler;
 use crate::push::{CallSettings, Keyed, Push, Pusher};
 use crate::read::{
-    EventRow, fetch_all, fetch_all_with_archive, fetch_recorded, render_count,
-    render_instance_heads, render_instance_ids, render_latest_position, render_query,
-    render_query_with_archive,
+    fetch_all, fetch_all_with_archive, fetch_recorded, render_count, render_instance_heads,
+    render_instance_ids, render_latest_position, render_query, render_query_with_archive,
+    send_rows,
 };
-use crate::replica::{Pin, ReadServer, ReadToken, Replica, Via};
+use crate::replica::{Pin, ReadServer, Replica};
 
-/// Most events [`PgStore`]'s `stream` hands over at once: a run of rows the connection already
-/// received.
-const STREAM_RUN: usize = 64;
 /// Runs a stream's fetching task may get ahead of its reader: with [`STREAM_RUN`], at most 256
 /// decoded events wait in memory.
 const STREAM_RUNS: usize = 4;
@@ -322,117 +315,22 @@ impl PgStore {
     }
 }
 
-/// Reads served by a standby ([`PgConfig::replica`]).
 impl PgStore {
-    /// The server this value's next read goes to: always the primary without a standby.
-    pub fn reads_from(&self) -> ReadServer {
-        match (&self.inner.replica, &self.pin) {
-            (None, _) | (_, Pin::Primary) => ReadServer::Primary,
-            (Some(_), Pin::Replica { left }) if left.load(Ordering::Acquire) => ReadServer::Primary,
-            (Some(_), Pin::Replica { .. }) => ReadServer::Replica,
-            (Some(replica), Pin::Routed) => replica.serving(),
-        }
+    /// The standby serving this store's reads, if one is configured.
+    pub(crate) fn replica(&self) -> Option<&Replica> {
+        self.inner.replica.as_ref()
     }
 
-    /// A view of this store whose reads all go to the primary (pushes and the rest are shared).
-    /// For reads that decide a write, such as loading an aggregate to push to it: on a lagging
-    /// standby they would decide on old state and fail their expected sequence.
-    pub fn on_primary(&self) -> PgStore {
+    /// How this value routes its reads.
+    pub(crate) fn pin(&self) -> &Pin {
+        &self.pin
+    }
+
+    /// This store, its reads routed as `pin` says.
+    pub(crate) fn pinned(&self, pin: Pin) -> PgStore {
         PgStore {
             inner: Arc::clone(&self.inner),
-            pin: Pin::Primary,
-        }
-    }
-
-    /// A view of this store whose reads show the push `token` names: the standby's, once it shows
-    /// that push (waiting up to `wait` for it), otherwise the primary's. Use one view for the
-    /// reads of one request; it stays on the server it chose (and moves to the primary for good if
-    /// the standby fails). Without a standby, the store's reads already show every push.
-    ///
-    /// ```no_run
-    /// # use std::time::Duration;
-    /// # use strata_postgres::{PgStore, ReadToken};
-    /// # use strata_store::EventStore;
-    /// # #[allow(dead_code)]
-    /// # async fn example(store: PgStore, commands: Vec<strata_event::Command>, query: strata_query::Query)
-    /// # -> Result<(), strata_store::Error> {
-    /// let stored = store.push(commands).await?;
-    /// let token = ReadToken::of(&stored);
-    /// // … later, maybe in another request or process that was handed the token:
-    /// let view = match token {
-    ///     Some(token) => store.reading_after(&token, Duration::from_millis(200)).await,
-    ///     None => store.clone(),
-    /// };
-    /// let events = view.query(&query).await?;
-    /// assert!(events.iter().any(|event| stored.contains(event)));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn reading_after(&self, token: &ReadToken, wait: Duration) -> PgStore {
-        let Some(replica) = &self.inner.replica else {
-            return self.clone();
-        };
-        let served_by = match crate::replica::shown_within(replica.pool(), token, wait).await {
-            Ok(true) => ReadServer::Replica,
-            Ok(false) => ReadServer::Primary,
-            Err(err) => {
-                if err.is_retryable() {
-                    replica.read_failed(&self.pin, &err);
-                }
-                ReadServer::Primary
-            }
-        };
-        match served_by {
-            ReadServer::Replica => {
-                metrics::counter!(READ_TOKEN_READS, "served_by" => "replica").increment(1);
-                PgStore {
-                    inner: Arc::clone(&self.inner),
-                    pin: Pin::Replica {
-                        left: Arc::new(AtomicBool::new(false)),
-                    },
-                }
-            }
-            ReadServer::Primary => {
-                metrics::counter!(READ_TOKEN_READS, "served_by" => "primary").increment(1);
-                self.on_primary()
-            }
-        }
-    }
-
-    /// Where this value's next read runs.
-    async fn read_via(&self) -> Via {
-        match &self.inner.replica {
-            Some(replica) => replica.via(&self.pin, self.pools().query()).await,
-            None => Via::primary(self.pools().query()),
-        }
-    }
-
-    /// Runs the read `run` on the server this value reads from. When the standby fails it with a
-    /// retryable error, reads leave the standby and this one runs again on the primary: a
-    /// standby going down costs each caller a slower read, not an error.
-    async fn read<T, F, Fut>(&self, run: F) -> Result<T>
-    where
-        F: Fn(PgPool) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let via = self.read_via().await;
-        let server = via.server;
-        let result = run(via.pool.clone()).await;
-        drop(via);
-        match result {
-            Err(err) if server == ReadServer::Replica && err.is_retryable() => {
-                self.replica_failed(&err);
-                let via = self.read_via().await;
-                run(via.pool.clone()).await
-            }
-            done => done,
-        }
-    }
-
-    /// A read on the standby failed with the retryable `err`.
-    fn replica_failed(&self, err: &Error) {
-        if let Some(replica) = &self.inner.replica {
-            replica.read_failed(&self.pin, err);
+            pin,
         }
     }
 }
@@ -689,54 +587,6 @@ impl EventStore for PgStore {
         Position::new(horizon)
             .map_err(|err| unexpected_answer("eventstore.commit_horizon", format_args!("{err}")))
     }
-}
-
-/// Fetches the rows of `rendered` from `pool` and sends them, decoded, in runs. An error before the
-/// first run is returned unsent, so the caller may try another server; any later one is sent.
-async fn send_rows(
-    pool: &PgPool,
-    transaction_pooling: bool,
-    rendered: &crate::read::RenderedQuery,
-    sender: &mpsc::Sender<Vec<Result<Event>>>,
-) -> Result<()> {
-    // Behind transaction pooling the rows come from a transaction of their own, which keeps one
-    // server connection (`crate::pooling`).
-    let mut tx = None;
-    if transaction_pooling {
-        let begun = pool.begin().await;
-        tx = Some(begun.map_err(|err| from_sqlx("streaming events", err))?);
-    }
-    let query = rendered
-        .to_query_as::<EventRow>()
-        .persistent(!transaction_pooling);
-    let rows = match tx.as_mut() {
-        Some(tx) => query.fetch(&mut **tx),
-        None => query.fetch(pool),
-    };
-    let mut rows = rows.ready_chunks(STREAM_RUN);
-    let mut sent_any = false;
-    while let Some(rows) = rows.next().await {
-        let mut events = Vec::with_capacity(rows.len());
-        let mut failed = false;
-        for row in rows {
-            let event = row
-                .map_err(|err| from_sqlx("streaming events", err))
-                .and_then(EventRow::into_event);
-            failed = event.is_err();
-            if failed && !sent_any && events.is_empty() {
-                return event.map(drop);
-            }
-            events.push(event);
-            if failed {
-                break;
-            }
-        }
-        sent_any = true;
-        if sender.send(events).await.is_err() || failed {
-            return Ok(());
-        }
-    }
-    Ok(())
 }
 
 /// Runs `query` in a transaction that plans an index scan wherever one applies. The instance walks

@@ -22,6 +22,10 @@ use strata_event::{
 use strata_query::Query;
 use strata_store::Result;
 
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::pooling::Pooled;
 
@@ -165,4 +169,56 @@ impl EventRow {
             metadata,
         })
     }
+}
+
+/// Fetches the rows of `rendered` from `pool` and sends them, decoded, in runs. An error before the
+/// first run is returned unsent, so the caller may try another server; any later one is sent.
+/// Most events [`PgStore`](crate::PgStore)'s `stream` hands over at once: a run of rows the connection already
+/// received.
+pub(crate) const STREAM_RUN: usize = 64;
+
+pub(crate) async fn send_rows(
+    pool: &PgPool,
+    transaction_pooling: bool,
+    rendered: &RenderedQuery,
+    sender: &mpsc::Sender<Vec<Result<Event>>>,
+) -> Result<()> {
+    // Behind transaction pooling the rows come from a transaction of their own, which keeps one
+    // server connection (`crate::pooling`).
+    let mut tx = None;
+    if transaction_pooling {
+        let begun = pool.begin().await;
+        tx = Some(begun.map_err(|err| from_sqlx("streaming events", err))?);
+    }
+    let query = rendered
+        .to_query_as::<EventRow>()
+        .persistent(!transaction_pooling);
+    let rows = match tx.as_mut() {
+        Some(tx) => query.fetch(&mut **tx),
+        None => query.fetch(pool),
+    };
+    let mut rows = rows.ready_chunks(STREAM_RUN);
+    let mut sent_any = false;
+    while let Some(rows) = rows.next().await {
+        let mut events = Vec::with_capacity(rows.len());
+        let mut failed = false;
+        for row in rows {
+            let event = row
+                .map_err(|err| from_sqlx("streaming events", err))
+                .and_then(EventRow::into_event);
+            failed = event.is_err();
+            if failed && !sent_any && events.is_empty() {
+                return event.map(drop);
+            }
+            events.push(event);
+            if failed {
+                break;
+            }
+        }
+        sent_any = true;
+        if sender.send(events).await.is_err() || failed {
+            return Ok(());
+        }
+    }
+    Ok(())
 }

@@ -11,10 +11,12 @@
 //! one that returned before it started. (Across stores and processes nothing is promised; a
 //! [`ReadToken`](crate::ReadToken) carries one process's write to another.)
 //!
-//! `token.rs` is the read-your-writes wait; `health.rs` the background check.
+//! `token.rs` is the read-your-writes wait; `health.rs` the background check; `views.rs` the
+//! read that falls back, and the views that pin a store's reads.
 
 mod health;
 mod token;
+mod views;
 
 pub use self::token::ReadToken;
 pub(crate) use self::token::shown_within;
