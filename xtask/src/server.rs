@@ -281,7 +281,7 @@ impl ThrowawayCluster {
         Ok(cluster)
     }
 
-    /// Starts a fresh cluster with the server binaries of `bindir` (see [`bindir`]).
+    /// Starts a fresh cluster with the server binaries of `bindir` (see [`find_bindir`]).
     pub(crate) fn start(bindir: &Path, settings: &str) -> Result<ThrowawayCluster> {
         let cluster = Self::prepare(bindir, settings)?;
         let data = cluster.dir.join("data");
