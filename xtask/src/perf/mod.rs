@@ -176,6 +176,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .chain(poll_line(&rows))
             .chain(reference_lines(&rows))
             .chain(rebuild::summary(&rows, p1_reference(&rows)))
+            .chain(scaleout::summary(&rows))
         {
             eprintln!("bench: not a standard row: {line}");
         }

@@ -199,6 +199,37 @@ async fn readers(bindir: &std::path::Path, timing: Timing, rounds: u32) -> Resul
     Ok(rows)
 }
 
+/// SCALEOUT's references, for `--json` (they are not standard rows): each reader row beside W1
+/// alone from the same rounds, two shards beside one.
+pub(crate) fn summary(rows: &[Row]) -> Vec<String> {
+    let find = |system: &str, workload: &str| {
+        rows.iter()
+            .find(|row| row.system == system && row.workload == workload)
+    };
+    let rate = |row: &Row| row.events_per_sec.unwrap_or(0.0);
+    let mut lines = Vec::new();
+    for workload in [READERS_ON_PRIMARY, READERS_ON_REPLICA] {
+        if let (Some(row), Some(alone)) = (find("strata", workload), find("strata-alone", workload))
+        {
+            lines.push(format!(
+                "{workload} {:.0} ev/s beside W1 alone at C = {CLIENTS} {:.0} ev/s: ratio {:.2}",
+                rate(row),
+                rate(alone),
+                rate(row) / rate(alone).max(1e-9)
+            ));
+        }
+    }
+    if let (Some(two), Some(one)) = (find("strata", TWO_SHARDS), find("strata", ONE_SHARD)) {
+        lines.push(format!(
+            "{TWO_SHARDS} {:.0} ev/s beside {ONE_SHARD} {:.0} ev/s: ratio {:.2}",
+            rate(two),
+            rate(one),
+            rate(two) / rate(one).max(1e-9)
+        ));
+    }
+    lines
+}
+
 /// The median of the per-round ratios `rates[i] / references[i]`, and their range.
 fn ratios(rates: &[f64], references: &[f64]) -> String {
     let mut each: Vec<f64> = rates
