@@ -6,6 +6,9 @@
 //!   workspace against it (extra args go to `cargo test`), and drops the databases the tests made;
 //!   without args it also runs the cache's tests with its default features alone (memory only).
 //! - `cargo xtask migrate` applies the migrations to `DATABASE_URL` and prints what it applied.
+//! - `cargo xtask standby` starts a throwaway primary and a hot standby of it (`pg_basebackup -R`)
+//!   on loopback, migrated, prints their URLs for `PgConfig::replica`, and stops and deletes both
+//!   when Enter is pressed (`docs/scaling.md`).
 //! - `cargo xtask examples` runs `examples/users.rs` in memory and on a fresh PostgreSQL database and
 //!   checks that it leaves the database as it found it.
 //! - `cargo xtask ci` runs the steps `.ci/run` runs, in the same order, for running CI locally:
@@ -32,6 +35,7 @@ usage: cargo xtask <task>
 tasks:
   test [cargo test args]   run every test against a real PostgreSQL (found or started)
   migrate                  apply the migrations to DATABASE_URL (default: local server)
+  standby                  start a primary and a hot standby on loopback, until Enter
   examples                 run examples/users.rs in memory and on PostgreSQL, check its clean-up
   ci                       what .ci/run does: fmt, clippy, docs, test, examples
   bench [--quick] [--json] benchmarks with a raw-SQL baseline from the same run
@@ -44,6 +48,7 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("test") => test(&rest),
         Some("migrate") => migrate(),
+        Some("standby") => standby(),
         Some("examples") => examples::run(),
         Some("ci") => ci(),
         Some("bench") if cfg!(debug_assertions) => {
@@ -74,6 +79,28 @@ fn main() -> Result<()> {
         }
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
     }
+}
+
+fn standby() -> Result<()> {
+    let Some(bindir) = server::find_bindir() else {
+        bail!("`cargo xtask standby` needs PostgreSQL's server programs (initdb, pg_basebackup)");
+    };
+    let primary = server::ThrowawayCluster::start(&bindir, server::BENCH_SETTINGS)?;
+    server::runtime()?.block_on(async {
+        let pool = sqlx::PgPool::connect(&primary.url()).await?;
+        strata_postgres::migrate(&pool).await?;
+        pool.close().await;
+        anyhow::Ok(())
+    })?;
+    let standby = primary.start_standby()?;
+    println!("primary: {}", primary.url());
+    println!("standby: {}", standby.url());
+    println!("press Enter to stop both and delete their files");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(standby);
+    drop(primary);
+    Ok(())
 }
 
 fn test(cargo_args: &[String]) -> Result<()> {
