@@ -38,6 +38,11 @@ use crate::telemetry::{REPLICA_FALLBACKS, REPLICA_SERVING};
 /// to be replayed. The wait before that, with reads still flowing, is unbounded by this.
 const RETURN_HOLD: Duration = Duration::from_millis(250);
 
+/// How long a return waits for the primary reads running when it starts (a long stream, say).
+/// New primary reads queue behind the waiting return (the lock is fair), so this bounds their
+/// stall; a return that gives up tries again at the next check.
+const RETURN_DRAIN: Duration = Duration::from_millis(50);
+
 /// Which server a read went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadServer {
@@ -256,7 +261,8 @@ impl Shared {
 
     /// Holds back new primary reads, waits for the running ones, and returns reads to the standby
     /// once it has replayed everything the primary had written by then; gives up (reads stay on
-    /// the primary) if that takes longer than [`RETURN_HOLD`].
+    /// the primary) if the running reads take longer than [`RETURN_DRAIN`] to finish or the replay
+    /// longer than [`RETURN_HOLD`].
     async fn try_return(&self) -> Result<bool, Error> {
         if self.serving.load(Ordering::Acquire) {
             return Ok(true);
@@ -269,7 +275,7 @@ impl Shared {
         {
             return Ok(false);
         }
-        let Ok(held) = tokio::time::timeout(RETURN_HOLD, self.returning.write()).await else {
+        let Ok(held) = tokio::time::timeout(RETURN_DRAIN, self.returning.write()).await else {
             return Ok(false);
         };
         // No primary read runs now, and none starts until `held` is dropped: whatever a finished
