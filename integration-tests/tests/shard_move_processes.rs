@@ -13,6 +13,10 @@ use std::time::Duration;
 use strata_event::{Command, Event, InstanceId};
 use strata_integration_tests::{TestDatabase, ThrowawayServer};
 use strata_postgres::PgStore;
+use strata_postgres::admin::{
+    ArchiveSelection, RestoreSelection, archive_batch, restore_batch, start_archive_run,
+    start_restore_run,
+};
 use strata_postgres::moved_instances::{self, MoveState};
 use strata_query::Query;
 use strata_shard::{Fallback, MoveOptions, ShardName, ShardedStore, persisted};
@@ -252,4 +256,77 @@ async fn pushes_racing_a_move_from_a_stale_process_are_copied_or_refused_never_l
     }
     assert_eq!(source.len(), 160 + stored_by_b.len(), "lost or doubled");
     assert!(refused > 0, "no push reached the old shard after the move");
+}
+
+/// A move refuses what it could not carry whole: an instance with archived events (the copy
+/// reads the hot table only), and a move by a process whose directory still places the instance
+/// on a shard it already moved away from (that shard holds a stale copy). Neither changes a mark
+/// or the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_refuses_archived_history_and_a_stale_source() {
+    let TwoProcesses {
+        one_db,
+        one,
+        two,
+        a,
+        b,
+        ..
+    } = two_processes().await;
+    for aggregate in 0..3 {
+        a.push(vec![credited("moving", aggregate)]).await.unwrap();
+    }
+
+    // Its history in the archive, through `strata archive`'s own functions.
+    let pool = one_db.pool(1);
+    let archive = ArchiveSelection {
+        instance: id("moving"),
+        aggregate_types: Vec::new(),
+        closing_event_types: Vec::new(),
+        horizon: chrono::Utc::now() + chrono::Duration::milliseconds(1),
+    };
+    let run = start_archive_run(&pool, &archive, 100, "test")
+        .await
+        .unwrap();
+    while !archive_batch(&pool, &run).await.unwrap().done {}
+    let err = a
+        .move_instance(&id("moving"), &two, MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    assert!(err.to_string().contains("archived"), "{err}");
+    assert!(
+        moved_instances::list(&one_db.store())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.directory().shard_of(&id("moving")).unwrap(), &one);
+
+    // Back in the hot table, the move goes through.
+    let restore = RestoreSelection {
+        instance: id("moving"),
+        aggregate_types: Vec::new(),
+        aggregate_id: None,
+    };
+    let run = start_restore_run(&pool, &restore, 100, "test")
+        .await
+        .unwrap();
+    while !restore_batch(&pool, &run).await.unwrap().done {}
+    a.move_instance(&id("moving"), &two, MoveOptions::default())
+        .await
+        .unwrap();
+
+    // B never heard of it and tries the same move from shard one: refused by the mark there.
+    let err = b
+        .move_instance(&id("moving"), &two, MoveOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    assert!(err.to_string().contains("already moved away"), "{err}");
+    let marks = moved_instances::list(&one_db.store()).await.unwrap();
+    assert_eq!(
+        marks.iter().map(|m| m.state).collect::<Vec<_>>(),
+        [MoveState::Moved],
+        "the refused move left the completed one's mark as it was"
+    );
 }

@@ -41,12 +41,13 @@ pub struct MovedInstance {
 /// Marks `instance` as moving to the shard named `to`: from the moment this returns, pushes to it
 /// on `source` are refused, and every push that was not refused has committed. Waits for the
 /// pushes to the instance that hold its lock. Marking again (a move resumed after a crash)
-/// replaces the row.
+/// replaces a `moving` row; an instance already `moved` away is refused
+/// ([`Error::InvalidInput`](strata_store::Error::InvalidInput)): this database holds a stale
+/// copy of it, and a move from here would carry old events over newer ones.
 pub async fn freeze(source: &PgStore, instance: &InstanceId, to: &str) -> Result<()> {
     let context = "marking an instance as moving";
     let mut tx = source
-        .pools()
-        .push()
+        .writes()
         .begin()
         .await
         .map_err(|err| from_sqlx(context, err))?;
@@ -57,25 +58,44 @@ pub async fn freeze(source: &PgStore, instance: &InstanceId, to: &str) -> Result
         .execute(&mut *tx)
         .await
         .map_err(|err| from_sqlx(context, err))?;
-    sqlx::query(
+    let marked = sqlx::query(
         "INSERT INTO eventstore.moved_instances (instance_id, moved_to, state) \
          VALUES ($1, $2, 'moving') \
          ON CONFLICT (instance_id) DO UPDATE \
-         SET moved_to = EXCLUDED.moved_to, state = 'moving', moved_at = now()",
+         SET moved_to = EXCLUDED.moved_to, state = 'moving', moved_at = now() \
+         WHERE eventstore.moved_instances.state = 'moving'",
     )
     .bind(instance.as_str())
     .bind(to)
     .execute(&mut *tx)
     .await
     .map_err(|err| from_sqlx(context, err))?;
+    if marked.rows_affected() == 0 {
+        return Err(strata_store::Error::invalid_input(format!(
+            "instance {instance} already moved away from this shard: what is left of it here is a \
+             stale copy (reload the directory)"
+        )));
+    }
     tx.commit().await.map_err(|err| from_sqlx(context, err))
+}
+
+/// Whether `store`'s archive (`eventstore.archived_events`) holds events of `instance`. A move
+/// copies the hot table only, so it refuses such an instance: restore its archive first.
+pub async fn has_archived_events(store: &PgStore, instance: &InstanceId) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM eventstore.archived_events WHERE instance_id = $1)",
+    )
+    .bind(instance.as_str())
+    .fetch_one(store.reads())
+    .await
+    .map_err(|err| from_sqlx("looking for an instance's archived events", err))
 }
 
 /// Records that the move of `instance` completed (the directory switched). Pushes stay refused.
 pub async fn settle(source: &PgStore, instance: &InstanceId) -> Result<()> {
     sqlx::query("UPDATE eventstore.moved_instances SET state = 'moved' WHERE instance_id = $1")
         .bind(instance.as_str())
-        .execute(source.pools().push())
+        .execute(source.writes())
         .await
         .map_err(|err| from_sqlx("marking an instance as moved", err))?;
     Ok(())
@@ -88,7 +108,7 @@ pub async fn unfreeze(source: &PgStore, instance: &InstanceId) -> Result<()> {
         "DELETE FROM eventstore.moved_instances WHERE instance_id = $1 AND state = 'moving'",
     )
     .bind(instance.as_str())
-    .execute(source.pools().push())
+    .execute(source.writes())
     .await
     .map_err(|err| from_sqlx("unfreezing an instance", err))?;
     Ok(())
@@ -99,7 +119,7 @@ pub async fn unfreeze(source: &PgStore, instance: &InstanceId) -> Result<()> {
 pub async fn welcome(destination: &PgStore, instance: &InstanceId) -> Result<()> {
     sqlx::query("DELETE FROM eventstore.moved_instances WHERE instance_id = $1")
         .bind(instance.as_str())
-        .execute(destination.pools().push())
+        .execute(destination.writes())
         .await
         .map_err(|err| from_sqlx("clearing an instance's move away", err))?;
     Ok(())
@@ -111,7 +131,7 @@ pub async fn list(store: &PgStore) -> Result<Vec<MovedInstance>> {
         "SELECT instance_id, moved_to, state, moved_at FROM eventstore.moved_instances \
          ORDER BY instance_id",
     )
-    .fetch_all(store.pools().query())
+    .fetch_all(store.reads())
     .await
     .map_err(|err| from_sqlx("reading the moved instances", err))?;
     Ok(rows

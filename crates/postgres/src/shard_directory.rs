@@ -39,7 +39,7 @@ pub async fn create_table(store: &PgStore) -> Result<()> {
     ];
     for statement in statements {
         sqlx::query(statement)
-            .execute(store.pools().push())
+            .execute(store.writes())
             .await
             .map_err(|err| from_sqlx("creating the shard directory", err))?;
     }
@@ -52,7 +52,7 @@ pub async fn load(store: &PgStore) -> Result<Vec<Assignment>> {
         "SELECT instance_id, shard, updated_at FROM eventstore.shard_directory \
          ORDER BY instance_id",
     )
-    .fetch_all(store.pools().query())
+    .fetch_all(store.reads())
     .await
     .map_err(|err| from_sqlx("reading the shard directory", err))?;
     Ok(rows
@@ -73,7 +73,7 @@ pub async fn save(store: &PgStore, instance: &InstanceId, shard: &str) -> Result
     )
     .bind(instance.as_str())
     .bind(shard)
-    .execute(store.pools().push())
+    .execute(store.writes())
     .await
     .map_err(|err| from_sqlx("writing the shard directory", err))?;
     Ok(())

@@ -108,8 +108,18 @@ impl ShardedStore<PgStore> {
             )));
         }
         let from = self.shard_name(source_index);
-        let source = &self.inner.stores[source_index];
-        let destination = &self.inner.stores[target];
+        // Every read of the move on the primaries: a standby could be behind the source's last
+        // pushes, and the copy and its verification would agree on missing them.
+        let (source, destination) = (
+            &self.inner.stores[source_index].on_primary(),
+            &self.inner.stores[target].on_primary(),
+        );
+        if moved_instances::has_archived_events(source, instance).await? {
+            return Err(Error::invalid_input(format!(
+                "instance {instance} has archived events on shard {from}, and a move copies the \
+                 hot table only: restore them (`strata archive restore`) before moving it"
+            )));
+        }
         let key = MirrorKey {
             source: format!("shard:{from}"),
             instances: instance.to_string(),
@@ -128,6 +138,13 @@ impl ShardedStore<PgStore> {
         // This process's pushes wait at the gate; every other process's are refused by the source
         // from the mark on, and those that passed its check before have committed.
         let frozen = self.inner.gates.freeze(instance).await;
+        // Another move of this process may have moved it while this one copied.
+        if self.place(instance)? != source_index {
+            drop(frozen);
+            return Err(Error::invalid_input(format!(
+                "instance {instance} moved away from shard {from} during this move"
+            )));
+        }
         let frozen_at = Instant::now();
         let leg = Leg {
             instance,

@@ -265,8 +265,11 @@ impl<S: EventStore + Clone + 'static> EventStore for ShardedStore<S> {
     async fn instance_ids(&self, query: &Query) -> Result<Vec<InstanceId>> {
         match self.scope(query).await? {
             Scope::One(shard) => self.inner.stores[shard].instance_ids(query).await,
-            // The scope already asked the shard which instances hold matching events.
-            Scope::Confined(_, instances) => Ok(instances),
+            // The scope listed the instances without the query's position bounds: ask again.
+            Scope::Confined(shard, instances) => {
+                let own = query.for_instances(instances)?;
+                self.inner.stores[shard].instance_ids(&own).await
+            }
             Scope::Spanning(groups) => {
                 let mut all = Vec::new();
                 for (shard, instances) in groups {
