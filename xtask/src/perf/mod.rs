@@ -217,7 +217,15 @@ async fn measure(url: &str, options: &Options) -> Result<Vec<Row>> {
         let database = BenchDatabase::create(url).await?;
         let store = database.store(&config)?;
         rows.extend(
-            writes::run_writes(&store, database.pool(8), &concurrencies, timing, &wanted).await,
+            writes::run_writes(
+                &store,
+                &|size| database.pool(size),
+                &concurrencies,
+                timing,
+                if options.quick { 2 } else { 4 },
+                &wanted,
+            )
+            .await,
         );
         if wanted("W1") {
             eprintln!("bench: W1 at C=8 with and without NOTIFY");

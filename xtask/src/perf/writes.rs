@@ -46,6 +46,14 @@ impl Raw {
         }
     }
 
+    /// The same baseline (its sequences and positions go on) writing through `pool`.
+    fn through(&self, pool: PgPool) -> Raw {
+        Raw {
+            pool,
+            ..self.clone()
+        }
+    }
+
     /// INSERTs `count` events for aggregate slot `slot` in one statement.
     async fn insert(&self, slot: u64, aggregate_id: String, count: usize, n: u64) -> Result<u64> {
         let mut sql = String::from(
@@ -166,15 +174,22 @@ fn w3_slot(task: usize, _: u64) -> u64 {
     AGGREGATES + 1 + task as u64
 }
 
-/// W1, W2 and W3 at each concurrency, Strata then raw, on one database.
+/// W1, W2 and W3 at each concurrency on one database, Strata and raw in alternating rounds
+/// (`rounds` of each, each side first in turn): the disk's flush latency drifts within minutes,
+/// and one long run of each compared two moments of it. Raw writes through a pool of as many
+/// connections as it has clients (`raw_pool(C)`), as a service writing plain SQL would; Strata
+/// through its own push pool. Each row's rate is its system's median round; stderr gives the
+/// median of the per-round ratios and their range, with a warning when the range is wider than
+/// ±10 % of the median.
 pub(crate) async fn run_writes(
     store: &PgStore,
-    raw_pool: PgPool,
+    raw_pool: &dyn Fn(u32) -> PgPool,
     concurrencies: &[usize],
     timing: Timing,
+    rounds: u32,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Vec<Row> {
-    let raw = Raw::new(raw_pool);
+    let raw = Raw::new(raw_pool(1));
     let mut rows = Vec::new();
     type Workload = (
         &'static str,
@@ -186,19 +201,104 @@ pub(crate) async fn run_writes(
         ("W2", hot_pick, hot_slot),
         ("W3", w3_pick, w3_slot),
     ];
+    let rounds = rounds.max(1);
+    let round = Timing {
+        warmup: timing.warmup / 2,
+        measure: timing.measure / rounds,
+    };
     for (name, pick, slot) in workloads {
         if !wanted(name) {
             continue;
         }
         for &concurrency in concurrencies {
-            eprintln!("bench: {name} at C={concurrency}");
-            let (samples, elapsed) = run(concurrency, timing, strata_op(store, pick)).await;
-            rows.push(samples.events_row("strata", name, concurrency, elapsed));
-            let (samples, elapsed) = run(concurrency, timing, raw_op(&raw, pick, slot)).await;
-            rows.push(samples.events_row("raw", name, concurrency, elapsed));
+            eprintln!("bench: {name} at C={concurrency}, {rounds} rounds alternating with raw");
+            let raw = raw.through(raw_pool(concurrency as u32));
+            let (mut strata_rounds, mut raw_rounds) = (Rounds::default(), Rounds::default());
+            for n in 0..rounds {
+                let strata_first = n % 2 == 0;
+                for strata_turn in [strata_first, !strata_first] {
+                    if strata_turn {
+                        let op = strata_op(store, pick);
+                        strata_rounds.add(run(concurrency, round, op).await);
+                    } else {
+                        let op = raw_op(&raw, pick, slot);
+                        raw_rounds.add(run(concurrency, round, op).await);
+                    }
+                }
+            }
+            report_ratios(name, concurrency, &strata_rounds, &raw_rounds);
+            rows.push(strata_rounds.row("strata", name, concurrency));
+            rows.push(raw_rounds.row("raw", name, concurrency));
         }
     }
     rows
+}
+
+/// One system's rounds of a write workload.
+#[derive(Default)]
+struct Rounds {
+    merged: Samples,
+    elapsed: Duration,
+    /// Events per second of each round, in order.
+    rates: Vec<f64>,
+}
+
+impl Rounds {
+    fn add(&mut self, (samples, elapsed): (Samples, Duration)) {
+        self.rates
+            .push(samples.events as f64 / elapsed.as_secs_f64().max(1e-9));
+        self.merged.merge(samples);
+        self.elapsed += elapsed;
+    }
+
+    /// The row of every round's latencies, its rates those of the median round.
+    fn row(self, system: &'static str, workload: &str, concurrency: usize) -> Row {
+        let median = median(&self.rates);
+        let mut row = self
+            .merged
+            .events_row(system, workload, concurrency, self.elapsed);
+        if let (Some(events), Some(ops)) = (row.events_per_sec, row.ops_per_sec) {
+            // Operations scale with events within a workload (a fixed number per operation).
+            let scale = median / events.max(1e-9);
+            row.events_per_sec = Some(median);
+            row.ops_per_sec = Some(ops * scale);
+        }
+        row
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Prints the median of the per-round ratios Strata/raw and their range, warning when the range
+/// leaves ±10 % of the median: the ratio then says less than it seems to.
+fn report_ratios(workload: &str, concurrency: usize, strata: &Rounds, raw: &Rounds) {
+    let ratios: Vec<f64> = strata
+        .rates
+        .iter()
+        .zip(&raw.rates)
+        .map(|(strata, raw)| strata / raw.max(1e-9))
+        .collect();
+    let middle = median(&ratios);
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    eprintln!(
+        "bench: {workload} C={concurrency}: per-round ratio to raw median {middle:.2} \
+         ({low:.2}–{high:.2})"
+    );
+    if high > middle * 1.1 || low < middle * 0.9 {
+        eprintln!(
+            "bench: warning: {workload} C={concurrency}'s per-round ratios spread wider than ±10 % \
+             of their median: the machine's disk or CPU drifted during the rounds"
+        );
+    }
 }
 
 /// W1 at `concurrency` with group commit's NOTIFY on or off: the cost of announcing pushes.
