@@ -103,6 +103,15 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
+/// Waits until the store's routed reads go to the standby (its first health checks found it
+/// caught up).
+async fn reads_reach_the_standby(store: &PgStore) {
+    wait_until("reads move to the standby", Duration::from_secs(20), || {
+        store.reads_from() == ReadServer::Replica
+    })
+    .await;
+}
+
 fn added(id: &str) -> Command {
     Command::builder(INSTANCE, "user", id, "user.added")
         .creator("tester")
@@ -129,10 +138,7 @@ fn ids(events: &[Event]) -> Vec<String> {
 async fn reads_go_to_the_standby_and_a_token_shows_a_push_there_or_on_the_primary() {
     let pair = Pair::start().await;
     let store = pair.store(Duration::from_secs(60));
-    wait_until("reads move to the standby", Duration::from_secs(20), || {
-        store.reads_from() == ReadServer::Replica
-    })
-    .await;
+    reads_reach_the_standby(&store).await;
 
     let first = store.push(vec![added("u-1")]).await.expect("push");
     let token = ReadToken::of(&first).expect("a push stores events");
@@ -177,10 +183,7 @@ async fn reads_leave_a_lagging_standby_and_return_once_it_caught_up() {
     let pair = Pair::start().await;
     let store = pair.store(Duration::from_millis(300));
     let before = fallbacks("lagging");
-    wait_until("reads move to the standby", Duration::from_secs(20), || {
-        store.reads_from() == ReadServer::Replica
-    })
-    .await;
+    reads_reach_the_standby(&store).await;
 
     pair.standby.pause_replay().await;
     store.push(vec![added("u-1")]).await.expect("push");
@@ -208,10 +211,7 @@ async fn reads_survive_the_standby_going_down_and_return_when_it_is_back() {
     let pair = Pair::start().await;
     let store = pair.store(Duration::from_secs(60));
     store.push(vec![added("u-1")]).await.expect("push");
-    wait_until("reads move to the standby", Duration::from_secs(20), || {
-        store.reads_from() == ReadServer::Replica
-    })
-    .await;
+    reads_reach_the_standby(&store).await;
     assert_eq!(store.count(&all_events()).await.unwrap(), 1);
 
     assert!(pair.standby.stop(), "the standby stops");
@@ -258,10 +258,7 @@ async fn reading_up_to_the_standbys_horizon_never_skips_a_late_commit() {
     let pair = Pair::start().await;
     let store = pair.store(Duration::from_secs(60));
     let raw_pool = pair.database.pool(4);
-    wait_until("reads move to the standby", Duration::from_secs(20), || {
-        store.reads_from() == ReadServer::Replica
-    })
-    .await;
+    reads_reach_the_standby(&store).await;
 
     let (writers, total) = spawn_late_commit_writers(&raw_pool, &store, INSTANCE, 15, 150);
 
@@ -309,10 +306,7 @@ async fn a_subscription_on_the_standby_never_skips_a_late_commit() {
     let pair = Pair::start().await;
     let store = pair.store(Duration::from_secs(60));
     let raw_pool = pair.database.pool(4);
-    wait_until("reads move to the standby", Duration::from_secs(20), || {
-        store.reads_from() == ReadServer::Replica
-    })
-    .await;
+    reads_reach_the_standby(&store).await;
     let mut subscription = store
         .subscribe(&all_events(), StartFrom::Beginning)
         .await

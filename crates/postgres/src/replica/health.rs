@@ -67,16 +67,11 @@ impl Noted {
 /// Checks the standby every `check_every` until its store is dropped.
 pub(super) async fn check_until_dropped(shared: Weak<Shared>) {
     let mut noted = Noted::default();
-    loop {
-        let Some(pause) = shared.upgrade().map(|shared| shared.check_every) else {
-            return;
-        };
-        {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            check_once(&shared, &mut noted).await;
-        }
+    // Held only while checking: a store dropped between checks ends the loop.
+    while let Some(strong) = shared.upgrade() {
+        check_once(&strong, &mut noted).await;
+        let pause = strong.check_every;
+        drop(strong);
         tokio::time::sleep(pause).await;
     }
 }
