@@ -105,7 +105,9 @@ CREATE FUNCTION cache.delete_keys(p_cache_name text, p_index_name text, p_index_
 DECLARE
     touched BIGINT[];
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(
+        p_cache_name, array_fill(p_index_name, ARRAY[cardinality(p_index_keys)]), p_index_keys
+    );
     WITH gone AS (
         DELETE FROM cache.string_keys k
         WHERE k.cache_name = p_cache_name
@@ -137,7 +139,9 @@ CREATE FUNCTION cache.invalidate(p_cache_name text, p_index_name text, p_index_k
     SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(
+        p_cache_name, array_fill(p_index_name, ARRAY[cardinality(p_index_keys)]), p_index_keys
+    );
     WITH previous AS (
         SELECT DISTINCT k.object_id
         FROM cache.string_keys k
@@ -163,6 +167,28 @@ $$;
 CREATE FUNCTION cache.lock_for_writing(p_cache_name text) RETURNS void
     LANGUAGE sql
     AS $$ SELECT cache.advisory_lock(hashtext(p_cache_name)) $$;
+
+
+--
+-- Name: lock_keys_for_writing(text, text[], text[]); Type: FUNCTION; Schema: cache; Owner: -
+--
+
+CREATE FUNCTION cache.lock_keys_for_writing(p_cache_name text, p_index_names text[], p_index_keys text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    key_hash INTEGER;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1128350536, hashtext(p_cache_name));
+    FOR key_hash IN
+        SELECT DISTINCT hashtext(concat_ws(chr(31), p_cache_name, u.index_name, u.index_key))
+        FROM unnest(p_index_names, p_index_keys) AS u(index_name, index_key)
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(1128350537, key_hash);
+    END LOOP;
+END
+$$;
 
 
 --
@@ -213,7 +239,7 @@ CREATE FUNCTION cache.set_object(p_cache_name text, p_index_names text[], p_inde
 DECLARE
     new_id BIGINT;
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(p_cache_name, p_index_names, p_index_keys);
     WITH previous AS (
         SELECT DISTINCT k.object_id
         FROM cache.string_keys k

@@ -9,7 +9,9 @@ AS $$
 DECLARE
     touched BIGINT[];
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(
+        p_cache_name, array_fill(p_index_name, ARRAY[cardinality(p_index_keys)]), p_index_keys
+    );
     WITH gone AS (
         DELETE FROM cache.string_keys k
         WHERE k.cache_name = p_cache_name

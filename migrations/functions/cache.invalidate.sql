@@ -6,7 +6,9 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(
+        p_cache_name, array_fill(p_index_name, ARRAY[cardinality(p_index_keys)]), p_index_keys
+    );
     WITH previous AS (
         SELECT DISTINCT k.object_id
         FROM cache.string_keys k

@@ -2,10 +2,8 @@
 -- the keys pointed at is removed with all its keys first, so no stale "ghost" stays reachable
 -- through a key the new object does not have.
 --
--- Writers of one cache are serialised by a transaction-scoped advisory lock: without it, two
--- concurrent sets sharing a key could each miss the other's object and leave one reachable through
--- its remaining keys. Writes to a cache are rare next to reads (a set follows a miss), and the lock
--- is held for the few index operations below, so this costs little.
+-- Writers sharing a key are serialised by cache.lock_keys_for_writing (see there for why that
+-- keeps ghosts out); writers of different keys run side by side.
 --
 -- Every statement is planned afresh (force_custom_plan), as in the other cache writes. PL/pgSQL
 -- otherwise caches a generic plan per connection, and one made while a partition is young and never
@@ -19,7 +17,7 @@ AS $$
 DECLARE
     new_id BIGINT;
 BEGIN
-    PERFORM cache.lock_for_writing(p_cache_name);
+    PERFORM cache.lock_keys_for_writing(p_cache_name, p_index_names, p_index_keys);
     WITH previous AS (
         SELECT DISTINCT k.object_id
         FROM cache.string_keys k

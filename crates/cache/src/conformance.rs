@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             expires_by_last_use_age,
             truncate_is_isolated_between_caches,
             concurrent_set_get,
+            concurrent_overlapping_replacements,
             invalidator_hook,
             bad_input_is_refused,
             prune_keeps_live_entries,
@@ -397,6 +398,73 @@ pub async fn concurrent_set_get(env: &Env) {
             );
         }
     }
+}
+
+/// Writers replace, invalidate and delete objects whose keys overlap in every way (one shared key,
+/// several, none but an older object's) from many tasks at once. Afterwards every object a key
+/// finds is found by each of its keys: no key was left on a replaced object.
+pub async fn concurrent_overlapping_replacements(env: &Env) {
+    let cache = env.cache(no_ages()).await;
+    let (tasks, per_task, ids, domains) = (12u32, 40u32, 6u32, 9u32);
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let cache = cache.clone();
+        handles.push(tokio::spawn(async move {
+            for n in 0..per_task {
+                // A fixed spread over a small key space, so writers keep meeting.
+                let mix = task
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(n.wrapping_mul(40_503));
+                let id = format!("o{}", mix % ids);
+                let first = format!("d{}.example", (mix >> 3) % domains);
+                let second = format!("d{}.example", (mix >> 7) % domains);
+                let mut object = Instance::new(&id, &[&first, &second]);
+                object.version = task * 1000 + n;
+                match mix % 10 {
+                    0 => cache.invalidate(Domain, &[first]).await,
+                    1 => cache.delete(Domain, &[second]).await,
+                    _ => cache.set(object).await.unwrap(),
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let mut found_any = false;
+    for n in 0..domains {
+        let domain = format!("d{n}.example");
+        let Some(object) = cache.get(Domain, &domain).await else {
+            continue;
+        };
+        found_any = true;
+        assert!(
+            object.domains.contains(&domain),
+            "{domain} found {object:?}"
+        );
+        assert_eq!(
+            cache.get(Id, &object.id).await.as_ref(),
+            Some(&object),
+            "{domain} finds a version its id does not"
+        );
+    }
+    for n in 0..ids {
+        let id = format!("o{n}");
+        let Some(object) = cache.get(Id, &id).await else {
+            continue;
+        };
+        found_any = true;
+        for domain in &object.domains {
+            let by_domain = cache.get(Domain, domain).await;
+            // A domain may have been deleted on its own (then it finds nothing); it never finds
+            // another object or another version.
+            assert!(
+                by_domain.is_none() || by_domain.as_ref() == Some(&object),
+                "{id} is {object:?} but {domain} finds {by_domain:?}"
+            );
+        }
+    }
+    assert!(found_any, "the writers left nothing in the cache");
 }
 
 /// The projection hook invalidates by index name and ignores index names it does not know.

@@ -52,6 +52,7 @@ pub static FUNCTIONS: &[SqlFunction] = sql_functions![
     "cache.delete_keys.sql",
     "cache.invalidate.sql",
     "cache.lock_for_writing.sql",
+    "cache.lock_keys_for_writing.sql",
     "cache.prune.sql",
     "cache.set_object.sql",
     "cache.truncate.sql",
