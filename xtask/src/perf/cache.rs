@@ -1,5 +1,5 @@
 //! C1: the cache's get (hit and miss) and set on each connector, through `strata_cache::Cache`,
-//! and a plain primary-key `SELECT` beside the PostgreSQL hit.
+//! each beside its raw baseline where one exists (`cache_baselines.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use strata_cache::{Cache, CacheConfig, Entry, Index};
 
+use crate::perf::cache_baselines::{Baseline, RawMemory, RawMemoryHandles, RawObjects, RawRedis};
 use crate::perf::runner::{Operation, Timing, run};
 use crate::perf::setup::BenchDatabase;
 use crate::perf::stats::Row;
@@ -20,7 +20,7 @@ pub(crate) const CONNECTORS: [&str; 3] = ["memory", "postgres", "redis"];
 pub(crate) const OPS: [&str; 3] = ["get-hit", "get-miss", "set"];
 
 /// Objects in each cache (two keys each), and rows in the raw baseline's table.
-const ENTRIES: u64 = 10_000;
+pub(crate) const ENTRIES: u64 = 10_000;
 /// The PostgreSQL cache's objects with `--quick`: a set takes about a millisecond and sets of one
 /// cache do not overlap, so writing 10 000 would take longer than the measurements.
 const QUICK_PG_ENTRIES: u64 = 2_000;
@@ -42,7 +42,7 @@ pub(crate) fn workloads() -> impl Iterator<Item = String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum TenantIndex {
+pub(crate) enum TenantIndex {
     Id,
     Domain,
 }
@@ -62,9 +62,9 @@ impl Index for TenantIndex {
 /// bytes encoded. The memory connector clones the value on every hit; this one has four heap
 /// allocations (id, domain list, domain, name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Tenant {
-    id: String,
-    domains: Vec<String>,
+pub(crate) struct Tenant {
+    pub(crate) id: String,
+    pub(crate) domains: Vec<String>,
     name: String,
     plan: u8,
     features: u32,
@@ -82,11 +82,11 @@ impl Entry for Tenant {
     }
 }
 
-fn id_key(slot: u64) -> String {
+pub(crate) fn id_key(slot: u64) -> String {
     format!("tenant-{slot:05}")
 }
 
-fn tenant(slot: u64, version: u64) -> Tenant {
+pub(crate) fn tenant(slot: u64, version: u64) -> Tenant {
     Tenant {
         id: id_key(slot),
         domains: vec![format!("tenant-{slot:05}.bench.example")],
@@ -98,7 +98,7 @@ fn tenant(slot: u64, version: u64) -> Tenant {
 }
 
 /// A pseudo-random object per (task, iteration), spread over `entries`.
-fn slot(task: usize, iteration: u64, entries: u64) -> u64 {
+pub(crate) fn slot(task: usize, iteration: u64, entries: u64) -> u64 {
     let mut x = (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ iteration.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 31;
@@ -257,91 +257,13 @@ fn set(handles: &Arc<[Arc<TaskHandle>]>, entries: u64) -> Operation {
     })
 }
 
-/// The raw baseline of `C1-postgres-get-hit`: a primary-key `SELECT` of the payload from a table
-/// shaped like `cache.objects` (same columns, types and key, unlogged), holding a copy of the
-/// cache's objects (same rows, same payload bytes).
-struct RawObjects {
-    pool: PgPool,
-    cache_name: Arc<str>,
-    ids: Arc<Vec<i64>>,
-}
-
-impl RawObjects {
-    async fn create(pool: PgPool, cache_name: &str, entries: u64) -> Result<RawObjects> {
-        sqlx::query(
-            "CREATE UNLOGGED TABLE raw.cache_objects (LIKE cache.objects INCLUDING INDEXES)",
-        )
-        .execute(&pool)
-        .await
-        .context("creating raw.cache_objects")?;
-        sqlx::query(
-            "INSERT INTO raw.cache_objects SELECT * FROM cache.objects WHERE cache_name = $1",
-        )
-        .bind(cache_name)
-        .execute(&pool)
-        .await
-        .context("copying the cache's objects into raw.cache_objects")?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM raw.cache_objects WHERE cache_name = $1 ORDER BY id",
-        )
-        .bind(cache_name)
-        .fetch_all(&pool)
-        .await?;
-        let bytes: f64 = sqlx::query_scalar(
-            "SELECT coalesce(avg(octet_length(payload)), 0)::float8 FROM raw.cache_objects \
-             WHERE cache_name = $1",
-        )
-        .bind(cache_name)
-        .fetch_one(&pool)
-        .await?;
-        eprintln!("bench: C1 stored values average {bytes:.0} bytes");
-        if ids.len() as u64 != entries {
-            bail!(
-                "raw.cache_objects holds {} objects, the cache {entries}",
-                ids.len()
-            );
-        }
-        Ok(RawObjects {
-            pool,
-            cache_name: cache_name.into(),
-            ids: Arc::new(ids),
-        })
-    }
-
-    fn get_hit(&self) -> Operation {
-        let (pool, cache_name, ids) = (
-            self.pool.clone(),
-            Arc::clone(&self.cache_name),
-            Arc::clone(&self.ids),
-        );
-        Arc::new(move |task, iteration| {
-            let (pool, cache_name) = (pool.clone(), Arc::clone(&cache_name));
-            let id = ids[slot(task, iteration, ids.len() as u64) as usize];
-            async move {
-                let payload: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT payload FROM raw.cache_objects WHERE cache_name = $1 AND id = $2",
-                )
-                .bind(&*cache_name)
-                .bind(id)
-                .fetch_optional(&pool)
-                .await?;
-                match payload {
-                    Some(_) => Ok(1),
-                    None => bail!("object {id} missing from raw.cache_objects"),
-                }
-            }
-            .boxed()
-        })
-    }
-}
-
-/// get-hit, get-miss and set on one cache of `entries` objects, as `wanted` asks; `raw` runs
-/// right after the hit.
+/// get-hit, get-miss and set on one cache of `entries` objects, as `wanted` asks; `raw`'s
+/// operation of the same name runs right after each.
 async fn measure(
     connector: &str,
     cache: &Cache<Tenant>,
     entries: u64,
-    raw: Option<&RawObjects>,
+    raw: Option<&dyn Baseline>,
     timing: Timing,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Row>> {
@@ -360,14 +282,17 @@ async fn measure(
         };
         let (samples, elapsed) = run(CONCURRENCY, timing, operation).await;
         rows.push(samples.ops_row("strata", &name, CONCURRENCY, elapsed));
-        if op == "get-hit"
-            && let Some(raw) = raw
-        {
-            let (samples, elapsed) = run(CONCURRENCY, timing, raw.get_hit()).await;
-            rows.push(samples.ops_row("raw", &name, CONCURRENCY, elapsed));
-        }
         if op == "set" {
             check_sets(cache, entries).await?;
+        }
+        let baseline = raw.and_then(|raw| match op {
+            "get-hit" => raw.get_hit(),
+            "set" => raw.set(),
+            _ => None,
+        });
+        if let Some(baseline) = baseline {
+            let (samples, elapsed) = run(CONCURRENCY, timing, baseline).await;
+            rows.push(samples.ops_row("raw", &name, CONCURRENCY, elapsed));
         }
     }
     Ok(rows)
@@ -445,7 +370,8 @@ pub(crate) async fn run_cache(
     if any_wanted("memory", wanted) {
         let cache: Cache<Tenant> = Cache::memory(&unique_name("memory"), config())?;
         populate(&cache, ENTRIES).await?;
-        rows.extend(measure("memory", &cache, ENTRIES, None, timing, wanted).await?);
+        let raw = RawMemoryHandles(RawMemory::populated(ENTRIES));
+        rows.extend(measure("memory", &cache, ENTRIES, Some(&raw), timing, wanted).await?);
     }
 
     if any_wanted("postgres", wanted) {
@@ -459,18 +385,20 @@ pub(crate) async fn run_cache(
             "bench: C1 wrote {entries} objects to PostgreSQL in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let raw = if wanted(&workload("postgres", "get-hit")) {
-            // The baseline's own pool, as large as the cache's.
-            Some(RawObjects::create(database.pool(POOL), cache.name(), entries).await?)
-        } else {
-            None
-        };
+        let raw =
+            if wanted(&workload("postgres", "get-hit")) || wanted(&workload("postgres", "set")) {
+                // The baseline's own pool, as large as the cache's.
+                Some(RawObjects::create(database.pool(POOL), cache.name(), entries).await?)
+            } else {
+                None
+            };
         let mut tables = vec!["cache.objects", "cache.string_keys"];
         if raw.is_some() {
             tables.push("raw.cache_objects");
         }
         database.settle_tables(&tables).await?;
-        rows.extend(measure("postgres", &cache, entries, raw.as_ref(), timing, wanted).await?);
+        let raw = raw.as_ref().map(|raw| raw as &dyn Baseline);
+        rows.extend(measure("postgres", &cache, entries, raw, timing, wanted).await?);
     }
 
     if any_wanted("redis", wanted) {
@@ -480,7 +408,8 @@ pub(crate) async fn run_cache(
                 let cache: Cache<Tenant> = Cache::redis(&url, &unique_name("redis"), config())?;
                 let measured = async {
                     populate(&cache, ENTRIES).await?;
-                    measure("redis", &cache, ENTRIES, None, timing, wanted).await
+                    let raw = RawRedis::connect(&url, cache.name(), ENTRIES).await?;
+                    measure("redis", &cache, ENTRIES, Some(&raw), timing, wanted).await
                 }
                 .await;
                 // Removed whatever happened, so a failed run leaves nothing on the server.

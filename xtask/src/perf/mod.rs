@@ -2,6 +2,7 @@
 //! what to read (docs/benchmarks.md).
 
 mod cache;
+mod cache_baselines;
 mod cpu;
 mod observed;
 mod personal;
@@ -53,8 +54,9 @@ when P1 is not asked for), STATUS-page (the render time of `strata serve`'s stat
 SCALEOUT (only when named, not with --quick: on servers it starts, W1 at C = 32 alone, beside
 readers on the primary and beside readers on a hot standby, and over one shard and two) and
 C1-<connector>-<op> (the cache: connector
-memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine), each beside a
-raw-SQL baseline from the same run where one exists.
+memory, postgres or redis; op get-hit, get-miss or set; `C1` alone names all nine; get-hit and set
+beside moka alone, a plain SELECT or upsert, a plain SET), each beside a raw baseline from the same
+run where one exists.
 --json prints one JSON object per standard row per line on stdout (docs/benchmarks.md); progress and the rows that are
 not standard rows (W1 with and without NOTIFY, W1 beside W1-keyed or W1-encrypted, W1 and R1
 unobserved beside their observed rounds, the raw R2 and
@@ -693,7 +695,7 @@ fn poll_line(rows: &[Row]) -> Option<String> {
     ))
 }
 
-/// C1: operations per second, the raw baseline beside `C1-postgres-get-hit`.
+/// C1: operations per second, each raw baseline beside its workload.
 fn print_cache_table(rows: &[Row]) {
     let cache_rows: Vec<&Row> = rows
         .iter()
