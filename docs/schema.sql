@@ -2095,6 +2095,13 @@ CREATE INDEX events_correlation ON eventstore.events USING btree (instance_id, (
 
 
 --
+-- Name: events_exclusion; Type: INDEX; Schema: eventstore; Owner: -
+--
+
+CREATE INDEX events_exclusion ON eventstore.events USING btree (instance_id, aggregate_type, event_type, aggregate_id);
+
+
+--
 -- Name: events_instance_position; Type: INDEX; Schema: eventstore; Owner: -
 --
 

@@ -399,6 +399,21 @@ async fn reads_see_the_hot_table_and_read_through_the_archive_when_asked() {
         one.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         [1, 2, 3]
     );
+    // An exclusion reads the archive too: a removed user, archived whole, stays excluded.
+    let added_not_removed = Query::builder()
+        .instance("t1")
+        .aggregate_types(["user"])
+        .event_types(["user.added"])
+        .exclude_aggregates_with(["user"], ["user.removed"])
+        .build()
+        .expect("query");
+    let kept: Vec<String> = query_including_archive(&pool, &added_not_removed)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.aggregate.aggregate_id.as_str().to_owned())
+        .collect();
+    assert_eq!(kept, ["u0001", "u0003"]);
 }
 
 #[tokio::test]
