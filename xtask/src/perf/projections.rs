@@ -140,6 +140,39 @@ pub(crate) async fn p1_strata(store: &PgStore, pool: &PgPool) -> Result<Row> {
     Ok(samples.events_row("strata", "P1", 1, elapsed))
 }
 
+/// P1's projection catching up from scratch on the `session` events of `instance` alone, up to
+/// the latest position: `--scale` measures the rate where catching up on the whole store would
+/// take minutes. The read model and the projection's checkpoint are reset first.
+pub(crate) async fn p1_catch_up_instance(
+    store: &PgStore,
+    pool: &PgPool,
+    instance: &InstanceId,
+) -> Result<(Samples, Duration)> {
+    sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
+    sqlx::query("TRUNCATE bench_model").execute(pool).await?;
+    sqlx::query("DELETE FROM projections.current_states WHERE projection_name = 'bench_model'")
+        .execute(pool)
+        .await?;
+    let sessions = strata_query::Query::builder()
+        .instance(instance.as_str())
+        .aggregate_types(["session"])
+        .build()?;
+    let events = SessionEvents {
+        total: store.count(&sessions).await?,
+        instances: vec![instance.clone()],
+        latest: store
+            .latest_position(&strata_query::Query::all())
+            .await?
+            .context("events loaded")?,
+    };
+    let runtime = ProjectionRuntime::builder(
+        store.clone(),
+        PgProjections::new(store.pools().projection().clone()),
+    )
+    .register(Model)?;
+    events.timed_catch_up(runtime, "bench_model").await
+}
+
 /// Raw P1's read model, empty: what a raw rebuild starts from.
 pub(crate) async fn empty_raw_model(pool: &PgPool) -> Result<()> {
     sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
@@ -332,15 +365,15 @@ impl Projection for Latest {
 /// `cargo xtask bench-worker URL N arrivals|latest`: runs N projections until killed.
 pub(crate) fn worker(args: &[String]) -> Result<()> {
     let [url, count, kind] = args else {
-        bail!("usage: bench-worker URL PROJECTIONS arrivals|latest|poll");
+        bail!("usage: bench-worker URL PROJECTIONS arrivals|latest|poll|poll-grouped");
     };
     let count: usize = count.parse().context("PROJECTIONS")?;
-    if (kind == "latest" || kind == "poll") && count > LATEST_TABLES.len() {
+    if kind != "arrivals" && count > LATEST_TABLES.len() {
         bail!("at most {} latest projections", LATEST_TABLES.len());
     }
     let runtime = crate::server::runtime()?;
-    if kind == "poll" {
-        return runtime.block_on(pollers(url, count));
+    if kind == "poll" || kind == "poll-grouped" {
+        return runtime.block_on(pollers(url, count, kind == "poll-grouped"));
     }
     runtime.block_on(async {
         let store = PgStore::connect(url, PgConfig::default()).await?;
@@ -401,12 +434,14 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
 /// How often W1P's reference readers poll (docs/benchmarks.md, W1P).
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// W1P's reference: `count` readers in raw SQL that keep the same read models as [`Latest`], each
-/// polling every [`POLL_EVERY`] for events past its cursor, on as many connections as the
+/// W1P's references: readers in raw SQL that keep the same read models as [`Latest`], each
+/// polling every [`POLL_EVERY`] for events past its cursor: one per read model, or with `grouped`
+/// one for all `count` of them in one transaction per poll (one read, one commit: the cheapest
+/// shape a polling reader can take, and W1P's `raw` row). They run on as many connections as the
 /// runtime's projection pool and with the same asynchronous commits. They block no writer and wake
 /// on no notice; they can skip an event whose push commits after a later one was read, which the
 /// runtime cannot (docs/projections.md), so they do less than it does. Runs until killed.
-async fn pollers(url: &str, count: usize) -> Result<()> {
+async fn pollers(url: &str, count: usize, grouped: bool) -> Result<()> {
     use std::str::FromStr;
     let options = sqlx::postgres::PgConnectOptions::from_str(url)?
         .options([("synchronous_commit", "off")])
@@ -430,9 +465,7 @@ async fn pollers(url: &str, count: usize) -> Result<()> {
     .fetch_optional(&pool)
     .await?;
     let start = start.unwrap_or((Decimal::ZERO, -1));
-    // STRATA_BENCH_POLL_GROUPED: one reader keeping every read model in one transaction per poll
-    // (one read, one commit), the cheapest shape a polling reader can take.
-    let groups: Vec<&[&'static str]> = if std::env::var_os("STRATA_BENCH_POLL_GROUPED").is_some() {
+    let groups: Vec<&[&'static str]> = if grouped {
         vec![&LATEST_TABLES[..count]]
     } else {
         LATEST_TABLES[..count].chunks(1).collect()
@@ -672,6 +705,7 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
     let (mut alone, mut alone_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut polled, mut polled_elapsed) = (Samples::default(), Duration::ZERO);
+    let (mut grouped, mut grouped_elapsed) = (Samples::default(), Duration::ZERO);
     for n in 1..=rounds {
         eprintln!("bench: W1P round {n}/{rounds}: W1 alone");
         let before = if detail {
@@ -690,12 +724,9 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         let alone_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
         alone.merge(samples);
         alone_elapsed += elapsed;
-        // Strata and the pollers take turns at going first, so drift favours neither.
-        let order = if n % 2 == 1 {
-            ["strata", "poll"]
-        } else {
-            ["poll", "strata"]
-        };
+        // Strata and the two references take turns at going first, so drift favours none.
+        let mut order = ["strata", "poll-grouped", "poll"];
+        order.rotate_left((n as usize - 1) % 3);
         for kind in order {
             if kind == "strata" {
                 eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
@@ -732,26 +763,37 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
                 with.merge(samples);
                 with_elapsed += elapsed;
             } else {
-                eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} pollers");
-                let pollers = spawn_worker(url, projections, "poll")?;
+                let readers = if kind == "poll" {
+                    format!("{projections} pollers")
+                } else {
+                    format!("one poller of {projections} read models")
+                };
+                eprintln!("bench: W1P round {n}/{rounds}: W1 beside {readers}");
+                let pollers = spawn_worker(url, projections, kind)?;
                 let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
                 drop(pollers);
                 let polled_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
                 eprintln!(
-                    "bench: W1P round {n}/{rounds}: {polled_rate:.0} ev/s beside pollers every {} ms \
-                     ({:.2}x)",
+                    "bench: W1P round {n}/{rounds}: {polled_rate:.0} ev/s beside {readers} every \
+                     {} ms ({:.2}x)",
                     POLL_EVERY.as_millis(),
                     polled_rate / alone_rate.max(1e-9)
                 );
-                polled.merge(samples);
-                polled_elapsed += elapsed;
+                if kind == "poll" {
+                    polled.merge(samples);
+                    polled_elapsed += elapsed;
+                } else {
+                    grouped.merge(samples);
+                    grouped_elapsed += elapsed;
+                }
             }
         }
     }
     let alone = alone.events_row("strata-alone", "W1P", 8, alone_elapsed);
     let with = with.events_row("strata", "W1P", 8, with_elapsed);
     let polled = polled.events_row("raw-poll", "W1P", 8, polled_elapsed);
-    Ok(vec![alone, with, polled])
+    let grouped = grouped.events_row("raw", "W1P", 8, grouped_elapsed);
+    Ok(vec![alone, with, grouped, polled])
 }
 
 /// A quarter second of P2 arrivals: start (s after the window opened), count, p50, p99, max (ms).

@@ -126,7 +126,8 @@ pub(crate) fn r1_op(store: &PgStore) -> Result<Operation> {
     Ok(strata_read(store, r1_query()?))
 }
 
-fn strata_read(store: &PgStore, query: Query) -> Operation {
+/// `query` through the store, as an operation: the events it returned.
+pub(crate) fn strata_read(store: &PgStore, query: Query) -> Operation {
     let store = store.clone();
     let query = Arc::new(query);
     Arc::new(move |_, _| {

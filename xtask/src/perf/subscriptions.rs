@@ -45,7 +45,7 @@ pub(crate) async fn s1(store: &PgStore, pool: &PgPool, rounds: u32) -> Result<Ve
     for n in 0..rounds {
         for subscription_side in [n % 2 == 0, n % 2 != 0] {
             if subscription_side {
-                let (samples, took) = s1_pass(store, &everything, total).await?;
+                let (samples, took) = catch_up(store, &everything, total).await?;
                 subscribed.merge(samples);
                 subscribed_time += took;
             } else {
@@ -63,7 +63,11 @@ pub(crate) async fn s1(store: &PgStore, pool: &PgPool, rounds: u32) -> Result<Ve
 
 /// One subscription from the beginning, read until `total` events came out, then dropped: a
 /// latency per [`PAGE`] events, as R2 records one per page.
-async fn s1_pass(store: &PgStore, query: &Query, total: u64) -> Result<(Samples, Duration)> {
+pub(crate) async fn catch_up(
+    store: &PgStore,
+    query: &Query,
+    total: u64,
+) -> Result<(Samples, Duration)> {
     let mut samples = Samples::default();
     let started = Instant::now();
     let mut subscription = store.subscribe(query, StartFrom::Beginning).await?;
