@@ -189,8 +189,18 @@ async fn projection_and_exclusion_queries_use_indexes() {
         .build()
         .expect("query");
     let exclusion_plan = plan(&database, &exclusion).await;
-    // Both the outer read and the sub-query are index scans.
+    // Both the outer read and the sub-query are index scans, the sub-query a probe of
+    // `events_exclusion` per candidate row (its cost then does not grow with the history).
     assert_uses_indexes(&exclusion_plan, 2);
+    assert!(
+        nodes(&exclusion_plan)
+            .iter()
+            .any(|node| node["Index Name"] == "events_exclusion"
+                && node["Index Cond"]
+                    .as_str()
+                    .is_some_and(|cond| cond.contains("aggregate_id = events.aggregate_id"))),
+        "no per-candidate probe of events_exclusion in {exclusion_plan:#}"
+    );
 
     let whole_instance_page = Query::builder()
         .instance("instance-4")

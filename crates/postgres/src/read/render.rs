@@ -306,9 +306,12 @@ impl RenderedQuery {
             // aggregate: the hashed form reads the whole excluded set (one heap page per excluded
             // aggregate) before the first row, so it grew with the instance's history (0.38 × at
             // 10 M events of the rate at 1 M). Probing `events_exclusion` per candidate costs one
-            // index descent each, however large the table. The sub-query repeats the parent's
-            // instance filters and position lower bound (same placeholders); its unqualified
-            // columns are its own, and `events` is the row being filtered.
+            // index descent each, however large the table. `OFFSET 0` keeps it a probe: without
+            // it PostgreSQL may turn the `NOT EXISTS` into an anti-join that scans the whole
+            // excluded set once per candidate, which it did from a prepared statement's plan
+            // (10.7 ms at 10 M events, against 0.9 ms as a probe). The sub-query repeats the
+            // parent's instance filters and position lower bound (same placeholders); its
+            // unqualified columns are its own, and `events` is the row being filtered.
             let mut inner = instance;
             self.any_of(
                 &mut inner,
@@ -322,7 +325,7 @@ impl RenderedQuery {
             inner.push("instance_id = events.instance_id".to_owned());
             inner.push("aggregate_id = events.aggregate_id".to_owned());
             conditions.push(format!(
-                "NOT EXISTS (SELECT 1 FROM {EXCLUDED_EVENTS} WHERE {})",
+                "NOT EXISTS (SELECT 1 FROM {EXCLUDED_EVENTS} WHERE {} OFFSET 0)",
                 inner.join(" AND ")
             ));
         }

@@ -58,7 +58,7 @@ fn exclusion_inherits_instance_and_position_bound() {
     check(
         &query,
         expect![[r#"
-            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND event_type = $3 AND position > $4 AND NOT EXISTS (SELECT 1 FROM eventstore.events AS excluded WHERE instance_id = $1 AND aggregate_type = $5 AND event_type = $6 AND position > $4 AND instance_id = events.instance_id AND aggregate_id = events.aggregate_id) ORDER BY position DESC, in_tx_order DESC LIMIT $7
+            SELECT instance_id, aggregate_type, aggregate_id, sequence, event_type, revision, created_at, creator, owner, payload::text, position, in_tx_order, metadata::text FROM eventstore.events WHERE instance_id = $1 AND aggregate_type = $2 AND event_type = $3 AND position > $4 AND NOT EXISTS (SELECT 1 FROM eventstore.events AS excluded WHERE instance_id = $1 AND aggregate_type = $5 AND event_type = $6 AND position > $4 AND instance_id = events.instance_id AND aggregate_id = events.aggregate_id OFFSET 0) ORDER BY position DESC, in_tx_order DESC LIMIT $7
             [Text("instance-1"), Text("oidc_session"), Text("oidc_session.added"), Numeric(1731582100.784168), Text("oidc_session"), Text("oidc_session.access_token.revoked"), BigInt(10)]"#]],
     );
 }
