@@ -161,13 +161,20 @@ impl RawObjects {
     }
 }
 
-impl Baseline for RawObjects {
-    fn get_hit(&self) -> Option<Operation> {
-        let (pool, cache_name, ids) = (
+impl RawObjects {
+    /// What an operation's closure owns.
+    fn parts(&self) -> (PgPool, Arc<str>, Arc<Vec<i64>>) {
+        (
             self.pool.clone(),
             Arc::clone(&self.cache_name),
             Arc::clone(&self.ids),
-        );
+        )
+    }
+}
+
+impl Baseline for RawObjects {
+    fn get_hit(&self) -> Option<Operation> {
+        let (pool, cache_name, ids) = self.parts();
         Some(Arc::new(move |task, iteration| {
             let (pool, cache_name) = (pool.clone(), Arc::clone(&cache_name));
             let id = ids[slot(task, iteration, ids.len() as u64) as usize];
@@ -191,11 +198,7 @@ impl Baseline for RawObjects {
     /// One upsert by primary key of a payload encoded per call (JSON, a little larger than the
     /// cache's bincode).
     fn set(&self) -> Option<Operation> {
-        let (pool, cache_name, ids) = (
-            self.pool.clone(),
-            Arc::clone(&self.cache_name),
-            Arc::clone(&self.ids),
-        );
+        let (pool, cache_name, ids) = self.parts();
         Some(Arc::new(move |task, iteration| {
             let (pool, cache_name) = (pool.clone(), Arc::clone(&cache_name));
             let slot = slot(task, iteration, ids.len() as u64);
