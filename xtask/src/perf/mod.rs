@@ -6,6 +6,7 @@ mod cache_baselines;
 mod cpu;
 mod observed;
 mod personal;
+mod pollers;
 mod projections;
 mod reads;
 mod rebuild;

@@ -16,6 +16,7 @@ use strata_projection::{
 };
 use strata_store::EventStore;
 
+use crate::perf::pollers::{self, POLL_EVERY};
 use crate::perf::runner::Timing;
 use crate::perf::stats::{Latencies, Row, Samples};
 use crate::perf::writes;
@@ -302,7 +303,7 @@ impl Projection for Arrivals {
 /// own, as real projections own theirs. (One shared table keyed by projection name cost the
 /// writers 0.64 of their rate against 0.72 with a table each, alternating rounds of one run:
 /// its upserts compare a longer key in a twenty times larger index.)
-const LATEST_TABLES: [&str; 20] = [
+pub(crate) const LATEST_TABLES: [&str; 20] = [
     "latest_0",
     "latest_1",
     "latest_2",
@@ -373,7 +374,7 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
     }
     let runtime = crate::server::runtime()?;
     if kind == "poll" || kind == "poll-grouped" {
-        return runtime.block_on(pollers(url, count, kind == "poll-grouped"));
+        return runtime.block_on(pollers::pollers(url, count, kind == "poll-grouped"));
     }
     runtime.block_on(async {
         let store = PgStore::connect(url, PgConfig::default()).await?;
@@ -429,128 +430,6 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
         std::future::pending::<()>().await;
         Ok(())
     })
-}
-
-/// How often W1P's reference readers poll (docs/benchmarks.md, W1P).
-const POLL_EVERY: Duration = Duration::from_millis(50);
-
-/// W1P's references: readers in raw SQL that keep the same read models as [`Latest`], each
-/// polling every [`POLL_EVERY`] for events past its cursor: one per read model, or with `grouped`
-/// one for all `count` of them in one transaction per poll (one read, one commit: the cheapest
-/// shape a polling reader can take, and W1P's `raw` row). They run on as many connections as the
-/// runtime's projection pool and with the same asynchronous commits. They block no writer and wake
-/// on no notice; they can skip an event whose push commits after a later one was read, which the
-/// runtime cannot (docs/projections.md), so they do less than it does. Runs until killed.
-async fn pollers(url: &str, count: usize, grouped: bool) -> Result<()> {
-    use std::str::FromStr;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
-        .options([("synchronous_commit", "off")])
-        .application_name("strata bench poller");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(PgConfig::default().projection_pool.max_connections)
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS poll_checkpoints (name TEXT PRIMARY KEY, position NUMERIC, \
-         in_tx_order INT)",
-    )
-    .execute(&pool)
-    .await?;
-    // From the newest event: like the runtime's worker, measured keeping up, not catching up.
-    let start: Option<(Decimal, i32)> = sqlx::query_as(
-        "SELECT position, in_tx_order FROM eventstore.events \
-         ORDER BY position DESC, in_tx_order DESC LIMIT 1",
-    )
-    .fetch_optional(&pool)
-    .await?;
-    let start = start.unwrap_or((Decimal::ZERO, -1));
-    let groups: Vec<&[&'static str]> = if grouped {
-        vec![&LATEST_TABLES[..count]]
-    } else {
-        LATEST_TABLES[..count].chunks(1).collect()
-    };
-    let tasks: Vec<_> = groups
-        .into_iter()
-        .map(|tables| tokio::spawn(poll(pool.clone(), tables, start)))
-        .collect();
-    println!("ready");
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
-}
-
-/// One reference reader: every [`POLL_EVERY`], reads what is past its cursor and applies it to
-/// each of `tables` with its checkpoint in one transaction, a page of [`BULK`] at a time.
-async fn poll(
-    pool: PgPool,
-    tables: &'static [&'static str],
-    mut cursor: (Decimal, i32),
-) -> Result<()> {
-    let upserts: Vec<String> = tables
-        .iter()
-        .map(|table| {
-            format!(
-                "INSERT INTO {table} (aggregate_id, sequence) \
-                 SELECT * FROM UNNEST($1::text[], $2::int8[]) \
-                 ON CONFLICT (aggregate_id) DO UPDATE SET sequence = EXCLUDED.sequence"
-            )
-        })
-        .collect();
-    let name = tables.join(",");
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        loop {
-            let mut tx = pool.begin().await?;
-            let page: Vec<(String, i64, Decimal, i32)> = sqlx::query_as(
-                "SELECT aggregate_id, sequence, position, in_tx_order FROM eventstore.events \
-                 WHERE aggregate_type = 'user' AND (position, in_tx_order) > ($1, $2) \
-                 ORDER BY position, in_tx_order LIMIT $3",
-            )
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .bind(i64::from(BULK))
-            .fetch_all(&mut *tx)
-            .await?;
-            let Some(last) = page.last() else {
-                tx.commit().await?;
-                break;
-            };
-            cursor = (last.2, last.3);
-            // Last write per key wins, as in the runtime's merged upserts.
-            let mut seen = std::collections::HashSet::new();
-            let (mut ids, mut sequences) = (Vec::new(), Vec::new());
-            for row in page.iter().rev() {
-                if seen.insert(row.0.as_str()) {
-                    ids.push(row.0.as_str());
-                    sequences.push(row.1);
-                }
-            }
-            for upsert in &upserts {
-                sqlx::query(upsert)
-                    .bind(&ids)
-                    .bind(&sequences)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "INSERT INTO poll_checkpoints VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
-                 SET position = EXCLUDED.position, in_tx_order = EXCLUDED.in_tx_order",
-            )
-            .bind(&name)
-            .bind(cursor.0)
-            .bind(cursor.1)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            if page.len() < BULK as usize {
-                break;
-            }
-        }
-    }
 }
 
 /// A child process of the bench, killed when dropped.
