@@ -128,50 +128,28 @@ pub(crate) async fn p1(store: &PgStore, pool: &PgPool) -> Result<Vec<Row>> {
 /// Strata's side of P1 alone: the reference of workloads that compare with P1 when P1 itself
 /// was not asked for.
 pub(crate) async fn p1_strata(store: &PgStore, pool: &PgPool) -> Result<Row> {
-    sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
-    let runtime = ProjectionRuntime::builder(
-        store.clone(),
-        PgProjections::new(store.pools().projection().clone()),
-    )
-    .register(Model)?;
-    let (samples, elapsed) = SessionEvents::of(store)
-        .await?
-        .timed_catch_up(runtime, "bench_model")
-        .await?;
+    let (samples, elapsed) = p1_from_scratch(store, pool).await?;
     Ok(samples.events_row("strata", "P1", 1, elapsed))
 }
 
-/// P1's projection catching up from scratch on the `session` events of `instance` alone, up to
-/// the latest position: `--scale` measures the rate where catching up on the whole store would
-/// take minutes. The read model and the projection's checkpoint are reset first.
-pub(crate) async fn p1_catch_up_instance(
-    store: &PgStore,
-    pool: &PgPool,
-    instance: &InstanceId,
-) -> Result<(Samples, Duration)> {
+/// P1 from scratch, also on a store that already ran it: the read model and the projection's
+/// checkpoints are reset first, then the runtime is timed catching up on every instance's
+/// `session` events (it runs every instance its projection reads, so the rate counts them all).
+pub(crate) async fn p1_from_scratch(store: &PgStore, pool: &PgPool) -> Result<(Samples, Duration)> {
     sqlx::raw_sql(MODEL_TABLES).execute(pool).await?;
     sqlx::query("TRUNCATE bench_model").execute(pool).await?;
     sqlx::query("DELETE FROM projections.current_states WHERE projection_name = 'bench_model'")
         .execute(pool)
         .await?;
-    let sessions = strata_query::Query::builder()
-        .instance(instance.as_str())
-        .aggregate_types(["session"])
-        .build()?;
-    let events = SessionEvents {
-        total: store.count(&sessions).await?,
-        instances: vec![instance.clone()],
-        latest: store
-            .latest_position(&strata_query::Query::all())
-            .await?
-            .context("events loaded")?,
-    };
     let runtime = ProjectionRuntime::builder(
         store.clone(),
         PgProjections::new(store.pools().projection().clone()),
     )
     .register(Model)?;
-    events.timed_catch_up(runtime, "bench_model").await
+    SessionEvents::of(store)
+        .await?
+        .timed_catch_up(runtime, "bench_model")
+        .await
 }
 
 /// Raw P1's read model, empty: what a raw rebuild starts from.
