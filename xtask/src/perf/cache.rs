@@ -9,7 +9,7 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use strata_cache::{Cache, CacheConfig, Entry, Index};
 
-use crate::perf::cache_baselines::{Baseline, RawMemory, RawMemoryHandles, RawObjects, RawRedis};
+use crate::perf::cache_baselines::{Baseline, RawMemory, RawObjects, RawRedis};
 use crate::perf::runner::{Operation, Timing, run};
 use crate::perf::setup::BenchDatabase;
 use crate::perf::stats::Row;
@@ -20,7 +20,7 @@ pub(crate) const CONNECTORS: [&str; 3] = ["memory", "postgres", "redis"];
 pub(crate) const OPS: [&str; 3] = ["get-hit", "get-miss", "set"];
 
 /// Objects in each cache (two keys each), and rows in the raw baseline's table.
-pub(crate) const ENTRIES: u64 = 10_000;
+const ENTRIES: u64 = 10_000;
 /// The PostgreSQL cache's objects with `--quick`: a set takes about a millisecond and sets of one
 /// cache do not overlap, so writing 10 000 would take longer than the measurements.
 const QUICK_PG_ENTRIES: u64 = 2_000;
@@ -370,7 +370,7 @@ pub(crate) async fn run_cache(
     if any_wanted("memory", wanted) {
         let cache: Cache<Tenant> = Cache::memory(&unique_name("memory"), config())?;
         populate(&cache, ENTRIES).await?;
-        let raw = RawMemoryHandles(RawMemory::populated(ENTRIES));
+        let raw = RawMemory::populated(ENTRIES);
         rows.extend(measure("memory", &cache, ENTRIES, Some(&raw), timing, wanted).await?);
     }
 

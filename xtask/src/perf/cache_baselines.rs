@@ -32,8 +32,12 @@ const TIME_TO_LIVE: Duration = Duration::from_secs(3600);
 
 /// Moka as a user would use it for an object with two keys: one map per key kind, LRU, the
 /// memory connector's capacity and time-to-live, the value stored in each and cloned on a hit.
+/// One handle per task, as the Strata workload has: a shared reference count touched by every
+/// operation would measure its cache line moving between cores.
+pub(crate) struct RawMemory(Arc<[Arc<MemoryHandle>]>);
+
 #[repr(align(128))]
-pub(crate) struct RawMemory {
+struct MemoryHandle {
     by_id: Moka<String, Tenant>,
     by_domain: Moka<String, Tenant>,
     keys: Arc<[String]>,
@@ -41,9 +45,8 @@ pub(crate) struct RawMemory {
 }
 
 impl RawMemory {
-    /// One handle per task, as the Strata workload has: a shared reference count touched by every
-    /// operation would measure its cache line moving between cores.
-    pub(crate) fn populated(entries: u64) -> Arc<[Arc<RawMemory>]> {
+    /// The maps, holding the benchmark's `entries` objects.
+    pub(crate) fn populated(entries: u64) -> RawMemory {
         let map = || {
             Moka::builder()
                 .max_capacity(CacheConfig::default().max_entries)
@@ -60,23 +63,22 @@ impl RawMemory {
             by_id.insert(value.id.clone(), value);
         }
         let keys: Arc<[String]> = (0..entries).map(id_key).collect();
-        (0..CONCURRENCY)
-            .map(|_| {
-                Arc::new(RawMemory {
-                    by_id: by_id.clone(),
-                    by_domain: by_domain.clone(),
-                    keys: Arc::clone(&keys),
-                    entries,
+        RawMemory(
+            (0..CONCURRENCY)
+                .map(|_| {
+                    Arc::new(MemoryHandle {
+                        by_id: by_id.clone(),
+                        by_domain: by_domain.clone(),
+                        keys: Arc::clone(&keys),
+                        entries,
+                    })
                 })
-            })
-            .collect()
+                .collect(),
+        )
     }
 }
 
-/// The memory baseline: the per-task handles.
-pub(crate) struct RawMemoryHandles(pub(crate) Arc<[Arc<RawMemory>]>);
-
-impl Baseline for RawMemoryHandles {
+impl Baseline for RawMemory {
     fn get_hit(&self) -> Option<Operation> {
         let handles = Arc::clone(&self.0);
         Some(Arc::new(move |task, iteration| {

@@ -28,8 +28,8 @@ use sqlx::PgPool;
 const AGGREGATES_PER_BATCH: i64 = 2_400;
 
 /// The R1 aggregates (in the largest instance): one of 10 000 events and one of 10.
-pub(crate) const R1_LARGE: (&str, &str, &str) = ("scale-001", "user", "r1-large");
-pub(crate) const R1_SMALL: (&str, &str, &str) = ("scale-001", "user", "r1-small");
+pub(crate) const R1_LARGE: [&str; 3] = ["scale-001", "user", "r1-large"];
+pub(crate) const R1_SMALL: [&str; 3] = ["scale-001", "user", "r1-small"];
 
 /// Where generating stopped: the next aggregate number, and the events written so far.
 #[derive(Debug, Default)]

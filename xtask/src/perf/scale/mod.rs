@@ -162,7 +162,7 @@ async fn maintain(pool: &sqlx::PgPool, size: u64) -> Result<Footprint> {
     })
 }
 
-fn aggregate((instance, aggregate_type, id): (&str, &str, &str)) -> Result<Query> {
+fn aggregate([instance, aggregate_type, id]: [&str; 3]) -> Result<Query> {
     Ok(Query::aggregate(&AggregateRef::new(
         instance,
         aggregate_type,
@@ -194,16 +194,13 @@ async fn measure_at(
     let (samples, elapsed) = writes::w1_samples(store, 8, timing).await;
     rows.push(samples.events_row("strata", &workload(size, "W1"), 8, elapsed));
 
-    for (name, target, binds) in [
-        ("R1-large", R1_LARGE, &["scale-001", "user", "r1-large"]),
-        ("R1-small", R1_SMALL, &["scale-001", "user", "r1-small"]),
-    ] {
+    for (name, target) in [("R1-large", &R1_LARGE), ("R1-small", &R1_SMALL)] {
         let name = workload(size, name);
         eprintln!("bench: {name}");
         let (samples, elapsed) =
-            run(1, timing, reads::strata_read(store, aggregate(target)?)).await;
+            run(1, timing, reads::strata_read(store, aggregate(*target)?)).await;
         rows.push(samples.events_row("strata", &name, 1, elapsed));
-        let (samples, elapsed) = run(1, timing, reads::raw_read(&pool, RAW_R1, binds)).await;
+        let (samples, elapsed) = run(1, timing, reads::raw_read(&pool, RAW_R1, target)).await;
         rows.push(samples.events_row("raw", &name, 1, elapsed));
     }
 
