@@ -75,7 +75,7 @@ pub use crate::migrate::{
     AppliedMigration, FUNCTIONS, MIGRATOR, Migrated, SqlFunction, migrate, schema_checksum,
 };
 pub use crate::pooling::Pooler;
-pub use crate::projection::{PgLease, PgProjections, PgSwitch};
+pub use crate::projection::{PgGroupLease, PgLease, PgProjections, PgSwitch};
 pub use crate::replica::{ReadServer, ReadToken};
 pub use crate::store::{PgPools, PgStore};
 

@@ -222,6 +222,10 @@ pub trait ProjectionBackend: Send + Sync + 'static {
     /// The right to work on one (projection, instance) for one batch.
     type Lease: Send + 'static;
 
+    /// The right to work on several pairs of one instance for one batch each, in one unit of
+    /// work ([`ProjectionBackend::try_lease_group`]).
+    type GroupLease: Send + 'static;
+
     /// A switch in progress: the projection's switch lock held exclusively (no batch of any of
     /// its versions runs), in the transaction that will swap the stable names. Dropping it
     /// abandons the switch.
@@ -253,6 +257,41 @@ pub trait ProjectionBackend: Send + Sync + 'static {
         batch: Vec<ReducedEvent>,
         policy: FailurePolicy,
     ) -> impl Future<Output = Result<BatchOutcome, ProjectionError>> + Send;
+
+    /// Takes, together, the leases of the pairs of `projections` in `instance` that nobody holds:
+    /// one unit of work holding several pairs (on PostgreSQL, one transaction), so that a group
+    /// of projections reading the same events costs one lease, one checkpoint read and one commit
+    /// per round instead of one of each per projection. The flags say, in the order of
+    /// `projections`, which pairs it holds; the others are held by another worker.
+    fn try_lease_group(
+        &self,
+        projections: &[&str],
+        instance: &InstanceId,
+    ) -> impl Future<Output = Result<(Self::GroupLease, Vec<bool>), ProjectionError>> + Send;
+
+    /// The checkpoints of the pairs a group lease holds, as [`ProjectionBackend::checkpoint`]
+    /// reads them, in the order of its projections (`None` for a pair it does not hold). They
+    /// all carry the same horizon, when the backend reads one.
+    fn group_checkpoints(
+        &self,
+        lease: &mut Self::GroupLease,
+    ) -> impl Future<Output = Result<Vec<Option<Checkpoint>>, ProjectionError>> + Send;
+
+    /// Applies one batch for each of several pairs the group lease holds (`batches` pairs each
+    /// batch with its projection's index in the lease) and moves their checkpoints past every
+    /// event, all atomically, then ends the lease. No batch may hold a failed reduction.
+    ///
+    /// Returns `false`, having applied nothing and ended the lease, when a statement fails: the
+    /// caller then applies the batches one pair at a time with [`ProjectionBackend::apply`],
+    /// which finds the failing event and records it. So the common case runs no savepoints.
+    fn apply_group(
+        &self,
+        lease: Self::GroupLease,
+        batches: Vec<(usize, Vec<ReducedEvent>)>,
+    ) -> impl Future<Output = Result<bool, ProjectionError>> + Send;
+
+    /// Ends a group lease without changing anything.
+    fn release_group(&self, lease: Self::GroupLease) -> impl Future<Output = ()> + Send;
 
     /// Lets the parked aggregate of `parked` flow again, then ends the lease. `batch` holds the
     /// events it is owed, in order: its events from the parked one (from the one after it when

@@ -30,9 +30,11 @@ use crate::{
 };
 
 mod consumers;
+mod groups;
 mod versions;
 
 pub use self::consumers::*;
+pub use self::groups::*;
 pub use self::versions::*;
 
 /// A read-model row as the suite compares it: column to value, every value as text (`NULL` for
@@ -98,6 +100,8 @@ macro_rules! projection_conformance_tests {
             an_unversioned_projection_upgrades_to_a_version,
             a_frozen_runtime_is_reported_stalled,
             a_version_with_failed_events_does_not_take_over,
+            a_group_lease_applies_its_pairs_together_or_not_at_all,
+            a_failing_member_of_a_group_fails_alone,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -777,6 +781,7 @@ mod tests {
         let source = concat!(
             include_str!("conformance.rs"),
             include_str!("conformance/consumers.rs"),
+            include_str!("conformance/groups.rs"),
             include_str!("conformance/versions.rs")
         );
         strata_store::conformance::assert_every_case_listed(

@@ -118,7 +118,7 @@ pub use crate::consumer::{
     partition_name, split_partition_name,
 };
 pub use crate::error::ProjectionError;
-pub use crate::memory::{MemoryLease, MemoryProjections, MemorySwitch, Row};
+pub use crate::memory::{MemoryGroupLease, MemoryLease, MemoryProjections, MemorySwitch, Row};
 pub use crate::projection::{
     OnFailure, Projection, ProjectionConfig, Reads, ReduceError, SwitchWhen,
 };

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use strata_event::{AggregateRef, Cursor, InstanceId, Sequence};
+use strata_event::{AggregateRef, Cursor, Event, InstanceId, Sequence};
 
+mod group;
 mod versions;
 
 use crate::backend::{
@@ -14,6 +15,7 @@ use crate::backend::{
 };
 use crate::version::{ProjectionVersion, VersionSetup};
 
+pub use self::group::MemoryGroupLease;
 pub use self::versions::MemorySwitch;
 use self::versions::SwitchLocks;
 use crate::error::ProjectionError;
@@ -123,6 +125,22 @@ impl State {
             }
         }
         applied
+    }
+
+    /// Moves the pair's checkpoint to `event`.
+    fn move_checkpoint(&mut self, key: &LeaseKey, event: &Event) {
+        self.checkpoints.insert(
+            key.clone(),
+            CurrentState {
+                projection: key.projection.clone(),
+                instance_id: key.instance.clone(),
+                position: event.position,
+                in_tx_order: event.in_tx_order,
+                aggregate: event.aggregate.clone(),
+                sequence: event.sequence,
+                updated_at: Utc::now(),
+            },
+        );
     }
 
     fn apply(&mut self, statements: &[Statement]) -> Result<(), String> {
@@ -245,6 +263,7 @@ impl MemoryProjections {
 
 impl ProjectionBackend for MemoryProjections {
     type Lease = MemoryLease;
+    type GroupLease = MemoryGroupLease;
     type Switch = MemorySwitch;
 
     async fn prepare_version(
@@ -439,22 +458,50 @@ impl ProjectionBackend for MemoryProjections {
             last = Some(reduced.event);
         }
         if let Some(event) = last {
-            state.checkpoints.insert(
-                lease.key.clone(),
-                CurrentState {
-                    projection: lease.key.projection.clone(),
-                    instance_id: lease.key.instance.clone(),
-                    position: event.position,
-                    in_tx_order: event.in_tx_order,
-                    aggregate: event.aggregate.clone(),
-                    sequence: event.sequence,
-                    updated_at: Utc::now(),
-                },
-            );
+            state.move_checkpoint(&lease.key, &event);
         }
         drop(state);
         drop(lease);
         Ok(outcome)
+    }
+
+    async fn try_lease_group(
+        &self,
+        projections: &[&str],
+        instance: &InstanceId,
+    ) -> Result<(MemoryGroupLease, Vec<bool>), ProjectionError> {
+        let mut leases = Vec::with_capacity(projections.len());
+        for projection in projections {
+            leases.push(self.try_lease(projection, instance).await?);
+        }
+        let held = leases.iter().map(Option::is_some).collect();
+        Ok((MemoryGroupLease { leases }, held))
+    }
+
+    async fn group_checkpoints(
+        &self,
+        lease: &mut MemoryGroupLease,
+    ) -> Result<Vec<Option<Checkpoint>>, ProjectionError> {
+        let mut checkpoints = Vec::with_capacity(lease.leases.len());
+        for member in &mut lease.leases {
+            checkpoints.push(match member {
+                Some(member) => Some(self.checkpoint(member).await?),
+                None => None,
+            });
+        }
+        Ok(checkpoints)
+    }
+
+    async fn apply_group(
+        &self,
+        lease: MemoryGroupLease,
+        batches: Vec<(usize, Vec<ReducedEvent>)>,
+    ) -> Result<bool, ProjectionError> {
+        Ok(lock(&self.state).apply_group(&lease, batches))
+    }
+
+    async fn release_group(&self, lease: MemoryGroupLease) {
+        drop(lease);
     }
 
     async fn unpark(

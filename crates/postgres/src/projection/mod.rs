@@ -5,10 +5,12 @@
 //! path of a batch that failed, `rows.rs` decodes the bookkeeping tables.
 
 mod failures;
+mod group;
 mod render;
 pub(crate) mod rows;
 mod versions;
 
+pub use self::group::PgGroupLease;
 pub use self::versions::PgSwitch;
 
 use std::collections::HashSet;
@@ -143,6 +145,7 @@ impl PgProjections {
 
 impl ProjectionBackend for PgProjections {
     type Lease = PgLease;
+    type GroupLease = PgGroupLease;
     type Switch = PgSwitch;
 
     async fn prepare_version(
@@ -335,6 +338,33 @@ impl ProjectionBackend for PgProjections {
             return Ok(BatchOutcome::default());
         }
         apply_event_by_event(lease, batch, policy).await
+    }
+
+    async fn try_lease_group(
+        &self,
+        projections: &[&str],
+        instance: &InstanceId,
+    ) -> Result<(PgGroupLease, Vec<bool>), ProjectionError> {
+        self.lease_group(projections, instance).await
+    }
+
+    async fn group_checkpoints(
+        &self,
+        lease: &mut PgGroupLease,
+    ) -> Result<Vec<Option<Checkpoint>>, ProjectionError> {
+        self.read_group_checkpoints(lease).await
+    }
+
+    async fn apply_group(
+        &self,
+        lease: PgGroupLease,
+        batches: Vec<(usize, Vec<ReducedEvent>)>,
+    ) -> Result<bool, ProjectionError> {
+        self.apply_group_batches(lease, batches).await
+    }
+
+    async fn release_group(&self, lease: PgGroupLease) {
+        self.release_group_lease(lease).await;
     }
 
     async fn unpark(

@@ -1,5 +1,6 @@
-//! One run of a pair, or of a group of pairs with the same reads: batch after batch below the
-//! commit horizon until the pair is up to date, busy elsewhere or stalled on a failing event.
+//! One run of a pair: batch after batch below the commit horizon until the pair is up to date,
+//! busy elsewhere or stalled on a failing event; and the pieces a group's round shares with it
+//! (`group.rs`): the fetch kept for the next member, reducing a window, the applying mark.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
-use strata_event::{AggregateRef, Cursor, Event, InstanceId, Position};
+use strata_event::{AggregateRef, Cursor, Event, Position};
 use strata_store::EventStore;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -32,10 +33,10 @@ pub(super) enum Sharing {
 
 /// What a batch works on: events after the checkpoint, all below `horizon`.
 pub(super) struct Window {
-    events: Vec<Arc<Event>>,
+    pub(super) events: Vec<Arc<Event>>,
     /// Fewer than the limit came back: these are all the events below the horizon.
-    complete: bool,
-    horizon: Position,
+    pub(super) complete: bool,
+    pub(super) horizon: Position,
 }
 
 /// How a run of a pair ended.
@@ -167,7 +168,7 @@ where
     /// into [`ProjectionError::Panicked`]: the pair must not stay marked running for ever (no
     /// trigger would start it again), so a panic ends its run like an error does. What the batch
     /// holds (its lease, its mark as applying) is released as the panic unwinds.
-    async fn run_batch_guarded(
+    pub(super) async fn run_batch_guarded(
         &self,
         pair: &PairKey,
         bulk_limit: &mut u32,
@@ -182,54 +183,6 @@ where
                     projection: self.name(pair).to_owned(),
                 })
             })
-    }
-
-    /// Runs the pairs of `members` (projections with the same reads) in `instance` until each is
-    /// up to date, busy or stalled, a batch of each in turn, so that each batch of events is
-    /// fetched once for all of them. One member's failure or panic ends only its own run.
-    pub(super) async fn run_group(
-        &self,
-        members: &[usize],
-        instance: &InstanceId,
-    ) -> Vec<Result<PairRun, ProjectionError>> {
-        let mut outcomes: Vec<Option<Result<PairRun, ProjectionError>>> =
-            members.iter().map(|_| None).collect();
-        let mut limits: Vec<u32> = members
-            .iter()
-            .map(|&member| self.inner.projections[member].config.bulk_limit)
-            .collect();
-        let mut fetched = None;
-        loop {
-            let active = outcomes.iter().filter(|outcome| outcome.is_none()).count();
-            if active == 0 {
-                break;
-            }
-            // Keeping a copy of each fetch pays only while another member may use it.
-            let sharing = if active > 1 {
-                Sharing::Shared
-            } else {
-                Sharing::Own
-            };
-            for (slot, &member) in members.iter().enumerate() {
-                if outcomes[slot].is_some() {
-                    continue;
-                }
-                if self.inner.stopping.load(Ordering::SeqCst) {
-                    outcomes[slot] = Some(Ok(PairRun::Stopped));
-                    continue;
-                }
-                let pair = PairKey::new(member, instance);
-                let step = self
-                    .run_batch_guarded(&pair, &mut limits[slot], &mut fetched, sharing)
-                    .await;
-                match step {
-                    Ok(BatchStep::More) => {}
-                    Ok(BatchStep::Finished(run)) => outcomes[slot] = Some(Ok(run)),
-                    Err(err) => outcomes[slot] = Some(Err(err)),
-                }
-            }
-        }
-        outcomes.into_iter().flatten().collect()
     }
 
     /// Leases the pair, takes its next events (from `fetched`: what another projection with the
@@ -288,7 +241,7 @@ where
     /// `retry_failed_after` after its recorded failure, if that is still to come. Whoever triggers
     /// the run (a push, a tick, a catch_up, another process) waits for it, so the attempts are
     /// spread as configured.
-    fn retry_not_due(&self, pair: &PairKey, checkpoint: &Checkpoint) -> Option<Instant> {
+    pub(super) fn retry_not_due(&self, pair: &PairKey, checkpoint: &Checkpoint) -> Option<Instant> {
         let config = &self.inner.projections[pair.index].config;
         let failure = checkpoint.next_failure.as_ref()?;
         if failure.failure_count >= config.max_failure_count {
@@ -305,7 +258,7 @@ where
     /// The next events after the checkpoint, at most `limit`: from `fetched` when it covers them,
     /// otherwise from the store below a horizon read first (below it no event can still appear, so
     /// the checkpoint may move past what it returns; `docs/position.md`).
-    async fn next_events(
+    pub(super) async fn next_events(
         &self,
         pair: &PairKey,
         checkpoint: &Checkpoint,
@@ -340,7 +293,7 @@ where
     }
 
     /// Notes that the pair has nothing left below `horizon` (see `Inner::complete_below`).
-    fn note_complete(&self, pair: &PairKey, horizon: Position) {
+    pub(super) fn note_complete(&self, pair: &PairKey, horizon: Position) {
         let mut complete_below = lock(&self.inner.complete_below);
         let noted = complete_below.entry(pair.clone()).or_insert(horizon);
         *noted = (*noted).max(horizon);
@@ -615,7 +568,7 @@ pub(super) async fn handle_guarded(part: &ConsumerPart, events: &[Arc<Event>]) -
 }
 
 /// The message a panic carried.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
@@ -690,7 +643,9 @@ pub(super) fn reduce_guarded(
 #[cfg(test)]
 mod tests {
     use rust_decimal::Decimal;
-    use strata_event::{AggregateId, AggregateType, Creator, EventType, Owner, Payload};
+    use strata_event::{
+        AggregateId, AggregateType, Creator, EventType, InstanceId, Owner, Payload,
+    };
 
     use super::*;
 

@@ -5,7 +5,8 @@
 //! - `triggers.rs`: what makes a (projection, instance) pair run: pushes of this and other
 //!   processes, ticks, and the heartbeat;
 //! - `scheduler.rs`: queueing runs, the permits that bound them, graceful shutdown;
-//! - `batch.rs`: one run of a pair or a group of pairs, batch by batch, below the horizon;
+//! - `batch.rs`: one run of a pair, batch by batch, below the horizon;
+//! - `group.rs`: one run of a group of pairs with the same reads, a round of batches per commit;
 //! - `catch_up.rs`: read-your-writes;
 //! - `operator.rs`: rebuilds, failed events, and the requests operators queue;
 //! - `status.rs`: where every projection stands, and whether it is healthy;
@@ -13,6 +14,7 @@
 
 mod batch;
 mod catch_up;
+mod group;
 mod operator;
 mod scheduler;
 mod status;
@@ -200,17 +202,27 @@ where
         self.by_name.insert(name, self.projections.len());
         // A consumer's handler may take its time (it calls out): it runs alone, so no
         // projection waits for it in a shared run. So does a versioned projection: a version
-        // being built runs from the first event, and the live ones must not wait for it.
-        let same_reads: Vec<usize> = if part.is_some() || version.is_some() {
+        // being built runs from the first event, and the live ones must not wait for it. And so
+        // does a projection with side effects: its batches wait for the disk's flush (a crash
+        // must not undo a batch whose hook ran), and a group's round commits as one.
+        let runs_alone =
+            |part: bool, version: bool, side_effects: bool| part || version || side_effects;
+        let same_reads: Vec<usize> = if runs_alone(
+            part.is_some(),
+            version.is_some(),
+            projection.has_side_effects(),
+        ) {
             Vec::new()
         } else {
             self.projections
                 .iter()
                 .enumerate()
                 .filter(|(_, other)| {
-                    other.part.is_none()
-                        && other.version.is_none()
-                        && other.reads.entries() == reads.entries()
+                    !runs_alone(
+                        other.part.is_some(),
+                        other.version.is_some(),
+                        other.projection.has_side_effects(),
+                    ) && other.reads.entries() == reads.entries()
                 })
                 .map(|(index, _)| index)
                 .collect()
