@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on every Linux architecture
 /// Strata builds for).
-const TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU time counters at one instant.
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,21 +118,31 @@ fn server_ticks(data: &Path) -> Option<u64> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some((parent, used)) = process_stat(pid) else {
             continue;
         };
-        // The command name is in parentheses and may hold spaces: fields start after the last `)`.
-        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // After the name: state(0) ppid(1) … utime(11) stime(12).
-        let parent: u32 = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
         if pid == postmaster || parent == postmaster {
-            let user: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-            let system: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-            ticks += user + system;
+            ticks += used;
         }
     }
     Some(ticks)
+}
+
+/// User and system ticks the process `pid` has used so far; `None` when it is gone (or `/proc`
+/// cannot tell).
+pub(crate) fn process_ticks(pid: u32) -> Option<u64> {
+    process_stat(pid).map(|(_, used)| used)
+}
+
+/// The parent and the user and system ticks of the process `pid`, from `/proc/<pid>/stat`.
+fn process_stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last `)`.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state(0) ppid(1) … utime(11) stime(12).
+    let parent: u32 = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let user: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let system: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some((parent, user + system))
 }

@@ -8,6 +8,7 @@ mod observed;
 mod personal;
 mod pollers;
 mod projections;
+mod reader_cost;
 mod reads;
 mod rebuild;
 mod runner;

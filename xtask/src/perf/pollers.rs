@@ -22,9 +22,8 @@ pub(crate) const POLL_EVERY: Duration = Duration::from_millis(50);
 /// runtime cannot (docs/projections.md), so they do less than it does. Runs until killed.
 pub(crate) async fn pollers(url: &str, count: usize, grouped: bool) -> Result<()> {
     use std::str::FromStr;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
-        .options([("synchronous_commit", "off")])
-        .application_name("strata bench poller");
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(url)?.options([("synchronous_commit", "off")]);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(PgConfig::default().projection_pool.max_connections)
         .test_before_acquire(false)

@@ -17,6 +17,7 @@ use strata_projection::{
 use strata_store::EventStore;
 
 use crate::perf::pollers::{self, POLL_EVERY};
+use crate::perf::reader_cost::{self, ReaderCost, ReaderSample};
 use crate::perf::runner::Timing;
 use crate::perf::stats::{Latencies, Row, Samples};
 use crate::perf::writes;
@@ -563,6 +564,10 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
     let (mut with, mut with_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut polled, mut polled_elapsed) = (Samples::default(), Duration::ZERO);
     let (mut grouped, mut grouped_elapsed) = (Samples::default(), Duration::ZERO);
+    // What each reader costs: [runtime, grouped poller, pollers].
+    let mut costs = [ReaderCost::default(); 3];
+    let statements = reader_cost::statements_available(pool).await;
+    let reader_url = reader_cost::reader_url(url);
     for n in 1..=rounds {
         eprintln!("bench: W1P round {n}/{rounds}: W1 alone");
         let before = if detail {
@@ -587,14 +592,24 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
         for kind in order {
             if kind == "strata" {
                 eprintln!("bench: W1P round {n}/{rounds}: W1 beside {projections} projections");
-                let worker = spawn_worker(url, projections, "latest")?;
+                let worker = spawn_worker(&reader_url, projections, "latest")?;
                 eprintln!("bench: W1P round {n}/{rounds}: projections caught up, W1 starts");
                 let before = if detail {
                     activity(pool).await?
                 } else {
                     (0, 0, 0, 0)
                 };
+                let start = ReaderSample::now(pool, worker.0.id(), statements).await?;
                 let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+                let cost = start.until(
+                    &ReaderSample::now(pool, worker.0.id(), statements).await?,
+                    projections,
+                );
+                eprintln!(
+                    "bench: W1P round {n}/{rounds}: the runtime: {}",
+                    cost.describe()
+                );
+                costs[0].add(cost);
                 if detail {
                     let after = activity(pool).await?;
                     let seconds = (round.warmup + round.measure).as_secs_f64();
@@ -626,9 +641,19 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
                     format!("one poller of {projections} read models")
                 };
                 eprintln!("bench: W1P round {n}/{rounds}: W1 beside {readers}");
-                let pollers = spawn_worker(url, projections, kind)?;
+                let pollers = spawn_worker(&reader_url, projections, kind)?;
+                let start = ReaderSample::now(pool, pollers.0.id(), statements).await?;
                 let (samples, elapsed) = writes::w1_samples(store, 8, round).await;
+                let cost = start.until(
+                    &ReaderSample::now(pool, pollers.0.id(), statements).await?,
+                    projections,
+                );
                 drop(pollers);
+                eprintln!(
+                    "bench: W1P round {n}/{rounds}: {readers}: {}",
+                    cost.describe()
+                );
+                costs[if kind == "poll" { 2 } else { 1 }].add(cost);
                 let polled_rate = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
                 eprintln!(
                     "bench: W1P round {n}/{rounds}: {polled_rate:.0} ev/s beside {readers} every \
@@ -645,6 +670,12 @@ async fn w1p(store: &PgStore, pool: &PgPool, url: &str, timing: Timing) -> Resul
                 }
             }
         }
+    }
+    for (reader, cost) in ["the runtime", "the grouped poller", "the pollers"]
+        .iter()
+        .zip(costs)
+    {
+        eprintln!("bench: W1P cost of {reader}: {}", cost.describe());
     }
     let alone = alone.events_row("strata-alone", "W1P", 8, alone_elapsed);
     let with = with.events_row("strata", "W1P", 8, with_elapsed);
