@@ -186,14 +186,53 @@ pub(crate) async fn run_reads(
         rows.push(samples.events_row("raw", "Q1", 1, elapsed));
     }
     if wanted("R2") {
-        eprintln!("bench: R2");
-        rows.push(r2_strata(store, r2_passes).await?);
-        rows.push(r2_raw(pool, r2_passes).await?);
+        rows.extend(r2(store, pool, r2_passes).await?);
     }
     Ok(rows)
 }
 
-async fn r2_strata(store: &PgStore, passes: u32) -> Result<Row> {
+/// R2 in rounds, each one pass through Strata and one in raw SQL, taking turns at going first:
+/// a pass takes about a second, and the machine's pace drifts over minutes, so passes side by
+/// side compare like with like where one block of each would not. The rows are the totals; the
+/// per-round ratios go to stderr.
+async fn r2(store: &PgStore, pool: &PgPool, passes: u32) -> Result<Vec<Row>> {
+    let rounds = passes + 2;
+    eprintln!("bench: R2, {rounds} rounds alternating with raw");
+    let (mut strata, mut strata_elapsed) = (Samples::default(), Duration::ZERO);
+    let (mut raw, mut raw_elapsed) = (Samples::default(), Duration::ZERO);
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut rates = [0.0; 2];
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let (samples, elapsed) = r2_strata_samples(store, 1).await?;
+                rates[0] = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
+                strata.merge(samples);
+                strata_elapsed += elapsed;
+            } else {
+                let (samples, elapsed) = r2_raw_samples(pool, 1).await?;
+                rates[1] = samples.events as f64 / elapsed.as_secs_f64().max(1e-9);
+                raw.merge(samples);
+                raw_elapsed += elapsed;
+            }
+        }
+        ratios.push(rates[0] / rates[1].max(1e-9));
+    }
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench: R2 ratio to raw, median of {rounds} rounds {:.2} (rounds {:.2}–{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    Ok(vec![
+        strata.events_row("strata", "R2", 1, strata_elapsed),
+        raw.events_row("raw", "R2", 1, raw_elapsed),
+    ])
+}
+
+/// Strata's R2 pages over `passes` passes (a latency per page), and how long they took.
+async fn r2_strata_samples(store: &PgStore, passes: u32) -> Result<(Samples, Duration)> {
     let mut samples = Samples::default();
     let started = Instant::now();
     for _ in 0..passes {
@@ -213,12 +252,7 @@ async fn r2_strata(store: &PgStore, passes: u32) -> Result<Row> {
             }
         }
     }
-    Ok(samples.events_row("strata", "R2", 1, started.elapsed()))
-}
-
-async fn r2_raw(pool: &PgPool, passes: u32) -> Result<Row> {
-    let (samples, elapsed) = r2_raw_samples(pool, passes).await?;
-    Ok(samples.events_row("raw", "R2", 1, elapsed))
+    Ok((samples, started.elapsed()))
 }
 
 /// Raw R2's pages over `passes` passes (a latency per page), and how long they took: R2's
