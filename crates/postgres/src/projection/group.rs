@@ -100,41 +100,7 @@ impl PgProjections {
         lease: &mut PgGroupLease,
     ) -> Result<Vec<Option<Checkpoint>>, ProjectionError> {
         let names: Vec<&str> = lease.held.iter().flatten().map(String::as_str).collect();
-        // `checkpoint`'s query for every held pair at once, read after the locks; one horizon
-        // for all, so the runtime's one fetch serves every member.
-        let rows: Vec<CheckpointRow> = sqlx::query_as(
-            "SELECT state.position, state.in_tx_order, horizon.horizon, \
-                    next.failure_count AS next_failure_count, \
-                    next.last_failed_at AS next_failed_at, \
-                    parked.parked_types, parked.parked_ids, \
-                    COALESCE(version.state IN ('retired', 'dropped'), false) AS retired \
-             FROM (SELECT eventstore.commit_horizon() AS horizon) AS horizon \
-             CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS member(name, ord) \
-             LEFT JOIN projections.versions version ON version.pair_name = member.name \
-             LEFT JOIN projections.current_states state \
-                    ON state.instance_id = $1 AND state.projection_name = member.name \
-             LEFT JOIN LATERAL ( \
-                 SELECT failure_count, last_failed_at FROM projections.failed_events failed \
-                 WHERE failed.instance_id = $1 AND failed.projection_name = member.name \
-                   AND (state.position IS NULL \
-                        OR (failed.position, failed.in_tx_order) \
-                           > (state.position, state.in_tx_order)) \
-                 ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
-             ) AS next ON true \
-             LEFT JOIN LATERAL ( \
-                 SELECT array_agg(aggregate_type) AS parked_types, \
-                        array_agg(aggregate_id) AS parked_ids \
-                 FROM projections.failed_events parked \
-                 WHERE parked.instance_id = $1 AND parked.projection_name = member.name \
-                   AND parked.parked \
-             ) AS parked ON true \
-             ORDER BY member.ord",
-        )
-        .bind(lease.instance.as_str())
-        .bind(&names)
-        .fetch_all(&mut *lease.tx)
-        .await
-        .map_err(|err| store_error("reading checkpoints", err))?;
+        let rows = read_checkpoints(&mut lease.tx, &lease.instance, &names).await?;
         if rows.len() != names.len() {
             return Err(crate::projection::corrupt(
                 "answer to a group's checkpoints",
@@ -196,6 +162,51 @@ impl PgProjections {
     pub(super) async fn release_group_lease(&self, lease: PgGroupLease) {
         let _ = lease.tx.rollback().await;
     }
+}
+
+/// The checkpoints of `names` in `instance`, in that order, in one round trip: each with the
+/// failure recorded for its next event (failures with attempts left sit right after the
+/// checkpoint), its parked aggregates and whether it is a retired version, and one commit horizon
+/// for all, read after the leases and before the events, which is all the runtime needs of it.
+/// A lone pair's lease reads its checkpoint here too.
+pub(super) async fn read_checkpoints(
+    tx: &mut Transaction<'static, Postgres>,
+    instance: &InstanceId,
+    names: &[&str],
+) -> Result<Vec<CheckpointRow>, ProjectionError> {
+    sqlx::query_as(
+        "SELECT state.position, state.in_tx_order, horizon.horizon, \
+                next.failure_count AS next_failure_count, \
+                next.last_failed_at AS next_failed_at, \
+                parked.parked_types, parked.parked_ids, \
+                COALESCE(version.state IN ('retired', 'dropped'), false) AS retired \
+         FROM (SELECT eventstore.commit_horizon() AS horizon) AS horizon \
+         CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS member(name, ord) \
+         LEFT JOIN projections.versions version ON version.pair_name = member.name \
+         LEFT JOIN projections.current_states state \
+                ON state.instance_id = $1 AND state.projection_name = member.name \
+         LEFT JOIN LATERAL ( \
+             SELECT failure_count, last_failed_at FROM projections.failed_events failed \
+             WHERE failed.instance_id = $1 AND failed.projection_name = member.name \
+               AND (state.position IS NULL \
+                    OR (failed.position, failed.in_tx_order) \
+                       > (state.position, state.in_tx_order)) \
+             ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
+         ) AS next ON true \
+         LEFT JOIN LATERAL ( \
+             SELECT array_agg(aggregate_type) AS parked_types, \
+                    array_agg(aggregate_id) AS parked_ids \
+             FROM projections.failed_events parked \
+             WHERE parked.instance_id = $1 AND parked.projection_name = member.name \
+               AND parked.parked \
+         ) AS parked ON true \
+         ORDER BY member.ord",
+    )
+    .bind(instance.as_str())
+    .bind(names)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|err| store_error("reading checkpoints", err))
 }
 
 /// Every member's checkpoint move, as the parallel arrays of one statement: each pair moves to

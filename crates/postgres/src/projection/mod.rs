@@ -29,8 +29,7 @@ use crate::pooling::{self, Pooled, Pooler};
 use crate::projection::failures::{apply_event_by_event, unpark_in_order};
 use crate::projection::render::{execute, execute_merged};
 use crate::projection::rows::{
-    CheckpointRow, FAILED_COLUMNS, FailedRow, RequestRow, STATE_COLUMNS, StateRow, decode_failed,
-    decode_state,
+    FAILED_COLUMNS, FailedRow, RequestRow, STATE_COLUMNS, StateRow, decode_failed, decode_state,
 };
 
 /// Projection storage on PostgreSQL. Give it the store's projection pool
@@ -244,39 +243,12 @@ impl ProjectionBackend for PgProjections {
     }
 
     async fn checkpoint(&self, lease: &mut PgLease) -> Result<Checkpoint, ProjectionError> {
-        // One round trip: the checkpoint, the failure recorded for the next event (failures with
-        // attempts left sit right after the checkpoint), the parked aggregates, and the horizon, read after the lock and
-        // before the events, which is all the runtime needs of it.
-        let row: CheckpointRow = sqlx::query_as(
-            "SELECT state.position, state.in_tx_order, eventstore.commit_horizon() AS horizon, \
-                    next.failure_count AS next_failure_count, \
-                    next.last_failed_at AS next_failed_at, \
-                    parked.parked_types, parked.parked_ids, \
-                    COALESCE(version.state IN ('retired', 'dropped'), false) AS retired \
-             FROM (SELECT) AS one \
-             LEFT JOIN projections.versions version ON version.pair_name = $2 \
-             LEFT JOIN projections.current_states state \
-                    ON state.instance_id = $1 AND state.projection_name = $2 \
-             LEFT JOIN LATERAL ( \
-                 SELECT failure_count, last_failed_at FROM projections.failed_events failed \
-                 WHERE failed.instance_id = $1 AND failed.projection_name = $2 \
-                   AND (state.position IS NULL \
-                        OR (failed.position, failed.in_tx_order) \
-                           > (state.position, state.in_tx_order)) \
-                 ORDER BY failed.position, failed.in_tx_order LIMIT 1 \
-             ) AS next ON true \
-             LEFT JOIN LATERAL ( \
-                 SELECT array_agg(aggregate_type) AS parked_types, \
-                        array_agg(aggregate_id) AS parked_ids \
-                 FROM projections.failed_events parked \
-                 WHERE parked.instance_id = $1 AND parked.projection_name = $2 AND parked.parked \
-             ) AS parked ON true",
-        )
-        .bind(lease.instance.as_str())
-        .bind(&lease.projection)
-        .fetch_one(&mut *lease.tx)
-        .await
-        .map_err(|err| store_error("reading a checkpoint", err))?;
+        let rows =
+            group::read_checkpoints(&mut lease.tx, &lease.instance, &[lease.projection.as_str()])
+                .await?;
+        let Some(row) = rows.into_iter().next() else {
+            return Err(corrupt("answer to a checkpoint read", "no row"));
+        };
         let checkpoint = row.decode(&lease.instance)?;
         lease.read_cursor = checkpoint.cursor;
         lease.read_next_failure = checkpoint.next_failure.clone();
