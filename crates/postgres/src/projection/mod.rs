@@ -2,8 +2,10 @@
 //! (projection, instance) that is a transaction holding an advisory lock.
 //!
 //! This file is the backend; `render.rs` turns statements into SQL, `failures.rs` is the slow
-//! path of a batch that failed, `rows.rs` decodes the bookkeeping tables.
+//! path of a batch that failed, `checkpoints.rs` reads and moves checkpoints, `group.rs` leases a
+//! group's pairs in one transaction, `rows.rs` decodes the bookkeeping tables.
 
+mod checkpoints;
 mod failures;
 mod group;
 mod render;
@@ -26,6 +28,7 @@ use strata_projection::{
 
 use crate::error::{from_sqlx, unexpected_answer};
 use crate::pooling::{self, Pooled, Pooler};
+use crate::projection::checkpoints::{CheckpointMoves, read_checkpoints};
 use crate::projection::failures::{apply_event_by_event, unpark_in_order};
 use crate::projection::render::{execute, execute_merged};
 use crate::projection::rows::{
@@ -244,8 +247,7 @@ impl ProjectionBackend for PgProjections {
 
     async fn checkpoint(&self, lease: &mut PgLease) -> Result<Checkpoint, ProjectionError> {
         let rows =
-            group::read_checkpoints(&mut lease.tx, &lease.instance, &[lease.projection.as_str()])
-                .await?;
+            read_checkpoints(&mut lease.tx, &lease.instance, &[lease.projection.as_str()]).await?;
         let Some(row) = rows.into_iter().next() else {
             return Err(corrupt("answer to a checkpoint read", "no row"));
         };
@@ -583,36 +585,7 @@ pub(crate) async fn move_checkpoint(
     last: &strata_event::Event,
     retried: Option<&strata_event::Event>,
 ) -> Result<(), ProjectionError> {
-    let (retried_type, retried_id, retried_sequence) = match retried {
-        Some(event) => (
-            Some(event.aggregate.aggregate_type.as_str()),
-            Some(event.aggregate.aggregate_id.as_str()),
-            Some(event.sequence as i64),
-        ),
-        None => (None, None, None),
-    };
-    sqlx::query(
-        "WITH forgotten AS (DELETE FROM projections.failed_events WHERE instance_id = $1 \
-             AND projection_name = $2 AND aggregate_type = $8 AND aggregate_id = $9 AND sequence = $10) \
-         INSERT INTO projections.current_states (instance_id, projection_name, position, \
-         in_tx_order, aggregate_type, aggregate_id, sequence, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
-         ON CONFLICT (instance_id, projection_name) DO UPDATE SET position = EXCLUDED.position, \
-         in_tx_order = EXCLUDED.in_tx_order, aggregate_type = EXCLUDED.aggregate_type, \
-         aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence, updated_at = now()",
-    )
-    .bind(lease.instance.as_str())
-    .bind(&lease.projection)
-    .bind(last.position.as_decimal())
-    .bind(last.in_tx_order as i32)
-    .bind(last.aggregate.aggregate_type.as_str())
-    .bind(last.aggregate.aggregate_id.as_str())
-    .bind(last.sequence as i64)
-    .bind(retried_type)
-    .bind(retried_id)
-    .bind(retried_sequence)
-    .execute(&mut *lease.tx)
-    .await
-    .map(drop)
-    .map_err(|err| store_error("moving a checkpoint", err))
+    let mut moves = CheckpointMoves::default();
+    moves.push(&lease.projection, last, retried);
+    moves.run(&mut lease.tx, &lease.instance).await
 }

@@ -20,18 +20,20 @@ impl State {
     pub(super) fn apply_group(
         &mut self,
         lease: &MemoryGroupLease,
-        batches: Vec<(usize, Vec<ReducedEvent>)>,
+        mut batches: Vec<(usize, Vec<ReducedEvent>)>,
     ) -> bool {
         let mut held = Vec::with_capacity(batches.len());
         let mut statements: Vec<Statement> = Vec::new();
-        for (member, batch) in &batches {
+        for (member, batch) in &mut batches {
             let Some(Some(member_lease)) = lease.leases.get(*member) else {
                 return false;
             };
             held.push(member_lease);
             for reduced in batch {
-                match &reduced.statements {
-                    Ok(more) => statements.extend(more.iter().cloned()),
+                // Moved, not cloned: the batch is spent whatever happens, only its events
+                // are needed below.
+                match &mut reduced.statements {
+                    Ok(more) => statements.append(more),
                     Err(_) => return false,
                 }
             }

@@ -40,8 +40,8 @@ enum MemberStep {
 struct Committed {
     slot: usize,
     pair: PairKey,
-    /// Each aggregate the batch touched, with the index of its first event.
-    touches: Vec<(usize, AggregateRef)>,
+    /// Each aggregate the batch touched (all of it committed).
+    touched: Vec<AggregateRef>,
     /// When the batch's last event was created.
     newest: Option<chrono::DateTime<chrono::Utc>>,
     count: usize,
@@ -289,7 +289,10 @@ where
         for member in applied {
             members.push(Committed {
                 slot: member.slot,
-                touches: first_touches(member.batch.iter().map(|reduced| reduced.event.as_ref())),
+                touched: first_touches(member.batch.iter().map(|reduced| reduced.event.as_ref()))
+                    .into_iter()
+                    .map(|(_, aggregate)| aggregate)
+                    .collect(),
                 newest: member.batch.last().map(|reduced| reduced.event.created_at),
                 count: member.batch.len(),
                 complete: member.complete,
@@ -373,13 +376,12 @@ where
     ) -> Result<BatchStep, ProjectionError> {
         let Committed {
             pair,
-            touches,
+            touched,
             newest,
             count,
             complete,
             ..
         } = member;
-        let pair = &pair;
         let registered = &self.inner.projections[pair.index];
         let outcome = BatchOutcome {
             processed: count,
@@ -393,25 +395,21 @@ where
             newest,
             complete,
         );
-        let span = batch_span(self.name(pair), None, &pair.instance, count);
+        let span = batch_span(self.name(&pair), None, &pair.instance, count);
         span.record("otel.status_code", "OK");
         span.record("strata.processed", count);
-        let touched: Vec<AggregateRef> = touches
-            .into_iter()
-            .map(|(_, aggregate)| aggregate)
-            .collect();
         let hook = std::panic::AssertUnwindSafe(registered.projection.after_commit(&touched))
             .catch_unwind()
             .instrument(span)
             .await;
         if let Err(panic) = hook {
             tracing::warn!(
-                projection = %self.name(pair),
+                projection = %self.name(&pair),
                 panic = %panic_message(&*panic),
                 "an after_commit hook panicked"
             );
             return Err(ProjectionError::Panicked {
-                projection: self.name(pair).to_owned(),
+                projection: self.name(&pair).to_owned(),
             });
         }
         Ok(if complete {
